@@ -66,3 +66,11 @@ export interface Consensus {
   /** Releases connections and handles. Idempotent; later calls fail with `closed`. */
   close(): Promise<void>;
 }
+
+/** What a backend's `open*Consensus(url, options)` factory takes besides its URL. */
+export interface OpenConsensusOptions {
+  /** Where backend logs go. @default silent */
+  logger?: import('pino').Logger | undefined;
+  /** Metrics go here; never the global registry. @default no metrics */
+  registry?: import('prom-client').Registry | undefined;
+}

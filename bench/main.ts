@@ -1,0 +1,28 @@
+/**
+ * `npm run bench -- [NAME ...]`: runs the named benchmarks (all when none is named) and prints
+ * their figures. Each benchmark is a module in this folder registered in `BENCHES`.
+ */
+type Bench = { description: string; run: (args: string[]) => Promise<void> };
+
+const BENCHES: Record<string, () => Promise<Bench>> = {};
+
+async function main(): Promise<void> {
+  const [name, ...rest] = process.argv.slice(2);
+  const names = name === undefined ? Object.keys(BENCHES) : [name];
+  for (const n of names) {
+    const load = BENCHES[n];
+    if (load === undefined) {
+      throw new Error(
+        `unknown benchmark ${n}; known: ${Object.keys(BENCHES).join(', ') || 'none yet'}`,
+      );
+    }
+    const bench = await load();
+    console.log(`\n## ${n}: ${bench.description}\n`);
+    await bench.run(rest);
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exitCode = 1;
+});

@@ -1,0 +1,124 @@
+/**
+ * The broker's public contract: what `createBroker()` returns and takes. The data plane (gRPC
+ * server, subscriptions, fan-out) implements it; the admin HTTP server and the CLI consume it.
+ * The broker knows nothing of Consensus or shard state.
+ */
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+
+/** A listen address. Port 0 picks a free port (read the bound one from `Broker.address`). */
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/** TLS for the gRPC port: PEM contents (not paths; the CLI reads the files). */
+export interface BrokerTlsOptions {
+  cert: string | Buffer;
+  key: string | Buffer;
+  /** CA bundle to verify client certificates; set it to require mTLS. */
+  clientCa?: string | Buffer | undefined;
+}
+
+/** Runtime flags of the broker: can be changed while it runs (`Broker.setFlags`). */
+export interface BrokerFlags {
+  /** Forward pushed diffs to subscribers. Off: pushes are accepted and dropped (counted). @default true */
+  forwardPushes: boolean;
+}
+
+export interface BrokerLimits {
+  /** Largest inbound gRPC message, in bytes. @default 4 MiB */
+  maxMessageBytes: number;
+  /** Open connections at most; more are refused with RESOURCE_EXHAUSTED. @default 10000 */
+  maxConnections: number;
+  /** Subscriptions one connection may hold. @default 100000 */
+  maxSubscriptionsPerConnection: number;
+  /** Longest shard id, in bytes. @default 256 */
+  maxShardIdBytes: number;
+  /** Outbound queue per connection, in messages. @default 1024 */
+  maxQueueMessages: number;
+  /** Outbound queue per connection, in bytes. @default 16 MiB */
+  maxQueueBytes: number;
+  /** A connection whose queue stays full this long is closed (RESOURCE_EXHAUSTED). @default 30000 */
+  stuckConnectionTimeoutMs: number;
+  /** Diffs kept per shard for resume. @default 64 */
+  resumeRingSize: number;
+}
+
+export interface BrokerOptions {
+  /** gRPC listen address. @default 127.0.0.1:6879 */
+  listen?: HostPort | undefined;
+  tls?: BrokerTlsOptions | undefined;
+  /** If set, clients must send `authorization: Bearer <token>`; otherwise UNAUTHENTICATED. */
+  authToken?: string | undefined;
+  limits?: Partial<BrokerLimits> | undefined;
+  flags?: Partial<BrokerFlags> | undefined;
+  /** Ping idle connections this often to find dead peers, in ms. 0 disables. @default 30000 */
+  keepaliveTimeMs?: number | undefined;
+  /** Close a connection whose keepalive ping is unanswered this long, in ms. @default 10000 */
+  keepaliveTimeoutMs?: number | undefined;
+  /** Close connections older than this (with ±10% jitter) by GOAWAY, in ms. 0: never. @default 0 */
+  maxConnectionAgeMs?: number | undefined;
+  /** Metrics go here; never the global registry. @default a new Registry */
+  registry?: Registry | undefined;
+  logger?: Logger | undefined;
+  /** Wall clock, ms since the Unix epoch, injectable for tests. @default Date.now */
+  now?: (() => number) | undefined;
+}
+
+/** One shard in the admin listing. */
+export interface ShardInfo {
+  shardId: string;
+  subscribers: number;
+  /** Highest seqno seen pushed for this shard, if any is still in the ring. */
+  lastSeqno?: string | undefined;
+}
+
+/** One connection in the admin listing. */
+export interface ConnectionInfo {
+  connId: string;
+  callerId: string;
+  remoteAddress: string;
+  connectedAtMs: number;
+  subscriptions: number;
+  queueMessages: number;
+  queueBytes: number;
+  dropped: number;
+}
+
+export interface Page<T> {
+  items: T[];
+  /** Absent when the listing is done. Soft guarantees as Consensus `listKeys`. */
+  nextPageToken?: string | undefined;
+}
+
+export interface PageRequest {
+  pageSize?: number | undefined;
+  pageToken?: string | undefined;
+}
+
+/** Broker lifecycle, one tagged state. */
+export type BrokerState = 'starting' | 'serving' | 'draining' | 'closed';
+
+export interface Broker {
+  /** The bound gRPC address (after `start()`). */
+  readonly address: HostPort;
+  readonly state: BrokerState;
+  readonly registry: Registry;
+  /** Binds the gRPC port and starts serving. */
+  start(): Promise<void>;
+  /** True while serving and not draining (readiness). */
+  isReady(): boolean;
+  listShards(request?: PageRequest): Page<ShardInfo>;
+  listConnections(request?: PageRequest): Page<ConnectionInfo>;
+  readonly flags: Readonly<BrokerFlags>;
+  /** Changes runtime flags; takes effect for the next message. */
+  setFlags(flags: Partial<BrokerFlags>): void;
+  /**
+   * Graceful drain: stop accepting, send GOAWAY, let clients go, and close what is left at the
+   * deadline. Idempotent.
+   */
+  close(options?: { deadlineMs?: number | undefined }): Promise<void>;
+  /** Immediate: every connection is destroyed. */
+  destroy(): void;
+}
