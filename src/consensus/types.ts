@@ -1,3 +1,6 @@
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+
 /**
  * The Consensus store: a compare-and-set log of versions per key (a persist shard). It is the
  * source of truth; pubsub is an optimisation on top of it. Every backend passes the shared
@@ -70,7 +73,7 @@ export interface Consensus {
 /** What a backend's `open*Consensus(url, options)` factory takes besides its URL. */
 export interface OpenConsensusOptions {
   /** Where backend logs go. @default silent */
-  logger?: import('pino').Logger | undefined;
+  logger?: Logger | undefined;
   /** Metrics go here; never the global registry. @default no metrics */
-  registry?: import('prom-client').Registry | undefined;
+  registry?: Registry | undefined;
 }
