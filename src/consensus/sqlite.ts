@@ -1,0 +1,352 @@
+import Database from 'better-sqlite3';
+import type { Logger } from 'pino';
+import { ConsensusError } from './errors.js';
+import {
+  decodePageToken,
+  encodePageToken,
+  throwIfAborted,
+  validateCas,
+  validateKey,
+  validateLimit,
+  validatePageSize,
+  validateSeqno,
+} from './limits.js';
+import type {
+  CallOptions,
+  CasResult,
+  Consensus,
+  ListKeysOptions,
+  ListKeysPage,
+  OpenConsensusOptions,
+  VersionedData,
+} from './types.js';
+
+/** How long a call waits for another connection's write lock. */
+export const DEFAULT_SQLITE_BUSY_TIMEOUT_MS = 5000;
+/** Durability of a commit: `full` fsyncs the WAL on every commit. */
+export const DEFAULT_SQLITE_SYNCHRONOUS: SqliteSynchronous = 'full';
+
+/**
+ * `full`: every committed compare-and-set is fsynced before it returns, so it survives power
+ * loss. `normal`: in WAL mode a commit survives a crash of the process but the last commits
+ * before a power loss or OS crash may be rolled back — after which another writer could commit
+ * a different version under the same seqno, which breaks the Consensus contract for anyone who
+ * already saw the lost one. Use `normal` only for tests and throwaway state.
+ */
+export type SqliteSynchronous = 'full' | 'normal';
+
+export interface SqliteConsensusOptions extends OpenConsensusOptions {
+  /**
+   * How long a call waits, blocking the event loop, for a write lock held by another connection
+   * or process before failing with a determinate `unavailable`. @default 5000
+   */
+  busyTimeoutMs?: number | undefined;
+  /** Commit durability (`PRAGMA synchronous`); see `SqliteSynchronous`. @default 'full' */
+  synchronous?: SqliteSynchronous | undefined;
+}
+
+/**
+ * Opens the embedded default Consensus: one SQLite file (better-sqlite3) in WAL mode, safe to
+ * share between threads and OS processes on one host. `path` is a file path or `:memory:` (a
+ * private database that lives as long as this handle).
+ *
+ * The table has the Postgres shape, `consensus (shard TEXT, sequence_number INTEGER, data BLOB,
+ * PRIMARY KEY (shard, sequence_number))`, with seqnos as 64-bit INTEGERs read and written as
+ * BigInt. A compare-and-set is one `INSERT ... SELECT ... WHERE <head> IS <expected>` inside
+ * `BEGIN IMMEDIATE`, which takes the database's single write lock first, so concurrent writers
+ * in any process are serialized and exactly one wins each seqno.
+ *
+ * better-sqlite3 is synchronous: every call runs to completion on the calling thread, so an
+ * `AbortSignal` is only checked before a call starts, and a call that waits for another
+ * process's write lock blocks the event loop for up to `busyTimeoutMs`. Each call is one short
+ * indexed statement (a truncate is one ranged delete) so the lock is held for microseconds.
+ */
+export async function openSqliteConsensus(
+  path: string,
+  options: SqliteConsensusOptions = {},
+): Promise<Consensus> {
+  if (typeof path !== 'string' || path.length === 0 || path.includes('\u0000')) {
+    throw new ConsensusError('invalid_argument', 'sqlite path must be a non-empty string');
+  }
+  const busyTimeoutMs = options.busyTimeoutMs ?? DEFAULT_SQLITE_BUSY_TIMEOUT_MS;
+  if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0 || busyTimeoutMs > 2 ** 31 - 1) {
+    throw new ConsensusError(
+      'invalid_argument',
+      `busyTimeoutMs must be an integer in [0, 2^31-1], got ${String(options.busyTimeoutMs)}`,
+    );
+  }
+  const synchronous = options.synchronous ?? DEFAULT_SQLITE_SYNCHRONOUS;
+  if (synchronous !== 'full' && synchronous !== 'normal') {
+    throw new ConsensusError(
+      'invalid_argument',
+      `synchronous must be 'full' or 'normal', got ${String(options.synchronous)}`,
+    );
+  }
+  const logger = options.logger?.child({ component: 'consensus', backend: 'sqlite' });
+  let db: Database.Database;
+  try {
+    db = new Database(path, { timeout: busyTimeoutMs });
+  } catch (err) {
+    throw new ConsensusError('unavailable', `cannot open sqlite database ${path}`, {
+      cause: err,
+    });
+  }
+  try {
+    setUp(db, synchronous);
+  } catch (err) {
+    db.close();
+    throw mapError(err, 'open');
+  }
+  logger?.debug({ path, synchronous, busyTimeoutMs }, 'sqlite consensus opened');
+  return new SqliteConsensus(db, logger);
+}
+
+/**
+ * Schema and settings. Idempotent and safe when several processes start at once: WAL mode is a
+ * persistent property of the file, `CREATE ... IF NOT EXISTS` runs under the write lock (so a
+ * racing creator waits for the busy timeout and then finds the table).
+ */
+function setUp(db: Database.Database, synchronous: SqliteSynchronous): void {
+  db.defaultSafeIntegers(true);
+  // journal_mode needs a moment without other writers; on a busy file that is already in WAL
+  // mode it is a no-op, so retry briefly rather than fail a process start.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      db.pragma('journal_mode = WAL');
+      break;
+    } catch (err) {
+      if (!isBusy(err) || attempt >= 20) throw err;
+    }
+  }
+  db.pragma(`synchronous = ${synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+  db.exec(
+    `CREATE TABLE IF NOT EXISTS consensus (
+       shard TEXT NOT NULL,
+       sequence_number INTEGER NOT NULL,
+       data BLOB NOT NULL,
+       PRIMARY KEY (shard, sequence_number)
+     )`,
+  );
+}
+
+type Row = { sequence_number: unknown; data: unknown };
+
+class SqliteConsensus implements Consensus {
+  readonly backend = 'sqlite' as const;
+  readonly #db: Database.Database;
+  readonly #logger: Logger | undefined;
+  #closed = false;
+  readonly #head: Database.Statement<[string], Row>;
+  readonly #insertIfHead: Database.Statement<[string, bigint, Buffer, string, bigint | null]>;
+  readonly #scan: Database.Statement<[string, bigint, number], Row>;
+  readonly #delete: Database.Statement<[string, bigint]>;
+  readonly #firstKeys: Database.Statement<[number], { shard: unknown }>;
+  readonly #keysAfter: Database.Statement<[string, number], { shard: unknown }>;
+  readonly #cas: Database.Transaction<
+    (key: string, expected: bigint | null, next: VersionedData) => CasResult
+  >;
+  readonly #truncate: Database.Transaction<(key: string, seqno: bigint) => number>;
+
+  constructor(db: Database.Database, logger: Logger | undefined) {
+    this.#db = db;
+    this.#logger = logger;
+    this.#head = db.prepare(
+      `SELECT sequence_number, data FROM consensus WHERE shard = ?
+       ORDER BY sequence_number DESC LIMIT 1`,
+    );
+    // `x IS ?` is equality that also matches NULL = NULL: the no-entry case needs no 2nd form.
+    this.#insertIfHead = db.prepare(
+      `INSERT INTO consensus (shard, sequence_number, data)
+       SELECT ?, ?, ?
+       WHERE (SELECT sequence_number FROM consensus WHERE shard = ?
+              ORDER BY sequence_number DESC LIMIT 1) IS ?`,
+    );
+    this.#scan = db.prepare(
+      `SELECT sequence_number, data FROM consensus WHERE shard = ? AND sequence_number >= ?
+       ORDER BY sequence_number ASC LIMIT ?`,
+    );
+    this.#delete = db.prepare('DELETE FROM consensus WHERE shard = ? AND sequence_number < ?');
+    this.#firstKeys = db.prepare('SELECT DISTINCT shard FROM consensus ORDER BY shard LIMIT ?');
+    this.#keysAfter = db.prepare(
+      'SELECT DISTINCT shard FROM consensus WHERE shard > ? ORDER BY shard LIMIT ?',
+    );
+    this.#cas = db.transaction(
+      (key: string, expected: bigint | null, next: VersionedData): CasResult => {
+        const { changes } = this.#insertIfHead.run(
+          key,
+          next.seqno,
+          toBuffer(next.data),
+          key,
+          expected,
+        );
+        return changes === 1 ? 'committed' : 'mismatch';
+      },
+    );
+    this.#truncate = db.transaction((key: string, seqno: bigint): number => {
+      const head = this.#head.get(key);
+      if (head === undefined) {
+        throw new ConsensusError('failed_precondition', `truncate of ${key}: it has no entries`, {
+          key,
+        });
+      }
+      const headSeqno = readSeqno(head.sequence_number, key);
+      if (seqno > headSeqno) {
+        throw new ConsensusError(
+          'failed_precondition',
+          `truncate of ${key} at ${seqno} is above its head ${headSeqno}`,
+          { key },
+        );
+      }
+      return this.#delete.run(key, seqno).changes;
+    });
+  }
+
+  async head(key: string, options?: CallOptions): Promise<VersionedData | undefined> {
+    this.#check(options);
+    validateKey(key);
+    const row = this.#run('head', () => this.#head.get(key));
+    return row === undefined ? undefined : readRow(row, key);
+  }
+
+  async compareAndSet(
+    key: string,
+    expected: bigint | null,
+    next: VersionedData,
+    options?: CallOptions,
+  ): Promise<CasResult> {
+    this.#check(options);
+    validateCas(key, expected, next);
+    try {
+      return this.#cas.immediate(key, expected, next);
+    } catch (err) {
+      // A primary-key clash cannot happen when the head check passed; if it ever does, the
+      // row was there already: a mismatch.
+      if (sqliteCode(err)?.startsWith('SQLITE_CONSTRAINT')) return 'mismatch';
+      throw mapError(err, 'compareAndSet', key);
+    }
+  }
+
+  async scan(
+    key: string,
+    from: bigint,
+    limit: number,
+    options?: CallOptions,
+  ): Promise<VersionedData[]> {
+    this.#check(options);
+    validateKey(key);
+    validateSeqno(from, 'from');
+    validateLimit(limit);
+    const rows = this.#run('scan', () => this.#scan.all(key, from, limit), key);
+    return rows.map((row) => readRow(row, key));
+  }
+
+  async truncate(key: string, seqno: bigint, options?: CallOptions): Promise<number> {
+    this.#check(options);
+    validateKey(key);
+    validateSeqno(seqno);
+    return this.#run('truncate', () => this.#truncate.immediate(key, seqno), key);
+  }
+
+  async listKeys(options?: ListKeysOptions): Promise<ListKeysPage> {
+    this.#check(options);
+    const pageSize = validatePageSize(options?.pageSize);
+    const after = decodePageToken(options?.pageToken);
+    const rows = this.#run('listKeys', () =>
+      after === undefined ? this.#firstKeys.all(pageSize) : this.#keysAfter.all(after, pageSize),
+    );
+    const keys = rows.map(({ shard }) => {
+      if (typeof shard !== 'string') throw new ConsensusError('data_loss', 'a shard is not text');
+      return shard;
+    });
+    const last = keys[keys.length - 1];
+    return keys.length === pageSize && last !== undefined
+      ? { keys, nextPageToken: encodePageToken(last) }
+      : { keys };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#db.close();
+    this.#logger?.debug('sqlite consensus closed');
+  }
+
+  #check(options: CallOptions | undefined): void {
+    if (this.#closed) throw new ConsensusError('closed', 'the Consensus is closed');
+    throwIfAborted(options);
+  }
+
+  #run<T>(op: string, fn: () => T, key?: string): T {
+    try {
+      return fn();
+    } catch (err) {
+      throw mapError(err, op, key);
+    }
+  }
+}
+
+/** A zero-copy Buffer view: better-sqlite3 binds Buffers as BLOBs. */
+function toBuffer(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+function readSeqno(value: unknown, key: string): bigint {
+  if (typeof value !== 'bigint') {
+    throw new ConsensusError('data_loss', `a sequence_number of ${key} is not an integer`, {
+      key,
+    });
+  }
+  return value;
+}
+
+function readRow(row: Row, key: string): VersionedData {
+  const seqno = readSeqno(row.sequence_number, key);
+  if (!Buffer.isBuffer(row.data)) {
+    throw new ConsensusError('data_loss', `the data of ${key} at ${seqno} is not a blob`, { key });
+  }
+  // A plain Uint8Array over the row's own (fresh) buffer: callers own it.
+  return { seqno, data: new Uint8Array(row.data.buffer, row.data.byteOffset, row.data.byteLength) };
+}
+
+function sqliteCode(err: unknown): string | undefined {
+  if (err instanceof Database.SqliteError) return err.code;
+  return undefined;
+}
+
+function isBusy(err: unknown): boolean {
+  const code = sqliteCode(err);
+  return (
+    code === 'SQLITE_BUSY' || code?.startsWith('SQLITE_BUSY_') === true || code === 'SQLITE_LOCKED'
+  );
+}
+
+/**
+ * SQLite errors as Consensus errors. Busy/locked means the transaction never started or was
+ * rolled back: determinate `unavailable`. An I/O error during a compare-and-set may hit the
+ * commit itself: `indeterminate`. Corruption is `data_loss`.
+ */
+function mapError(err: unknown, op: string, key?: string): unknown {
+  const code = sqliteCode(err);
+  // Our own errors, and anything that is not SQLite's (a bug), pass through unchanged.
+  if (code === undefined) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  const opts = { key, cause: err };
+  if (isBusy(err)) {
+    return new ConsensusError('unavailable', `sqlite ${op}: database is busy (${code})`, opts);
+  }
+  if (
+    code === 'SQLITE_CORRUPT' ||
+    code === 'SQLITE_NOTADB' ||
+    code?.startsWith('SQLITE_CORRUPT_')
+  ) {
+    return new ConsensusError('data_loss', `sqlite ${op}: ${message} (${code})`, opts);
+  }
+  if (code?.startsWith('SQLITE_IOERR') && op === 'compareAndSet') {
+    return new ConsensusError('indeterminate', `sqlite ${op}: ${message} (${code})`, opts);
+  }
+  return new ConsensusError(
+    'unavailable',
+    `sqlite ${op}: ${message}${code ? ` (${code})` : ''}`,
+    opts,
+  );
+}
