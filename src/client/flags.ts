@@ -1,0 +1,197 @@
+/**
+ * Runtime feature flags: a dynamic config the client reads on every decision, so a change takes
+ * effect at once (the pubsub client reacts to a change synchronously, well within 100 ms).
+ * Names are the reference's (Materialize `persist-client/src/cfg.rs` / `rpc.rs` dyncfgs), with
+ * the unit suffixed (`_ms`) where the reference uses a `Duration`. Everything defaults on.
+ *
+ * Values come from code (`set`), the environment (`flagsFromEnv`) and a watched JSON file
+ * (`watchFlagsFile`). An update is validated as a whole: one bad value rejects the update with a
+ * `ClientError` naming the flag, and every previous value stays.
+ */
+import { ClientError } from './errors.js';
+
+export interface PersistFlags {
+  /** Connect to the broker at all. Off: no stream, no pushes; readers poll. @default true */
+  persist_pubsub_client_enabled: boolean;
+  /** Push committed diffs to the broker. @default true */
+  persist_pubsub_push_diff_enabled: boolean;
+  /** Use the in-process delegate when the broker lives in this process. @default true */
+  persist_pubsub_same_process_delegate_enabled: boolean;
+  /** Wait after an established connection fails, in ms. @default 5000 */
+  persist_pubsub_reconnect_backoff_ms: number;
+  /** A connect attempt gives up after this long, in ms. @default 5000 */
+  persist_pubsub_connect_attempt_timeout_ms: number;
+  /** Cap of the exponential backoff between failed connect attempts, in ms. @default 60000 */
+  persist_pubsub_connect_max_backoff_ms: number;
+  /** Pushes queued for the transport at most; more are dropped. @default 25 */
+  persist_pubsub_client_sender_channel_size: number;
+  /** Received events queued for the consumer at most; more become gaps. @default 25 */
+  persist_pubsub_client_receiver_channel_size: number;
+  /** A reader waiting for the next seqno first polls Consensus after this long, in ms. @default 1200 */
+  persist_next_listen_batch_retryer_fixed_sleep_ms: number;
+  /** Then polls after this long, in ms, growing by the multiplier. @default 100 */
+  persist_next_listen_batch_retryer_initial_backoff_ms: number;
+  /** Growth factor of the poll interval. @default 2 */
+  persist_next_listen_batch_retryer_multiplier: number;
+  /** Cap of the poll interval, in ms. @default 16000 */
+  persist_next_listen_batch_retryer_clamp_ms: number;
+}
+
+export type FlagName = keyof PersistFlags;
+
+type FlagSpec =
+  | { kind: 'boolean'; default: boolean }
+  | { kind: 'number'; default: number; min: number; max: number; integer: boolean };
+
+const ms = (d: number, min = 0, max = 3_600_000): FlagSpec => ({
+  kind: 'number',
+  default: d,
+  min,
+  max,
+  integer: true,
+});
+
+/** Every flag, its type, default and valid range. */
+export const FLAG_SPECS: Readonly<Record<FlagName, FlagSpec>> = {
+  persist_pubsub_client_enabled: { kind: 'boolean', default: true },
+  persist_pubsub_push_diff_enabled: { kind: 'boolean', default: true },
+  persist_pubsub_same_process_delegate_enabled: { kind: 'boolean', default: true },
+  persist_pubsub_reconnect_backoff_ms: ms(5000),
+  persist_pubsub_connect_attempt_timeout_ms: ms(5000, 1),
+  persist_pubsub_connect_max_backoff_ms: ms(60_000, 1),
+  persist_pubsub_client_sender_channel_size: ms(25, 1, 1_000_000),
+  persist_pubsub_client_receiver_channel_size: ms(25, 1, 1_000_000),
+  persist_next_listen_batch_retryer_fixed_sleep_ms: ms(1200),
+  persist_next_listen_batch_retryer_initial_backoff_ms: ms(100, 1),
+  persist_next_listen_batch_retryer_multiplier: {
+    kind: 'number',
+    default: 2,
+    min: 1,
+    max: 100,
+    integer: false,
+  },
+  persist_next_listen_batch_retryer_clamp_ms: ms(16_000, 1),
+};
+
+export const FLAG_NAMES = Object.keys(FLAG_SPECS) as FlagName[];
+
+export function defaultFlags(): PersistFlags {
+  const out: Record<string, boolean | number> = {};
+  for (const name of FLAG_NAMES) out[name] = FLAG_SPECS[name].default;
+  return out as unknown as PersistFlags;
+}
+
+function isFlagName(name: string): name is FlagName {
+  return Object.hasOwn(FLAG_SPECS, name);
+}
+
+/**
+ * Validates one value; strings (from the environment) are parsed. Throws `ClientError`
+ * `invalid_argument` naming the flag.
+ */
+export function parseFlagValue(name: string, value: unknown): boolean | number {
+  if (!isFlagName(name)) {
+    throw new ClientError('invalid_argument', `unknown flag ${JSON.stringify(name)}`, {
+      field: name,
+    });
+  }
+  const spec = FLAG_SPECS[name];
+  if (spec.kind === 'boolean') {
+    if (typeof value === 'boolean') return value;
+    if (value === 'true' || value === '1') return true;
+    if (value === 'false' || value === '0') return false;
+    throw new ClientError(
+      'invalid_argument',
+      `flag ${name} must be a boolean (true/false), got ${JSON.stringify(value)}`,
+      { field: name },
+    );
+  }
+  const n = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+  if (
+    typeof n !== 'number' ||
+    !Number.isFinite(n) ||
+    (spec.integer && !Number.isInteger(n)) ||
+    n < spec.min ||
+    n > spec.max
+  ) {
+    throw new ClientError(
+      'invalid_argument',
+      `flag ${name} must be ${spec.integer ? 'an integer' : 'a number'} in [${spec.min}, ${spec.max}], got ${JSON.stringify(value)}`,
+      { field: name },
+    );
+  }
+  return n;
+}
+
+/** Validates a whole update; throws on the first bad entry. */
+export function parseFlags(update: Record<string, unknown>): Partial<PersistFlags> {
+  if (typeof update !== 'object' || update === null || Array.isArray(update)) {
+    throw new ClientError('invalid_argument', 'flags must be an object of flag name → value');
+  }
+  const out: Record<string, boolean | number> = {};
+  for (const [name, value] of Object.entries(update)) out[name] = parseFlagValue(name, value);
+  return out as Partial<PersistFlags>;
+}
+
+export type FlagsListener = (
+  current: Readonly<PersistFlags>,
+  previous: Readonly<PersistFlags>,
+) => void;
+
+/** The dynamic config. */
+export interface Flags {
+  /** The current values (a frozen snapshot; read it again after a change). */
+  get(): Readonly<PersistFlags>;
+  /** Applies a validated update atomically and notifies listeners synchronously. */
+  set(update: Partial<Record<FlagName, unknown>>): void;
+  /** Calls `listener` after every change; returns the function that removes it. */
+  onChange(listener: FlagsListener): () => void;
+}
+
+/** A dynamic config with the defaults, then `initial` applied (validated). */
+export function createFlags(initial: Partial<Record<FlagName, unknown>> = {}): Flags {
+  let current: Readonly<PersistFlags> = Object.freeze({
+    ...defaultFlags(),
+    ...parseFlags(initial),
+  });
+  const listeners = new Set<FlagsListener>();
+  return {
+    get: () => current,
+    set(update) {
+      const parsed = parseFlags(update);
+      const next = Object.freeze({ ...current, ...parsed });
+      if (FLAG_NAMES.every((n) => next[n] === current[n])) return;
+      const previous = current;
+      current = next;
+      for (const l of [...listeners]) l(current, previous);
+    },
+    onChange(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+  };
+}
+
+/**
+ * The flags set in `env`: each flag's upper-case name (`PERSIST_PUBSUB_CLIENT_ENABLED=false`).
+ * Throws `ClientError` naming the variable on a bad value.
+ */
+export function flagsFromEnv(env: NodeJS.ProcessEnv = process.env): Partial<PersistFlags> {
+  const out: Record<string, unknown> = {};
+  for (const name of FLAG_NAMES) {
+    const v = env[name.toUpperCase()];
+    if (v !== undefined) out[name] = v;
+  }
+  try {
+    return parseFlags(out);
+  } catch (err) {
+    if (err instanceof ClientError && err.field !== undefined) {
+      throw new ClientError(
+        'invalid_argument',
+        `environment variable ${err.field.toUpperCase()}: ${err.message}`,
+        { field: err.field, cause: err },
+      );
+    }
+    throw err;
+  }
+}

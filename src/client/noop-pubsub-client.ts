@@ -1,0 +1,72 @@
+/**
+ * The pubsub client for "no pubsub": pushes go nowhere (counted as dropped, reason `disabled`),
+ * subscriptions are refcounted but never receive anything, and readers rely on polling alone.
+ */
+import { Registry } from 'prom-client';
+import { ClientError } from './errors.js';
+import { EventQueue } from './event-queue.js';
+import { clientMetrics } from './metrics.js';
+import type { PubSubClient, SubscriptionToken } from './pubsub-client.js';
+import { StatusFeed } from './status-feed.js';
+
+export interface NoopPubSubClientOptions {
+  /** Metrics go here. @default a new Registry */
+  registry?: Registry | undefined;
+}
+
+export function createNoopPubSubClient(options: NoopPubSubClientOptions = {}): PubSubClient {
+  const m = clientMetrics(options.registry ?? new Registry());
+  const refs = new Map<string, number>();
+  const feed = new StatusFeed({ state: 'disabled' });
+  const events = new EventQueue(
+    () => 1,
+    () => {},
+  );
+  let closed = false;
+  return {
+    transport: 'none',
+    get status() {
+      return feed.current;
+    },
+    push() {
+      m.pushesDropped.inc({ reason: closed ? 'closed' : 'disabled' });
+      return false;
+    },
+    subscribe(shardId) {
+      if (typeof shardId !== 'string' || shardId.length === 0) {
+        throw new ClientError('invalid_argument', 'shardId must be a non-empty string', {
+          field: 'shardId',
+        });
+      }
+      if (closed) throw new ClientError('closed', 'the pubsub client is closed');
+      refs.set(shardId, (refs.get(shardId) ?? 0) + 1);
+      let released = false;
+      const release = (): void => {
+        if (released) return;
+        released = true;
+        const n = (refs.get(shardId) ?? 1) - 1;
+        if (n === 0) refs.delete(shardId);
+        else refs.set(shardId, n);
+      };
+      const token: SubscriptionToken = {
+        shardId,
+        get released() {
+          return released;
+        },
+        release,
+        [Symbol.dispose]: release,
+      };
+      return token;
+    },
+    subscribedShards: () => [...refs.keys()],
+    events: () => events,
+    statusChanges: () => feed.iterate(),
+    async close() {
+      if (closed) return;
+      closed = true;
+      feed.publish({ state: 'closed' });
+      feed.end();
+      events.close();
+    },
+  };
+}

@@ -1,0 +1,105 @@
+/**
+ * The pubsub client contract: what every transport (gRPC to the broker, the same-process
+ * delegate, NATS, none) gives the rest of the SDK. It follows the reference client
+ * (Materialize `rpc.rs` `PubSubSender`/`PubSubReceiver`): pushes are fire-and-forget and may be
+ * lost (Consensus has every version), a subscription is a refcounted token, and the received
+ * stream carries diffs for subscribed shards. We add gap notices, resume seqnos and an explicit
+ * "resync" event after every (re)connect so the caller can catch each subscribed shard up from
+ * Consensus once instead of waiting for its poll timer.
+ */
+
+/** A diff received for a subscribed shard. */
+export interface ReceivedDiff {
+  kind: 'diff';
+  shardId: string;
+  seqno: bigint;
+  /** The encoded diff, exactly as the writer pushed it. */
+  diff: Uint8Array;
+  /** When the writer committed this version, ms since the Unix epoch, if the writer sent it. */
+  originTimestampMs: number | undefined;
+  /** When the broker forwarded it (its stamp on the message), ms since the Unix epoch. */
+  brokerTimestampMs: number | undefined;
+}
+
+/**
+ * Some diffs of a shard will not arrive (the broker dropped them for a slow consumer, a resume
+ * reached beyond its ring, forwarding is off, or this client's own receive queue overflowed).
+ * The caller should read Consensus for that shard now.
+ */
+export interface ReceivedGap {
+  kind: 'gap';
+  shardId: string;
+  reason: 'slow_consumer' | 'resume_unavailable' | 'not_forwarding' | 'client_lagged' | 'unknown';
+  /** The lowest seqno that may be missing, if known. */
+  fromSeqno: bigint | undefined;
+}
+
+/**
+ * The connection was (re)established and every live subscription re-sent. Shards in `shardIds`
+ * may have moved while the stream was down: fetch each from Consensus once.
+ */
+export interface ReceivedResync {
+  kind: 'resync';
+  shardIds: string[];
+  /** False for the first connection of this client. */
+  reconnect: boolean;
+}
+
+export type PubSubEvent = ReceivedDiff | ReceivedGap | ReceivedResync;
+
+/**
+ * The connection state, one tagged union. `disabled`: the runtime flag turned the client off
+ * (no stream; readers poll). `backoff`: waiting `delayMs` before the next attempt.
+ */
+export type ConnectionStatus =
+  | { state: 'idle' }
+  | { state: 'disabled' }
+  | { state: 'connecting'; attempt: number }
+  | { state: 'connected'; sinceMs: number; connections: number }
+  | { state: 'backoff'; attempt: number; delayMs: number; error: string }
+  | { state: 'closed' };
+
+export interface SubscribeOptions {
+  /**
+   * The seqno the caller already has; on every (re)subscribe the broker is asked to replay newer
+   * diffs it still holds. A function is called at each (re)subscribe for the current value.
+   */
+  resumeAfterSeqno?: bigint | (() => bigint | undefined) | undefined;
+}
+
+/**
+ * A live subscription. Tokens for one shard share one underlying subscription; it is
+ * unsubscribed when the last token is released. `release()` is idempotent.
+ */
+export interface SubscriptionToken extends Disposable {
+  readonly shardId: string;
+  readonly released: boolean;
+  release(): void;
+}
+
+export interface PubSubClient {
+  /** Which transport this is: a metric label and a log field. */
+  readonly transport: string;
+  /** The current connection status. */
+  readonly status: ConnectionStatus;
+  /**
+   * Sends a diff the caller just committed. Never blocks and never throws on transport failure:
+   * returns false if the diff was dropped (disconnected, disabled, send queue full), counted.
+   * @param originTimestampMs commit time, ms since the Unix epoch; carried to readers for the
+   * end-to-end latency metric.
+   */
+  push(shardId: string, seqno: bigint, diff: Uint8Array, originTimestampMs?: number): boolean;
+  /** Subscribes to a shard (or takes another reference to the live subscription). */
+  subscribe(shardId: string, options?: SubscribeOptions): SubscriptionToken;
+  /** Shard ids with a live subscription. */
+  subscribedShards(): string[];
+  /**
+   * The received events. One consumer; the iterable ends when the client closes. Bounded: when
+   * the consumer falls behind, diffs are dropped, counted and replaced by a `gap` per shard.
+   */
+  events(): AsyncIterable<PubSubEvent>;
+  /** Every status change from now on (the current one first); ends when the client closes. */
+  statusChanges(): AsyncIterable<ConnectionStatus>;
+  /** Stops reconnecting, ends the stream and both iterables. Idempotent. */
+  close(): Promise<void>;
+}
