@@ -1,0 +1,406 @@
+/**
+ * The per-process cache of shard states: one `Shard` per shard id whatever the number of
+ * handles, subscribed (through `hooks.onSubscribe`) while any handle holds it and released
+ * (`hooks.onUnsubscribe`) when the last one closes.
+ */
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { systemClock } from './clock.js';
+import { DEFAULT_SHARD_STATE_CONFIG, mergeConfig, type ShardStateConfig } from './config.js';
+import { ShardStateError, throwIfAborted } from './errors.js';
+import { createShardStateMetrics, type ShardStateMetrics } from './metrics.js';
+import { persistStateModel } from './persist-model.js';
+import { Shard, type ShardDeps } from './shard.js';
+import type {
+  FetchNowReason,
+  OpenOptions,
+  ReceiveDiffOptions,
+  ReceiveOutcome,
+  ShardHandle,
+  ShardStateCache,
+  ShardStateCacheOptions,
+  ShardVersion,
+  SignalOptions,
+  StateModel,
+  UpdateFn,
+  UpdateResult,
+} from './types.js';
+
+const MAX_SHARD_ID_BYTES = 512;
+const FETCH_NOW_REASONS: ReadonlySet<string> = new Set(['gap_notice', 'reconnect', 'refresh']);
+
+interface Entry {
+  // biome-ignore lint/suspicious/noExplicitAny: one cache holds shards of any model
+  shard: Shard<any, any>;
+  refs: number;
+  ready: Promise<void>;
+}
+
+/**
+ * Creates a shard-state cache over `consensus`. Validates its options once, here; a bad field
+ * throws `invalid_argument` naming it.
+ */
+export function createShardStateCache(options: ShardStateCacheOptions): ShardStateCache {
+  if (typeof options !== 'object' || options === null) {
+    throw new ShardStateError('invalid_argument', 'options must be an object');
+  }
+  const { consensus } = options;
+  if (typeof consensus !== 'object' || consensus === null || typeof consensus.scan !== 'function') {
+    throw new ShardStateError('invalid_argument', 'options.consensus must be a Consensus');
+  }
+  if (options.random !== undefined && typeof options.random !== 'function') {
+    throw new ShardStateError('invalid_argument', 'options.random must be a function');
+  }
+  if (options.model !== undefined) checkModel(options.model, 'options.model');
+  const config = mergeConfig(DEFAULT_SHARD_STATE_CONFIG, options.config);
+  return new Cache(options, config);
+}
+
+function checkModel(model: unknown, what: string): void {
+  const m = model as Partial<StateModel<unknown, unknown>> | null;
+  const fns = [
+    'initial',
+    'apply',
+    'diff',
+    'isEmptyDiff',
+    'equals',
+    'encodeState',
+    'decodeState',
+    'encodeDiff',
+    'decodeDiff',
+  ] as const;
+  if (
+    typeof m !== 'object' ||
+    m === null ||
+    typeof m.name !== 'string' ||
+    m.name === '' ||
+    fns.some((f) => typeof m[f] !== 'function')
+  ) {
+    throw new ShardStateError('invalid_argument', `${what} must be a StateModel`);
+  }
+}
+
+function checkShardId(shardId: unknown): string {
+  if (
+    typeof shardId !== 'string' ||
+    shardId.length === 0 ||
+    Buffer.byteLength(shardId) > MAX_SHARD_ID_BYTES ||
+    shardId.includes('\u0000') ||
+    !shardId.isWellFormed()
+  ) {
+    throw new ShardStateError(
+      'invalid_argument',
+      `shardId must be a non-empty string of at most ${MAX_SHARD_ID_BYTES} bytes`,
+    );
+  }
+  return shardId;
+}
+
+class Cache implements ShardStateCache {
+  readonly #options: ShardStateCacheOptions;
+  readonly #shards = new Map<string, Entry>();
+  readonly #metrics: ShardStateMetrics;
+  readonly #deps: Omit<ShardDeps<unknown, unknown>, 'shardId' | 'model'>;
+  readonly #defaultModel: StateModel<unknown, unknown>;
+  #config: Readonly<ShardStateConfig>;
+  #closed = false;
+
+  constructor(options: ShardStateCacheOptions, config: Readonly<ShardStateConfig>) {
+    this.#options = options;
+    this.#config = config;
+    this.#defaultModel =
+      options.model ?? (persistStateModel as unknown as StateModel<unknown, unknown>);
+    this.#metrics = createShardStateMetrics(
+      options.registry ?? new Registry(),
+      () => this.#shards.size,
+    );
+    this.#deps = {
+      consensus: options.consensus,
+      clock: options.clock ?? systemClock,
+      random: options.random ?? Math.random,
+      logger: options.logger ?? pino({ level: 'silent' }),
+      metrics: this.#metrics,
+      hooks: options.hooks ?? {},
+      config: () => this.#config,
+    };
+  }
+
+  get config(): Readonly<ShardStateConfig> {
+    return this.#config;
+  }
+
+  setConfig(partial: Partial<ShardStateConfig>): void {
+    this.#config = mergeConfig(this.#config, partial);
+    for (const { shard } of this.#shards.values()) shard.configChanged();
+  }
+
+  openShards(): string[] {
+    return [...this.#shards.keys()];
+  }
+
+  async open<S = unknown, D = unknown>(
+    shardId: string,
+    model?: StateModel<S, D>,
+    options?: OpenOptions,
+  ): Promise<ShardHandle<S>> {
+    if (this.#closed) throw new ShardStateError('closed', 'the shard-state cache is closed');
+    checkShardId(shardId);
+    if (model !== undefined) checkModel(model, 'model');
+    throwIfAborted(options?.signal, shardId);
+    const wanted = (model ?? this.#defaultModel) as StateModel<S, D>;
+    let entry = this.#shards.get(shardId);
+    if (entry !== undefined && entry.shard.model !== wanted) {
+      throw new ShardStateError(
+        'model_mismatch',
+        `shard ${shardId} is held with model ${entry.shard.model.name}, not ${wanted.name}`,
+        { shardId },
+      );
+    }
+    if (entry === undefined) {
+      const shard = new Shard<S, D>({ ...this.#deps, shardId, model: wanted });
+      const created: Entry = { shard, refs: 0, ready: Promise.resolve() };
+      entry = created;
+      this.#shards.set(shardId, created);
+      this.#callHook('onSubscribe', () => this.#options.hooks?.onSubscribe?.(shardId));
+      created.ready = shard.load();
+      // A load failure is reported to the openers; keep it from being unhandled meanwhile.
+      created.ready.catch(() => {});
+    }
+    const held = entry;
+    held.refs++;
+    try {
+      await abortable(held.ready, options?.signal, shardId);
+    } catch (err) {
+      this.#release(shardId, held);
+      if (err instanceof ShardStateError) throw err;
+      throw new ShardStateError('consensus', `opening shard ${shardId} failed`, {
+        shardId,
+        cause: err,
+      });
+    }
+    return new Handle<S>(held.shard as Shard<S, unknown>, () => this.#release(shardId, held));
+  }
+
+  #release(shardId: string, entry: Entry): void {
+    entry.refs--;
+    if (entry.refs > 0 || this.#shards.get(shardId) !== entry) return;
+    this.#shards.delete(shardId);
+    entry.shard.close();
+    this.#metrics.forgetShard(shardId);
+    this.#callHook('onUnsubscribe', () => this.#options.hooks?.onUnsubscribe?.(shardId));
+  }
+
+  receiveDiff(
+    shardId: string,
+    seqno: bigint,
+    diff: Uint8Array,
+    options?: ReceiveDiffOptions,
+  ): ReceiveOutcome {
+    const entry = typeof shardId === 'string' ? this.#shards.get(shardId) : undefined;
+    if (entry === undefined) return 'not_open';
+    if (typeof seqno !== 'bigint' || seqno < 0n || !(diff instanceof Uint8Array)) {
+      this.#metrics.diffInvalid.inc({ shard: shardId, reason: 'seqno' });
+      this.#deps.logger.warn(
+        { shardId },
+        'receiveDiff: seqno must be a bigint >= 0 and diff bytes',
+      );
+      void entry.shard.request('bad_diff');
+      return 'refetch';
+    }
+    return entry.shard.receive(seqno, diff, options);
+  }
+
+  async fetchNow(shardId: string, reason: FetchNowReason): Promise<void> {
+    if (!FETCH_NOW_REASONS.has(reason)) {
+      throw new ShardStateError('invalid_argument', `fetchNow reason ${String(reason)} is unknown`);
+    }
+    const entry = this.#shards.get(shardId);
+    if (entry === undefined) return;
+    await entry.ready.catch(() => {});
+    await entry.shard.request(reason);
+  }
+
+  #callHook(name: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.#deps.logger.error({ err, hook: name }, 'a shard-state hook threw');
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const [shardId, entry] of [...this.#shards]) {
+      entry.refs = 1;
+      this.#release(shardId, entry);
+    }
+  }
+}
+
+/** Awaits `p`, rejecting with `aborted` if `signal` fires first. */
+function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, shardId: string): Promise<T> {
+  if (signal === undefined) return p;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () =>
+      reject(
+        new ShardStateError('aborted', 'the call was aborted', { shardId, cause: signal.reason }),
+      );
+    if (signal.aborted) {
+      onAbort();
+      return;
+    }
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+const CLOSED = Symbol('closed');
+
+/** One opener's view of a shared shard; closing it releases one reference. */
+class Handle<S> implements ShardHandle<S> {
+  readonly #shard: Shard<S, unknown>;
+  readonly #release: () => void;
+  /** Aborted on close: every pending wait of this handle listens to it. */
+  readonly #closing = new AbortController();
+  #refs = 1;
+
+  constructor(shard: Shard<S, unknown>, release: () => void) {
+    this.#shard = shard;
+    this.#release = release;
+  }
+
+  get shardId(): string {
+    return this.#shard.shardId;
+  }
+
+  get state(): S {
+    return this.#shard.state;
+  }
+
+  get seqno(): bigint {
+    return this.#shard.seqno;
+  }
+
+  snapshot(): ShardVersion<S> {
+    return this.#shard.snapshot();
+  }
+
+  #checkOpen(): void {
+    if (this.#closing.signal.aborted) {
+      throw new ShardStateError('closed', 'the handle is closed', { shardId: this.shardId });
+    }
+  }
+
+  async update(fn: UpdateFn<S>, options?: SignalOptions): Promise<UpdateResult<S>> {
+    this.#checkOpen();
+    if (typeof fn !== 'function') {
+      throw new ShardStateError('invalid_argument', 'update needs a function');
+    }
+    const signal = AbortSignal.any(
+      options?.signal === undefined
+        ? [this.#closing.signal]
+        : [options.signal, this.#closing.signal],
+    );
+    try {
+      return await this.#shard.update(fn, signal);
+    } catch (err) {
+      throw this.#mapAbort(err, options?.signal);
+    }
+  }
+
+  async waitForSeqno(seqno: bigint, options?: SignalOptions): Promise<ShardVersion<S>> {
+    this.#checkOpen();
+    if (typeof seqno !== 'bigint') {
+      throw new ShardStateError('invalid_argument', 'seqno must be a bigint');
+    }
+    await this.#wait(seqno, options?.signal);
+    return this.#shard.snapshot();
+  }
+
+  async #wait(seqno: bigint, userSignal: AbortSignal | undefined): Promise<void> {
+    const signal = AbortSignal.any(
+      userSignal === undefined ? [this.#closing.signal] : [userSignal, this.#closing.signal],
+    );
+    try {
+      await this.#shard.waitFor(seqno, signal);
+    } catch (err) {
+      throw this.#mapAbort(err, userSignal);
+    }
+  }
+
+  #mapAbort(err: unknown, userSignal: AbortSignal | undefined): unknown {
+    if (err instanceof ShardStateError && err.code !== 'aborted') return err;
+    if (this.#closing.signal.aborted && !userSignal?.aborted) {
+      return new ShardStateError('closed', 'the handle was closed', { shardId: this.shardId });
+    }
+    if (userSignal?.aborted) {
+      return new ShardStateError('aborted', 'the call was aborted', {
+        shardId: this.shardId,
+        cause: userSignal.reason,
+      });
+    }
+    return err;
+  }
+
+  async refresh(options?: SignalOptions): Promise<ShardVersion<S>> {
+    this.#checkOpen();
+    throwIfAborted(options?.signal, this.shardId);
+    await abortable(this.#shard.request('refresh'), options?.signal, this.shardId);
+    return this.#shard.snapshot();
+  }
+
+  listen(options?: SignalOptions): AsyncIterableIterator<ShardVersion<S>> {
+    this.#checkOpen();
+    return this.#listen(options?.signal);
+  }
+
+  async *#listen(signal: AbortSignal | undefined): AsyncGenerator<ShardVersion<S>> {
+    // The iterator holds its own reference, so the shard stays while the loop runs.
+    this.#refs++;
+    try {
+      let last = -1n;
+      for (;;) {
+        if (this.#closing.signal.aborted) return;
+        const snap = this.#shard.snapshot();
+        if (snap.seqno > last) {
+          last = snap.seqno;
+          yield snap;
+          continue;
+        }
+        try {
+          await this.#wait(last + 1n, signal);
+        } catch (err) {
+          if (err instanceof ShardStateError && err.code === 'closed') return;
+          throw err;
+        }
+      }
+    } finally {
+      this.#unref();
+    }
+  }
+
+  #unref(): void {
+    this.#refs--;
+    if (this.#refs === 0) this.#release();
+  }
+
+  close(): void {
+    if (this.#closing.signal.aborted) return;
+    this.#closing.abort(CLOSED);
+    this.#unref();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}

@@ -1,0 +1,44 @@
+export { createShardStateCache } from './cache.js';
+export type { Clock, Timer } from './clock.js';
+export { systemClock } from './clock.js';
+export type { ShardStateConfig } from './config.js';
+export {
+  DEFAULT_SHARD_STATE_CONFIG,
+  jitter,
+  pollDelayMs,
+  writerDelayMs,
+} from './config.js';
+export type { ShardStateErrorCode } from './errors.js';
+export { ShardStateError } from './errors.js';
+export type { FakeClock } from './fake-clock.js';
+export { createFakeClock } from './fake-clock.js';
+export type {
+  FieldDiff,
+  Frontier,
+  HollowBatch,
+  LeasedReader,
+  PersistState,
+  PersistStateDiff,
+  WriterState,
+} from './persist-model.js';
+export { DiffApplyError, PERSIST_MODEL_NAME, persistStateModel } from './persist-model.js';
+export type {
+  AppliedEvent,
+  AppliedSource,
+  ConsensusReadReason,
+  FetchNowReason,
+  OpenOptions,
+  PublishEvent,
+  ReceiveDiffOptions,
+  ReceiveOutcome,
+  ShardHandle,
+  ShardStateCache,
+  ShardStateCacheOptions,
+  ShardStateHooks,
+  ShardVersion,
+  SignalOptions,
+  StateModel,
+  UpdateContext,
+  UpdateFn,
+  UpdateResult,
+} from './types.js';

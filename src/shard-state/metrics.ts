@@ -1,0 +1,112 @@
+/**
+ * Shard-state metrics, on an injected registry (never the global one). Counterparts of the
+ * reference's per-shard pubsub apply metrics (`pubsub_push_diff_applied`,
+ * `..._not_applied_stale`, `..._not_applied_out_of_order`), of its state fetch paths (noop,
+ * empty, fast, slow), of its listen wake counters (watch vs sleep) and Consensus reads by reason.
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+export type FetchPath = 'noop' | 'empty' | 'fast' | 'slow';
+
+export interface ShardStateMetrics {
+  diffApplied: Counter<'shard'>;
+  diffStale: Counter<'shard'>;
+  diffOutOfOrder: Counter<'shard'>;
+  diffInvalid: Counter<'shard' | 'reason'>;
+  fetches: Counter<'path'>;
+  consensusReads: Counter<'reason'>;
+  listenWoken: Counter<'via'>;
+  commits: Counter<'outcome'>;
+  truncations: Counter<'outcome'>;
+  gapToApplied: Histogram<'resolution'>;
+  /** Forgets a released shard's label values. */
+  forgetShard(shardId: string): void;
+}
+
+function getOrCreate<T>(registry: Registry, name: string, make: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? make();
+}
+
+export function createShardStateMetrics(
+  registry: Registry,
+  openShards: () => number,
+): ShardStateMetrics {
+  const registers = [registry];
+  const counter = <L extends string>(name: string, help: string, labelNames: L[]) =>
+    getOrCreate(registry, name, () => new Counter<L>({ name, help, labelNames, registers }));
+  const m: ShardStateMetrics = {
+    diffApplied: counter(
+      'persist_pubsub_state_diff_applied_total',
+      'Pushed diffs applied to a shard state (reference: pubsub_push_diff_applied)',
+      ['shard'],
+    ),
+    diffStale: counter(
+      'persist_pubsub_state_diff_stale_total',
+      'Pushed diffs ignored because the state was already at or past their seqno (reference: pubsub_push_diff_not_applied_stale)',
+      ['shard'],
+    ),
+    diffOutOfOrder: counter(
+      'persist_pubsub_state_diff_out_of_order_total',
+      'Pushed diffs that arrived ahead of the next seqno and were held (reference: pubsub_push_diff_not_applied_out_of_order)',
+      ['shard'],
+    ),
+    diffInvalid: counter(
+      'persist_pubsub_state_diff_invalid_total',
+      'Pushed diffs that did not decode or apply cleanly; the state was refetched',
+      ['shard', 'reason'],
+    ),
+    fetches: counter(
+      'persist_pubsub_state_fetch_total',
+      'State fetches by path: noop (already current), empty (nothing newer), fast (diffs applied), slow (reloaded from a rollup)',
+      ['path'],
+    ),
+    consensusReads: counter(
+      'persist_pubsub_state_consensus_reads_total',
+      'Consensus reads (scans) made by shard state, by reason',
+      ['reason'],
+    ),
+    listenWoken: counter(
+      'persist_pubsub_state_listen_woken_total',
+      'Waiting readers woken, via the watch (a diff was applied) or via the poll timer',
+      ['via'],
+    ),
+    commits: counter(
+      'persist_pubsub_state_commits_total',
+      'Writer compare-and-sets by outcome (committed, mismatch, indeterminate, error) and no-op updates',
+      ['outcome'],
+    ),
+    truncations: counter(
+      'persist_pubsub_state_truncations_total',
+      'Best-effort truncations behind a rollup, by outcome',
+      ['outcome'],
+    ),
+    gapToApplied: getOrCreate(
+      registry,
+      'persist_pubsub_state_gap_to_applied_seconds',
+      () =>
+        new Histogram<'resolution'>({
+          name: 'persist_pubsub_state_gap_to_applied_seconds',
+          help: 'Time from a diff held for a gap to the gap closing, by how it closed (pubsub: the missing diffs arrived; fetch: read from Consensus)',
+          labelNames: ['resolution'],
+          buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5],
+          registers,
+        }),
+    ),
+    forgetShard(shardId) {
+      for (const c of [m.diffApplied, m.diffStale, m.diffOutOfOrder]) c.remove(shardId);
+      for (const reason of ['decode', 'apply', 'seqno']) m.diffInvalid.remove(shardId, reason);
+    },
+  };
+  const gaugeName = 'persist_pubsub_state_open_shards';
+  if (registry.getSingleMetric(gaugeName) === undefined) {
+    new Gauge({
+      name: gaugeName,
+      help: 'Shards held open by a shard-state cache',
+      registers,
+      collect() {
+        this.set(openShards());
+      },
+    });
+  }
+  return m;
+}
