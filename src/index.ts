@@ -7,6 +7,7 @@ export type {
   ConsensusBackend,
   ListKeysOptions,
   ListKeysPage,
+  OpenConsensusOptions,
   VersionedData,
 } from './consensus/index.js';
 export {
@@ -14,4 +15,5 @@ export {
   createMemoryConsensus,
   isIndeterminate,
   MAX_SEQNO,
+  openConsensus,
 } from './consensus/index.js';
