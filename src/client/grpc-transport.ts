@@ -212,12 +212,32 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
         await new Promise<void>((resolve, reject) => {
           const onAbort = (): void => reject(signal.reason);
           signal.addEventListener('abort', onAbort, { once: true });
-          // The attempt timeout is the caller's signal; grpc-js needs some deadline.
-          client.waitForReady(Date.now() + 24 * 3600_000, (err) => {
-            signal.removeEventListener('abort', onAbort);
-            if (err) reject(new ClientError('unavailable', err.message, { cause: err }));
-            else resolve();
-          });
+          // Fail the attempt at the first TRANSIENT_FAILURE instead of waiting through
+          // grpc-js's own reconnect backoff: our loop owns the backoff. The attempt timeout is
+          // the caller's signal; grpc-js needs some deadline.
+          const channel = client.getChannel();
+          const check = (): void => {
+            if (signal.aborted) return;
+            const state = channel.getConnectivityState(true);
+            if (state === grpc.connectivityState.READY) {
+              signal.removeEventListener('abort', onAbort);
+              resolve();
+            } else if (
+              state === grpc.connectivityState.TRANSIENT_FAILURE ||
+              state === grpc.connectivityState.SHUTDOWN
+            ) {
+              signal.removeEventListener('abort', onAbort);
+              reject(
+                new ClientError(
+                  'unavailable',
+                  `broker ${address.target} unreachable (${grpc.connectivityState[state]})`,
+                ),
+              );
+            } else {
+              channel.watchConnectivityState(state, Date.now() + 24 * 3600_000, check);
+            }
+          };
+          check();
         });
       } catch (err) {
         client.close();
