@@ -1,0 +1,113 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ConsensusError } from './errors.js';
+import { openSqliteConsensus } from './sqlite.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'persist-pubsub-sqlite-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+let n = 0;
+const freshPath = () => join(dir, `db-${n++}.sqlite`);
+const data = new Uint8Array([1, 2, 3]);
+
+async function failure(p: Promise<unknown>): Promise<ConsensusError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (!(err instanceof ConsensusError)) throw new Error(`expected a ConsensusError: ${err}`);
+  return err;
+}
+
+describe('sqlite consensus', () => {
+  it('puts the file in WAL mode with the Postgres table shape', async () => {
+    const path = freshPath();
+    const c = await openSqliteConsensus(path);
+    await c.compareAndSet('k', null, { seqno: 1n, data });
+    const raw = new Database(path, { readonly: true });
+    expect(raw.pragma('journal_mode', { simple: true })).toBe('wal');
+    const columns = raw.pragma('table_info(consensus)') as {
+      name: string;
+      type: string;
+      pk: number;
+    }[];
+    expect(columns.map((col) => [col.name, col.type, col.pk])).toEqual([
+      ['shard', 'TEXT', 1],
+      ['sequence_number', 'INTEGER', 2],
+      ['data', 'BLOB', 0],
+    ]);
+    // Seqnos are stored as SQLite integers, not text.
+    expect(raw.prepare('SELECT typeof(sequence_number) AS t FROM consensus').get()).toEqual({
+      t: 'integer',
+    });
+    raw.close();
+    await c.close();
+  });
+
+  it('keeps committed versions across close and reopen; schema creation is idempotent', async () => {
+    const path = freshPath();
+    const a = await openSqliteConsensus(path);
+    await a.compareAndSet('k', null, { seqno: 1n, data });
+    await a.close();
+    const b = await openSqliteConsensus(path, { synchronous: 'normal' });
+    expect((await b.head('k'))?.seqno).toBe(1n);
+    expect(await b.compareAndSet('k', 1n, { seqno: 2n, data })).toBe('committed');
+    await b.close();
+  });
+
+  it('fails determinately with unavailable when another connection holds the write lock', async () => {
+    const path = freshPath();
+    const c = await openSqliteConsensus(path, { busyTimeoutMs: 50 });
+    await c.compareAndSet('k', null, { seqno: 0n, data });
+    const other = new Database(path);
+    other.exec('BEGIN IMMEDIATE');
+    try {
+      const err = await failure(c.compareAndSet('k', 0n, { seqno: 1n, data }));
+      expect(err.code).toBe('unavailable');
+      expect(err.determinate).toBe(true);
+      expect((await failure(c.truncate('k', 0n))).code).toBe('unavailable');
+      // WAL readers are not blocked by a writer.
+      expect((await c.head('k'))?.seqno).toBe(0n);
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    expect(await c.compareAndSet('k', 0n, { seqno: 1n, data })).toBe('committed');
+    await c.close();
+  });
+
+  it('reports rows it cannot read as data_loss', async () => {
+    const path = freshPath();
+    const c = await openSqliteConsensus(path);
+    const raw = new Database(path);
+    raw.prepare("INSERT INTO consensus VALUES ('bad-seqno', 'seven', x'00')").run();
+    raw.prepare("INSERT INTO consensus VALUES ('bad-data', 1, 'text, not a blob')").run();
+    raw.close();
+    expect((await failure(c.head('bad-seqno'))).code).toBe('data_loss');
+    expect((await failure(c.scan('bad-data', 0n, 10))).code).toBe('data_loss');
+    await c.close();
+  });
+
+  it('refuses a file that is not a database as data_loss', async () => {
+    const path = freshPath();
+    writeFileSync(path, 'this is not a sqlite database, but it is long enough to look like one');
+    expect((await failure(openSqliteConsensus(path))).code).toBe('data_loss');
+  });
+
+  it.each([
+    [{ busyTimeoutMs: -1 }, /busyTimeoutMs/],
+    [{ busyTimeoutMs: 1.5 }, /busyTimeoutMs/],
+    [{ busyTimeoutMs: '5' as unknown as number }, /busyTimeoutMs/],
+    [{ synchronous: 'off' as unknown as 'full' }, /synchronous/],
+  ])('rejects bad option %j naming the field', async (options, field) => {
+    const err = await failure(openSqliteConsensus(freshPath(), options));
+    expect(err.code).toBe('invalid_argument');
+    expect(err.message).toMatch(field);
+  });
+
+  it('rejects an empty path', async () => {
+    expect((await failure(openSqliteConsensus(''))).code).toBe('invalid_argument');
+  });
+});
