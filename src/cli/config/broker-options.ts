@@ -1,0 +1,424 @@
+/**
+ * The `persist-pubsub broker` flags: one per `BrokerOptions` field, each with an environment
+ * variable and a documented default (commander prints both in `--help`). Precedence: flag, then
+ * environment variable, then default. Values are parsed as they are read (a bad one names its
+ * flag or variable); cross-field checks and file reads happen once in `resolveBrokerConfig`.
+ *
+ * The defaults mirror the broker's own (`BrokerOptions`/`BrokerLimits` in `broker/types.ts`);
+ * the CLI passes every value explicitly, so what `--help` says is what the process runs with.
+ */
+import { readFile } from 'node:fs/promises';
+import { type Command, Option } from 'commander';
+import type { LevelWithSilent } from 'pino';
+import type { BrokerFlags, BrokerLimits, BrokerOptions, HostPort } from '../../broker/types.js';
+import { ConfigError } from './config-error.js';
+import { parseFlagsFile } from './flags-file.js';
+import { integerIn, oneOf, parseBoolean, parseHostPort, parsePath } from './parse-values.js';
+
+const MIB = 1024 * 1024;
+/** Longest timer Node.js honours, in ms (~24.8 days). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The CLI's defaults. */
+export const BROKER_CLI_DEFAULTS = {
+  listen: { host: '127.0.0.1', port: 6879 },
+  adminListen: { host: '127.0.0.1', port: 6880 },
+  limits: {
+    maxMessageBytes: 4 * MIB,
+    maxConnections: 10_000,
+    maxSubscriptionsPerConnection: 100_000,
+    maxShardIdBytes: 256,
+    maxQueueMessages: 1024,
+    maxQueueBytes: 16 * MIB,
+    stuckConnectionTimeoutMs: 30_000,
+    resumeRingSize: 64,
+    maxResumeBytes: 64 * MIB,
+  } satisfies BrokerLimits,
+  keepaliveTimeMs: 30_000,
+  keepaliveTimeoutMs: 10_000,
+  maxConnectionAgeMs: 0,
+  maxCallerIdLabels: 100,
+  drainDeadlineMs: 10_000,
+  forwardPushes: true,
+  logLevel: 'info' as LevelWithSilent,
+  logFormat: 'auto' as LogFormat,
+} as const;
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
+
+/** The environment variable holding the bearer token itself (the flag names a file). */
+export const AUTH_TOKEN_ENV = 'PERSIST_PUBSUB_AUTH_TOKEN';
+
+/** What commander hands the action, already parsed per option. */
+export interface RawBrokerOptions {
+  listen: HostPort;
+  adminListen: HostPort;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
+  authTokenFile?: string;
+  maxMessageBytes: number;
+  maxConnections: number;
+  maxSubscriptionsPerConnection: number;
+  maxShardIdBytes: number;
+  maxQueueMessages: number;
+  maxQueueBytes: number;
+  stuckConnectionTimeoutMs: number;
+  resumeRingSize: number;
+  maxResumeBytes: number;
+  keepaliveTimeMs: number;
+  keepaliveTimeoutMs: number;
+  maxConnectionAgeMs: number;
+  maxCallerIdLabels: number;
+  drainDeadlineMs: number;
+  forwardPushes: boolean;
+  flagsFile?: string;
+  logLevel: LevelWithSilent;
+  logFormat: LogFormat;
+}
+
+/** Everything the broker command needs, validated and with files read. */
+export interface BrokerCliConfig {
+  /** For `createBroker`; the command adds `logger` and `registry`. */
+  broker: BrokerOptions;
+  adminListen: HostPort;
+  drainDeadlineMs: number;
+  logLevel: LevelWithSilent;
+  logFormat: LogFormat;
+  /** The command-line flags, under any flags file. */
+  baseFlags: BrokerFlags;
+  /** The flags file as read at start, if one is set. */
+  flagsFile?: { path: string; text: string } | undefined;
+}
+
+const fmt = (hp: HostPort) => `${hp.host}:${hp.port}`;
+
+function opt<T>(
+  flags: string,
+  env: string,
+  description: string,
+  parse: (value: string) => T,
+  defaultValue?: T,
+  defaultText?: string,
+): Option {
+  const o = new Option(flags, description).env(env).argParser(parse);
+  if (defaultValue !== undefined) o.default(defaultValue, defaultText ?? String(defaultValue));
+  return o;
+}
+
+/** Adds every broker flag to `command`. */
+export function addBrokerOptions(command: Command): Command {
+  const d = BROKER_CLI_DEFAULTS;
+  const L = d.limits;
+  const count = integerIn(1, Number.MAX_SAFE_INTEGER);
+  const bytes = integerIn(1, 2 ** 31 - 1);
+  const ms = integerIn(0, MAX_TIMER_MS);
+  const positiveMs = integerIn(1, MAX_TIMER_MS);
+  const options = [
+    opt(
+      '--listen <host:port>',
+      'PERSIST_PUBSUB_LISTEN',
+      'gRPC listen address; port 0 picks a free port',
+      parseHostPort,
+      d.listen,
+      fmt(d.listen),
+    ),
+    opt(
+      '--admin-listen <host:port>',
+      'PERSIST_PUBSUB_ADMIN_LISTEN',
+      'admin HTTP address (/metrics, /healthz, /readyz, /v1/shards, /v1/connections); unauthenticated, keep it on loopback',
+      parseHostPort,
+      d.adminListen,
+      fmt(d.adminListen),
+    ),
+    opt(
+      '--tls-cert <path>',
+      'PERSIST_PUBSUB_TLS_CERT',
+      'PEM certificate chain for the gRPC port; enables TLS (needs --tls-key)',
+      parsePath,
+    ),
+    opt('--tls-key <path>', 'PERSIST_PUBSUB_TLS_KEY', 'PEM private key for --tls-cert', parsePath),
+    opt(
+      '--tls-client-ca <path>',
+      'PERSIST_PUBSUB_TLS_CLIENT_CA',
+      'PEM CA bundle; clients must present a certificate it signed (mTLS; needs --tls-cert)',
+      parsePath,
+    ),
+    opt(
+      '--auth-token-file <path>',
+      'PERSIST_PUBSUB_AUTH_TOKEN_FILE',
+      `file holding the bearer token clients must send as "authorization: Bearer <token>" (or put the token itself in ${AUTH_TOKEN_ENV}); default: no token`,
+      parsePath,
+    ),
+    opt(
+      '--max-message-bytes <n>',
+      'PERSIST_PUBSUB_MAX_MESSAGE_BYTES',
+      'largest inbound gRPC message, in bytes',
+      bytes,
+      L.maxMessageBytes,
+    ),
+    opt(
+      '--max-connections <n>',
+      'PERSIST_PUBSUB_MAX_CONNECTIONS',
+      'open connections at most; more get RESOURCE_EXHAUSTED',
+      count,
+      L.maxConnections,
+    ),
+    opt(
+      '--max-subscriptions-per-connection <n>',
+      'PERSIST_PUBSUB_MAX_SUBSCRIPTIONS_PER_CONNECTION',
+      'subscriptions one connection may hold',
+      count,
+      L.maxSubscriptionsPerConnection,
+    ),
+    opt(
+      '--max-shard-id-bytes <n>',
+      'PERSIST_PUBSUB_MAX_SHARD_ID_BYTES',
+      'longest shard id, in bytes',
+      integerIn(1, 65_536),
+      L.maxShardIdBytes,
+    ),
+    opt(
+      '--max-queue-messages <n>',
+      'PERSIST_PUBSUB_MAX_QUEUE_MESSAGES',
+      'outbound queue per connection, in messages; beyond it diffs are dropped and counted',
+      count,
+      L.maxQueueMessages,
+    ),
+    opt(
+      '--max-queue-bytes <n>',
+      'PERSIST_PUBSUB_MAX_QUEUE_BYTES',
+      'outbound queue per connection, in bytes',
+      bytes,
+      L.maxQueueBytes,
+    ),
+    opt(
+      '--stuck-connection-timeout-ms <ms>',
+      'PERSIST_PUBSUB_STUCK_CONNECTION_TIMEOUT_MS',
+      'close a connection whose queue stays full this long, in ms',
+      positiveMs,
+      L.stuckConnectionTimeoutMs,
+    ),
+    opt(
+      '--resume-ring-size <n>',
+      'PERSIST_PUBSUB_RESUME_RING_SIZE',
+      'recent diffs kept per shard for resuming subscribers (0 disables)',
+      integerIn(0, 1_000_000),
+      L.resumeRingSize,
+    ),
+    opt(
+      '--max-resume-bytes <n>',
+      'PERSIST_PUBSUB_MAX_RESUME_BYTES',
+      "bytes kept across all shards' resume rings",
+      integerIn(0, Number.MAX_SAFE_INTEGER),
+      L.maxResumeBytes,
+    ),
+    opt(
+      '--keepalive-time-ms <ms>',
+      'PERSIST_PUBSUB_KEEPALIVE_TIME_MS',
+      'ping idle connections this often to find dead peers, in ms (0 disables)',
+      ms,
+      d.keepaliveTimeMs,
+    ),
+    opt(
+      '--keepalive-timeout-ms <ms>',
+      'PERSIST_PUBSUB_KEEPALIVE_TIMEOUT_MS',
+      'close a connection whose ping is unanswered this long, in ms',
+      positiveMs,
+      d.keepaliveTimeoutMs,
+    ),
+    opt(
+      '--max-connection-age-ms <ms>',
+      'PERSIST_PUBSUB_MAX_CONNECTION_AGE_MS',
+      'close connections older than this (±10% jitter) by GOAWAY, in ms (0: never)',
+      ms,
+      d.maxConnectionAgeMs,
+    ),
+    opt(
+      '--max-caller-id-labels <n>',
+      'PERSIST_PUBSUB_MAX_CALLER_ID_LABELS',
+      'distinct caller ids with their own metric label; later ones count as "other"',
+      integerIn(1, 100_000),
+      d.maxCallerIdLabels,
+    ),
+    opt(
+      '--drain-deadline-ms <ms>',
+      'PERSIST_PUBSUB_DRAIN_DEADLINE_MS',
+      'on SIGTERM/SIGINT, connections still open after this long are closed, in ms',
+      ms,
+      d.drainDeadlineMs,
+    ),
+    opt(
+      '--forward-pushes <bool>',
+      'PERSIST_PUBSUB_FORWARD_PUSHES',
+      'runtime flag: forward pushed diffs to subscribers (a --flags-file overrides it)',
+      parseBoolean,
+      d.forwardPushes,
+    ),
+    opt(
+      '--flags-file <path>',
+      'PERSIST_PUBSUB_FLAGS_FILE',
+      'JSON runtime flags such as {"forwardPushes": false}; reloaded when it changes and on SIGHUP (an invalid file is logged and ignored)',
+      parsePath,
+    ),
+    opt(
+      '--log-level <level>',
+      'PERSIST_PUBSUB_LOG_LEVEL',
+      `log level: ${LOG_LEVELS.join(', ')}`,
+      oneOf(LOG_LEVELS),
+      d.logLevel,
+    ),
+    opt(
+      '--log-format <format>',
+      'PERSIST_PUBSUB_LOG_FORMAT',
+      'auto: pretty when stdout is a terminal, else JSON lines; json; pretty',
+      oneOf(LOG_FORMATS),
+      d.logFormat,
+    ),
+  ];
+  for (const o of options) command.addOption(o);
+  return command;
+}
+
+async function readPem(flag: string, path: string): Promise<Buffer> {
+  let data: Buffer;
+  try {
+    data = await readFile(path);
+  } catch (err) {
+    throw new ConfigError(flag, `${flag}: cannot read ${path}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+  if (!data.includes('-----BEGIN ')) {
+    throw new ConfigError(flag, `${flag}: ${path} is not a PEM file (no "-----BEGIN" line)`);
+  }
+  return data;
+}
+
+/**
+ * Checks what one flag cannot check alone and reads the files the flags name. Throws a
+ * `ConfigError` naming the flag; nothing has been started when it does.
+ */
+export async function resolveBrokerConfig(
+  raw: RawBrokerOptions,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<BrokerCliConfig> {
+  if (raw.tlsKey !== undefined && raw.tlsCert === undefined) {
+    throw new ConfigError('--tls-key', '--tls-key needs --tls-cert');
+  }
+  if (raw.tlsCert !== undefined && raw.tlsKey === undefined) {
+    throw new ConfigError('--tls-cert', '--tls-cert needs --tls-key');
+  }
+  if (raw.tlsClientCa !== undefined && raw.tlsCert === undefined) {
+    throw new ConfigError(
+      '--tls-client-ca',
+      '--tls-client-ca (mTLS) needs --tls-cert and --tls-key',
+    );
+  }
+  if (raw.maxQueueBytes < raw.maxMessageBytes) {
+    throw new ConfigError(
+      '--max-queue-bytes',
+      `--max-queue-bytes (${raw.maxQueueBytes}) must be at least --max-message-bytes (${raw.maxMessageBytes}), or no large diff could ever be queued`,
+    );
+  }
+  if (
+    raw.listen.port !== 0 &&
+    raw.listen.port === raw.adminListen.port &&
+    raw.listen.host === raw.adminListen.host
+  ) {
+    throw new ConfigError('--admin-listen', '--admin-listen must differ from --listen');
+  }
+
+  const broker: BrokerOptions = {
+    listen: raw.listen,
+    limits: {
+      maxMessageBytes: raw.maxMessageBytes,
+      maxConnections: raw.maxConnections,
+      maxSubscriptionsPerConnection: raw.maxSubscriptionsPerConnection,
+      maxShardIdBytes: raw.maxShardIdBytes,
+      maxQueueMessages: raw.maxQueueMessages,
+      maxQueueBytes: raw.maxQueueBytes,
+      stuckConnectionTimeoutMs: raw.stuckConnectionTimeoutMs,
+      resumeRingSize: raw.resumeRingSize,
+      maxResumeBytes: raw.maxResumeBytes,
+    },
+    keepaliveTimeMs: raw.keepaliveTimeMs,
+    keepaliveTimeoutMs: raw.keepaliveTimeoutMs,
+    maxConnectionAgeMs: raw.maxConnectionAgeMs,
+    maxCallerIdLabels: raw.maxCallerIdLabels,
+  };
+
+  if (raw.tlsCert !== undefined && raw.tlsKey !== undefined) {
+    broker.tls = {
+      cert: await readPem('--tls-cert', raw.tlsCert),
+      key: await readPem('--tls-key', raw.tlsKey),
+      clientCa:
+        raw.tlsClientCa === undefined
+          ? undefined
+          : await readPem('--tls-client-ca', raw.tlsClientCa),
+    };
+  }
+
+  if (raw.authTokenFile !== undefined) {
+    let text: string;
+    try {
+      text = await readFile(raw.authTokenFile, 'utf8');
+    } catch (err) {
+      throw new ConfigError(
+        '--auth-token-file',
+        `--auth-token-file: cannot read ${raw.authTokenFile}: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    broker.authToken = checkToken('--auth-token-file', text.replace(/\r?\n$/, ''));
+  } else if (env[AUTH_TOKEN_ENV] !== undefined) {
+    broker.authToken = checkToken(AUTH_TOKEN_ENV, env[AUTH_TOKEN_ENV]);
+  }
+
+  const baseFlags: BrokerFlags = { forwardPushes: raw.forwardPushes };
+  let flagsFile: BrokerCliConfig['flagsFile'];
+  let flags = baseFlags;
+  if (raw.flagsFile !== undefined) {
+    let text: string;
+    try {
+      text = await readFile(raw.flagsFile, 'utf8');
+    } catch (err) {
+      throw new ConfigError(
+        '--flags-file',
+        `--flags-file: cannot read ${raw.flagsFile}: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
+    const parsed = parseFlagsFile(text);
+    if (!parsed.ok) {
+      throw new ConfigError('--flags-file', `--flags-file ${raw.flagsFile}: ${parsed.message}`);
+    }
+    flags = { ...baseFlags, ...parsed.flags };
+    flagsFile = { path: raw.flagsFile, text };
+  }
+  broker.flags = flags;
+
+  return {
+    broker,
+    adminListen: raw.adminListen,
+    drainDeadlineMs: raw.drainDeadlineMs,
+    logLevel: raw.logLevel,
+    logFormat: raw.logFormat,
+    baseFlags,
+    flagsFile,
+  };
+}
+
+/** A bearer token must be a valid HTTP header value: visible ASCII, no spaces. */
+function checkToken(source: string, token: string): string {
+  if (token.length === 0) throw new ConfigError(source, `${source}: the token is empty`);
+  if (!/^[\x21-\x7e]+$/.test(token)) {
+    throw new ConfigError(
+      source,
+      `${source}: the token must be visible ASCII without spaces (it travels in a header)`,
+    );
+  }
+  return token;
+}
