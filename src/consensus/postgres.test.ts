@@ -1,0 +1,240 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, describe, expect, it } from 'vitest';
+import { requireService, SERVICE_URLS } from '../../test/support/services.js';
+import { describeConformance } from './conformance.test-suite.js';
+import { ConsensusError } from './errors.js';
+import { openPostgresConsensus } from './postgres.js';
+import type { Consensus } from './types.js';
+
+const ok = await requireService('postgres');
+const URL = SERVICE_URLS.postgres;
+/** A table per run, so parallel suites (and earlier runs) never share rows. */
+const run = randomUUID().replaceAll('-', '').slice(0, 12);
+const TABLE = `consensus_t_${run}`;
+const created: string[] = [TABLE];
+
+const bytes = (s: string) => new TextEncoder().encode(s);
+
+async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: URL });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+async function failure(p: Promise<unknown>): Promise<ConsensusError> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConsensusError);
+    return err as ConsensusError;
+  }
+  throw new Error('expected a ConsensusError');
+}
+
+/** Waits until a backend of ours is blocked on a lock running `like`; returns its pid. */
+async function blockedPid(c: pg.Client, like: string): Promise<number> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    const res = await c.query(
+      "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND wait_event_type = 'Lock' " +
+        'AND query LIKE $1 AND pid <> pg_backend_pid()',
+      [`%${like}%`],
+    );
+    const pid = res.rows[0]?.pid;
+    if (typeof pid === 'number') return pid;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`no blocked backend running ${like}`);
+}
+
+if (ok) {
+  afterAll(async () => {
+    await admin(async (c) => {
+      for (const t of created) await c.query(`DROP TABLE IF EXISTS "${t}"`);
+    });
+  });
+}
+
+describe.skipIf(!ok)('postgres consensus', () => {
+  describeConformance('postgres', () => openPostgresConsensus(URL, { table: TABLE, poolSize: 4 }));
+
+  it('creates its table once when many processes open it at the same moment', async () => {
+    const table = `consensus_race_${run}`;
+    created.push(table);
+    const handles = await Promise.all(
+      Array.from({ length: 12 }, () => openPostgresConsensus(URL, { table, poolSize: 1 })),
+    );
+    try {
+      const results = await Promise.all(
+        handles.map((h, i) => h.compareAndSet('k', null, { seqno: 0n, data: bytes(`${i}`) })),
+      );
+      expect(results.filter((r) => r === 'committed')).toHaveLength(1);
+      const columns = await admin((c) =>
+        c.query(
+          'SELECT column_name, data_type FROM information_schema.columns WHERE table_name = $1 ' +
+            'ORDER BY ordinal_position',
+          [table],
+        ),
+      );
+      expect(columns.rows).toEqual([
+        { column_name: 'shard', data_type: 'text' },
+        { column_name: 'sequence_number', data_type: 'bigint' },
+        { column_name: 'data', data_type: 'bytea' },
+      ]);
+    } finally {
+      await Promise.all(handles.map((h) => h.close()));
+    }
+  });
+
+  it('takes the table and pool size from the URL, options winning', async () => {
+    const table = `consensus_url_${run}`;
+    created.push(table);
+    const c = await openPostgresConsensus(`${URL}?pool_size=2&table=${table}`);
+    try {
+      expect(await c.compareAndSet('u', null, { seqno: 1n, data: bytes('x') })).toBe('committed');
+      const rows = await admin((a) => a.query(`SELECT shard FROM "${table}"`));
+      expect(rows.rows).toEqual([{ shard: 'u' }]);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('rejects bad options naming the field', async () => {
+    const cases: [string, Parameters<typeof openPostgresConsensus>[1], RegExp][] = [
+      [URL, { table: 'Robert"; DROP TABLE x; --' }, /table/],
+      [URL, { poolSize: 0 }, /poolSize/],
+      [URL, { statementTimeoutMs: -1 }, /statementTimeoutMs/],
+      [`${URL}?pool_size=many`, {}, /pool_size/],
+      ['redis://127.0.0.1', {}, /postgres:\/\//],
+      ['not a url', {}, /url/],
+    ];
+    for (const [url, options, field] of cases) {
+      const err = await failure(openPostgresConsensus(url, options));
+      expect(err.code).toBe('invalid_argument');
+      expect(err.message).toMatch(field);
+    }
+  });
+
+  it('reports a closed port as determinate unavailable', async () => {
+    const err = await failure(
+      openPostgresConsensus('postgres://postgres@127.0.0.1:1/test', { connectTimeoutMs: 2000 }),
+    );
+    expect(err.code).toBe('unavailable');
+    expect(err.determinate).toBe(true);
+  });
+
+  describe('a compare-and-set cut off in flight', () => {
+    let handle: Consensus | undefined;
+    const open = async (opts: Parameters<typeof openPostgresConsensus>[1] = {}) => {
+      await handle?.close();
+      handle = await openPostgresConsensus(URL, { table: TABLE, poolSize: 2, ...opts });
+      return handle;
+    };
+    afterAll(() => handle?.close());
+
+    /**
+     * Runs `during` while `TABLE` is locked so that a CAS on it blocks. `during` gets a second
+     * connection outside the locking transaction (inside one, `pg_stat_activity` is a snapshot
+     * taken once).
+     */
+    async function whileLocked(during: (a: pg.Client) => Promise<void>) {
+      await admin(async (locker) => {
+        await locker.query('BEGIN');
+        await locker.query(`LOCK TABLE "${TABLE}" IN ACCESS EXCLUSIVE MODE`);
+        try {
+          await admin(during);
+        } finally {
+          await locker.query('ROLLBACK');
+        }
+      });
+    }
+
+    it('is indeterminate when its backend is terminated', async () => {
+      const c = await open();
+      const key = `kill-${randomUUID()}`;
+      await whileLocked(async (a) => {
+        const cas = failure(c.compareAndSet(key, null, { seqno: 0n, data: bytes('x') }));
+        const pid = await blockedPid(a, `INSERT INTO "${TABLE}"`);
+        await a.query('SELECT pg_terminate_backend($1)', [pid]);
+        const err = await cas;
+        expect(err.code).toBe('indeterminate');
+        expect(err.determinate).toBe(false);
+      });
+      // The pool replaces the dead connection; the store is usable and the CAS did not apply.
+      expect(await c.head(key)).toBeUndefined();
+      expect(await c.compareAndSet(key, null, { seqno: 0n, data: bytes('y') })).toBe('committed');
+    });
+
+    it('is indeterminate on a statement timeout', async () => {
+      const c = await open({ statementTimeoutMs: 300 });
+      const key = `timeout-${randomUUID()}`;
+      await whileLocked(async () => {
+        const err = await failure(c.compareAndSet(key, null, { seqno: 0n, data: bytes('x') }));
+        expect(err.code).toBe('indeterminate');
+        expect(err.determinate).toBe(false);
+      });
+      // A read cut off the same way is determinate: it changed nothing.
+      await whileLocked(async () => {
+        const err = await failure(c.head(key));
+        expect(err.code).toBe('unavailable');
+        expect(err.determinate).toBe(true);
+      });
+    });
+
+    it('is indeterminate when its signal fires mid-flight, and the write may land', async () => {
+      const c = await open();
+      const key = `abort-${randomUUID()}`;
+      await whileLocked(async (a) => {
+        const ac = new AbortController();
+        const cas = failure(
+          c.compareAndSet(key, null, { seqno: 0n, data: bytes('x') }, { signal: ac.signal }),
+        );
+        await blockedPid(a, `INSERT INTO "${TABLE}"`);
+        ac.abort(new Error('caller gave up'));
+        const err = await cas;
+        expect(err.code).toBe('indeterminate');
+        expect(err.determinate).toBe(false);
+      });
+      // The statement was not cancelled: once the lock is gone it commits.
+      const deadline = Date.now() + 5000;
+      while ((await c.head(key)) === undefined && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      expect((await c.head(key))?.seqno).toBe(0n);
+    });
+  });
+
+  it('stores bigint seqnos as bigint, never through a double', async () => {
+    const c = await openPostgresConsensus(URL, { table: TABLE });
+    try {
+      const key = `exact-${randomUUID()}`;
+      const big = (1n << 62n) + 3n;
+      expect(await c.compareAndSet(key, null, { seqno: big, data: bytes('b') })).toBe('committed');
+      const res = await admin((a) =>
+        a.query(`SELECT sequence_number::text AS s FROM "${TABLE}" WHERE shard = $1`, [key]),
+      );
+      expect(res.rows).toEqual([{ s: big.toString() }]);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('reports a corrupt row as data_loss', async () => {
+    const table = `consensus_corrupt_${run}`;
+    created.push(table);
+    const c = await openPostgresConsensus(URL, { table });
+    try {
+      await admin((a) => a.query(`INSERT INTO "${table}" VALUES ('neg', -5, '\\x00'::bytea)`));
+      const err = await failure(c.head('neg'));
+      expect(err.code).toBe('data_loss');
+      expect(err.determinate).toBe(true);
+    } finally {
+      await c.close();
+    }
+  });
+});

@@ -1,0 +1,647 @@
+/**
+ * The Postgres (and CockroachDB) Consensus backend.
+ *
+ * One table, `consensus (shard, sequence_number, data)`, primary key `(shard, sequence_number)`,
+ * as in Materialize's `PostgresConsensus`. The compare-and-set is ONE `INSERT ... SELECT ...
+ * WHERE <head = expected>` statement, which CockroachDB runs on its one-phase-commit fast path.
+ * Every session runs at `SERIALIZABLE` (CockroachDB's only level; set on Postgres through the
+ * startup `options`): under Postgres' default READ COMMITTED two CASes with the same `expected`
+ * and different `next.seqno` could both insert. Serializable turns such a race into a 40001
+ * serialization failure, which certainly did not apply and is retried a bounded number of times.
+ *
+ * Error mapping (see `classify`): could not get a connection → determinate `unavailable`;
+ * 40001/40P01 → retried, then determinate `unavailable`; the connection lost after a write was
+ * sent, a statement timeout (57014) or CockroachDB's "result is ambiguous" (40003) →
+ * `indeterminate`. Reads change nothing, so their connection failures are determinate
+ * `unavailable`. An abort signal is checked before sending; if it fires while a
+ * compare-and-set or truncate is in flight the call rejects at once with `indeterminate` (the
+ * statement may still commit), while an in-flight read rejects with `aborted`.
+ *
+ * The SQL avoids Postgres-only syntax (no `ON CONFLICT`, no advisory locks, no `pg_` functions)
+ * so the same statements run on CockroachDB.
+ */
+import pg from 'pg';
+import { type Logger, pino } from 'pino';
+import { Counter, type Registry } from 'prom-client';
+import { ConsensusError } from './errors.js';
+import {
+  decodePageToken,
+  encodePageToken,
+  throwIfAborted,
+  validateCas,
+  validateKey,
+  validateLimit,
+  validatePageSize,
+  validateSeqno,
+} from './limits.js';
+import type {
+  CallOptions,
+  CasResult,
+  Consensus,
+  ListKeysOptions,
+  ListKeysPage,
+  OpenConsensusOptions,
+  VersionedData,
+} from './types.js';
+
+export const DEFAULT_POSTGRES_TABLE = 'consensus';
+export const DEFAULT_POSTGRES_POOL_SIZE = 10;
+export const DEFAULT_POSTGRES_CONNECT_TIMEOUT_MS = 5_000;
+export const DEFAULT_POSTGRES_STATEMENT_TIMEOUT_MS = 30_000;
+export const DEFAULT_POSTGRES_MAX_ATTEMPTS = 50;
+/** The retry backoff stops doubling here. */
+export const MAX_POSTGRES_RETRY_BACKOFF_MS = 100;
+export const DEFAULT_POSTGRES_RETRY_BACKOFF_MS = 1;
+
+/**
+ * Options of `openPostgresConsensus`. The URL may carry `pool_size` and `table` as query
+ * parameters (`postgres://host/db?pool_size=20&table=consensus_test`); an option given here
+ * wins over the URL. Other query parameters go to `pg` unchanged (`sslmode`, `options`, ...).
+ */
+export interface PostgresConsensusOptions extends OpenConsensusOptions {
+  /**
+   * The table: lower-case letters, digits and `_`, at most 63 characters, not starting with
+   * a digit. Tests use a table per run. @default 'consensus'
+   */
+  table?: string | undefined;
+  /** Connections in the pool, in [1, 1000]. @default 10 */
+  poolSize?: number | undefined;
+  /** How long to wait for a pooled connection before failing `unavailable`. @default 5000 */
+  connectTimeoutMs?: number | undefined;
+  /**
+   * The server's `statement_timeout`; a statement cut off by it is `indeterminate`. The client
+   * gives up 5 s later still (a black-holed connection), also `indeterminate`. @default 30000
+   */
+  statementTimeoutMs?: number | undefined;
+  /**
+   * Attempts of a statement that fails with a serialization failure or deadlock (Postgres'
+   * serializable isolation also raises them for unrelated keys on one index page). @default 10
+   */
+  maxAttempts?: number | undefined;
+  /** Backoff before the first such retry, doubling to 200 ms, with ±50% jitter. @default 2 */
+  retryBackoffMs?: number | undefined;
+}
+
+type Op = 'head' | 'compare_and_set' | 'scan' | 'truncate' | 'list_keys' | 'schema';
+
+/** Writes may have applied when their connection is lost; reads cannot have. */
+const WRITES: ReadonlySet<Op> = new Set(['compare_and_set', 'truncate', 'schema']);
+
+/**
+ * Opens a Postgres or CockroachDB Consensus at `url` (`postgres://` or `postgresql://`),
+ * creating its table if it does not exist (safe when several processes start at once).
+ */
+export async function openPostgresConsensus(
+  url: string,
+  options: PostgresConsensusOptions = {},
+): Promise<Consensus> {
+  const config = resolveConfig(url, options);
+  const logger = (options.logger ?? pino({ level: 'silent' })).child({
+    component: 'consensus',
+    backend: 'postgres',
+    table: config.table,
+  });
+  const pool = new pg.Pool({
+    connectionString: config.connectionString,
+    options: config.startupOptions,
+    max: config.poolSize,
+    connectionTimeoutMillis: config.connectTimeoutMs,
+    query_timeout: config.statementTimeoutMs + 5_000,
+    keepAlive: true,
+    allowExitOnIdle: true,
+  });
+  // An idle client whose connection drops emits 'error' on the pool; a checked-out one emits it
+  // on the client, even after the query already failed. Without listeners either would crash
+  // the process.
+  pool.on('error', (err) => logger.warn({ err }, 'idle Postgres connection failed'));
+  pool.on('connect', (client) => {
+    client.on('error', (err) => logger.debug({ err }, 'Postgres connection failed'));
+  });
+  const consensus = new PostgresConsensus(pool, config, logger, options.registry);
+  try {
+    await consensus.init();
+  } catch (err) {
+    await pool.end().catch(() => undefined);
+    throw err;
+  }
+  return consensus;
+}
+
+interface ResolvedConfig {
+  connectionString: string;
+  startupOptions: string;
+  table: string;
+  poolSize: number;
+  connectTimeoutMs: number;
+  statementTimeoutMs: number;
+  maxAttempts: number;
+  retryBackoffMs: number;
+}
+
+function invalid(field: string, message: string): ConsensusError {
+  return new ConsensusError('invalid_argument', `postgres consensus: ${field} ${message}`);
+}
+
+function intOption(
+  field: string,
+  value: unknown,
+  fallback: number,
+  min: number,
+  max: number,
+): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min || value > max) {
+    throw invalid(field, `must be an integer in [${min}, ${max}], got ${String(value)}`);
+  }
+  return value;
+}
+
+function resolveConfig(url: string, options: PostgresConsensusOptions): ResolvedConfig {
+  if (typeof url !== 'string') throw invalid('url', 'must be a string');
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch (cause) {
+    throw new ConsensusError('invalid_argument', 'postgres consensus: url is not a URL', {
+      cause,
+    });
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw invalid('url', `must start with postgres:// or postgresql://, got ${parsed.protocol}`);
+  }
+  const params = parsed.searchParams;
+  const urlPool = params.get('pool_size');
+  const urlTable = params.get('table');
+  const urlOptions = params.get('options');
+  params.delete('pool_size');
+  params.delete('table');
+  params.delete('options');
+
+  const table = options.table ?? urlTable ?? DEFAULT_POSTGRES_TABLE;
+  if (typeof table !== 'string' || !/^[a-z_][a-z0-9_]{0,62}$/.test(table)) {
+    throw invalid('table', 'must match [a-z_][a-z0-9_]{0,62}');
+  }
+  let poolSize = options.poolSize;
+  if (poolSize === undefined && urlPool !== null) {
+    if (!/^\d{1,4}$/.test(urlPool)) throw invalid('pool_size', 'in the URL must be an integer');
+    poolSize = Number(urlPool);
+  }
+  const statementTimeoutMs = intOption(
+    'statementTimeoutMs',
+    options.statementTimeoutMs,
+    DEFAULT_POSTGRES_STATEMENT_TIMEOUT_MS,
+    1,
+    86_400_000,
+  );
+  // Serializable is what makes the single-statement CAS correct on Postgres (see the header).
+  const startup = [
+    urlOptions ?? '',
+    '-c default_transaction_isolation=serializable',
+    `-c statement_timeout=${statementTimeoutMs}`,
+  ]
+    .filter((s) => s !== '')
+    .join(' ');
+  return {
+    connectionString: parsed.toString(),
+    startupOptions: startup,
+    table,
+    poolSize: intOption('poolSize', poolSize, DEFAULT_POSTGRES_POOL_SIZE, 1, 1000),
+    connectTimeoutMs: intOption(
+      'connectTimeoutMs',
+      options.connectTimeoutMs,
+      DEFAULT_POSTGRES_CONNECT_TIMEOUT_MS,
+      1,
+      600_000,
+    ),
+    statementTimeoutMs,
+    maxAttempts: intOption(
+      'maxAttempts',
+      options.maxAttempts,
+      DEFAULT_POSTGRES_MAX_ATTEMPTS,
+      1,
+      100,
+    ),
+    retryBackoffMs: intOption(
+      'retryBackoffMs',
+      options.retryBackoffMs,
+      DEFAULT_POSTGRES_RETRY_BACKOFF_MS,
+      0,
+      60_000,
+    ),
+  };
+}
+
+/** Builds the statements once per table; the table name is validated, then quoted. */
+function statements(table: string) {
+  const t = `"${table}"`;
+  return {
+    create:
+      `CREATE TABLE IF NOT EXISTS ${t} (shard text NOT NULL, sequence_number bigint NOT NULL, ` +
+      'data bytea NOT NULL, PRIMARY KEY (shard, sequence_number))',
+    isolation: 'SHOW default_transaction_isolation',
+    head:
+      `SELECT sequence_number, data FROM ${t} WHERE shard = $1 ` +
+      'ORDER BY sequence_number DESC LIMIT 1',
+    casExpected:
+      `INSERT INTO ${t} (shard, sequence_number, data) SELECT $1::text, $2::bigint, $3::bytea ` +
+      `WHERE (SELECT MAX(sequence_number) FROM ${t} WHERE shard = $1::text) = $4::bigint`,
+    casFirst:
+      `INSERT INTO ${t} (shard, sequence_number, data) SELECT $1::text, $2::bigint, $3::bytea ` +
+      `WHERE NOT EXISTS (SELECT 1 FROM ${t} WHERE shard = $1::text)`,
+    scan:
+      `SELECT sequence_number, data FROM ${t} WHERE shard = $1 AND sequence_number >= $2::bigint ` +
+      'ORDER BY sequence_number ASC LIMIT $3::int',
+    // One statement: the head it read decides both whether the delete happens and the error.
+    truncate:
+      `WITH h AS (SELECT MAX(sequence_number) AS head FROM ${t} WHERE shard = $1::text), ` +
+      `d AS (DELETE FROM ${t} WHERE shard = $1::text AND sequence_number < $2::bigint ` +
+      'AND (SELECT head FROM h) >= $2::bigint RETURNING 1) ' +
+      'SELECT (SELECT head FROM h) AS head, (SELECT COUNT(*) FROM d) AS deleted',
+    listFirst: `SELECT DISTINCT shard FROM ${t} ORDER BY shard LIMIT $1::int`,
+    listAfter: `SELECT DISTINCT shard FROM ${t} WHERE shard > $1::text ORDER BY shard LIMIT $2::int`,
+  };
+}
+
+type Statements = ReturnType<typeof statements>;
+
+class PostgresConsensus implements Consensus {
+  readonly backend = 'postgres' as const;
+  readonly #pool: pg.Pool;
+  readonly #config: ResolvedConfig;
+  readonly #logger: Logger;
+  readonly #sql: Statements;
+  readonly #retries: Counter<'backend' | 'op'> | undefined;
+  #closed = false;
+
+  constructor(pool: pg.Pool, config: ResolvedConfig, logger: Logger, registry?: Registry) {
+    this.#pool = pool;
+    this.#config = config;
+    this.#logger = logger;
+    this.#sql = statements(config.table);
+    this.#retries = registry === undefined ? undefined : retriesCounter(registry);
+  }
+
+  /** Creates the table (racing other processes safely) and checks the isolation level. */
+  async init(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#run('schema', undefined, (c) => c.query(this.#sql.create));
+        break;
+      } catch (err) {
+        // Two `CREATE TABLE IF NOT EXISTS` racing on Postgres: one can fail on the catalog's
+        // unique index (23505) or find the table created under it (42P07). The table exists
+        // now; run the statement again to be sure of it.
+        const code = pgCode(err instanceof ConsensusError ? err.cause : err);
+        if ((code === '23505' || code === '42P07') && attempt < 5) continue;
+        throw err;
+      }
+    }
+    const res = await this.#run('schema', undefined, (c) => c.query(this.#sql.isolation));
+    const level = String(Object.values(res.rows[0] ?? {})[0] ?? '');
+    if (level.toLowerCase() !== 'serializable') {
+      throw new ConsensusError(
+        'failed_precondition',
+        `postgres consensus needs serializable sessions, but the server reports ${level}`,
+      );
+    }
+  }
+
+  async head(key: string, options?: CallOptions): Promise<VersionedData | undefined> {
+    this.#check(options);
+    validateKey(key);
+    const res = await this.#run('head', options, (c) => c.query(this.#sql.head, [key]));
+    const row = res.rows[0];
+    return row === undefined ? undefined : toVersion(row, key);
+  }
+
+  async compareAndSet(
+    key: string,
+    expected: bigint | null,
+    next: VersionedData,
+    options?: CallOptions,
+  ): Promise<CasResult> {
+    this.#check(options);
+    validateCas(key, expected, next);
+    const data = Buffer.from(next.data.buffer, next.data.byteOffset, next.data.byteLength);
+    const [sql, params] =
+      expected === null
+        ? [this.#sql.casFirst, [key, next.seqno.toString(), data]]
+        : [this.#sql.casExpected, [key, next.seqno.toString(), data, expected.toString()]];
+    try {
+      const res = await this.#run('compare_and_set', options, (c) => c.query(sql, params));
+      return res.rowCount === 1 ? 'committed' : 'mismatch';
+    } catch (err) {
+      // Someone inserted next.seqno first: the head moved past expected. A lost race.
+      if (err instanceof ConsensusError && pgCode(err.cause) === '23505') return 'mismatch';
+      throw err;
+    }
+  }
+
+  async scan(
+    key: string,
+    from: bigint,
+    limit: number,
+    options?: CallOptions,
+  ): Promise<VersionedData[]> {
+    this.#check(options);
+    validateKey(key);
+    validateSeqno(from, 'from');
+    validateLimit(limit);
+    const res = await this.#run('scan', options, (c) =>
+      c.query(this.#sql.scan, [key, from.toString(), limit]),
+    );
+    return res.rows.map((row) => toVersion(row, key));
+  }
+
+  async truncate(key: string, seqno: bigint, options?: CallOptions): Promise<number> {
+    this.#check(options);
+    validateKey(key);
+    validateSeqno(seqno);
+    const res = await this.#run('truncate', options, (c) =>
+      c.query(this.#sql.truncate, [key, seqno.toString()]),
+    );
+    const row = res.rows[0] as { head: unknown; deleted: unknown } | undefined;
+    if (row === undefined) throw dataLoss(key, 'truncate returned no row');
+    if (row.head === null) {
+      throw new ConsensusError('failed_precondition', `truncate of ${key}: it has no entries`, {
+        key,
+      });
+    }
+    const head = parseSeqno(row.head, key);
+    if (seqno > head) {
+      throw new ConsensusError(
+        'failed_precondition',
+        `truncate of ${key} at ${seqno} is above its head ${head}`,
+        { key },
+      );
+    }
+    const deleted = Number(row.deleted);
+    if (!Number.isSafeInteger(deleted) || deleted < 0) {
+      throw dataLoss(key, `truncate reported ${String(row.deleted)} rows deleted`);
+    }
+    return deleted;
+  }
+
+  async listKeys(options?: ListKeysOptions): Promise<ListKeysPage> {
+    this.#check(options);
+    const pageSize = validatePageSize(options?.pageSize);
+    const after = decodePageToken(options?.pageToken);
+    if (after !== undefined && (after === '' || !after.isWellFormed() || after.includes('\0'))) {
+      throw new ConsensusError('invalid_argument', 'pageToken is malformed');
+    }
+    const res = await this.#run('list_keys', options, (c) =>
+      after === undefined
+        ? c.query(this.#sql.listFirst, [pageSize])
+        : c.query(this.#sql.listAfter, [after, pageSize]),
+    );
+    const keys = res.rows.map((row) => {
+      const shard = (row as { shard: unknown }).shard;
+      if (typeof shard !== 'string') throw dataLoss(undefined, 'a shard is not text');
+      return shard;
+    });
+    const last = keys[keys.length - 1];
+    return keys.length === pageSize && last !== undefined
+      ? { keys, nextPageToken: encodePageToken(last) }
+      : { keys };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#pool.end();
+  }
+
+  #check(options: CallOptions | undefined): void {
+    if (this.#closed) throw new ConsensusError('closed', 'the Consensus is closed');
+    throwIfAborted(options);
+  }
+
+  /**
+   * Runs one statement on a pooled connection: retries serialization failures and deadlocks
+   * (they did not apply), maps every other failure to a `ConsensusError`.
+   */
+  async #run(
+    op: Op,
+    options: CallOptions | undefined,
+    send: (client: pg.PoolClient) => Promise<pg.QueryResult>,
+  ): Promise<pg.QueryResult> {
+    let backoffMs = this.#config.retryBackoffMs;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#once(op, options, send);
+      } catch (err) {
+        if (
+          !(err instanceof ConsensusError) ||
+          !err.determinate ||
+          attempt >= this.#maxAttempts(op)
+        )
+          throw err;
+        if (!isRetryable(err.cause)) throw err;
+        this.#retries?.inc({ backend: 'postgres', op });
+        this.#logger.debug(
+          { op, attempt, code: pgCode(err.cause) },
+          'retrying a serialization failure',
+        );
+        await sleep(backoffMs * (0.5 + Math.random()), options?.signal);
+        backoffMs = Math.min(backoffMs * 2, MAX_POSTGRES_RETRY_BACKOFF_MS);
+      }
+    }
+  }
+
+  #maxAttempts(op: Op): number {
+    return op === 'schema' ? Math.max(this.#config.maxAttempts, 5) : this.#config.maxAttempts;
+  }
+
+  async #once(
+    op: Op,
+    options: CallOptions | undefined,
+    send: (client: pg.PoolClient) => Promise<pg.QueryResult>,
+  ): Promise<pg.QueryResult> {
+    if (this.#closed) throw new ConsensusError('closed', 'the Consensus is closed');
+    throwIfAborted(options);
+    const signal = options?.signal;
+    let client: pg.PoolClient;
+    try {
+      client = await raceAbort(this.#pool.connect(), signal, (late) => late.release());
+    } catch (err) {
+      if (err instanceof ConsensusError) throw err;
+      throw new ConsensusError('unavailable', `postgres ${op}: cannot get a connection`, {
+        cause: err,
+      });
+    }
+    try {
+      throwIfAborted(options);
+    } catch (err) {
+      client.release();
+      throw err;
+    }
+    const query = send(client);
+    // Release exactly once, when the statement settles (even after an abort gave up on it).
+    query.then(
+      () => client.release(),
+      (err) => client.release(breaksConnection(err) ? asError(err) : undefined),
+    );
+    try {
+      return await raceAbort(query, signal, () => undefined, WRITES.has(op));
+    } catch (err) {
+      if (err instanceof ConsensusError) throw err;
+      throw classify(op, err);
+    }
+  }
+}
+
+/**
+ * Resolves with `promise` unless `signal` fires first; then rejects with `aborted`, or with
+ * `indeterminate` if `inFlightWrite` (the statement may still commit). `late` receives the
+ * value if it arrives after the abort.
+ */
+function raceAbort<T>(
+  promise: Promise<T>,
+  signal: AbortSignal | undefined,
+  late: (value: T) => void,
+  inFlightWrite = false,
+): Promise<T> {
+  if (signal === undefined) return promise;
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const onAbort = () => {
+      if (settled) return;
+      settled = true;
+      reject(
+        inFlightWrite
+          ? new ConsensusError('indeterminate', 'aborted while the write was in flight', {
+              cause: signal.reason,
+            })
+          : new ConsensusError('aborted', 'the call was aborted', { cause: signal.reason }),
+      );
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        if (settled) late(value);
+        else {
+          settled = true;
+          resolve(value);
+        }
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        if (!settled) {
+          settled = true;
+          reject(err);
+        }
+      },
+    );
+  });
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new ConsensusError('aborted', 'the call was aborted', { cause: signal?.reason }));
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    timer.unref();
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function pgCode(err: unknown): string | undefined {
+  return err instanceof pg.DatabaseError ? err.code : undefined;
+}
+
+function isRetryable(err: unknown): boolean {
+  const code = pgCode(err);
+  return code === '40001' || code === '40P01';
+}
+
+/** SQLSTATEs after which the outcome of a sent statement is unknown. */
+function isAmbiguous(code: string): boolean {
+  return (
+    code === '57014' || // query_canceled: statement_timeout
+    code === '40003' || // statement_completion_unknown (CockroachDB: "result is ambiguous")
+    code.startsWith('08') || // connection exception
+    code === '57P01' || // admin_shutdown (pg_terminate_backend)
+    code === '57P02' || // crash_shutdown
+    code === 'XX000' // internal_error
+  );
+}
+
+/** Errors after which the connection must not go back to the pool. */
+function breaksConnection(err: unknown): boolean {
+  const code = pgCode(err);
+  return code === undefined || isAmbiguous(code);
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+/** Maps a failure of a statement that was sent. */
+function classify(op: Op, err: unknown): ConsensusError {
+  const code = pgCode(err);
+  const write = WRITES.has(op);
+  if (code === undefined || isAmbiguous(code)) {
+    // No SQLSTATE: the socket failed or the client-side timeout fired.
+    return write
+      ? new ConsensusError(
+          'indeterminate',
+          `postgres ${op}: the outcome is unknown (${code ?? asError(err).message})`,
+          { cause: err },
+        )
+      : new ConsensusError('unavailable', `postgres ${op} failed (${code ?? 'connection'})`, {
+          cause: err,
+        });
+  }
+  if (code === '23505' || code === '40001' || code === '40P01') {
+    return new ConsensusError('unavailable', `postgres ${op}: ${code}, not applied`, {
+      cause: err,
+    });
+  }
+  if (code.startsWith('22')) {
+    return new ConsensusError('data_loss', `postgres ${op}: data exception ${code}`, {
+      cause: err,
+    });
+  }
+  return new ConsensusError('unavailable', `postgres ${op} failed with ${code}`, { cause: err });
+}
+
+function dataLoss(key: string | undefined, message: string): ConsensusError {
+  return new ConsensusError('data_loss', `postgres consensus: ${message}`, { key });
+}
+
+function parseSeqno(value: unknown, key: string): bigint {
+  const text = typeof value === 'string' ? value : typeof value === 'number' ? String(value) : '';
+  if (!/^\d{1,19}$/.test(text)) throw dataLoss(key, `bad sequence_number ${String(value)}`);
+  const seqno = BigInt(text);
+  try {
+    return validateSeqno(seqno);
+  } catch {
+    throw dataLoss(key, `sequence_number ${text} is out of range`);
+  }
+}
+
+function toVersion(row: unknown, key: string): VersionedData {
+  const { sequence_number, data } = row as { sequence_number: unknown; data: unknown };
+  if (!(data instanceof Uint8Array)) throw dataLoss(key, 'data is not bytea');
+  return { seqno: parseSeqno(sequence_number, key), data: new Uint8Array(data) };
+}
+
+const RETRIES_METRIC = 'persist_pubsub_consensus_backend_retries_total';
+
+/** One counter per registry, shared by every handle that reports to it. */
+function retriesCounter(registry: Registry): Counter<'backend' | 'op'> {
+  const existing = registry.getSingleMetric(RETRIES_METRIC);
+  if (existing !== undefined) return existing as Counter<'backend' | 'op'>;
+  return new Counter({
+    name: RETRIES_METRIC,
+    help: 'Consensus statements retried after a determinate failure (serialization, deadlock).',
+    labelNames: ['backend', 'op'],
+    registers: [registry],
+  });
+}
