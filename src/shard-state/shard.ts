@@ -409,7 +409,9 @@ export class Shard<S, D> {
     this.#state = state;
     this.#loaded = true;
     for (const s of this.#held.keys()) if (s <= seqno) this.#held.delete(s);
-    if (this.#held.size === 0 && this.#gapSinceMs !== undefined) this.#gapClosed('fetch');
+    if (this.#held.size === 0 && this.#gapSinceMs !== undefined) {
+      this.#gapClosed(source === 'fetch' ? 'fetch' : 'pubsub');
+    }
     const appliedAtMs = this.#d.clock.nowMs();
     this.#callHook('onApplied', () =>
       this.#d.hooks.onApplied?.({

@@ -1,0 +1,385 @@
+import { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { createMemoryConsensus } from '../consensus/index.js';
+import { createShardStateCache } from './cache.js';
+import { encodeEnvelope } from './envelope.js';
+import { createFakeClock } from './fake-clock.js';
+import { PERSIST_MODEL_NAME, type PersistState, persistStateModel } from './persist-model.js';
+import { createTestConsensus } from './test-consensus.test-support.js';
+import type { AppliedEvent, PublishEvent, ShardStateCacheOptions } from './types.js';
+
+const SHARD = 's00000000-0000-0000-0000-00000000000a';
+
+const addBatch =
+  (id: string) =>
+  (s: PersistState): PersistState => ({
+    ...s,
+    upper: [BigInt(s.batches.size + 1)],
+    batches: new Map(s.batches).set(id, {
+      lower: s.upper,
+      upper: [BigInt(s.batches.size + 1)],
+      since: [0n],
+      partKeys: [id],
+      len: 1n,
+    }),
+  });
+
+/** A writer cache on a memory Consensus that commits `n` versions and keeps their pushes. */
+async function setup(n: number, readerOptions: Partial<ShardStateCacheOptions> = {}) {
+  const memory = createMemoryConsensus();
+  const pushes: PublishEvent[] = [];
+  const writer = createShardStateCache({
+    consensus: memory,
+    hooks: { publish: (e) => pushes.push(e) },
+  });
+  const w = await writer.open<PersistState>(SHARD);
+  const states: PersistState[] = [w.state];
+  const commit = async (count: number) => {
+    for (let i = 0; i < count; i++) {
+      const r = await w.update(addBatch(`b${states.length}`));
+      states.push(r.state);
+    }
+  };
+  const consensus = createTestConsensus(memory);
+  const clock = createFakeClock();
+  const registry = new Registry();
+  const applied: AppliedEvent[] = [];
+  const reader = createShardStateCache({
+    consensus,
+    clock,
+    registry,
+    random: () => 0.5,
+    hooks: { onApplied: (e) => applied.push(e) },
+    ...readerOptions,
+  });
+  const r = await reader.open<PersistState>(SHARD);
+  consensus.scans.length = 0;
+  await commit(n);
+  const metric = async (name: string) => {
+    const m = await registry.getSingleMetric(name)?.get();
+    return m?.values ?? [];
+  };
+  const sum = async (name: string, labels: Record<string, string> = {}) =>
+    (await metric(name))
+      .filter((v) => Object.entries(labels).every(([k, l]) => v.labels[k] === l))
+      .reduce((a, v) => a + v.value, 0);
+  return { memory, consensus, clock, pushes, states, writer, w, reader, r, commit, applied, sum };
+}
+
+const eq = (a: PersistState, b: PersistState | undefined) =>
+  b !== undefined && persistStateModel.equals(a, b);
+
+describe('applying pushed diffs', () => {
+  it('holds diffs ahead of the next seqno for the window, then fetches exactly the gap', async () => {
+    const t = await setup(5);
+    const p = t.pushes;
+    expect(t.reader.receiveDiff(SHARD, 1n, p[0]!.diff)).toBe('applied');
+    expect(t.reader.receiveDiff(SHARD, 4n, p[3]!.diff)).toBe('held');
+    expect(t.reader.receiveDiff(SHARD, 5n, p[4]!.diff)).toBe('held');
+    expect(t.r.seqno).toBe(1n);
+    await t.clock.advance(4);
+    expect(t.consensus.scans).toEqual([]);
+    await t.clock.advance(1);
+    expect(t.consensus.scans).toEqual([{ from: 2n, limit: 2, returned: 2 }]);
+    expect(t.r.seqno).toBe(5n);
+    expect(eq(t.r.state, t.states[5])).toBe(true);
+    expect(await t.sum('persist_pubsub_state_diff_out_of_order_total')).toBe(2);
+    expect(await t.sum('persist_pubsub_state_diff_applied_total')).toBe(3); // 1, then held 4, 5
+    expect(await t.sum('persist_pubsub_state_fetch_total', { path: 'fast' })).toBe(1);
+    expect(await t.sum('persist_pubsub_state_consensus_reads_total', { reason: 'gap' })).toBe(1);
+    expect(t.applied.map((e) => [e.seqno, e.source])).toEqual([
+      [1n, 'pubsub'],
+      [2n, 'fetch'],
+      [3n, 'fetch'],
+      [4n, 'pubsub'],
+      [5n, 'pubsub'],
+    ]);
+  });
+
+  it('applies a gap filled within the window without reading Consensus', async () => {
+    const t = await setup(3);
+    const p = t.pushes;
+    expect(t.reader.receiveDiff(SHARD, 3n, p[2]!.diff)).toBe('held');
+    expect(t.reader.receiveDiff(SHARD, 2n, p[1]!.diff)).toBe('held');
+    await t.clock.advance(2);
+    expect(t.reader.receiveDiff(SHARD, 1n, p[0]!.diff)).toBe('applied');
+    expect(t.r.seqno).toBe(3n);
+    await t.clock.advance(100);
+    expect(t.consensus.scans).toEqual([]);
+    expect(eq(t.r.state, t.states[3])).toBe(true);
+    expect(
+      await t.sum('persist_pubsub_state_gap_to_applied_seconds', { resolution: 'pubsub' }),
+    ).toBeGreaterThan(0);
+  });
+
+  it('with a zero window fetches the gap at once', async () => {
+    const t = await setup(3, { config: { reorderWindowMs: 0 } });
+    expect(t.reader.receiveDiff(SHARD, 3n, t.pushes[2]!.diff)).toBe('held');
+    await t.clock.advance(0);
+    expect(t.consensus.scans).toEqual([{ from: 1n, limit: 2, returned: 2 }]);
+    expect(t.r.seqno).toBe(3n);
+  });
+
+  it('refuses garbage bytes and diffs that do not apply, refetches, and stays correct', async () => {
+    const t = await setup(2);
+    // Garbage.
+    expect(t.reader.receiveDiff(SHARD, 1n, new Uint8Array([1, 2, 3, 250]))).toBe('refetch');
+    // A valid envelope for seqno 1 whose diff deletes a batch that does not exist.
+    const bad = encodeEnvelope({
+      seqnoFrom: 0n,
+      seqnoTo: 1n,
+      wallTimeMs: 0,
+      diff: persistStateModel.encodeDiff({
+        upper: [],
+        since: [],
+        batches: [
+          {
+            key: 'nope',
+            op: 'delete',
+            old: { lower: [], upper: [], since: [], partKeys: [], len: 0n },
+          },
+        ],
+        leasedReaders: [],
+        writers: [],
+      }),
+      rollup: undefined,
+      model: PERSIST_MODEL_NAME,
+    });
+    expect(t.reader.receiveDiff(SHARD, 1n, bad)).toBe('refetch');
+    // A valid diff pushed under the wrong seqno, and an envelope of another model.
+    expect(t.reader.receiveDiff(SHARD, 2n, t.pushes[0]!.diff)).toBe('refetch');
+    const other = encodeEnvelope({
+      seqnoFrom: 0n,
+      seqnoTo: 1n,
+      wallTimeMs: 0,
+      diff: new Uint8Array(),
+      rollup: undefined,
+      model: 'other',
+    });
+    expect(t.reader.receiveDiff(SHARD, 1n, other)).toBe('refetch');
+    // Not a bigint, not bytes.
+    expect(t.reader.receiveDiff(SHARD, 1 as unknown as bigint, t.pushes[0]!.diff)).toBe('refetch');
+    expect(t.reader.receiveDiff(SHARD, 1n, 'x' as unknown as Uint8Array)).toBe('refetch');
+    await t.clock.advance(0);
+    expect(t.r.seqno).toBe(2n);
+    expect(eq(t.r.state, t.states[2])).toBe(true);
+    expect(await t.sum('persist_pubsub_state_diff_invalid_total')).toBe(6);
+    // Six refetch requests coalesced into at most two reads.
+    expect(t.consensus.scans.length).toBeLessThanOrEqual(2);
+    expect(t.reader.receiveDiff('s-not-open', 1n, t.pushes[0]!.diff)).toBe('not_open');
+  });
+});
+
+describe('polling fallback', () => {
+  it('keeps up by polling alone on the reference schedule, resetting after progress', async () => {
+    const t = await setup(0);
+    const wait = t.r.waitForSeqno(2n);
+    let done = false;
+    void wait.then(() => {
+      done = true;
+    });
+    await t.commit(2); // committed, never pushed
+    await t.clock.advance(1199);
+    expect(t.consensus.scans).toEqual([]);
+    await t.clock.advance(1);
+    expect(done).toBe(true);
+    expect(t.r.seqno).toBe(2n);
+    expect(await t.sum('persist_pubsub_state_listen_woken_total', { via: 'timer' })).toBe(1);
+
+    // Nothing new: polls at +1200, then +100, +200, +400 after each empty one.
+    const times: number[] = [];
+    const start = t.clock.nowMs();
+    const wait3 = t.r.waitForSeqno(3n);
+    for (let i = 0; i < 4; i++) {
+      const before = t.consensus.scans.length;
+      while (t.consensus.scans.length === before) await t.clock.advance(1);
+      times.push(t.clock.nowMs() - start);
+    }
+    expect(times).toEqual([1200, 1300, 1500, 1900]);
+    await t.commit(1);
+    await t.clock.advance(800);
+    await wait3;
+    expect(t.r.seqno).toBe(3n);
+    // The open read of the empty shard, then the four empty polls.
+    expect(await t.sum('persist_pubsub_state_fetch_total', { path: 'empty' })).toBe(5);
+  });
+
+  it('is woken by the watch when a pushed diff is applied', async () => {
+    const t = await setup(1);
+    const wait = t.r.waitForSeqno(1n);
+    t.reader.receiveDiff(SHARD, 1n, t.pushes[0]!.diff);
+    await wait;
+    expect(await t.sum('persist_pubsub_state_listen_woken_total', { via: 'watch' })).toBe(1);
+    expect(t.consensus.scans).toEqual([]);
+  });
+
+  it('applies a config change to a sleeping poller at once', async () => {
+    const t = await setup(1);
+    const wait = t.r.waitForSeqno(1n);
+    await t.clock.advance(100);
+    t.reader.setConfig({ pollFirstSleepMs: 150 });
+    await t.clock.advance(49);
+    expect(t.consensus.scans).toEqual([]);
+    await t.clock.advance(1);
+    await wait;
+    expect(t.consensus.scans.length).toBe(1);
+    expect(() => t.reader.setConfig({ pollFirstSleepMs: -5 })).toThrow(/pollFirstSleepMs/);
+    expect(t.reader.config.pollFirstSleepMs).toBe(150);
+  });
+
+  it('stops polling when nobody waits, and rejects waits on abort and on close', async () => {
+    const t = await setup(0);
+    const ac = new AbortController();
+    const wait = t.r.waitForSeqno(1n, { signal: ac.signal });
+    ac.abort();
+    await expect(wait).rejects.toMatchObject({ code: 'aborted' });
+    expect(t.clock.pending()).toBe(0);
+    const h2 = await t.reader.open<PersistState>(SHARD);
+    const wait2 = h2.waitForSeqno(1n);
+    h2.close();
+    await expect(wait2).rejects.toMatchObject({ code: 'closed' });
+    expect(t.clock.pending()).toBe(0);
+    await expect(h2.update(addBatch('z'))).rejects.toMatchObject({ code: 'closed' });
+  });
+});
+
+describe('writer path', () => {
+  it('retries a lost compare-and-set on the 4 ms doubling schedule of the fake clock', async () => {
+    const t = await setup(0);
+    t.consensus.casFaults = ['mismatch', 'mismatch', 'mismatch'];
+    let result: Awaited<ReturnType<typeof t.r.update>> | undefined;
+    void t.r.update(addBatch('x')).then((r) => {
+      result = r;
+    });
+    await t.clock.advance(3);
+    expect(t.consensus.casCalls.length).toBe(1);
+    await t.clock.advance(1); // 4 ms
+    expect(t.consensus.casCalls.length).toBe(2);
+    await t.clock.advance(7);
+    expect(t.consensus.casCalls.length).toBe(2);
+    await t.clock.advance(1); // +8 ms
+    expect(t.consensus.casCalls.length).toBe(3);
+    await t.clock.advance(16); // +16 ms
+    expect(result).toMatchObject({ outcome: 'committed', seqno: 1n, attempts: 4 });
+    expect(await t.sum('persist_pubsub_state_commits_total', { outcome: 'mismatch' })).toBe(3);
+  });
+
+  it('loses a real race, reads the winner, and commits on top of it', async () => {
+    const t = await setup(0);
+    await t.commit(2); // the other writer moves on; the reader's cache is at 0
+    const p = t.r.update(addBatch('mine'));
+    // The re-read happens on the mismatch; the retry then waits 4 ms of fake time.
+    await t.clock.advance(4);
+    const r = await p;
+    expect(t.consensus.casCalls.map((c) => c.expected)).toEqual([null, 2n]);
+    expect(r.outcome).toBe('committed');
+    expect(r.seqno).toBe(3n);
+    expect(r.state.batches.size).toBe(3);
+  });
+
+  it('on an indeterminate error re-reads: committed if it landed, retried if it did not', async () => {
+    const t = await setup(0);
+    t.consensus.casFaults = ['indeterminate_after_write'];
+    const r1 = await t.r.update(addBatch('a'));
+    expect(r1).toMatchObject({ outcome: 'committed', seqno: 1n, attempts: 1 });
+    t.consensus.casFaults = ['indeterminate_no_write'];
+    const p2 = t.r.update(addBatch('b'));
+    await t.clock.advance(4);
+    const r2 = await p2;
+    expect(r2).toMatchObject({ outcome: 'committed', seqno: 2n, attempts: 2 });
+    expect((await t.memory.head(SHARD))?.seqno).toBe(2n);
+    expect(await t.sum('persist_pubsub_state_commits_total', { outcome: 'indeterminate' })).toBe(2);
+  });
+
+  it('a function that changes nothing commits nothing', async () => {
+    const t = await setup(1);
+    const r = await t.w.update((s) => s);
+    expect(r.outcome).toBe('noop');
+    const r2 = await t.w.update((s) => ({ ...s }));
+    expect(r2.outcome).toBe('noop');
+    expect((await t.memory.head(SHARD))?.seqno).toBe(1n);
+  });
+});
+
+describe('rollups and opening', () => {
+  it('writes a rollup every N versions, truncates behind the previous one, and opens from it', async () => {
+    const memory = createMemoryConsensus();
+    const writer = createShardStateCache({ consensus: memory, config: { rollupInterval: 4 } });
+    const w = await writer.open<PersistState>(SHARD);
+    for (let i = 0; i < 22; i++) await w.update(addBatch(`b${i}`));
+    await new Promise((r) => setImmediate(r)); // best-effort truncation is not awaited
+    const log = await memory.scan(SHARD, 0n, 1000);
+    expect(log[0]?.seqno).toBe(16n); // rollup 20 truncated behind rollup 16
+    expect(log.length).toBeLessThanOrEqual(8);
+    const consensus = createTestConsensus(memory);
+    const reader = createShardStateCache({ consensus, config: { fetchBatchSize: 3 } });
+    const r = await reader.open<PersistState>(SHARD);
+    expect(r.seqno).toBe(22n);
+    expect(persistStateModel.equals(r.state, w.state)).toBe(true);
+    const read = consensus.scans.reduce((a, s) => a + s.returned, 0);
+    expect(read).toBeLessThanOrEqual(8);
+  });
+
+  it('a reader left behind by truncation catches up from the rollup (slow path)', async () => {
+    const memory = createMemoryConsensus();
+    const registry = new Registry();
+    const writer = createShardStateCache({ consensus: memory, config: { rollupInterval: 2 } });
+    const reader = createShardStateCache({ consensus: memory, registry });
+    const w = await writer.open<PersistState>(SHARD);
+    const r = await reader.open<PersistState>(SHARD);
+    for (let i = 0; i < 9; i++) await w.update(addBatch(`b${i}`));
+    await new Promise((res) => setImmediate(res));
+    expect((await memory.scan(SHARD, 0n, 1))[0]?.seqno).toBe(6n);
+    await r.refresh();
+    expect(r.seqno).toBe(9n);
+    expect(persistStateModel.equals(r.state, w.state)).toBe(true);
+    const slow = (
+      await registry.getSingleMetric('persist_pubsub_state_fetch_total')?.get()
+    )?.values.find((v) => v.labels.path === 'slow')?.value;
+    expect(slow).toBe(1);
+  });
+});
+
+describe('handles', () => {
+  it('listen yields increasing seqnos and leaving the loop releases the shard', async () => {
+    const unsubs: string[] = [];
+    const t = await setup(3, { hooks: { onUnsubscribe: (id) => unsubs.push(id) } });
+    const seen: bigint[] = [];
+    const loop = (async () => {
+      for await (const v of t.r.listen()) {
+        seen.push(v.seqno);
+        if (v.seqno >= 3n) break;
+      }
+    })();
+    await t.clock.advance(0);
+    t.reader.receiveDiff(SHARD, 1n, t.pushes[0]!.diff);
+    await t.clock.advance(0);
+    t.reader.receiveDiff(SHARD, 2n, t.pushes[1]!.diff);
+    t.reader.receiveDiff(SHARD, 3n, t.pushes[2]!.diff);
+    await loop;
+    for (let i = 1; i < seen.length; i++) expect(seen[i]! > seen[i - 1]!).toBe(true);
+    expect(seen[0]).toBe(0n);
+    expect(seen.at(-1)).toBe(3n);
+    t.r.close();
+    expect(unsubs).toEqual([SHARD]);
+  });
+
+  it('refuses a second model on an open shard, and coalesces fetchNow calls', async () => {
+    const t = await setup(2);
+    const other = { ...persistStateModel, name: 'other' };
+    await expect(t.reader.open(SHARD, other)).rejects.toMatchObject({ code: 'model_mismatch' });
+    let release!: () => void;
+    t.consensus.scanGate = new Promise((r) => {
+      release = r;
+    });
+    const calls = Array.from({ length: 20 }, () => t.reader.fetchNow(SHARD, 'gap_notice'));
+    release();
+    t.consensus.scanGate = undefined;
+    await Promise.all(calls);
+    expect(t.consensus.scans.length).toBe(2);
+    expect(t.r.seqno).toBe(2n);
+    await expect(t.reader.fetchNow(SHARD, 'bogus' as 'refresh')).rejects.toMatchObject({
+      code: 'invalid_argument',
+    });
+  });
+});
