@@ -43,6 +43,8 @@ export interface BrokerLimits {
   stuckConnectionTimeoutMs: number;
   /** Diffs kept per shard for resume. @default 64 */
   resumeRingSize: number;
+  /** Bytes kept across all shards' resume rings; the least recently pushed go first. @default 64 MiB */
+  maxResumeBytes: number;
 }
 
 export interface BrokerOptions {
@@ -64,6 +66,62 @@ export interface BrokerOptions {
   logger?: Logger | undefined;
   /** Wall clock, ms since the Unix epoch, injectable for tests. @default Date.now */
   now?: (() => number) | undefined;
+  /**
+   * Distinct caller ids that get their own metric label; later ones are counted as `other`.
+   * @default 100
+   */
+  maxCallerIdLabels?: number | undefined;
+}
+
+/** A message delivered to a same-process connection (already decoded: no serialization). */
+export type InProcessMessage =
+  | {
+      kind: 'push';
+      shardId: string;
+      seqno: bigint;
+      diff: Uint8Array;
+      /** The publisher's commit time (extension), ms since the Unix epoch, if it sent one. */
+      originTimestampMs: number | undefined;
+      /** The broker's time when it forwarded the diff, ms since the Unix epoch. */
+      timestampMs: number;
+    }
+  | {
+      kind: 'gap';
+      shardId: string;
+      reason: 'slow_consumer' | 'resume_unavailable' | 'not_forwarding';
+      /** Lowest seqno that may be missing (0n if unknown). */
+      fromSeqno: bigint;
+      /** Diffs not delivered (0 if unknown). */
+      dropped: number;
+    };
+
+export interface InProcessConnectOptions {
+  /** As the `persist-pubsub-caller-id` header of a gRPC client. @default 'unknown' */
+  callerId?: string | undefined;
+  /**
+   * Receives forwarded diffs and gap notices, asynchronously (never inside `push`), in order.
+   * A same-process connection always understands extensions (gets gap notices).
+   */
+  onMessage: (message: InProcessMessage) => void;
+  /** Called once when the broker ends the connection (close, destroy, a limit). */
+  onClose?: ((reason: { code: string; message: string }) => void) | undefined;
+}
+
+/**
+ * A connection to a broker in the same process: the same fan-out semantics as a gRPC
+ * connection (a push goes to every other subscriber of the shard; never back to its sender),
+ * the same limits and queues, but no serialization on the way in or out.
+ */
+export interface InProcessConnection {
+  readonly connId: string;
+  /** Publishes a diff. Never waits; throws a `BrokerError` on an invalid shard id or when closed. */
+  push(shardId: string, seqno: bigint, diff: Uint8Array, originTimestampMs?: number): void;
+  /** Idempotent. With `resumeAfterSeqno`, first replays held diffs newer than it. */
+  subscribe(shardId: string, resumeAfterSeqno?: bigint): void;
+  /** Idempotent. */
+  unsubscribe(shardId: string): void;
+  /** Removes every subscription. Idempotent. */
+  close(): void;
 }
 
 /** One shard in the admin listing. */
@@ -121,4 +179,6 @@ export interface Broker {
   close(options?: { deadlineMs?: number | undefined }): Promise<void>;
   /** Immediate: every connection is destroyed. */
   destroy(): void;
+  /** A same-process connection (see `InProcessConnection`). Only while serving. */
+  connectInProcess(options: InProcessConnectOptions): InProcessConnection;
 }

@@ -1,0 +1,751 @@
+/**
+ * `createBroker()`: the persist pubsub broker's data plane, a gRPC server speaking
+ * `mz_persist_client.internal.service.ProtoPersistPubSub/PubSub` (wire-compatible with
+ * Materialize's server) and `grpc.health.v1.Health`, plus same-process connections.
+ *
+ * ## Stack, chosen by measurement
+ * grpc-js costs tens of µs of per-message work (≈ 17k msgs/s bidi echo on 2 cores here), while
+ * a raw `node:http2` write costs ≈ 2 µs and several gRPC messages can share one write. The
+ * target (≥ 200k delivered diffs/s on one core at fan-out 10) leaves ≈ 5 µs per delivery, so
+ * the server is `node:http2` with our own gRPC framing:
+ * - requests: `POST`, `content-type: application/grpc[+proto]`; anything else is refused
+ *   (HTTP 415, or a trailers-only UNIMPLEMENTED for an unknown path). `grpc-encoding` other
+ *   than identity: a compressed message ends the call with UNIMPLEMENTED (we advertise
+ *   `grpc-accept-encoding: identity`). `grpc-timeout` is ignored: a pubsub call lives as long
+ *   as its connection.
+ * - the envelope of each inbound message is parsed once by hand (`wire.ts`); a push keeps its
+ *   raw `push_diff` bytes, which are forwarded verbatim (extension fields included) behind a
+ *   fresh broker timestamp. That frame is encoded once per broadcast and the same Buffer goes
+ *   to every subscriber (`fanout.ts`).
+ * - writes are coalesced per connection per event-loop turn (one `write` of a concatenation);
+ *   `write()` returning false (HTTP/2 flow control or socket backpressure) stops writes to that
+ *   stream until 'drain'; meanwhile its bounded queue fills and then drops (counted, gap notice).
+ * Measured figures: see `bench/broker.ts` and the team note (`npm run bench -- broker`).
+ *
+ * ## Extensions and old clients
+ * Gap notices (oneof field 5) go only to clients that showed they understand extensions: a
+ * request header `persist-pubsub-extensions: 1`, or a subscribe carrying `resume_after_seqno`
+ * (from then on). A reference client never sees an unknown variant.
+ *
+ * ## Security
+ * TLS via `http2.createSecureServer` (ALPN h2), optional mTLS (`tls.clientCa`: client
+ * certificates are required and verified; a wrong CA fails the handshake), optional bearer
+ * token (`authorization: Bearer <token>`, compared in constant time; missing or wrong →
+ * UNAUTHENTICATED). Health calls are exempt from the token.
+ *
+ * ## Lifecycle
+ * `start()` binds; `close({ deadlineMs })` drains: health turns NOT_SERVING, the listener stops
+ * accepting, every session gets GOAWAY (no new streams), and streams still open at the deadline
+ * end with UNAVAILABLE; `destroy()` is immediate. Keepalive pings find dead peers; an optional
+ * max connection age (±10% jitter) ends a session's streams with UNAVAILABLE after GOAWAY so
+ * clients reconnect elsewhere. Server reflection is not offered.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import {
+  constants,
+  createSecureServer,
+  createServer,
+  type Http2SecureServer,
+  type Http2Server,
+  type Http2Session,
+  type IncomingHttpHeaders,
+  type ServerHttp2Stream,
+} from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import { Connection, type ConnectionSink } from './connection.js';
+import { BrokerError } from './errors.js';
+import { createFanoutCore, type FanoutCore } from './fanout.js';
+import { createFrameDecoder } from './frame-decoder.js';
+import {
+  isGrpcContentType,
+  respondTrailersOnly,
+  rstCodeFor,
+  startResponse,
+} from './grpc-respond.js';
+import { type CallStatus, GrpcStatus, statusName } from './grpc-status.js';
+import {
+  createHealthService,
+  HEALTH_CHECK_PATH,
+  HEALTH_LIST_PATH,
+  HEALTH_WATCH_PATH,
+} from './health.js';
+import { createBrokerMetrics, type RejectReason } from './metrics.js';
+import { DEFAULT_DRAIN_DEADLINE_MS, resolveBrokerOptions } from './options.js';
+import type { OutItem } from './outbound.js';
+import { checkShardIdBytes, checkShardIdString, sanitizeCallerId } from './shard-id.js';
+import type {
+  Broker,
+  BrokerFlags,
+  BrokerOptions,
+  BrokerState,
+  ConnectionInfo,
+  HostPort,
+  InProcessConnection,
+  InProcessConnectOptions,
+  Page,
+  PageRequest,
+  ShardInfo,
+} from './types.js';
+import { encodePushDiff, parseEnvelope } from './wire.js';
+
+export const PUBSUB_PATH = '/mz_persist_client.internal.service.ProtoPersistPubSub/PubSub';
+export const CALLER_ID_HEADER = 'persist-pubsub-caller-id';
+export const EXTENSIONS_HEADER = 'persist-pubsub-extensions';
+
+/** A stream that was asked to end gracefully is reset if its peer has not taken the trailers by then, in ms. */
+const END_GRACE_MS = 5_000;
+const DEFAULT_PAGE_SIZE = 100;
+const MAX_PAGE_SIZE = 1000;
+const MAX_SEQNO = 0xffffffffffffffffn;
+
+/** Creates a broker (not yet listening: call `start()`). Validates `options` at once. */
+export function createBroker(options: BrokerOptions = {}): Broker {
+  const o = resolveBrokerOptions(options);
+  const { limits, registry, now } = o;
+  const log: Logger = o.logger.child({ component: 'broker' });
+  const flags: BrokerFlags = { ...o.flags };
+  let state: BrokerState = 'starting';
+  let server: Http2Server | Http2SecureServer | undefined;
+  let bound: HostPort = { ...o.listen };
+  let closing: Promise<void> | undefined;
+  let connSeq = 0;
+  const sessions = new Map<Http2Session, Set<Connection>>();
+  const tokenDigest =
+    o.authToken === undefined ? undefined : createHash('sha256').update(o.authToken).digest();
+
+  let core: FanoutCore | undefined;
+  const metrics = createBrokerMetrics(
+    registry,
+    {
+      activeConnections: () => core?.connections.size ?? 0,
+      shards: () => core?.table.shardCount ?? 0,
+      subscriptions: () => core?.table.subscriptionCount ?? 0,
+      queuedMessages: () => core?.queued().messages ?? 0,
+      queuedBytes: () => core?.queued().bytes ?? 0,
+      resumeRingBytes: () => core?.resume.totalBytes ?? 0,
+    },
+    o.maxCallerIdLabels,
+  );
+  const fan = createFanoutCore({ limits, flags, metrics, now });
+  core = fan;
+  const health = createHealthService(() => state === 'serving');
+
+  function reject(stream: ServerHttp2Stream, reason: RejectReason, status: CallStatus): void {
+    metrics.rejected(reason);
+    log.debug({ reason, status: statusName(status.code), detail: status.message }, 'call rejected');
+    respondTrailersOnly(stream, status);
+  }
+
+  function authorized(headers: IncomingHttpHeaders): boolean {
+    if (tokenDigest === undefined) return true;
+    const value = headers.authorization;
+    if (typeof value !== 'string' || !value.startsWith('Bearer ')) return false;
+    const given = createHash('sha256').update(value.slice(7).trim()).digest();
+    return timingSafeEqual(given, tokenDigest);
+  }
+
+  function newConnection(
+    kind: 'grpc' | 'local',
+    callerId: string,
+    remoteAddress: string,
+    sink: ConnectionSink,
+    extensions: boolean,
+  ): Connection {
+    const seq = ++connSeq;
+    const connId = `c${seq}`;
+    const conn = new Connection(
+      seq,
+      connId,
+      callerId,
+      metrics.callerLabel(callerId),
+      remoteAddress,
+      now(),
+      kind,
+      sink,
+      log.child({ connId, callerId }),
+      extensions,
+    );
+    fan.add(conn);
+    conn.log.debug({ kind, remoteAddress, extensions }, 'connection opened');
+    return conn;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // gRPC PubSub streams
+
+  function grpcSink(stream: ServerHttp2Stream, connRef: { conn?: Connection }): ConnectionSink {
+    return {
+      write(items: OutItem[]): boolean {
+        if (stream.destroyed || stream.writableEnded) return true;
+        if (items.length === 1) return stream.write(items[0]!.frame);
+        let total = 0;
+        for (const it of items) total += it.frame.length;
+        const buf = Buffer.allocUnsafe(total);
+        let pos = 0;
+        for (const it of items) {
+          const f = it.frame;
+          f.copy(buf, pos);
+          pos += f.length;
+        }
+        return stream.write(buf);
+      },
+      end() {
+        if (stream.destroyed) return;
+        stream.end();
+        // A peer that does not read never takes the trailers: reset it after a grace period.
+        const t = setTimeout(() => {
+          if (!stream.destroyed && !stream.closed) {
+            stream.close(rstCodeFor(connRef.conn?.status?.code ?? GrpcStatus.CANCELLED));
+          }
+        }, END_GRACE_MS);
+        t.unref();
+        stream.once('close', () => clearTimeout(t));
+      },
+      abort(status) {
+        if (!stream.destroyed && !stream.closed) stream.close(rstCodeFor(status.code));
+      },
+    };
+  }
+
+  function onPubSubStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    if (!authorized(headers)) {
+      reject(stream, 'unauthenticated', {
+        code: GrpcStatus.UNAUTHENTICATED,
+        message: 'missing or wrong bearer token',
+      });
+      return;
+    }
+    if (state !== 'serving') {
+      reject(stream, 'draining', {
+        code: GrpcStatus.UNAVAILABLE,
+        message: 'broker is not serving',
+      });
+      return;
+    }
+    if (fan.connections.size >= limits.maxConnections) {
+      reject(stream, 'connections', {
+        code: GrpcStatus.RESOURCE_EXHAUSTED,
+        message: `too many connections (limit ${limits.maxConnections})`,
+      });
+      return;
+    }
+    const session = stream.session;
+    const callerId = sanitizeCallerId(headers[CALLER_ID_HEADER]);
+    const socket = session?.socket;
+    const remoteAddress =
+      socket?.remoteAddress === undefined
+        ? 'unknown'
+        : `${socket.remoteAddress}:${socket.remotePort}`;
+    const connRef: { conn?: Connection } = {};
+    const conn = newConnection(
+      'grpc',
+      callerId,
+      remoteAddress,
+      grpcSink(stream, connRef),
+      headers[EXTENSIONS_HEADER] === '1',
+    );
+    connRef.conn = conn;
+    if (session !== undefined) sessions.get(session)?.add(conn);
+    startResponse(stream, () => conn.status ?? { code: GrpcStatus.OK, message: '' });
+
+    const fail = (reason: RejectReason, status: CallStatus): void => {
+      metrics.rejected(reason);
+      conn.log.debug({ reason, detail: status.message }, 'ending connection: bad input');
+      fan.end(conn, status, 'end');
+    };
+    const decoder = createFrameDecoder(limits.maxMessageBytes);
+    const onMessage = (message: Buffer): void => {
+      if (conn.state !== 'open') return;
+      const r = parseEnvelope(message);
+      if (!r.ok) {
+        metrics.parseError(r.code);
+        fail('malformed', {
+          code: GrpcStatus.INVALID_ARGUMENT,
+          message: `malformed ProtoPubSubMessage (${r.code}): ${r.detail}`,
+        });
+        return;
+      }
+      const env = r.value;
+      if (env.kind === 'empty' || env.kind === 'gap') return;
+      const id = checkShardIdBytes(env.shardId, limits.maxShardIdBytes);
+      if (!id.ok) {
+        fail(id.reason, { code: GrpcStatus.INVALID_ARGUMENT, message: id.detail });
+        return;
+      }
+      if (env.kind === 'push') {
+        fan.push(conn, id.shardId, env.seqno, env.pushDiff);
+      } else if (env.kind === 'subscribe') {
+        const refused = fan.subscribe(conn, id.shardId, env.resumeAfterSeqno);
+        if (refused !== undefined) fail('subscriptions', refused);
+      } else {
+        fan.unsubscribe(conn, id.shardId);
+      }
+    };
+    const encoding = headers['grpc-encoding'];
+    stream.on('data', (chunk: Buffer) => {
+      if (conn.state !== 'open') return;
+      const err = decoder.push(chunk, onMessage);
+      if (err === undefined) return;
+      if (err.code === 'too_large') {
+        fail('message_size', {
+          code: GrpcStatus.RESOURCE_EXHAUSTED,
+          message: `message of ${err.length} bytes exceeds the limit of ${limits.maxMessageBytes}`,
+        });
+      } else if (err.code === 'compressed') {
+        fail('compressed', {
+          code: GrpcStatus.UNIMPLEMENTED,
+          message: `compressed messages are not supported (grpc-encoding ${String(encoding ?? 'identity')}); use identity`,
+        });
+      } else {
+        metrics.parseError('bad_frame_flag');
+        fail('malformed', {
+          code: GrpcStatus.INTERNAL,
+          message: `bad gRPC frame flag ${err.flag}`,
+        });
+      }
+    });
+    stream.on('end', () => {
+      // The client half-closed: the reference server ends the response stream too.
+      fan.end(conn, { code: GrpcStatus.OK, message: '' }, 'end');
+    });
+    stream.on('drain', () => fan.drained(conn));
+    stream.on('error', (err) => conn.log.debug({ err }, 'stream error'));
+    stream.once('close', () => {
+      if (session !== undefined) sessions.get(session)?.delete(conn);
+      const status = conn.status ?? { code: GrpcStatus.CANCELLED, message: 'peer went away' };
+      metrics.connectionClosed(statusName(status.code));
+      fan.remove(conn, `stream closed (${statusName(status.code)})`);
+    });
+  }
+
+  function onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    stream.on('error', () => {});
+    try {
+      if (headers[':method'] !== 'POST' || !isGrpcContentType(headers['content-type'])) {
+        metrics.rejected('content_type');
+        if (!stream.headersSent) stream.respond({ ':status': 415 }, { endStream: true });
+        return;
+      }
+      const path = headers[':path'];
+      if (path === PUBSUB_PATH) onPubSubStream(stream, headers);
+      else if (
+        path === HEALTH_CHECK_PATH ||
+        path === HEALTH_WATCH_PATH ||
+        path === HEALTH_LIST_PATH
+      ) {
+        health.handle(stream, path);
+      } else {
+        reject(stream, 'unimplemented', {
+          code: GrpcStatus.UNIMPLEMENTED,
+          message: `unknown method ${String(path)}`,
+        });
+      }
+    } catch (err) {
+      // Defensive: nothing a peer sends may crash the broker.
+      log.error({ err }, 'unexpected error handling a stream');
+      if (!stream.destroyed) stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+    }
+  }
+
+  function onSession(session: Http2Session): void {
+    sessions.set(session, new Set());
+    session.on('error', (err) => log.debug({ err }, 'session error'));
+    const timers: NodeJS.Timeout[] = [];
+    if (o.keepaliveTimeMs > 0) {
+      const t = setInterval(() => {
+        if (session.destroyed || session.closed) return;
+        const deadline = setTimeout(() => {
+          log.debug('keepalive ping unanswered: closing the session');
+          session.destroy();
+        }, o.keepaliveTimeoutMs);
+        deadline.unref();
+        try {
+          session.ping((err) => {
+            clearTimeout(deadline);
+            if (err !== null && !session.destroyed) session.destroy();
+          });
+        } catch {
+          clearTimeout(deadline);
+          session.destroy();
+        }
+      }, o.keepaliveTimeMs);
+      t.unref();
+      timers.push(t);
+    }
+    if (o.maxConnectionAgeMs > 0) {
+      const age = o.maxConnectionAgeMs * (0.9 + 0.2 * Math.random());
+      const t = setTimeout(() => ageOut(session), age);
+      t.unref();
+      timers.push(t);
+    }
+    session.once('close', () => {
+      for (const t of timers) clearTimeout(t);
+      sessions.delete(session);
+    });
+  }
+
+  function ageOut(session: Http2Session): void {
+    if (session.destroyed || session.closed) return;
+    log.debug('max connection age reached: GOAWAY');
+    try {
+      session.close();
+    } catch {
+      session.destroy();
+      return;
+    }
+    for (const conn of sessions.get(session) ?? []) {
+      fan.end(
+        conn,
+        { code: GrpcStatus.UNAVAILABLE, message: 'max connection age reached; reconnect' },
+        'end',
+      );
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Same-process connections
+
+  function connectInProcess(opts: InProcessConnectOptions): InProcessConnection {
+    if (typeof opts !== 'object' || opts === null || typeof opts.onMessage !== 'function') {
+      throw new BrokerError('invalid_argument', 'connectInProcess: onMessage must be a function');
+    }
+    if (state !== 'serving') throw new BrokerError('unavailable', `broker is ${state}`);
+    if (fan.connections.size >= limits.maxConnections) {
+      metrics.rejected('connections');
+      throw new BrokerError(
+        'resource_exhausted',
+        `too many connections (limit ${limits.maxConnections})`,
+      );
+    }
+    const { onMessage, onClose } = opts;
+    let closedNotified = false;
+    const notifyClose = (status: CallStatus) => {
+      if (closedNotified) return;
+      closedNotified = true;
+      try {
+        onClose?.({ code: statusName(status.code), message: status.message });
+      } catch (err) {
+        log.warn({ err }, 'same-process onClose threw');
+      }
+    };
+    const connRef: { conn?: Connection } = {};
+    const sink: ConnectionSink = {
+      write(items) {
+        for (const it of items) {
+          try {
+            onMessage(it.toMessage());
+          } catch (err) {
+            connRef.conn?.log.warn({ err }, 'same-process onMessage threw');
+          }
+        }
+        return true;
+      },
+      end(status) {
+        const c = connRef.conn;
+        if (c !== undefined) fan.remove(c, 'ended');
+        metrics.connectionClosed(statusName(status.code));
+        notifyClose(status);
+      },
+      abort(status) {
+        this.end(status);
+      },
+    };
+    const conn = newConnection('local', sanitizeCallerId(opts.callerId), 'in-process', sink, true);
+    connRef.conn = conn;
+    const open = () => {
+      if (conn.state !== 'open') throw new BrokerError('unavailable', 'connection is closed');
+    };
+    const shard = (shardId: string): string => {
+      const id = checkShardIdString(shardId, limits.maxShardIdBytes);
+      if (!id.ok) {
+        metrics.rejected(id.reason);
+        throw new BrokerError('invalid_argument', id.detail);
+      }
+      return id.shardId;
+    };
+    return {
+      connId: conn.connId,
+      push(shardId, seqno, diff, originTimestampMs) {
+        open();
+        const id = shard(shardId);
+        if (typeof seqno !== 'bigint' || seqno < 0n || seqno > MAX_SEQNO) {
+          throw new BrokerError('invalid_argument', 'seqno must be a bigint in [0, 2^64-1]');
+        }
+        if (!(diff instanceof Uint8Array)) {
+          throw new BrokerError('invalid_argument', 'diff must be a Uint8Array');
+        }
+        if (diff.length > limits.maxMessageBytes) {
+          metrics.rejected('message_size');
+          throw new BrokerError(
+            'resource_exhausted',
+            `diff of ${diff.length} bytes exceeds the limit of ${limits.maxMessageBytes}`,
+          );
+        }
+        if (
+          originTimestampMs !== undefined &&
+          (typeof originTimestampMs !== 'number' ||
+            !Number.isFinite(originTimestampMs) ||
+            originTimestampMs < 0)
+        ) {
+          throw new BrokerError(
+            'invalid_argument',
+            'originTimestampMs must be a finite number >= 0',
+          );
+        }
+        const raw = encodePushDiff(Buffer.from(id, 'latin1'), seqno, diff, originTimestampMs);
+        fan.push(conn, id, seqno, raw, { diff, originTimestampMs });
+      },
+      subscribe(shardId, resumeAfterSeqno) {
+        open();
+        const id = shard(shardId);
+        if (
+          resumeAfterSeqno !== undefined &&
+          (typeof resumeAfterSeqno !== 'bigint' ||
+            resumeAfterSeqno < 0n ||
+            resumeAfterSeqno > MAX_SEQNO)
+        ) {
+          throw new BrokerError(
+            'invalid_argument',
+            'resumeAfterSeqno must be a bigint in [0, 2^64-1]',
+          );
+        }
+        const refused = fan.subscribe(conn, id, resumeAfterSeqno);
+        if (refused !== undefined) throw new BrokerError('resource_exhausted', refused.message);
+      },
+      unsubscribe(shardId) {
+        open();
+        fan.unsubscribe(conn, shard(shardId));
+      },
+      close() {
+        if (conn.state === 'closed') return;
+        fan.remove(conn, 'closed by owner');
+        notifyClose({ code: GrpcStatus.OK, message: 'closed' });
+      },
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Listings (admin)
+
+  function pageSizeOf(request: PageRequest | undefined): number {
+    const n = request?.pageSize ?? DEFAULT_PAGE_SIZE;
+    if (!Number.isInteger(n) || n < 1) {
+      throw new BrokerError('invalid_argument', 'pageSize must be a positive integer');
+    }
+    return Math.min(n, MAX_PAGE_SIZE);
+  }
+
+  function decodeToken(token: string | undefined, prefix: string): string | undefined {
+    if (token === undefined || token === '') return undefined;
+    const text = Buffer.from(token, 'base64url').toString('utf8');
+    if (!text.startsWith(prefix)) throw new BrokerError('invalid_argument', 'invalid pageToken');
+    return text.slice(prefix.length);
+  }
+
+  function listShards(request?: PageRequest): Page<ShardInfo> {
+    const size = pageSizeOf(request);
+    const after = decodeToken(request?.pageToken, 's:');
+    // Keys in order, resumed strictly after the last one returned: a shard present for the
+    // whole listing is returned exactly once; shards added or removed meanwhile may or may not be.
+    const keys: string[] = [];
+    for (const [shardId] of fan.table.shards()) {
+      if (after === undefined || shardId > after) keys.push(shardId);
+    }
+    keys.sort();
+    const pageKeys = keys.slice(0, size);
+    const items = pageKeys.map((shardId) => {
+      const last = fan.resume.lastSeqno(shardId);
+      return {
+        shardId,
+        subscribers: fan.table.subscribers(shardId)?.size ?? 0,
+        lastSeqno: last === undefined ? undefined : last.toString(),
+      };
+    });
+    const more = keys.length > size;
+    return {
+      items,
+      nextPageToken: more
+        ? Buffer.from(`s:${pageKeys[pageKeys.length - 1]!}`).toString('base64url')
+        : undefined,
+    };
+  }
+
+  function listConnections(request?: PageRequest): Page<ConnectionInfo> {
+    const size = pageSizeOf(request);
+    const afterText = decodeToken(request?.pageToken, 'c:');
+    const after = afterText === undefined ? 0 : Number(afterText);
+    if (!Number.isSafeInteger(after))
+      throw new BrokerError('invalid_argument', 'invalid pageToken');
+    const items: ConnectionInfo[] = [];
+    let last = 0;
+    let more = false;
+    // Map order is insertion order, which is `seq` order.
+    for (const c of fan.connections.values()) {
+      if (c.seq <= after) continue;
+      if (items.length === size) {
+        more = true;
+        break;
+      }
+      items.push({
+        connId: c.connId,
+        callerId: c.callerId,
+        remoteAddress: c.remoteAddress,
+        connectedAtMs: c.connectedAtMs,
+        subscriptions: fan.table.shardsOf(c)?.size ?? 0,
+        queueMessages: c.queue.length,
+        queueBytes: c.queueBytes,
+        dropped: c.dropped,
+      });
+      last = c.seq;
+    }
+    return {
+      items,
+      nextPageToken: more ? Buffer.from(`c:${last}`).toString('base64url') : undefined,
+    };
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Lifecycle
+
+  async function start(): Promise<void> {
+    if (server !== undefined) throw new BrokerError('unavailable', 'broker already started');
+    if (state !== 'starting') throw new BrokerError('unavailable', `broker is ${state}`);
+    const settings = { maxConcurrentStreams: 1000 };
+    const srv =
+      o.tls === undefined
+        ? createServer({ settings, maxSessionMemory: 64 })
+        : createSecureServer({
+            settings,
+            maxSessionMemory: 64,
+            cert: o.tls.cert,
+            key: o.tls.key,
+            allowHTTP1: false,
+            ALPNProtocols: ['h2'],
+            ...(o.tls.clientCa === undefined
+              ? {}
+              : { ca: o.tls.clientCa, requestCert: true, rejectUnauthorized: true }),
+          });
+    server = srv;
+    srv.on('stream', onStream);
+    srv.on('session', onSession);
+    srv.on('sessionError', (err) => log.debug({ err }, 'session error'));
+    srv.on('tlsClientError', (err) => log.debug({ err }, 'TLS handshake failed'));
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => reject(err);
+      srv.once('error', onError);
+      srv.listen(o.listen.port, o.listen.host, () => {
+        srv.off('error', onError);
+        resolve();
+      });
+    });
+    srv.on('error', (err) => log.error({ err }, 'server error'));
+    const addr = srv.address() as AddressInfo;
+    bound = { host: o.listen.host, port: addr.port };
+    state = 'serving';
+    health.notify();
+    log.info(
+      { address: `${bound.host}:${bound.port}`, tls: o.tls !== undefined },
+      'broker serving',
+    );
+  }
+
+  function endAllConnections(status: CallStatus): void {
+    for (const conn of [...fan.connections.values()]) fan.end(conn, status, 'end');
+  }
+
+  async function drain(deadlineMs: number): Promise<void> {
+    state = 'draining';
+    log.info({ deadlineMs }, 'broker draining');
+    health.notify();
+    const srv = server;
+    const serverClosed =
+      srv === undefined
+        ? Promise.resolve()
+        : new Promise<void>((resolve) => srv.close(() => resolve()));
+    for (const session of sessions.keys()) {
+      try {
+        session.close();
+      } catch {
+        session.destroy();
+      }
+    }
+    const deadline = Date.now() + deadlineMs;
+    while (fan.connections.size > 0 && Date.now() < deadline) {
+      await new Promise((r) =>
+        setTimeout(r, Math.min(50, Math.max(1, deadline - Date.now()))).unref(),
+      );
+    }
+    endAllConnections({ code: GrpcStatus.UNAVAILABLE, message: 'broker is shutting down' });
+    health.endAll();
+    // Give streams a moment to take their trailers, then cut what is left.
+    const grace = Date.now() + Math.min(1000, Math.max(100, deadlineMs));
+    while (sessions.size > 0 && Date.now() < grace) {
+      await new Promise((r) => setTimeout(r, 20).unref());
+    }
+    for (const session of sessions.keys()) session.destroy();
+    await serverClosed;
+    fan.dispose();
+    state = 'closed';
+    log.info('broker closed');
+  }
+
+  return {
+    get address() {
+      return bound;
+    },
+    get state() {
+      return state;
+    },
+    registry,
+    start,
+    isReady: () => state === 'serving',
+    listShards,
+    listConnections,
+    get flags() {
+      return { ...flags };
+    },
+    setFlags(next: Partial<BrokerFlags>) {
+      if (typeof next !== 'object' || next === null) {
+        throw new BrokerError('invalid_argument', 'setFlags: flags must be an object');
+      }
+      if (next.forwardPushes !== undefined) {
+        if (typeof next.forwardPushes !== 'boolean') {
+          throw new BrokerError('invalid_argument', 'flags.forwardPushes must be a boolean');
+        }
+        if (flags.forwardPushes !== next.forwardPushes) {
+          log.info({ forwardPushes: next.forwardPushes }, 'flag changed');
+        }
+        flags.forwardPushes = next.forwardPushes;
+      }
+    },
+    close(opts) {
+      if (closing !== undefined) return closing;
+      const deadlineMs = opts?.deadlineMs ?? DEFAULT_DRAIN_DEADLINE_MS;
+      if (!Number.isFinite(deadlineMs) || deadlineMs < 0) {
+        return Promise.reject(
+          new BrokerError('invalid_argument', 'close: deadlineMs must be >= 0'),
+        );
+      }
+      if (state === 'starting' && server === undefined) {
+        state = 'closed';
+        fan.dispose();
+        closing = Promise.resolve();
+        return closing;
+      }
+      closing = drain(deadlineMs);
+      return closing;
+    },
+    destroy() {
+      if (state === 'closed') return;
+      state = 'closed';
+      health.notify();
+      endAllConnections({ code: GrpcStatus.UNAVAILABLE, message: 'broker destroyed' });
+      for (const session of sessions.keys()) session.destroy();
+      server?.close();
+      fan.dispose();
+      closing ??= Promise.resolve();
+    },
+    connectInProcess,
+  };
+}

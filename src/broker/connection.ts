@@ -1,0 +1,87 @@
+/**
+ * One pubsub connection as the broker sees it: a gRPC `PubSub` stream or a same-process
+ * connection. Holds the bounded outbound queue, the gaps owed to the subscriber, and the one
+ * tagged state of its lifecycle (`open` → `ending` → `closed`, each transition logged at debug).
+ *
+ * The transport behind it is a `ConnectionSink`: the fan-out core never knows whether it writes
+ * gRPC frames or calls a same-process callback.
+ */
+import type { Logger } from 'pino';
+import type { CallStatus } from './grpc-status.js';
+import type { GapReason, OutItem } from './outbound.js';
+
+export interface ConnectionSink {
+  /**
+   * Writes a batch, oldest first. Returns false when the transport's buffer is full: the core
+   * then waits for `FanoutCore.drained(conn)` before writing again.
+   */
+  write(items: OutItem[]): boolean;
+  /** Ends the connection with a final status, gracefully (after what was written). */
+  end(status: CallStatus): void;
+  /** Ends it at once (nothing more is written); for stuck or destroyed connections. */
+  abort(status: CallStatus): void;
+}
+
+export type ConnectionState = 'open' | 'ending' | 'closed';
+
+export interface PendingGap {
+  reason: GapReason;
+  fromSeqno: bigint;
+  dropped: number;
+}
+
+export class Connection {
+  private stateValue: ConnectionState = 'open';
+  /** Outbound items not yet handed to the transport. */
+  queue: OutItem[] = [];
+  queueBytes = 0;
+  /** False after the transport said its buffer is full, until it drains. */
+  writable = true;
+  /** In the core's dirty list for the next flush. */
+  scheduled = false;
+  /** Diffs not delivered to this connection (queue full), for the admin listing. */
+  dropped = 0;
+  /** Gap notices owed, by shard (only for connections that understand extensions). */
+  gaps: Map<string, PendingGap> | undefined;
+  /** Set while the queue is full; fires the stuck-connection close. */
+  stuckTimer: NodeJS.Timeout | undefined;
+  /** Per-caller metric keys, precomputed. */
+  readonly callerKeys: { push: string; subscribe: string; unsubscribe: string };
+  /** Final status, once ending. */
+  status: CallStatus | undefined;
+
+  constructor(
+    /** Monotonic, for the admin listing's page order. */
+    readonly seq: number,
+    readonly connId: string,
+    readonly callerId: string,
+    callerLabel: string,
+    readonly remoteAddress: string,
+    readonly connectedAtMs: number,
+    readonly kind: 'grpc' | 'local',
+    public sink: ConnectionSink,
+    readonly log: Logger,
+    /**
+     * Whether the peer understands our protocol extensions (gets gap notices). True for
+     * same-process connections, for gRPC streams that sent `persist-pubsub-extensions: 1`, and
+     * from the first subscribe carrying `resume_after_seqno`.
+     */
+    public extensions: boolean,
+  ) {
+    this.callerKeys = {
+      push: `${callerLabel}\u0000push`,
+      subscribe: `${callerLabel}\u0000subscribe`,
+      unsubscribe: `${callerLabel}\u0000unsubscribe`,
+    };
+  }
+
+  get state(): ConnectionState {
+    return this.stateValue;
+  }
+
+  transition(to: ConnectionState, why: string): void {
+    if (this.stateValue === to) return;
+    this.log.debug({ from: this.stateValue, to, why }, 'connection state');
+    this.stateValue = to;
+  }
+}

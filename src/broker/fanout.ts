@@ -1,0 +1,338 @@
+/**
+ * The fan-out core: subscriptions, broadcasts, bounded queues, gap notices, resume. It knows
+ * connections only through `ConnectionSink`, so it is tested with no network.
+ *
+ * Semantics (reference: Materialize persist pubsub server, DESIGN "Reference behaviour"):
+ * - A push goes to every connection subscribed to its shard except its sender; nothing is
+ *   replayed to late subscribers, except on an explicit resume (extension).
+ * - Subscribe/unsubscribe are idempotent and O(1); a closed connection loses all its
+ *   subscriptions and empty shard entries disappear.
+ * - A publisher never waits. Each connection has a queue bounded in messages and bytes
+ *   (`BrokerLimits.maxQueueMessages`/`maxQueueBytes`, where the reference has 25 messages); a
+ *   diff that does not fit is dropped for that subscriber and counted
+ *   (`dropped_diffs_total{reason="queue_full"}`). A subscriber that understands extensions then
+ *   gets one gap notice per shard (`SLOW_CONSUMER`, lowest missed seqno, count) as soon as its
+ *   queue has been written out. A queue that stays full for `stuckConnectionTimeoutMs` closes
+ *   the connection with RESOURCE_EXHAUSTED.
+ * - Writes are coalesced: every queue touched during one event-loop turn is flushed once, in a
+ *   `setImmediate`, as one transport write per connection.
+ */
+import { performance } from 'node:perf_hooks';
+import type { Connection } from './connection.js';
+import { type CallStatus, GrpcStatus } from './grpc-status.js';
+import type { BrokerMetrics } from './metrics.js';
+import { Broadcast, GapItem, type GapReason, type OutItem } from './outbound.js';
+import { createResumeStore, type ResumeStore } from './resume-ring.js';
+import { createSubscriptionTable, type SubscriptionTable } from './subscription-table.js';
+import type { BrokerFlags, BrokerLimits } from './types.js';
+
+export interface FanoutCore {
+  readonly table: SubscriptionTable<Connection>;
+  readonly resume: ResumeStore<Broadcast>;
+  readonly connections: ReadonlyMap<string, Connection>;
+  readonly flags: BrokerFlags;
+  add(conn: Connection): void;
+  /**
+   * A push from `sender`. `pushDiff` is the raw ProtoPushDiff (forwarded verbatim); `local`
+   * carries the decoded fields when the sender is in-process.
+   */
+  push(
+    sender: Connection,
+    shardId: string,
+    seqno: bigint,
+    pushDiff: Uint8Array,
+    local?: { diff: Uint8Array; originTimestampMs: number | undefined },
+  ): void;
+  /** Returns an error status if a limit refuses the subscription. */
+  subscribe(conn: Connection, shardId: string, resumeAfterSeqno?: bigint): CallStatus | undefined;
+  unsubscribe(conn: Connection, shardId: string): void;
+  /** The transport can take writes again. */
+  drained(conn: Connection): void;
+  /** Ends a connection with a status: graceful (`end`) or at once (`abort`). */
+  end(conn: Connection, status: CallStatus, how: 'end' | 'abort'): void;
+  /** The transport is gone: forget the connection. Idempotent. */
+  remove(conn: Connection, why: string): void;
+  /** Queue totals, for gauges. */
+  queued(): { messages: number; bytes: number };
+  /** Stops timers. */
+  dispose(): void;
+}
+
+export function createFanoutCore(options: {
+  limits: BrokerLimits;
+  flags: BrokerFlags;
+  metrics: BrokerMetrics;
+  now: () => number;
+}): FanoutCore {
+  const { limits, flags, metrics, now } = options;
+  const { stats } = metrics;
+  const table = createSubscriptionTable<Connection>();
+  const resume = createResumeStore<Broadcast>({
+    ringSize: limits.resumeRingSize,
+    maxTotalBytes: limits.maxResumeBytes,
+  });
+  const connections = new Map<string, Connection>();
+
+  let dirty: Connection[] = [];
+  let flushScheduled: NodeJS.Immediate | undefined;
+
+  function countCall(conn: Connection, key: string): void {
+    stats.callerCalls.set(key, (stats.callerCalls.get(key) ?? 0) + 1);
+    void conn;
+  }
+
+  function schedule(conn: Connection): void {
+    if (conn.scheduled || !conn.writable) return;
+    conn.scheduled = true;
+    dirty.push(conn);
+    if (flushScheduled === undefined) flushScheduled = setImmediate(flushAll);
+  }
+
+  function flushAll(): void {
+    flushScheduled = undefined;
+    const batch = dirty;
+    dirty = [];
+    for (const conn of batch) flush(conn);
+  }
+
+  function flush(conn: Connection): void {
+    conn.scheduled = false;
+    if (conn.state !== 'open' || !conn.writable) return;
+    if (conn.queue.length > 0) {
+      const items = conn.queue;
+      conn.queue = [];
+      conn.queueBytes = 0;
+      const oldest = items[0]!;
+      let ok: boolean;
+      try {
+        ok = conn.sink.write(items);
+      } catch (err) {
+        conn.log.warn({ err }, 'transport write failed');
+        end(conn, { code: GrpcStatus.INTERNAL, message: 'write failed' }, 'abort');
+        return;
+      }
+      if (oldest instanceof Broadcast) {
+        metrics.fanoutLatency.observe((performance.now() - oldest.receivedAt) / 1000);
+      }
+      if (!ok) conn.writable = false;
+    }
+    if (conn.stuckTimer !== undefined) {
+      clearTimeout(conn.stuckTimer);
+      conn.stuckTimer = undefined;
+    }
+    // The subscriber can receive again: tell it what it missed.
+    if (conn.gaps !== undefined && conn.gaps.size > 0 && conn.writable) {
+      const ts = now();
+      const notices: OutItem[] = [];
+      for (const [shardId, gap] of conn.gaps) {
+        if (!table.isSubscribed(conn, shardId)) continue;
+        notices.push(new GapItem(shardId, gap.reason, gap.fromSeqno, gap.dropped, ts));
+        metrics.gapNotice(gap.reason);
+      }
+      conn.gaps = undefined;
+      if (notices.length > 0) {
+        try {
+          if (!conn.sink.write(notices)) conn.writable = false;
+        } catch (err) {
+          conn.log.warn({ err }, 'transport write failed');
+          end(conn, { code: GrpcStatus.INTERNAL, message: 'write failed' }, 'abort');
+        }
+      }
+    }
+  }
+
+  function recordGap(conn: Connection, shardId: string, reason: GapReason, seqno: bigint): void {
+    if (!conn.extensions) return;
+    conn.gaps ??= new Map();
+    const gap = conn.gaps.get(shardId);
+    if (gap === undefined) {
+      conn.gaps.set(shardId, {
+        reason,
+        fromSeqno: seqno,
+        dropped: reason === 'resume_unavailable' ? 0 : 1,
+      });
+    } else {
+      if (seqno < gap.fromSeqno) gap.fromSeqno = seqno;
+      if (reason !== 'resume_unavailable') gap.dropped++;
+      if (gap.reason !== 'slow_consumer') gap.reason = reason;
+    }
+  }
+
+  function stuck(conn: Connection): void {
+    conn.stuckTimer = undefined;
+    if (conn.state !== 'open') return;
+    conn.log.warn(
+      { queueMessages: conn.queue.length, queueBytes: conn.queueBytes, dropped: conn.dropped },
+      'closing a connection whose queue stayed full',
+    );
+    end(
+      conn,
+      {
+        code: GrpcStatus.RESOURCE_EXHAUSTED,
+        message: `outbound queue full for ${limits.stuckConnectionTimeoutMs} ms: the subscriber is not reading`,
+      },
+      'abort',
+    );
+  }
+
+  /** Enqueues one item; false (and counted) if the queue is full. */
+  function enqueue(conn: Connection, item: OutItem, bytes: number): boolean {
+    if (
+      conn.queue.length >= limits.maxQueueMessages ||
+      conn.queueBytes + bytes > limits.maxQueueBytes
+    ) {
+      stats.drops.queue_full++;
+      conn.dropped++;
+      if (item instanceof Broadcast) recordGap(conn, item.shardId, 'slow_consumer', item.seqno);
+      if (conn.stuckTimer === undefined) {
+        conn.stuckTimer = setTimeout(stuck, limits.stuckConnectionTimeoutMs, conn);
+        conn.stuckTimer.unref();
+      }
+      return false;
+    }
+    conn.queue.push(item);
+    conn.queueBytes += bytes;
+    schedule(conn);
+    return true;
+  }
+
+  function end(conn: Connection, status: CallStatus, how: 'end' | 'abort'): void {
+    if (conn.state !== 'open') return;
+    conn.status = status;
+    conn.transition('ending', status.message);
+    if (conn.stuckTimer !== undefined) clearTimeout(conn.stuckTimer);
+    conn.stuckTimer = undefined;
+    if (how === 'end' && conn.writable && conn.queue.length > 0) {
+      // Write what is queued before the status (graceful).
+      const items = conn.queue;
+      conn.queue = [];
+      conn.queueBytes = 0;
+      try {
+        conn.sink.write(items);
+      } catch {
+        how = 'abort';
+      }
+    }
+    conn.queue = [];
+    conn.queueBytes = 0;
+    if (how === 'end') conn.sink.end(status);
+    else conn.sink.abort(status);
+  }
+
+  function remove(conn: Connection, why: string): void {
+    if (conn.state === 'closed') return;
+    const t0 = performance.now();
+    if (conn.stuckTimer !== undefined) clearTimeout(conn.stuckTimer);
+    conn.stuckTimer = undefined;
+    conn.queue = [];
+    conn.queueBytes = 0;
+    conn.gaps = undefined;
+    table.removeConnection(conn);
+    connections.delete(conn.connId);
+    conn.transition('closed', why);
+    stats.opSeconds.connection_cleanup += (performance.now() - t0) / 1000;
+  }
+
+  return {
+    table,
+    resume,
+    connections,
+    flags,
+    add(conn) {
+      connections.set(conn.connId, conn);
+    },
+    push(sender, shardId, seqno, pushDiff, local) {
+      const t0 = performance.now();
+      stats.calls.push++;
+      countCall(sender, sender.callerKeys.push);
+      if (!flags.forwardPushes) {
+        stats.drops.not_forwarding++;
+        const subs = table.subscribers(shardId);
+        if (subs !== undefined) {
+          for (const conn of subs) {
+            if (conn !== sender && conn.extensions) {
+              recordGap(conn, shardId, 'not_forwarding', seqno);
+              schedule(conn);
+            }
+          }
+        }
+        return;
+      }
+      const b = new Broadcast(shardId, seqno, pushDiff, now(), t0, sender, local);
+      const bytes = b.bytes;
+      resume.record(shardId, seqno, b, bytes);
+      const subs = table.subscribers(shardId);
+      let sent = 0;
+      if (subs !== undefined) {
+        for (const conn of subs) {
+          if (conn !== sender && enqueue(conn, b, bytes)) sent++;
+        }
+      }
+      stats.broadcastedDiffs += sent;
+      stats.broadcastedBytes += sent * bytes;
+      stats.opSeconds.push += (performance.now() - t0) / 1000;
+    },
+    subscribe(conn, shardId, resumeAfterSeqno) {
+      const t0 = performance.now();
+      stats.calls.subscribe++;
+      countCall(conn, conn.callerKeys.subscribe);
+      if (resumeAfterSeqno !== undefined) conn.extensions = true;
+      if (!table.isSubscribed(conn, shardId)) {
+        const mine = table.shardsOf(conn)?.size ?? 0;
+        if (mine >= limits.maxSubscriptionsPerConnection) {
+          metrics.rejected('subscriptions');
+          return {
+            code: GrpcStatus.RESOURCE_EXHAUSTED,
+            message: `too many subscriptions on one connection (limit ${limits.maxSubscriptionsPerConnection})`,
+          };
+        }
+        table.subscribe(conn, shardId);
+      }
+      if (resumeAfterSeqno !== undefined) {
+        const r = resume.replay(shardId, resumeAfterSeqno);
+        for (const b of r.items) {
+          if (b.sender !== conn && enqueue(conn, b, b.bytes)) stats.resumeReplayed++;
+        }
+        if (r.kind === 'gap') {
+          recordGap(conn, shardId, 'resume_unavailable', r.fromSeqno);
+          schedule(conn);
+        }
+      }
+      stats.opSeconds.subscribe += (performance.now() - t0) / 1000;
+      return undefined;
+    },
+    unsubscribe(conn, shardId) {
+      const t0 = performance.now();
+      stats.calls.unsubscribe++;
+      countCall(conn, conn.callerKeys.unsubscribe);
+      table.unsubscribe(conn, shardId);
+      conn.gaps?.delete(shardId);
+      stats.opSeconds.unsubscribe += (performance.now() - t0) / 1000;
+    },
+    drained(conn) {
+      if (conn.writable) return;
+      conn.writable = true;
+      schedule(conn);
+      // schedule() skips an empty queue only if already scheduled; flush handles gaps too.
+    },
+    end,
+    remove,
+    queued() {
+      let messages = 0;
+      let bytes = 0;
+      for (const c of connections.values()) {
+        messages += c.queue.length;
+        bytes += c.queueBytes;
+      }
+      return { messages, bytes };
+    },
+    dispose() {
+      if (flushScheduled !== undefined) clearImmediate(flushScheduled);
+      flushScheduled = undefined;
+      for (const c of connections.values()) {
+        if (c.stuckTimer !== undefined) clearTimeout(c.stuckTimer);
+        c.stuckTimer = undefined;
+      }
+    },
+  };
+}

@@ -1,0 +1,102 @@
+/**
+ * Splits an HTTP/2 DATA byte stream into gRPC length-prefixed messages (5-byte prefix:
+ * compressed flag, big-endian uint32 length). Chunks may hold many messages or a fraction of
+ * one; a whole message inside one chunk is returned as a view without copying.
+ *
+ * The size limit is checked on the prefix, before any byte of an oversized message is
+ * buffered, so a peer cannot make the broker hold more than `maxMessageBytes` + one chunk.
+ */
+import { GRPC_FRAME_HEADER_BYTES } from './wire.js';
+
+export type FrameDecodeError =
+  | { code: 'too_large'; length: number }
+  | { code: 'compressed' }
+  | { code: 'bad_flag'; flag: number };
+
+export interface FrameDecoder {
+  /**
+   * Feeds one chunk; calls `onMessage` for each complete message. Returns an error (and stops
+   * decoding for good) on a bad prefix. Views passed to `onMessage` are valid until it returns
+   * only if the caller keeps the chunk alive: they alias the chunk.
+   */
+  push(chunk: Buffer, onMessage: (message: Buffer) => void): FrameDecodeError | undefined;
+  /** Bytes held for an incomplete message. */
+  readonly bufferedBytes: number;
+}
+
+export function createFrameDecoder(maxMessageBytes: number): FrameDecoder {
+  // An incomplete prefix or message carried across chunks.
+  let pending: Buffer | undefined;
+  let parts: Buffer[] = [];
+  let partsBytes = 0;
+  /** Prefix + body length of the pending message, once its prefix is known; 0 before. */
+  let needed = 0;
+  let failed: FrameDecodeError | undefined;
+
+  function take(buf: Buffer, onMessage: (m: Buffer) => void): FrameDecodeError | undefined {
+    let pos = 0;
+    const len = buf.length;
+    while (len - pos >= GRPC_FRAME_HEADER_BYTES) {
+      const flag = buf[pos]!;
+      if (flag !== 0) {
+        return flag === 1 ? { code: 'compressed' } : { code: 'bad_flag', flag };
+      }
+      const msgLen = buf.readUInt32BE(pos + 1);
+      if (msgLen > maxMessageBytes) return { code: 'too_large', length: msgLen };
+      const end = pos + GRPC_FRAME_HEADER_BYTES + msgLen;
+      if (end > len) break;
+      onMessage(buf.subarray(pos + GRPC_FRAME_HEADER_BYTES, end));
+      pos = end;
+    }
+    if (pos < len) {
+      // Copy the tail: the chunk it aliases may be large and is otherwise garbage.
+      pending = Buffer.from(buf.subarray(pos));
+      parts = [pending];
+      partsBytes = pending.length;
+    } else {
+      pending = undefined;
+      parts = [];
+      partsBytes = 0;
+    }
+    needed = 0;
+    return undefined;
+  }
+
+  return {
+    push(chunk, onMessage) {
+      if (failed !== undefined) return failed;
+      if (pending === undefined) {
+        failed = take(chunk, onMessage);
+        return failed;
+      }
+      // Accumulate without re-copying until the pending message is complete, so a large
+      // message arriving in many chunks costs O(size), not O(size^2).
+      parts.push(chunk);
+      partsBytes += chunk.length;
+      if (partsBytes < GRPC_FRAME_HEADER_BYTES) return undefined;
+      if (needed === 0) {
+        const head = Buffer.concat(parts);
+        parts = [head];
+        const flag = head[0]!;
+        if (flag !== 0) {
+          failed = flag === 1 ? { code: 'compressed' } : { code: 'bad_flag', flag };
+          return failed;
+        }
+        const msgLen = head.readUInt32BE(1);
+        if (msgLen > maxMessageBytes) {
+          failed = { code: 'too_large', length: msgLen };
+          return failed;
+        }
+        needed = GRPC_FRAME_HEADER_BYTES + msgLen;
+      }
+      if (partsBytes < needed) return undefined;
+      const joined = Buffer.concat(parts);
+      pending = undefined;
+      failed = take(joined, onMessage);
+      return failed;
+    },
+    get bufferedBytes() {
+      return pending === undefined ? 0 : partsBytes;
+    },
+  };
+}

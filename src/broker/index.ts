@@ -1,0 +1,36 @@
+// The broker's public surface: the data plane (`createBroker`) and its contract types.
+
+export type { AdminErrorCode } from './admin-errors.js';
+export { AdminError } from './admin-errors.js';
+export type { MetricsServer, MetricsServerOptions } from './admin-metrics-server.js';
+export { createMetricsServer } from './admin-metrics-server.js';
+export type { AdminBroker, AdminServer, AdminServerOptions } from './admin-server.js';
+export { createAdminServer, DEFAULT_ADMIN_LISTEN } from './admin-server.js';
+export { createBroker } from './broker.js';
+export type { BrokerErrorCode } from './errors.js';
+export { BrokerError } from './errors.js';
+export {
+  DEFAULT_DRAIN_DEADLINE_MS,
+  DEFAULT_FLAGS,
+  DEFAULT_KEEPALIVE_TIME_MS,
+  DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  DEFAULT_LIMITS,
+  DEFAULT_LISTEN,
+  DEFAULT_MAX_CONNECTION_AGE_MS,
+} from './options.js';
+export type {
+  Broker,
+  BrokerFlags,
+  BrokerLimits,
+  BrokerOptions,
+  BrokerState,
+  BrokerTlsOptions,
+  ConnectionInfo,
+  HostPort,
+  InProcessConnection,
+  InProcessConnectOptions,
+  InProcessMessage,
+  Page,
+  PageRequest,
+  ShardInfo,
+} from './types.js';

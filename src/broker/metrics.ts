@@ -1,0 +1,216 @@
+/**
+ * The broker's Prometheus metrics, on the injected registry (never the global one).
+ *
+ * Counterparts of the reference server's metrics (Materialize `PubSubServerMetrics`):
+ *   mz_persist_pubsub_server_active_connections           → persist_pubsub_server_active_connections
+ *   ..._broadcasted_diff_count / _bytes                   → ..._broadcasted_diffs_total / _broadcasted_diff_bytes_total
+ *   ..._broadcasted_diff_dropped_channel_full             → ..._dropped_diffs_total{reason="queue_full"}
+ *   ..._call_count{call}                                   → ..._calls_total{call}
+ *   ..._operation_seconds{op} (incl. connection_cleanup)   → ..._operation_seconds_total{op}
+ * and ours: fan-out latency histogram, per-caller calls, rejections by limit, parse errors, gap
+ * notices, resume replays, connection closes by status, queue and ring gauges.
+ *
+ * Hot counters are plain numbers in `BrokerStats`, copied into prom-client only when scraped
+ * (`collect()`), so the fan-out path never pays for label hashing.
+ */
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+
+export const METRIC_PREFIX = 'persist_pubsub_server_';
+
+/** Why a diff was not delivered to a subscriber (or not forwarded at all). */
+export type DropReason = 'queue_full' | 'not_forwarding' | 'closed';
+/** Which limit or check refused a call or a message. */
+export type RejectReason =
+  | 'message_size'
+  | 'connections'
+  | 'subscriptions'
+  | 'shard_id_length'
+  | 'shard_id_charset'
+  | 'unauthenticated'
+  | 'malformed'
+  | 'compressed'
+  | 'content_type'
+  | 'unimplemented'
+  | 'draining';
+export type CallKind = 'push' | 'subscribe' | 'unsubscribe';
+export type OpKind = CallKind | 'connection_cleanup';
+
+export interface BrokerStats {
+  broadcastedDiffs: number;
+  broadcastedBytes: number;
+  drops: Record<DropReason, number>;
+  calls: Record<CallKind, number>;
+  opSeconds: Record<OpKind, number>;
+  /** `${callerLabel}\u0000${call}` → count. */
+  callerCalls: Map<string, number>;
+  resumeReplayed: number;
+}
+
+export interface BrokerMetrics {
+  stats: BrokerStats;
+  fanoutLatency: Histogram;
+  rejected(reason: RejectReason): void;
+  parseError(code: string): void;
+  gapNotice(reason: string): void;
+  connectionClosed(status: string): void;
+  /** The label for a caller id, `other` once `maxCallerIdLabels` distinct ones are in use. */
+  callerLabel(callerId: string): string;
+}
+
+export interface BrokerGaugeSources {
+  activeConnections(): number;
+  shards(): number;
+  subscriptions(): number;
+  queuedMessages(): number;
+  queuedBytes(): number;
+  resumeRingBytes(): number;
+}
+
+export function createBrokerMetrics(
+  registry: Registry,
+  gauges: BrokerGaugeSources,
+  maxCallerIdLabels: number,
+): BrokerMetrics {
+  const registers = [registry];
+  const stats: BrokerStats = {
+    broadcastedDiffs: 0,
+    broadcastedBytes: 0,
+    drops: { queue_full: 0, not_forwarding: 0, closed: 0 },
+    calls: { push: 0, subscribe: 0, unsubscribe: 0 },
+    opSeconds: { push: 0, subscribe: 0, unsubscribe: 0, connection_cleanup: 0 },
+    callerCalls: new Map(),
+    resumeReplayed: 0,
+  };
+
+  const gauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name: METRIC_PREFIX + name,
+      help,
+      registers,
+      collect() {
+        this.set(read());
+      },
+    });
+  gauge('active_connections', 'Open pubsub connections (streams).', gauges.activeConnections);
+  gauge('shards', 'Shards with at least one subscriber.', gauges.shards);
+  gauge('subscriptions', 'Subscriptions across all connections.', gauges.subscriptions);
+  gauge('queued_messages', 'Messages waiting in outbound queues.', gauges.queuedMessages);
+  gauge('queued_bytes', 'Bytes waiting in outbound queues.', gauges.queuedBytes);
+  gauge('resume_ring_bytes', 'Bytes held by per-shard resume rings.', gauges.resumeRingBytes);
+
+  const mirror = (name: string, help: string, read: () => number) =>
+    new Counter({
+      name: METRIC_PREFIX + name,
+      help,
+      registers,
+      collect() {
+        this.reset();
+        this.inc(read());
+      },
+    });
+  mirror(
+    'broadcasted_diffs_total',
+    'Diffs delivered to subscriber queues.',
+    () => stats.broadcastedDiffs,
+  );
+  mirror(
+    'broadcasted_diff_bytes_total',
+    'Bytes of diffs delivered to subscriber queues.',
+    () => stats.broadcastedBytes,
+  );
+  mirror(
+    'resume_replayed_diffs_total',
+    'Diffs replayed from resume rings.',
+    () => stats.resumeReplayed,
+  );
+
+  const labelled = <K extends string>(
+    name: string,
+    help: string,
+    label: string,
+    read: () => Record<K, number>,
+  ) =>
+    new Counter({
+      name: METRIC_PREFIX + name,
+      help,
+      labelNames: [label],
+      registers,
+      collect() {
+        this.reset();
+        for (const [k, v] of Object.entries(read()) as [string, number][]) {
+          this.labels(k).inc(v);
+        }
+      },
+    });
+  labelled('dropped_diffs_total', 'Diffs not delivered, by reason.', 'reason', () => stats.drops);
+  labelled('calls_total', 'Messages received, by call.', 'call', () => stats.calls);
+  labelled(
+    'operation_seconds_total',
+    'Time spent handling each operation, in seconds.',
+    'op',
+    () => stats.opSeconds,
+  );
+
+  new Counter({
+    name: `${METRIC_PREFIX}caller_calls_total`,
+    help: 'Messages received, by caller id (persist-pubsub-caller-id) and call.',
+    labelNames: ['caller_id', 'call'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [key, v] of stats.callerCalls) {
+        const i = key.indexOf('\u0000');
+        this.labels(key.slice(0, i), key.slice(i + 1)).inc(v);
+      }
+    },
+  });
+
+  const rejections = new Counter({
+    name: `${METRIC_PREFIX}rejections_total`,
+    help: 'Calls or messages refused by a limit or check, by reason.',
+    labelNames: ['limit'],
+    registers,
+  });
+  const parseErrors = new Counter({
+    name: `${METRIC_PREFIX}parse_errors_total`,
+    help: 'Inbound messages that could not be parsed, by error code.',
+    labelNames: ['code'],
+    registers,
+  });
+  const gapNotices = new Counter({
+    name: `${METRIC_PREFIX}gap_notices_total`,
+    help: 'Gap notices sent to subscribers, by reason.',
+    labelNames: ['reason'],
+    registers,
+  });
+  const closed = new Counter({
+    name: `${METRIC_PREFIX}connections_closed_total`,
+    help: 'Pubsub connections ended, by final gRPC status.',
+    labelNames: ['status'],
+    registers,
+  });
+  const fanoutLatency = new Histogram({
+    name: `${METRIC_PREFIX}fanout_latency_seconds`,
+    help: 'From receiving a push to writing it to a subscriber (oldest queued frame per flush), in seconds.',
+    buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1],
+    registers,
+  });
+
+  const callerLabels = new Set<string>();
+  return {
+    stats,
+    fanoutLatency,
+    rejected: (reason) => rejections.labels(reason).inc(),
+    parseError: (code) => parseErrors.labels(code).inc(),
+    gapNotice: (reason) => gapNotices.labels(reason).inc(),
+    connectionClosed: (status) => closed.labels(status).inc(),
+    callerLabel(callerId) {
+      if (callerLabels.has(callerId)) return callerId;
+      if (callerLabels.size < maxCallerIdLabels) {
+        callerLabels.add(callerId);
+        return callerId;
+      }
+      return 'other';
+    },
+  };
+}

@@ -1,0 +1,168 @@
+/**
+ * Broker defaults (named constants) and the one-time validation of `BrokerOptions`: every bad
+ * field is reported by name with a `BrokerError('invalid_argument')` at construction.
+ */
+import { type Logger, pino } from 'pino';
+import { Registry } from 'prom-client';
+import { BrokerError } from './errors.js';
+import type {
+  BrokerFlags,
+  BrokerLimits,
+  BrokerOptions,
+  BrokerTlsOptions,
+  HostPort,
+} from './types.js';
+
+export const DEFAULT_LISTEN: HostPort = { host: '127.0.0.1', port: 6879 };
+export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_MAX_CONNECTIONS = 10_000;
+export const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION = 100_000;
+export const DEFAULT_MAX_SHARD_ID_BYTES = 256;
+export const DEFAULT_MAX_QUEUE_MESSAGES = 1024;
+export const DEFAULT_MAX_QUEUE_BYTES = 16 * 1024 * 1024;
+export const DEFAULT_STUCK_CONNECTION_TIMEOUT_MS = 30_000;
+export const DEFAULT_RESUME_RING_SIZE = 64;
+export const DEFAULT_MAX_RESUME_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_KEEPALIVE_TIME_MS = 30_000;
+export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 10_000;
+export const DEFAULT_MAX_CONNECTION_AGE_MS = 0;
+export const DEFAULT_MAX_CALLER_ID_LABELS = 100;
+/** `close()` without a deadline waits this long before ending streams, in ms. */
+export const DEFAULT_DRAIN_DEADLINE_MS = 10_000;
+
+export const DEFAULT_LIMITS: Readonly<BrokerLimits> = Object.freeze({
+  maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
+  maxConnections: DEFAULT_MAX_CONNECTIONS,
+  maxSubscriptionsPerConnection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+  maxShardIdBytes: DEFAULT_MAX_SHARD_ID_BYTES,
+  maxQueueMessages: DEFAULT_MAX_QUEUE_MESSAGES,
+  maxQueueBytes: DEFAULT_MAX_QUEUE_BYTES,
+  stuckConnectionTimeoutMs: DEFAULT_STUCK_CONNECTION_TIMEOUT_MS,
+  resumeRingSize: DEFAULT_RESUME_RING_SIZE,
+  maxResumeBytes: DEFAULT_MAX_RESUME_BYTES,
+});
+
+export const DEFAULT_FLAGS: Readonly<BrokerFlags> = Object.freeze({ forwardPushes: true });
+
+export interface ResolvedBrokerOptions {
+  listen: HostPort;
+  tls: BrokerTlsOptions | undefined;
+  authToken: string | undefined;
+  limits: BrokerLimits;
+  flags: BrokerFlags;
+  keepaliveTimeMs: number;
+  keepaliveTimeoutMs: number;
+  maxConnectionAgeMs: number;
+  registry: Registry;
+  logger: Logger;
+  now: () => number;
+  maxCallerIdLabels: number;
+}
+
+function bad(field: string, message: string): never {
+  throw new BrokerError('invalid_argument', `BrokerOptions.${field} ${message}`);
+}
+
+function int(value: unknown, field: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    bad(field, `must be an integer in [${min}, ${max}], got ${String(value)}`);
+  }
+  return value;
+}
+
+function pem(value: unknown, field: string): string | Buffer {
+  if (typeof value === 'string' ? value.length === 0 : !Buffer.isBuffer(value)) {
+    bad(field, 'must be a non-empty PEM string or Buffer');
+  }
+  return value as string | Buffer;
+}
+
+export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBrokerOptions {
+  if (typeof options !== 'object' || options === null) bad('', 'must be an object');
+  const listen = options.listen ?? DEFAULT_LISTEN;
+  if (typeof listen !== 'object' || listen === null) bad('listen', 'must be { host, port }');
+  if (typeof listen.host !== 'string' || listen.host.length === 0) {
+    bad('listen.host', 'must be a non-empty string');
+  }
+  int(listen.port, 'listen.port', 0, 65535);
+
+  let tls: BrokerTlsOptions | undefined;
+  if (options.tls !== undefined) {
+    if (typeof options.tls !== 'object' || options.tls === null) bad('tls', 'must be an object');
+    tls = {
+      cert: pem(options.tls.cert, 'tls.cert'),
+      key: pem(options.tls.key, 'tls.key'),
+      clientCa:
+        options.tls.clientCa === undefined ? undefined : pem(options.tls.clientCa, 'tls.clientCa'),
+    };
+  }
+
+  const authToken = options.authToken;
+  if (authToken !== undefined) {
+    if (typeof authToken !== 'string' || !/^[\x21-\x7e]+$/.test(authToken)) {
+      bad('authToken', 'must be a non-empty string of printable ASCII without spaces');
+    }
+  }
+
+  const given = options.limits ?? {};
+  if (typeof given !== 'object' || given === null) bad('limits', 'must be an object');
+  const limits: BrokerLimits = { ...DEFAULT_LIMITS };
+  for (const key of Object.keys(given) as (keyof BrokerLimits)[]) {
+    if (!(key in DEFAULT_LIMITS)) bad(`limits.${key}`, 'is not a known limit');
+    const v = given[key];
+    if (v !== undefined) limits[key] = v;
+  }
+  int(limits.maxMessageBytes, 'limits.maxMessageBytes', 64, 2 ** 31 - 1);
+  int(limits.maxConnections, 'limits.maxConnections', 1);
+  int(limits.maxSubscriptionsPerConnection, 'limits.maxSubscriptionsPerConnection', 1);
+  int(limits.maxShardIdBytes, 'limits.maxShardIdBytes', 1, 65_536);
+  int(limits.maxQueueMessages, 'limits.maxQueueMessages', 1);
+  int(limits.maxQueueBytes, 'limits.maxQueueBytes', 1);
+  int(limits.stuckConnectionTimeoutMs, 'limits.stuckConnectionTimeoutMs', 1);
+  int(limits.resumeRingSize, 'limits.resumeRingSize', 0, 1_000_000);
+  int(limits.maxResumeBytes, 'limits.maxResumeBytes', 0);
+
+  const flags: BrokerFlags = { ...DEFAULT_FLAGS };
+  if (options.flags !== undefined) {
+    if (options.flags.forwardPushes !== undefined) {
+      if (typeof options.flags.forwardPushes !== 'boolean') {
+        bad('flags.forwardPushes', 'must be a boolean');
+      }
+      flags.forwardPushes = options.flags.forwardPushes;
+    }
+  }
+
+  const now = options.now ?? Date.now;
+  if (typeof now !== 'function') bad('now', 'must be a function');
+
+  return {
+    listen: { host: listen.host, port: listen.port },
+    tls,
+    authToken,
+    limits,
+    flags,
+    keepaliveTimeMs: int(
+      options.keepaliveTimeMs ?? DEFAULT_KEEPALIVE_TIME_MS,
+      'keepaliveTimeMs',
+      0,
+    ),
+    keepaliveTimeoutMs: int(
+      options.keepaliveTimeoutMs ?? DEFAULT_KEEPALIVE_TIMEOUT_MS,
+      'keepaliveTimeoutMs',
+      1,
+    ),
+    maxConnectionAgeMs: int(
+      options.maxConnectionAgeMs ?? DEFAULT_MAX_CONNECTION_AGE_MS,
+      'maxConnectionAgeMs',
+      0,
+    ),
+    registry: options.registry ?? new Registry(),
+    logger: options.logger ?? pino({ level: 'silent' }),
+    now,
+    maxCallerIdLabels: int(
+      options.maxCallerIdLabels ?? DEFAULT_MAX_CALLER_ID_LABELS,
+      'maxCallerIdLabels',
+      0,
+    ),
+  };
+}
