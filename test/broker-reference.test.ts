@@ -111,7 +111,9 @@ describe.each<ClientKind>(['grpc-js', 'connect', 'python'])(
       const shards = Array.from({ length: 40 }, shard);
       for (const s of shards) c.subscribe(s);
       await until(() => shards.every((s) => subscribers(s) === 1), 5000, 'all subscriptions');
-      shards.forEach((s, i) => pub.push(s, BigInt(i + 1), diff(`d${i}`)));
+      shards.forEach((s, i) => {
+        pub.push(s, BigInt(i + 1), diff(`d${i}`));
+      });
       const got = await c.waitFor(shards.length);
       const bySeqno = new Map(
         got.map((m) => {
