@@ -1,0 +1,201 @@
+/**
+ * Property: whatever the schedule of pushed diffs (late, early, twice, never, garbage between),
+ * a reader's state is always the fold of the Consensus log at its seqno, its seqnos strictly
+ * increase, and it ends at the fold of the whole log.
+ */
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { createMemoryConsensus } from '../src/consensus/index.js';
+import { decodeEnvelope } from '../src/shard-state/envelope.js';
+import {
+  createFakeClock,
+  createShardStateCache,
+  persistStateModel as model,
+  type PersistState,
+  type PublishEvent,
+  type ShardHandle,
+} from '../src/shard-state/index.js';
+
+const SHARD = 's00000000-0000-0000-0000-0000000000ff';
+
+type Op = { kind: 'add' | 'del' | 'reader' | 'writer'; key: number };
+const op: fc.Arbitrary<Op> = fc.record({
+  kind: fc.constantFrom('add', 'del', 'reader', 'writer'),
+  key: fc.integer({ min: 0, max: 4 }),
+});
+
+function step(o: Op) {
+  return (s: PersistState): PersistState => {
+    const t = (s.upper[0] ?? 0n) + 1n;
+    const next = { ...s, upper: [t] };
+    const k = `k${o.key}`;
+    switch (o.kind) {
+      case 'add':
+      case 'del': {
+        const batches = new Map(s.batches);
+        if (batches.has(k)) batches.delete(k);
+        else batches.set(k, { lower: s.upper, upper: [t], since: [0n], partKeys: [k], len: t });
+        return { ...next, batches };
+      }
+      case 'reader':
+        return {
+          ...next,
+          leasedReaders: new Map(s.leasedReaders).set(k, {
+            since: [t - 1n],
+            seqno: t,
+            lastHeartbeatMs: Number(t),
+            leaseDurationMs: 1000,
+            debug: '',
+          }),
+        };
+      case 'writer':
+        return {
+          ...next,
+          writers: new Map(s.writers).set(k, {
+            lastHeartbeatMs: Number(t),
+            leaseDurationMs: 1000,
+            mostRecentWriteUpper: [t],
+            debug: '',
+          }),
+        };
+    }
+  };
+}
+
+/** The fold of the Consensus log, computed independently of the cache. */
+async function foldLog(consensus: ReturnType<typeof createMemoryConsensus>) {
+  const entries = await consensus.scan(SHARD, 0n, 100_000);
+  let state = model.initial();
+  let seqno = 0n;
+  for (const e of entries) {
+    const env = decodeEnvelope(e.data, model.name, e.seqno);
+    if (seqno === 0n) {
+      expect(env.rollup).toBeDefined();
+      state = model.decodeState(env.rollup!);
+    } else {
+      expect(env.seqnoFrom).toBe(seqno);
+      state = model.apply(state, model.decodeDiff(env.diff));
+    }
+    seqno = e.seqno;
+  }
+  return { state, seqno };
+}
+
+type Action =
+  | { kind: 'deliver'; index: number }
+  | { kind: 'advance'; ms: number }
+  | { kind: 'garbage'; index: number; bytes: Uint8Array };
+
+describe('shard state under random delivery schedules', () => {
+  it('is always the fold of the Consensus log, and ends at the fold of the whole log', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(op, { minLength: 1, maxLength: 25 }),
+        fc.integer({ min: 1, max: 6 }),
+        fc.boolean(),
+        fc.integer({ min: 0, max: 8 }),
+        fc.array(fc.integer({ min: 0, max: 2 }), { minLength: 25, maxLength: 25 }),
+        fc.array(
+          fc.oneof(
+            fc.record({
+              kind: fc.constant('advance' as const),
+              ms: fc.integer({ min: 0, max: 6 }),
+            }),
+            fc.record({
+              kind: fc.constant('garbage' as const),
+              index: fc.nat(),
+              bytes: fc.uint8Array({ maxLength: 12 }),
+            }),
+          ),
+          { maxLength: 15 },
+        ),
+        fc.integer({ min: 0, max: 2 ** 31 }),
+        async (ops, rollupInterval, truncate, reorderWindowMs, copies, extra, seed) => {
+          const memory = createMemoryConsensus();
+          const pushes: PublishEvent[] = [];
+          const writer = createShardStateCache({
+            consensus: memory,
+            config: { rollupInterval, truncate },
+            hooks: { publish: (e) => pushes.push(e) },
+          });
+          const clock = createFakeClock();
+          let rnd = seed;
+          const random = () => {
+            rnd = (rnd * 1103515245 + 12345) % 2 ** 31;
+            return rnd / 2 ** 31;
+          };
+          const expected: PersistState[] = [model.initial()];
+          const observed: bigint[] = [];
+          let handle: ShardHandle<PersistState> | undefined;
+          const failures: string[] = [];
+          const reader = createShardStateCache({
+            consensus: memory,
+            clock,
+            random,
+            config: { reorderWindowMs, rollupInterval },
+            hooks: {
+              onApplied: (e) => {
+                observed.push(e.seqno);
+                const want = expected[Number(e.seqno)];
+                if (
+                  handle !== undefined &&
+                  (want === undefined || !model.equals(handle.state, want))
+                ) {
+                  failures.push(`state at ${e.seqno} differs from the fold`);
+                }
+              },
+            },
+          });
+          handle = await reader.open<PersistState>(SHARD);
+          const w = await writer.open<PersistState>(SHARD);
+          for (const o of ops) {
+            const r = await w.update(step(o));
+            expected[Number(r.seqno)] = r.state;
+          }
+          await new Promise((res) => setImmediate(res)); // let best-effort truncation run
+
+          // The schedule: each push delivered 0, 1 or 2 times, shuffled with clock advances and
+          // garbage, by a seeded shuffle.
+          const actions: Action[] = [...extra];
+          pushes.forEach((_, index) => {
+            for (let c = 0; c < (copies[index] ?? 1); c++) actions.push({ kind: 'deliver', index });
+          });
+          for (let i = actions.length - 1; i > 0; i--) {
+            const j = Math.floor(random() * (i + 1));
+            [actions[i], actions[j]] = [actions[j]!, actions[i]!];
+          }
+          for (const a of actions) {
+            if (a.kind === 'advance') await clock.advance(a.ms);
+            else if (a.kind === 'deliver') {
+              const p = pushes[a.index]!;
+              reader.receiveDiff(SHARD, p.seqno, p.diff);
+            } else {
+              const p = pushes[a.index % pushes.length]!;
+              reader.receiveDiff(SHARD, p.seqno, a.bytes);
+            }
+          }
+          const head = BigInt(pushes.length);
+          let done = false;
+          const wait = handle.waitForSeqno(head).then(() => {
+            done = true;
+          });
+          for (let i = 0; i < 200 && !done; i++) await clock.advance(500);
+          await wait;
+
+          expect(failures).toEqual([]);
+          for (let i = 1; i < observed.length; i++) {
+            expect(observed[i]! > observed[i - 1]!).toBe(true);
+          }
+          const fold = await foldLog(memory);
+          expect(fold.seqno).toBe(head);
+          expect(handle.seqno).toBe(head);
+          expect(model.equals(handle.state, fold.state)).toBe(true);
+          expect(model.equals(handle.state, expected[ops.length]!)).toBe(true);
+          reader.close();
+          writer.close();
+        },
+      ),
+      { numRuns: 80 },
+    );
+  }, 120_000);
+});
