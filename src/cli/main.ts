@@ -4,6 +4,7 @@
  * on the program here; this file only wires them together and maps errors to exit codes.
  */
 import { Command } from 'commander';
+import { registerBroker } from './broker.js';
 import { registerDemo } from './demo.js';
 
 const program = new Command()
@@ -12,6 +13,7 @@ const program = new Command()
   .showHelpAfterError();
 
 registerDemo(program);
+registerBroker(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(`persist-pubsub: ${err instanceof Error ? err.message : String(err)}`);

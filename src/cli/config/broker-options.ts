@@ -4,42 +4,44 @@
  * environment variable, then default. Values are parsed as they are read (a bad one names its
  * flag or variable); cross-field checks and file reads happen once in `resolveBrokerConfig`.
  *
- * The defaults mirror the broker's own (`BrokerOptions`/`BrokerLimits` in `broker/types.ts`);
- * the CLI passes every value explicitly, so what `--help` says is what the process runs with.
+ * The defaults are the broker's own exported constants; the CLI passes every value explicitly,
+ * so what `--help` says is what the process runs with.
  */
 import { readFile } from 'node:fs/promises';
 import { type Command, Option } from 'commander';
 import type { LevelWithSilent } from 'pino';
-import type { BrokerFlags, BrokerLimits, BrokerOptions, HostPort } from '../../broker/types.js';
+import {
+  type BrokerFlags,
+  type BrokerOptions,
+  DEFAULT_ADMIN_LISTEN,
+  DEFAULT_DRAIN_DEADLINE_MS,
+  DEFAULT_FLAGS,
+  DEFAULT_KEEPALIVE_TIME_MS,
+  DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  DEFAULT_LIMITS,
+  DEFAULT_LISTEN,
+  DEFAULT_MAX_CONNECTION_AGE_MS,
+  type HostPort,
+} from '../../broker/index.js';
 import { ConfigError } from './config-error.js';
 import { parseFlagsFile } from './flags-file.js';
 import { integerIn, oneOf, parseBoolean, parseHostPort, parsePath } from './parse-values.js';
 
-const MIB = 1024 * 1024;
 /** Longest timer Node.js honours, in ms (~24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** The CLI's defaults. */
+/** The CLI's defaults: the broker's own, plus the admin port and the process's settings. */
 export const BROKER_CLI_DEFAULTS = {
-  listen: { host: '127.0.0.1', port: 6879 },
-  adminListen: { host: '127.0.0.1', port: 6880 },
-  limits: {
-    maxMessageBytes: 4 * MIB,
-    maxConnections: 10_000,
-    maxSubscriptionsPerConnection: 100_000,
-    maxShardIdBytes: 256,
-    maxQueueMessages: 1024,
-    maxQueueBytes: 16 * MIB,
-    stuckConnectionTimeoutMs: 30_000,
-    resumeRingSize: 64,
-    maxResumeBytes: 64 * MIB,
-  } satisfies BrokerLimits,
-  keepaliveTimeMs: 30_000,
-  keepaliveTimeoutMs: 10_000,
-  maxConnectionAgeMs: 0,
+  listen: DEFAULT_LISTEN,
+  adminListen: DEFAULT_ADMIN_LISTEN,
+  limits: DEFAULT_LIMITS,
+  keepaliveTimeMs: DEFAULT_KEEPALIVE_TIME_MS,
+  keepaliveTimeoutMs: DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  maxConnectionAgeMs: DEFAULT_MAX_CONNECTION_AGE_MS,
+  /** As the broker's `DEFAULT_MAX_CALLER_ID_LABELS` (not exported by the broker). */
   maxCallerIdLabels: 100,
-  drainDeadlineMs: 10_000,
-  forwardPushes: true,
+  drainDeadlineMs: DEFAULT_DRAIN_DEADLINE_MS,
+  forwardPushes: DEFAULT_FLAGS.forwardPushes,
   logLevel: 'info' as LevelWithSilent,
   logFormat: 'auto' as LogFormat,
 } as const;
@@ -113,7 +115,6 @@ export function addBrokerOptions(command: Command): Command {
   const d = BROKER_CLI_DEFAULTS;
   const L = d.limits;
   const count = integerIn(1, Number.MAX_SAFE_INTEGER);
-  const bytes = integerIn(1, 2 ** 31 - 1);
   const ms = integerIn(0, MAX_TIMER_MS);
   const positiveMs = integerIn(1, MAX_TIMER_MS);
   const options = [
@@ -156,7 +157,7 @@ export function addBrokerOptions(command: Command): Command {
       '--max-message-bytes <n>',
       'PERSIST_PUBSUB_MAX_MESSAGE_BYTES',
       'largest inbound gRPC message, in bytes',
-      bytes,
+      integerIn(64, 2 ** 31 - 1),
       L.maxMessageBytes,
     ),
     opt(
@@ -191,7 +192,7 @@ export function addBrokerOptions(command: Command): Command {
       '--max-queue-bytes <n>',
       'PERSIST_PUBSUB_MAX_QUEUE_BYTES',
       'outbound queue per connection, in bytes',
-      bytes,
+      count,
       L.maxQueueBytes,
     ),
     opt(
@@ -240,7 +241,7 @@ export function addBrokerOptions(command: Command): Command {
       '--max-caller-id-labels <n>',
       'PERSIST_PUBSUB_MAX_CALLER_ID_LABELS',
       'distinct caller ids with their own metric label; later ones count as "other"',
-      integerIn(1, 100_000),
+      integerIn(0, 100_000),
       d.maxCallerIdLabels,
     ),
     opt(

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { BrokerFlags } from '../../broker/types.js';
+import type { BrokerFlags } from '../../broker/index.js';
 import { parseFlagsFile, watchFlagsFile } from './flags-file.js';
 
 function captureLogger() {

@@ -12,7 +12,7 @@ import { type FSWatcher, type StatWatcher, unwatchFile, watch, watchFile } from 
 import { readFile } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
 import type { Logger } from 'pino';
-import type { BrokerFlags } from '../../broker/types.js';
+import type { BrokerFlags } from '../../broker/index.js';
 
 /** How often the fallback poll stats the file, in ms. */
 export const FLAGS_FILE_POLL_INTERVAL_MS = 1000;

@@ -4,7 +4,7 @@
  * and the bad value; the broker command maps it to exit code 2.
  */
 import { InvalidArgumentError } from 'commander';
-import type { HostPort } from '../../broker/types.js';
+import type { HostPort } from '../../broker/index.js';
 
 /** Parses `HOST:PORT` or `[IPV6]:PORT`; port 0 picks a free port. */
 export function parseHostPort(value: string): HostPort {

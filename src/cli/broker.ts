@@ -1,0 +1,230 @@
+/**
+ * `persist-pubsub broker`: runs the sidecar broker with its admin HTTP server (issue 3,
+ * "Operations").
+ *
+ * Lifecycle: validate every flag and read every file first (a problem exits 2 naming the flag,
+ * before any port is bound); start the gRPC server, then the admin server; log one line
+ * `broker listening` with both bound addresses (`grpc`, `admin` as `host:port`). Runtime flags
+ * come from `--forward-pushes`, overlaid by `--flags-file`, which is reloaded when it changes
+ * and on SIGHUP.
+ *
+ * Shutdown: the first SIGTERM or SIGINT starts a graceful drain. `/readyz` answers 503 at once
+ * (load balancers stop routing here), the broker stops accepting, sends GOAWAY and closes what
+ * is left at `--drain-deadline-ms`; the process then exits 0. A second signal during the drain
+ * destroys every connection and exits 1 at once; so does a drain that overruns its deadline by
+ * `DRAIN_GRACE_MS`.
+ */
+import type { Command } from 'commander';
+import type { Logger } from 'pino';
+import { Registry } from 'prom-client';
+import type { AdminServer } from '../broker/admin-server.js';
+import { createAdminServer } from '../broker/admin-server.js';
+import { createBroker } from '../broker/index.js';
+import type { Broker, BrokerOptions, HostPort } from '../broker/types.js';
+import {
+  addBrokerOptions,
+  type BrokerCliConfig,
+  type RawBrokerOptions,
+  resolveBrokerConfig,
+} from './config/broker-options.js';
+import { createCliLogger } from './config/cli-logger.js';
+import { ConfigError, EXIT_USAGE } from './config/config-error.js';
+import { type FlagsFileWatcher, watchFlagsFile } from './config/flags-file.js';
+
+/** How long past the drain deadline the process waits before forcing its exit, in ms. */
+export const DRAIN_GRACE_MS = 2_000;
+/** How long the admin server may take to finish in-flight requests at the end, in ms. */
+export const ADMIN_CLOSE_TIMEOUT_MS = 1_000;
+
+/** What the running process needs from its surroundings; injectable for tests. */
+export interface BrokerProcessDeps {
+  createBroker: (options: BrokerOptions) => Broker;
+  logger: Logger;
+  /** Where SIGTERM, SIGINT and SIGHUP come from. @default process */
+  signals?: Pick<NodeJS.Process, 'on' | 'off'> | undefined;
+  /** Monotonic clock in ms, for the drain duration log. @default performance.now */
+  now?: (() => number) | undefined;
+}
+
+/** The running broker process. */
+export interface BrokerProcess {
+  readonly broker: Broker;
+  readonly admin: AdminServer;
+  /** Phase of the process, one tagged state. */
+  readonly phase: 'serving' | 'draining' | 'stopped';
+  /** Resolves with the exit code once the process is done (drained, forced or failed). */
+  readonly exited: Promise<number>;
+  /** Reads the flags file now (what SIGHUP does). */
+  reloadFlags(): Promise<void>;
+}
+
+const fmt = (hp: HostPort) =>
+  hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+
+/**
+ * Starts the broker and the admin server from a resolved configuration and wires signals.
+ * Throws (with nothing left running) if either cannot start.
+ */
+export async function startBrokerProcess(
+  config: BrokerCliConfig,
+  deps: BrokerProcessDeps,
+): Promise<BrokerProcess> {
+  const { logger } = deps;
+  const signals = deps.signals ?? process;
+  const now = deps.now ?? (() => performance.now());
+  const registry = new Registry();
+  const broker = deps.createBroker({ ...config.broker, logger, registry });
+  const admin = createAdminServer({ broker, listen: config.adminListen, logger });
+  try {
+    await broker.start();
+    await admin.start();
+  } catch (err) {
+    admin.destroy();
+    broker.destroy();
+    throw err;
+  }
+
+  let watcher: FlagsFileWatcher | undefined;
+  if (config.flagsFile !== undefined) {
+    watcher = watchFlagsFile({
+      path: config.flagsFile.path,
+      base: config.baseFlags,
+      initialText: config.flagsFile.text,
+      apply: (flags) => broker.setFlags(flags),
+      logger,
+    });
+  }
+
+  logger.info(
+    {
+      grpc: fmt(broker.address),
+      admin: fmt(admin.address),
+      tls: config.broker.tls === undefined ? 'off' : config.broker.tls.clientCa ? 'mtls' : 'tls',
+      auth: config.broker.authToken === undefined ? 'none' : 'bearer',
+      flags: broker.flags,
+      flagsFile: config.flagsFile?.path,
+    },
+    'broker listening',
+  );
+
+  let phase: BrokerProcess['phase'] = 'serving';
+  let forceTimer: NodeJS.Timeout | undefined;
+  let resolveExit!: (code: number) => void;
+  const exited = new Promise<number>((resolve) => {
+    resolveExit = resolve;
+  });
+
+  const finish = (code: number) => {
+    if (phase === 'stopped') return;
+    phase = 'stopped';
+    if (forceTimer !== undefined) clearTimeout(forceTimer);
+    watcher?.close();
+    signals.off('SIGTERM', onStop);
+    signals.off('SIGINT', onStop);
+    signals.off('SIGHUP', onHup);
+    resolveExit(code);
+  };
+
+  const force = (why: string) => {
+    logger.warn({ why }, 'closing every connection now');
+    broker.destroy();
+    admin.destroy();
+    finish(1);
+  };
+
+  const drain = async (signal: string) => {
+    const started = now();
+    const deadlineMs = config.drainDeadlineMs;
+    admin.markDraining();
+    watcher?.close();
+    logger.info({ signal, deadlineMs }, 'draining: stop accepting, GOAWAY, close at the deadline');
+    // Deliberately not unref()'d: this timer is what guarantees the process exits.
+    forceTimer = setTimeout(() => force('drain overran its deadline'), deadlineMs + DRAIN_GRACE_MS);
+    try {
+      await broker.close({ deadlineMs });
+      await admin.close({ signal: AbortSignal.timeout(ADMIN_CLOSE_TIMEOUT_MS) });
+    } catch (err) {
+      logger.error({ err }, 'drain failed');
+      force('drain failed');
+      return;
+    }
+    if (phase !== 'draining') return;
+    logger.info({ durationMs: Math.round(now() - started) }, 'broker stopped');
+    finish(0);
+  };
+
+  function onStop(signal: NodeJS.Signals) {
+    if (phase === 'serving') {
+      phase = 'draining';
+      void drain(signal);
+    } else if (phase === 'draining') {
+      force(`second signal ${signal} during the drain`);
+    }
+  }
+  function onHup() {
+    if (watcher === undefined) logger.info('SIGHUP: no --flags-file to reload');
+    else void watcher.reload();
+  }
+  signals.on('SIGTERM', onStop);
+  signals.on('SIGINT', onStop);
+  signals.on('SIGHUP', onHup);
+
+  return {
+    broker,
+    admin,
+    get phase() {
+      return phase;
+    },
+    exited,
+    reloadFlags: () => watcher?.reload() ?? Promise.resolve(),
+  };
+}
+
+/** Registers `persist-pubsub broker` on the program. */
+export function registerBroker(program: Command): void {
+  const command = program
+    .command('broker')
+    .description(
+      'run the pubsub broker: gRPC ProtoPersistPubSub on --listen, admin HTTP on --admin-listen',
+    )
+    .addHelpText(
+      'after',
+      `
+Every flag can also be set by the environment variable shown; a flag wins over its variable.
+The bearer token can be given as the token itself in PERSIST_PUBSUB_AUTH_TOKEN.
+Signals: SIGTERM/SIGINT drain gracefully (exit 0), a second one exits at once (exit 1);
+SIGHUP reloads --flags-file. Exit code 2: invalid flags or unreadable files.`,
+    )
+    // A usage error (bad or unknown flag, bad environment value) exits 2; --help exits 0.
+    .exitOverride((err) => {
+      process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
+    });
+  addBrokerOptions(command);
+  command.action(async (raw: RawBrokerOptions) => {
+    let config: BrokerCliConfig;
+    try {
+      config = await resolveBrokerConfig(raw);
+    } catch (err) {
+      if (err instanceof ConfigError) {
+        console.error(`persist-pubsub broker: ${err.message}`);
+        process.exit(EXIT_USAGE);
+      }
+      throw err;
+    }
+    const logger = createCliLogger({
+      level: config.logLevel,
+      format: config.logFormat,
+      name: 'persist-pubsub-broker',
+    });
+    let running: BrokerProcess;
+    try {
+      running = await startBrokerProcess(config, { createBroker, logger });
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      logger.fatal({ err }, 'broker could not start');
+      console.error(`persist-pubsub broker: ${(err as Error).message}`);
+      process.exit(code === 'invalid_argument' ? EXIT_USAGE : 1);
+    }
+    process.exit(await running.exited);
+  });
+}
