@@ -93,6 +93,10 @@ describe('parseEnvelope', () => {
     });
     expect(parseEnvelope(Uint8Array.of(0x08, ...new Array(11).fill(0x80)))).toMatchObject({
       ok: false,
+      code: 'bad_varint',
+    });
+    expect(parseEnvelope(Uint8Array.of(0x08, 0x80, 0x80))).toMatchObject({
+      ok: false,
       code: 'truncated',
     });
   });
