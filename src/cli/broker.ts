@@ -44,6 +44,8 @@ export interface BrokerProcessDeps {
   signals?: Pick<NodeJS.Process, 'on' | 'off'> | undefined;
   /** Monotonic clock in ms, for the drain duration log. @default performance.now */
   now?: (() => number) | undefined;
+  /** How long past the drain deadline to wait before forcing, in ms. @default DRAIN_GRACE_MS */
+  drainGraceMs?: number | undefined;
 }
 
 /** The running broker process. */
@@ -139,7 +141,10 @@ export async function startBrokerProcess(
     watcher?.close();
     logger.info({ signal, deadlineMs }, 'draining: stop accepting, GOAWAY, close at the deadline');
     // Deliberately not unref()'d: this timer is what guarantees the process exits.
-    forceTimer = setTimeout(() => force('drain overran its deadline'), deadlineMs + DRAIN_GRACE_MS);
+    forceTimer = setTimeout(
+      () => force('drain overran its deadline'),
+      deadlineMs + (deps.drainGraceMs ?? DRAIN_GRACE_MS),
+    );
     try {
       await broker.close({ deadlineMs });
       await admin.close({ signal: AbortSignal.timeout(ADMIN_CLOSE_TIMEOUT_MS) });
