@@ -1,0 +1,261 @@
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { Connection, type ConnectionSink } from './connection.js';
+import { createFanoutCore } from './fanout.js';
+import type { CallStatus } from './grpc-status.js';
+import { createBrokerMetrics } from './metrics.js';
+import { DEFAULT_LIMITS } from './options.js';
+import type { OutItem } from './outbound.js';
+import type { BrokerLimits, InProcessMessage } from './types.js';
+import { encodePushDiff } from './wire.js';
+
+const log = pino({ level: 'silent' });
+const turn = () => new Promise((r) => setImmediate(r));
+
+class FakeSink implements ConnectionSink {
+  got: InProcessMessage[] = [];
+  writes = 0;
+  accept = true;
+  ended: CallStatus | undefined;
+  aborted: CallStatus | undefined;
+  write(items: OutItem[]): boolean {
+    this.writes++;
+    for (const it of items) this.got.push(it.toMessage());
+    return this.accept;
+  }
+  end(status: CallStatus): void {
+    this.ended = status;
+  }
+  abort(status: CallStatus): void {
+    this.aborted = status;
+  }
+  pushes(): bigint[] {
+    return this.got.flatMap((m) => (m.kind === 'push' ? [m.seqno] : []));
+  }
+  gaps() {
+    return this.got.filter((m) => m.kind === 'gap');
+  }
+}
+
+function setup(limits: Partial<BrokerLimits> = {}) {
+  const registry = new Registry();
+  const zero = () => 0;
+  const metrics = createBrokerMetrics(
+    registry,
+    {
+      activeConnections: zero,
+      shards: zero,
+      subscriptions: zero,
+      queuedMessages: zero,
+      queuedBytes: zero,
+      resumeRingBytes: zero,
+    },
+    10,
+  );
+  const flags = { forwardPushes: true };
+  const core = createFanoutCore({
+    limits: { ...DEFAULT_LIMITS, ...limits },
+    flags,
+    metrics,
+    now: () => 1000,
+  });
+  let seq = 0;
+  const conn = (extensions = false) => {
+    const sink = new FakeSink();
+    const c = new Connection(
+      ++seq,
+      `c${seq}`,
+      'test',
+      'test',
+      'x',
+      0,
+      'local',
+      sink,
+      log,
+      extensions,
+    );
+    core.add(c);
+    return { c, sink };
+  };
+  const push = (from: Connection, shardId: string, seqno: bigint) =>
+    core.push(
+      from,
+      shardId,
+      seqno,
+      encodePushDiff(Buffer.from(shardId), seqno, Uint8Array.of(1), undefined),
+    );
+  return { core, conn, push, metrics, flags, registry };
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('fan-out core', () => {
+  it('delivers to every subscriber but the sender, coalescing one write per turn', async () => {
+    const { core, conn, push } = setup();
+    const a = conn();
+    const b = conn();
+    const c = conn();
+    for (const x of [a, b, c]) core.subscribe(x.c, 's');
+    for (let n = 1n; n <= 5n; n++) push(a.c, 's', n);
+    await turn();
+    expect(a.sink.got).toEqual([]);
+    expect(b.sink.pushes()).toEqual([1n, 2n, 3n, 4n, 5n]);
+    expect(c.sink.pushes()).toEqual([1n, 2n, 3n, 4n, 5n]);
+    expect(b.sink.writes).toBe(1);
+  });
+
+  it('drops on a full queue, counts it, and sends one gap notice once writable again', async () => {
+    const { core, conn, push, metrics } = setup({ maxQueueMessages: 3 });
+    const pub = conn();
+    const slow = conn(true);
+    const old = conn(false);
+    const older = conn(false);
+    core.subscribe(older.c, 's');
+    core.subscribe(slow.c, 's');
+    core.subscribe(old.c, 's');
+    slow.sink.accept = false;
+    push(pub.c, 's', 1n);
+    await turn();
+    // The transport is now full: the queue takes 3 more, then drops.
+    for (let n = 2n; n <= 8n; n++) {
+      push(pub.c, 's', n);
+      await turn();
+    }
+    expect(slow.sink.pushes()).toEqual([1n]);
+    expect(slow.c.queue).toHaveLength(3);
+    expect(metrics.stats.drops.queue_full).toBe(4);
+    slow.sink.accept = true;
+    core.drained(slow.c);
+    await turn();
+    expect(slow.sink.pushes()).toEqual([1n, 2n, 3n, 4n]);
+    expect(slow.sink.gaps()).toEqual([
+      { kind: 'gap', shardId: 's', reason: 'slow_consumer', fromSeqno: 5n, dropped: 4 },
+    ]);
+    // A client that did not opt in drops the same way but never sees a gap notice.
+    older.sink.accept = false;
+    push(pub.c, 's', 9n);
+    await turn();
+    for (let n = 10n; n <= 20n; n++) push(pub.c, 's', n);
+    older.sink.accept = true;
+    core.drained(older.c);
+    await turn();
+    expect(older.c.dropped).toBeGreaterThan(0);
+    expect(older.sink.gaps()).toEqual([]);
+    // A client that did not opt in to extensions never sees a gap notice.
+    expect(old.sink.gaps()).toEqual([]);
+    // The publisher never waited: every push reached the healthy subscriber.
+    expect(old.sink.pushes().slice(0, 8)).toEqual([1n, 2n, 3n, 4n, 5n, 6n, 7n, 8n]);
+  });
+
+  it('bounds the queue in bytes too', async () => {
+    const { core, conn, push, metrics } = setup({ maxQueueBytes: 100 });
+    const pub = conn();
+    const sub = conn();
+    core.subscribe(sub.c, 's');
+    for (let n = 1n; n <= 10n; n++) push(pub.c, 's', n);
+    expect(sub.c.queueBytes).toBeLessThanOrEqual(100);
+    expect(metrics.stats.drops.queue_full).toBeGreaterThan(0);
+    await turn();
+  });
+
+  it('closes a connection stuck full past stuckConnectionTimeoutMs with RESOURCE_EXHAUSTED', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const { core, conn, push } = setup({ maxQueueMessages: 1, stuckConnectionTimeoutMs: 1000 });
+    const pub = conn();
+    const sub = conn();
+    core.subscribe(sub.c, 's');
+    sub.sink.accept = false;
+    push(pub.c, 's', 1n);
+    await turn();
+    push(pub.c, 's', 2n);
+    push(pub.c, 's', 3n);
+    vi.advanceTimersByTime(999);
+    expect(sub.sink.aborted).toBeUndefined();
+    vi.advanceTimersByTime(1);
+    expect(sub.sink.aborted?.code).toBe(8);
+  });
+
+  it('a drain before the deadline cancels the stuck close', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    const { core, conn, push } = setup({ maxQueueMessages: 1, stuckConnectionTimeoutMs: 1000 });
+    const pub = conn();
+    const sub = conn();
+    core.subscribe(sub.c, 's');
+    sub.sink.accept = false;
+    push(pub.c, 's', 1n);
+    await turn();
+    push(pub.c, 's', 2n);
+    push(pub.c, 's', 3n);
+    vi.advanceTimersByTime(500);
+    sub.sink.accept = true;
+    core.drained(sub.c);
+    await turn();
+    vi.advanceTimersByTime(5000);
+    expect(sub.sink.aborted).toBeUndefined();
+  });
+
+  it('resume replays held diffs after the seqno, then a gap notice if the ring is short', async () => {
+    const { core, conn, push } = setup({ resumeRingSize: 3 });
+    const pub = conn();
+    for (let n = 1n; n <= 5n; n++) push(pub.c, 's', n);
+    const a = conn();
+    expect(core.subscribe(a.c, 's', 3n)).toBeUndefined();
+    await turn();
+    expect(a.sink.pushes()).toEqual([4n, 5n]);
+    expect(a.sink.gaps()).toEqual([]);
+    const b = conn();
+    core.subscribe(b.c, 's', 0n);
+    await turn();
+    expect(b.sink.pushes()).toEqual([3n, 4n, 5n]);
+    expect(b.sink.gaps()).toEqual([
+      { kind: 'gap', shardId: 's', reason: 'resume_unavailable', fromSeqno: 1n, dropped: 0 },
+    ]);
+    // A plain subscribe replays nothing (reference behaviour).
+    const c = conn();
+    core.subscribe(c.c, 's');
+    await turn();
+    expect(c.sink.got).toEqual([]);
+  });
+
+  it('limits subscriptions per connection', () => {
+    const { core, conn } = setup({ maxSubscriptionsPerConnection: 2 });
+    const a = conn();
+    expect(core.subscribe(a.c, 's1')).toBeUndefined();
+    expect(core.subscribe(a.c, 's2')).toBeUndefined();
+    expect(core.subscribe(a.c, 's1')).toBeUndefined();
+    expect(core.subscribe(a.c, 's3')?.code).toBe(8);
+  });
+
+  it('forwardPushes off: pushes are dropped and counted; extension subscribers get a gap notice', async () => {
+    const { core, conn, push, flags, metrics } = setup();
+    const pub = conn();
+    const sub = conn(true);
+    core.subscribe(sub.c, 's');
+    flags.forwardPushes = false;
+    push(pub.c, 's', 7n);
+    await turn();
+    expect(sub.sink.pushes()).toEqual([]);
+    expect(sub.sink.gaps()).toEqual([
+      { kind: 'gap', shardId: 's', reason: 'not_forwarding', fromSeqno: 7n, dropped: 1 },
+    ]);
+    expect(metrics.stats.drops.not_forwarding).toBe(1);
+    flags.forwardPushes = true;
+    push(pub.c, 's', 8n);
+    await turn();
+    expect(sub.sink.pushes()).toEqual([8n]);
+  });
+
+  it('remove forgets a connection and its subscriptions', () => {
+    const { core, conn } = setup();
+    const a = conn();
+    core.subscribe(a.c, 's');
+    core.remove(a.c, 'test');
+    core.remove(a.c, 'test');
+    expect(core.table.shardCount).toBe(0);
+    expect(core.connections.size).toBe(0);
+    expect(a.c.state).toBe('closed');
+  });
+});
