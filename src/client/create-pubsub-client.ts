@@ -22,7 +22,7 @@ import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { ClientError } from './errors.js';
 import { EventQueue } from './event-queue.js';
-import { createFlags, type Flags } from './flags.js';
+import { createFlags, type Flags, type PersistFlags } from './flags.js';
 import { clientMetrics } from './metrics.js';
 import type {
   ConnectionStatus,
@@ -49,6 +49,13 @@ export interface PubSubClientOptions {
   now?: (() => number) | undefined;
   /** Uniform in [0, 1), for jitter. @default Math.random */
   random?: (() => number) | undefined;
+  /**
+   * Whether a flag change needs a new connection (the transport reads flags when it
+   * connects, e.g. the same-process delegate switch). The reconnect is immediate.
+   */
+  reconnectOn?:
+    | ((next: Readonly<PersistFlags>, previous: Readonly<PersistFlags>) => boolean)
+    | undefined;
 }
 
 interface Subscription {
@@ -79,9 +86,11 @@ export function createPubSubClient(
   }
   const now = options.now ?? Date.now;
   const random = options.random ?? Math.random;
-  const kind = transport.kind;
-  const log = options.logger?.child({ component: 'pubsub-client', transport: kind });
+  const log = options.logger?.child({ component: 'pubsub-client' });
   const m = clientMetrics(options.registry ?? new Registry());
+  // The label follows the transport's current kind (a broker transport may switch between the
+  // same-process delegate and gRPC); `connected` is reset under the kind it was set with.
+  let kind = transport.kind;
   m.connected.set({ transport: kind }, 0);
 
   const subs = new Map<string, Subscription>();
@@ -97,7 +106,7 @@ export function createPubSubClient(
   let connections = 0;
   /** Wakes the loop from a backoff sleep or a disabled wait. */
   let wake: (() => void) | undefined;
-  /** Ends the live connection (flag off, close). */
+  /** Ends the live connection (flag off, reconfigured, close). */
   let disconnect: ((why: 'disabled' | 'closed') => void) | undefined;
   let attemptAbort: AbortController | undefined;
 
@@ -161,6 +170,7 @@ export function createPubSubClient(
       }
       const attempt = failures + 1;
       setStatus({ state: 'connecting', attempt });
+      kind = transport.kind;
       m.connectAttempts.inc({ transport: kind });
       const ac = new AbortController();
       attemptAbort = ac;
@@ -226,6 +236,8 @@ export function createPubSubClient(
       };
       m.connected.set({ transport: kind }, 1);
       m.connectionsEstablished.inc({ transport: kind });
+      kind = transport.kind;
+      log?.debug({ transport: kind }, 'pubsub connected');
       setStatus({ state: 'connected', sinceMs: now(), connections });
       for (const [shardId, sub] of subs) count('subscribe', conn.subscribe(shardId, resumeOf(sub)));
       events.push({ kind: 'resync', shardIds: [...subs.keys()], reconnect: connections > 1 });
@@ -253,7 +265,16 @@ export function createPubSubClient(
   };
 
   const unsubscribeFlags = flags.onChange((next, prev) => {
-    if (next.persist_pubsub_client_enabled === prev.persist_pubsub_client_enabled) return;
+    if (next.persist_pubsub_client_enabled === prev.persist_pubsub_client_enabled) {
+      if (next.persist_pubsub_client_enabled && options.reconnectOn?.(next, prev)) {
+        log?.debug('pubsub reconnecting: transport flags changed');
+        // 'disabled' ends the connection without a backoff; the loop reconnects at once.
+        attemptAbort?.abort(new ClientError('closed', 'pubsub transport reconfigured'));
+        disconnect?.('disabled');
+        wake?.();
+      }
+      return;
+    }
     if (!next.persist_pubsub_client_enabled) {
       log?.debug('pubsub client disabled by flag');
       attemptAbort?.abort(new ClientError('closed', 'pubsub client disabled'));
@@ -275,7 +296,9 @@ export function createPubSubClient(
   });
 
   const client: PubSubClient = {
-    transport: kind,
+    get transport() {
+      return kind;
+    },
     get status() {
       return feed.current;
     },

@@ -74,7 +74,9 @@ export class EventQueue implements AsyncIterable<PubSubEvent> {
       },
       return: () => {
         this.#iterating = false;
+        const w = this.#waiter;
         this.#waiter = undefined;
+        w?.({ value: undefined, done: true });
         return Promise.resolve({ value: undefined, done: true });
       },
     };

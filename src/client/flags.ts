@@ -29,11 +29,9 @@ export interface PersistFlags {
   persist_pubsub_client_receiver_channel_size: number;
   /** A reader waiting for the next seqno first polls Consensus after this long, in ms. @default 1200 */
   persist_next_listen_batch_retryer_fixed_sleep_ms: number;
-  /** Then polls after this long, in ms, growing by the multiplier. @default 100 */
+  /** Then polls after this long, in ms, doubling (shard-state `pollInitialBackoffMs`). @default 100 */
   persist_next_listen_batch_retryer_initial_backoff_ms: number;
-  /** Growth factor of the poll interval. @default 2 */
-  persist_next_listen_batch_retryer_multiplier: number;
-  /** Cap of the poll interval, in ms. @default 16000 */
+  /** Cap of the poll interval, in ms (shard-state `pollMaxBackoffMs`). @default 16000 */
   persist_next_listen_batch_retryer_clamp_ms: number;
 }
 
@@ -51,6 +49,20 @@ const ms = (d: number, min = 0, max = 3_600_000): FlagSpec => ({
   integer: true,
 });
 
+/** Checks across flags, on the merged result of an update. */
+function checkCombined(f: PersistFlags): void {
+  if (
+    f.persist_next_listen_batch_retryer_initial_backoff_ms >
+    f.persist_next_listen_batch_retryer_clamp_ms
+  ) {
+    throw new ClientError(
+      'invalid_argument',
+      'flag persist_next_listen_batch_retryer_initial_backoff_ms must not exceed persist_next_listen_batch_retryer_clamp_ms',
+      { field: 'persist_next_listen_batch_retryer_initial_backoff_ms' },
+    );
+  }
+}
+
 /** Every flag, its type, default and valid range. */
 export const FLAG_SPECS: Readonly<Record<FlagName, FlagSpec>> = {
   persist_pubsub_client_enabled: { kind: 'boolean', default: true },
@@ -63,13 +75,6 @@ export const FLAG_SPECS: Readonly<Record<FlagName, FlagSpec>> = {
   persist_pubsub_client_receiver_channel_size: ms(25, 1, 1_000_000),
   persist_next_listen_batch_retryer_fixed_sleep_ms: ms(1200),
   persist_next_listen_batch_retryer_initial_backoff_ms: ms(100, 1),
-  persist_next_listen_batch_retryer_multiplier: {
-    kind: 'number',
-    default: 2,
-    min: 1,
-    max: 100,
-    integer: false,
-  },
   persist_next_listen_batch_retryer_clamp_ms: ms(16_000, 1),
 };
 
@@ -160,6 +165,7 @@ export function createFlags(initial: Partial<Record<FlagName, unknown>> = {}): F
     set(update) {
       const parsed = parseFlags(update);
       const next = Object.freeze({ ...current, ...parsed });
+      checkCombined(next);
       if (FLAG_NAMES.every((n) => next[n] === current[n])) return;
       const previous = current;
       current = next;

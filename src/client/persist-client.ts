@@ -1,0 +1,284 @@
+/**
+ * `createPersistClient`: what writers and readers import. It ties the three parts together:
+ * Consensus (the truth), the shard-state cache (one shared state per shard in this process) and
+ * a pubsub client (the side channel), under runtime flags.
+ *
+ * Wiring (DESIGN "Client"):
+ * - the cache's `onSubscribe`/`onUnsubscribe` hooks hold one pubsub token per open shard, whose
+ *   resume seqno is the shard's latest applied seqno;
+ * - the cache's `publish` hook pushes every committed diff with its commit time (unless
+ *   `persist_pubsub_push_diff_enabled` is off);
+ * - received diffs go to `receiveDiff`; a gap notice, and every (re)connect for each subscribed
+ *   shard, trigger one `fetchNow`, so no reader waits for its poll timer after an outage;
+ * - `onApplied` feeds the end-to-end latency histogram (commit time → applied here).
+ * Pubsub is an optimisation only: with the client flag off, or no pubsub at all, readers stay
+ * correct through the cache's polling fallback.
+ */
+import type { Logger } from 'pino';
+import { Registry } from 'prom-client';
+import type { Broker } from '../broker/index.js';
+import { type Consensus, openConsensus } from '../consensus/index.js';
+import {
+  createShardStateCache,
+  type ShardHandle,
+  type ShardStateCache,
+  type ShardStateConfig,
+  type StateModel,
+} from '../shard-state/index.js';
+import { createBrokerTransport } from './broker-transport.js';
+import { createPubSubClient } from './create-pubsub-client.js';
+import { ClientError } from './errors.js';
+import { createFlags, type FlagName, type Flags, type PersistFlags } from './flags.js';
+import type { GrpcTransportOptions } from './grpc-transport.js';
+import { createGrpcTransport } from './grpc-transport.js';
+import { clientMetrics } from './metrics.js';
+import { createNoopPubSubClient } from './noop-pubsub-client.js';
+import type { PubSubClient, SubscriptionToken } from './pubsub-client.js';
+
+/** gRPC to a broker, with TLS/token/keepalive options. */
+export type PubSubGrpcOptions = Omit<GrpcTransportOptions, 'callerId' | 'now'>;
+
+/**
+ * Where pubsub goes: a `grpc://` or `grpcs://` URL, gRPC options with such a URL, a broker
+ * running in this process (the same-process delegate), a ready `PubSubClient` (e.g. NATS), or
+ * `undefined`/`'none'` for no pubsub (polling only).
+ */
+export type PubSubTarget = string | PubSubGrpcOptions | Broker | PubSubClient | 'none' | undefined;
+
+export interface PersistClientOptions {
+  /** A Consensus URL (`mem:`, `sqlite:PATH`, `postgres://…`, `redis://…`) or an instance. */
+  consensus: string | Consensus;
+  /** @default undefined (no pubsub: readers poll) */
+  pubsub?: PubSubTarget;
+  /** Sent to the broker as `persist-pubsub-caller-id`; ASCII. @default 'unknown' */
+  callerId?: string | undefined;
+  /** Runtime flags: a live `Flags` (shared, changeable) or initial values. @default all defaults */
+  config?: Flags | Partial<Record<FlagName, unknown>> | undefined;
+  /** Shard-state settings that are not flags (reorder window, rollups, batch size). */
+  shardState?: Partial<ShardStateConfig> | undefined;
+  logger?: Logger | undefined;
+  /** Metrics go here (client, shard-state and, for a URL, Consensus). @default a new Registry */
+  registry?: Registry | undefined;
+}
+
+export interface OpenShardOptions {
+  signal?: AbortSignal | undefined;
+}
+
+export interface PersistClient {
+  /** A handle on a shard's shared state (see `ShardHandle`). */
+  openShard<S = unknown, D = unknown>(
+    shardId: string,
+    model?: StateModel<S, D>,
+    options?: OpenShardOptions,
+  ): Promise<ShardHandle<S>>;
+  /** The runtime flags; `flags.set(...)` takes effect at once. */
+  readonly flags: Flags;
+  readonly pubsub: PubSubClient;
+  readonly consensus: Consensus;
+  readonly registry: Registry;
+  /** Closes every handle, the pubsub connection and (if opened from a URL) the Consensus. */
+  close(): Promise<void>;
+}
+
+function isFlags(v: unknown): v is Flags {
+  return (
+    typeof v === 'object' &&
+    v !== null &&
+    typeof (v as Flags).get === 'function' &&
+    typeof (v as Flags).onChange === 'function'
+  );
+}
+
+function isBroker(v: object): v is Broker {
+  return typeof (v as Broker).connectInProcess === 'function';
+}
+
+function isPubSubClient(v: object): v is PubSubClient {
+  return (
+    typeof (v as PubSubClient).push === 'function' &&
+    typeof (v as PubSubClient).events === 'function'
+  );
+}
+
+function pollConfig(f: Readonly<PersistFlags>): Partial<ShardStateConfig> {
+  return {
+    pollFirstSleepMs: f.persist_next_listen_batch_retryer_fixed_sleep_ms,
+    pollInitialBackoffMs: f.persist_next_listen_batch_retryer_initial_backoff_ms,
+    pollMaxBackoffMs: f.persist_next_listen_batch_retryer_clamp_ms,
+  };
+}
+
+export async function createPersistClient(options: PersistClientOptions): Promise<PersistClient> {
+  if (typeof options !== 'object' || options === null) {
+    throw new ClientError('invalid_argument', 'options must be an object');
+  }
+  const registry = options.registry ?? new Registry();
+  const logger = options.logger;
+  const log = logger?.child({ component: 'persist-client' });
+  const flags = isFlags(options.config) ? options.config : createFlags(options.config ?? {});
+  const callerId = options.callerId ?? 'unknown';
+  const m = clientMetrics(registry);
+
+  // Pubsub first: it validates its options synchronously and never blocks.
+  const pubsubOpts = { flags, logger, registry };
+  const target = options.pubsub;
+  let pubsub: PubSubClient;
+  if (target === undefined || target === 'none') {
+    pubsub = createNoopPubSubClient({ registry });
+  } else if (typeof target === 'string') {
+    pubsub = createPubSubClient(createGrpcTransport({ url: target, callerId }), pubsubOpts);
+  } else if (typeof target === 'object' && target !== null && isBroker(target)) {
+    pubsub = createPubSubClient(createBrokerTransport(target, { flags, callerId }), {
+      ...pubsubOpts,
+      reconnectOn: (next, prev) =>
+        next.persist_pubsub_same_process_delegate_enabled !==
+        prev.persist_pubsub_same_process_delegate_enabled,
+    });
+  } else if (typeof target === 'object' && target !== null && isPubSubClient(target)) {
+    pubsub = target;
+  } else if (typeof target === 'object' && target !== null && typeof target.url === 'string') {
+    pubsub = createPubSubClient(createGrpcTransport({ ...target, callerId }), pubsubOpts);
+  } else {
+    throw new ClientError(
+      'invalid_argument',
+      'pubsub must be a grpc:// or grpcs:// URL, gRPC options with a url, a Broker, a PubSubClient or none',
+      { field: 'pubsub' },
+    );
+  }
+
+  let consensus: Consensus;
+  let ownsConsensus = false;
+  try {
+    if (typeof options.consensus === 'string') {
+      consensus = await openConsensus(options.consensus, { logger, registry });
+      ownsConsensus = true;
+    } else if (typeof options.consensus === 'object' && options.consensus !== null) {
+      consensus = options.consensus;
+    } else {
+      throw new ClientError('invalid_argument', 'consensus must be a URL or a Consensus', {
+        field: 'consensus',
+      });
+    }
+  } catch (err) {
+    if (pubsub !== target) await pubsub.close();
+    throw err;
+  }
+
+  const tokens = new Map<string, SubscriptionToken>();
+  const applied = new Map<string, bigint>();
+  let cache: ShardStateCache;
+  try {
+    cache = createShardStateCache({
+      consensus,
+      registry,
+      logger,
+      config: { ...options.shardState, ...pollConfig(flags.get()) },
+      hooks: {
+        onSubscribe(shardId) {
+          tokens.get(shardId)?.release();
+          tokens.set(
+            shardId,
+            pubsub.subscribe(shardId, { resumeAfterSeqno: () => applied.get(shardId) }),
+          );
+        },
+        onUnsubscribe(shardId) {
+          tokens.get(shardId)?.release();
+          tokens.delete(shardId);
+          applied.delete(shardId);
+        },
+        publish(event) {
+          if (!flags.get().persist_pubsub_push_diff_enabled) {
+            m.pushesDropped.inc({ reason: 'push_disabled' });
+            return;
+          }
+          pubsub.push(event.shardId, event.seqno, event.diff, event.commitTimeMs);
+        },
+        onApplied(event) {
+          const prev = applied.get(event.shardId);
+          if (prev === undefined || event.seqno > prev) applied.set(event.shardId, event.seqno);
+          if (event.source === 'local') return;
+          const seconds = Math.max(0, event.appliedAtMs - event.originTimestampMs) / 1000;
+          m.e2eLatency.observe({ path: event.source === 'pubsub' ? 'pubsub' : 'poll' }, seconds);
+        },
+      },
+    });
+  } catch (err) {
+    if (pubsub !== target) await pubsub.close();
+    if (ownsConsensus) await consensus.close();
+    throw err;
+  }
+
+  const offFlags = flags.onChange((next, prev) => {
+    const a = pollConfig(next);
+    const b = pollConfig(prev);
+    if (JSON.stringify(a) === JSON.stringify(b)) return;
+    try {
+      cache.setConfig(a);
+    } catch (err) {
+      m.flagErrors.inc({ source: 'shard_state' });
+      log?.error({ err }, 'poll flags rejected by shard state; previous schedule stays');
+    }
+  });
+
+  // One consumer of the pubsub stream for the life of the client.
+  const stream = pubsub.events()[Symbol.asyncIterator]();
+  const pump = (async () => {
+    for (;;) {
+      const next = await stream.next();
+      if (next.done) break;
+      const ev = next.value;
+      if (ev.kind === 'diff') {
+        const receivedAtMs = Date.now();
+        const outcome = cache.receiveDiff(ev.shardId, ev.seqno, ev.diff, {
+          originTimestampMs: ev.originTimestampMs,
+          receivedAtMs,
+        });
+        if (outcome === 'applied') {
+          m.applyFastPath.inc();
+          if (ev.brokerTimestampMs !== undefined) {
+            m.approxDiffApplyLatency.observe(Math.max(0, Date.now() - ev.brokerTimestampMs) / 1000);
+          }
+        } else if (outcome === 'held') m.applySlowPathSucceeded.inc();
+        else if (outcome === 'stale' || outcome === 'refetch') m.applySlowPathFailed.inc();
+      } else if (ev.kind === 'gap') {
+        m.catchUpFetches.inc({ reason: 'gap' });
+        void cache.fetchNow(ev.shardId, 'gap_notice');
+      } else {
+        const open = new Set(cache.openShards());
+        for (const shardId of ev.shardIds) {
+          if (!open.has(shardId)) continue;
+          m.catchUpFetches.inc({ reason: 'resync' });
+          void cache.fetchNow(shardId, 'reconnect');
+        }
+      }
+    }
+  })().catch((err: unknown) => log?.error({ err }, 'pubsub event loop failed'));
+
+  let closing: Promise<void> | undefined;
+  return {
+    openShard(shardId, model, openOptions) {
+      if (closing !== undefined) {
+        return Promise.reject(new ClientError('closed', 'the persist client is closed'));
+      }
+      return cache.open(shardId, model, openOptions);
+    },
+    flags,
+    pubsub,
+    consensus,
+    registry,
+    close() {
+      closing ??= (async () => {
+        offFlags();
+        cache.close();
+        for (const t of tokens.values()) t.release();
+        tokens.clear();
+        await stream.return?.();
+        if (pubsub !== target) await pubsub.close();
+        await pump;
+        if (ownsConsensus) await consensus.close();
+      })();
+      return closing;
+    },
+  };
+}

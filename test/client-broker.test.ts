@@ -1,0 +1,216 @@
+/**
+ * The reference client scenarios against the real broker on loopback (gRPC), plus the
+ * same-process delegate: subscribe before the broker exists; refcounted tokens; no echo to
+ * the sender; broker restart with resubscribe and a subscription made during the outage.
+ */
+import { createServer } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Broker } from '../src/broker/index.js';
+import { createBroker } from '../src/broker/index.js';
+import {
+  createBrokerTransport,
+  createFlags,
+  createGrpcPubSubClient,
+  createPubSubClient,
+  type PubSubClient,
+  type PubSubEvent,
+} from '../src/client/index.js';
+
+const cleanup: (() => unknown)[] = [];
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) await c();
+});
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => (typeof a === 'object' && a !== null ? resolve(a.port) : reject(new Error())));
+    });
+  });
+}
+
+async function startBroker(port = 0): Promise<Broker> {
+  const broker = createBroker({ listen: { host: '127.0.0.1', port } });
+  await broker.start();
+  cleanup.push(() => broker.destroy());
+  return broker;
+}
+
+async function until(pred: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** Collects every event of a client into an array. */
+function collect(client: PubSubClient): PubSubEvent[] {
+  const out: PubSubEvent[] = [];
+  void (async () => {
+    for await (const ev of client.events()) out.push(ev);
+  })();
+  return out;
+}
+
+const diffs = (evs: PubSubEvent[], shard: string) =>
+  evs.flatMap((e) => (e.kind === 'diff' && e.shardId === shard ? [e.seqno] : []));
+
+const shard = (n: number) => `s00000000-0000-0000-0000-${String(n).padStart(12, '0')}`;
+
+function fastFlags() {
+  return createFlags({
+    persist_pubsub_reconnect_backoff_ms: 20,
+    persist_pubsub_connect_max_backoff_ms: 50,
+    persist_pubsub_connect_attempt_timeout_ms: 1000,
+  });
+}
+
+function grpcClient(port: number, callerId: string): PubSubClient {
+  const c = createGrpcPubSubClient({
+    url: `grpc://127.0.0.1:${port}`,
+    callerId,
+    flags: fastFlags(),
+    initialConnectBackoffMs: 10,
+  });
+  cleanup.push(() => c.close());
+  return c;
+}
+
+const subscribers = (broker: Broker, shardId: string): number =>
+  broker.listShards({ pageSize: 1000 }).items.find((s) => s.shardId === shardId)?.subscribers ?? 0;
+
+describe('pubsub client against the broker (gRPC)', () => {
+  it('a subscription made before the broker exists takes effect once it starts', async () => {
+    const port = await freePort();
+    const reader = grpcClient(port, 'reader');
+    const writer = grpcClient(port, 'writer');
+    const S = shard(1);
+    reader.subscribe(S);
+    const got = collect(reader);
+    await until(() => reader.status.state === 'backoff');
+    const broker = await startBroker(port);
+    await until(() => subscribers(broker, S) === 1 && writer.status.state === 'connected');
+    writer.push(S, 1n, new Uint8Array([1]));
+    await until(() => diffs(got, S).length === 1);
+    expect(diffs(got, S)).toEqual([1n]);
+  });
+
+  it('refcounts tokens, unsubscribes on the last release, and never echoes to the sender', async () => {
+    const broker = await startBroker();
+    const a = grpcClient(broker.address.port, 'a');
+    const b = grpcClient(broker.address.port, 'b');
+    const S = shard(2);
+    const gotA = collect(a);
+    const gotB = collect(b);
+    const t1 = a.subscribe(S);
+    const t2 = a.subscribe(S);
+    b.subscribe(S);
+    await until(() => subscribers(broker, S) === 2);
+    expect(
+      broker
+        .listConnections()
+        .items.map((c) => c.subscriptions)
+        .sort(),
+    ).toEqual([1, 1]);
+    a.push(S, 1n, new Uint8Array([1]));
+    b.push(S, 2n, new Uint8Array([2]));
+    await until(() => diffs(gotA, S).length === 1 && diffs(gotB, S).length === 1);
+    expect(diffs(gotA, S)).toEqual([2n]);
+    expect(diffs(gotB, S)).toEqual([1n]);
+    t1.release();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(subscribers(broker, S)).toBe(2);
+    t2[Symbol.dispose]();
+    await until(() => subscribers(broker, S) === 1);
+    b.push(S, 3n, new Uint8Array([3]));
+    // A probe on another shard, pushed after, proves a had the chance to receive seqno 3.
+    const P = shard(3);
+    a.subscribe(P);
+    await until(() => subscribers(broker, P) === 1);
+    b.push(P, 1n, new Uint8Array());
+    await until(() => diffs(gotA, P).length === 1);
+    expect(diffs(gotA, S)).toEqual([2n]);
+  });
+
+  it('broker restart: reconnects, resubscribes, traffic resumes both ways, outage subscriptions honoured', async () => {
+    let broker = await startBroker();
+    const port = broker.address.port;
+    const a = grpcClient(port, 'a');
+    const b = grpcClient(port, 'b');
+    const S = shard(4);
+    const T = shard(5);
+    const gotA = collect(a);
+    const gotB = collect(b);
+    a.subscribe(S);
+    b.subscribe(S);
+    await until(() => subscribers(broker, S) === 2);
+    a.push(S, 1n, new Uint8Array());
+    await until(() => diffs(gotB, S).length === 1);
+
+    broker.destroy();
+    await until(() => a.status.state !== 'connected' && b.status.state !== 'connected');
+    expect(a.push(S, 2n, new Uint8Array())).toBe(false);
+    b.subscribe(T); // made during the outage
+    broker = await startBroker(port);
+    await until(() => subscribers(broker, S) === 2 && subscribers(broker, T) === 1);
+    // Both sides learnt of the reconnect (to catch up from Consensus).
+    expect(gotA.filter((e) => e.kind === 'resync' && e.reconnect)).toHaveLength(1);
+    expect(gotB.find((e) => e.kind === 'resync' && e.reconnect)).toMatchObject({
+      shardIds: [S, T],
+    });
+    a.push(S, 3n, new Uint8Array());
+    b.push(S, 4n, new Uint8Array());
+    a.push(T, 1n, new Uint8Array());
+    await until(() => diffs(gotB, S).length === 2 && diffs(gotA, S).length === 1);
+    await until(() => diffs(gotB, T).length === 1);
+    expect(diffs(gotB, S)).toEqual([1n, 3n]);
+    expect(diffs(gotA, S)).toEqual([4n]);
+  });
+});
+
+describe('same-process delegate', () => {
+  it('talks to the broker in-process, interoperates with gRPC peers, and switches by flag', async () => {
+    const broker = await startBroker();
+    const flags = fastFlags();
+    const local = createPubSubClient(createBrokerTransport(broker, { flags, callerId: 'local' }), {
+      flags,
+      reconnectOn: (n, p) =>
+        n.persist_pubsub_same_process_delegate_enabled !==
+        p.persist_pubsub_same_process_delegate_enabled,
+    });
+    cleanup.push(() => local.close());
+    const remote = grpcClient(broker.address.port, 'remote');
+    const S = shard(6);
+    const gotLocal = collect(local);
+    const gotRemote = collect(remote);
+    local.subscribe(S);
+    remote.subscribe(S);
+    await until(() => subscribers(broker, S) === 2);
+    expect(local.transport).toBe('in-process');
+    const diff = new Uint8Array([9, 9]);
+    local.push(S, 1n, diff, 1234);
+    remote.push(S, 2n, new Uint8Array([7]));
+    await until(() => diffs(gotLocal, S).length === 1 && diffs(gotRemote, S).length === 1);
+    expect(gotRemote.find((e) => e.kind === 'diff')).toMatchObject({
+      seqno: 1n,
+      originTimestampMs: 1234,
+    });
+    expect(gotLocal.find((e) => e.kind === 'diff')).toMatchObject({ seqno: 2n });
+    const kinds = () =>
+      broker
+        .listConnections()
+        .items.map((c) => `${c.callerId}:${c.remoteAddress === 'in-process' ? 'local' : 'net'}`)
+        .sort();
+    expect(kinds()).toEqual(['local:local', 'remote:net']);
+
+    flags.set({ persist_pubsub_same_process_delegate_enabled: false });
+    await until(() => local.status.state === 'connected' && local.transport === 'grpc');
+    await until(() => subscribers(broker, S) === 2 && kinds().join() === 'local:net,remote:net');
+    remote.push(S, 3n, new Uint8Array());
+    await until(() => diffs(gotLocal, S).length === 2);
+    expect(diffs(gotLocal, S)).toEqual([2n, 3n]);
+  });
+});
