@@ -4,7 +4,9 @@
  */
 type Bench = { description: string; run: (args: string[]) => Promise<void> };
 
-const BENCHES: Record<string, () => Promise<Bench>> = {};
+const BENCHES: Record<string, () => Promise<Bench>> = {
+  consensus: async () => (await import('./consensus.js')).consensusBench,
+};
 
 async function main(): Promise<void> {
   const [name, ...rest] = process.argv.slice(2);

@@ -1,0 +1,212 @@
+/**
+ * `npm run bench -- consensus [--seconds S] [--backends memory,sqlite,postgres,redis]
+ *   [--postgres URL] [--redis URL] [--bytes N] [--sqlite-synchronous full|normal]`
+ *
+ * For every reachable backend: the latency (p50, p99, from an HDR histogram in microseconds)
+ * and throughput of compare-and-set (appending `--bytes` of data to the key's head), head, and a
+ * scan of the last 10 versions, each measured by ONE client issuing calls back to back for
+ * `--seconds` (so ops/s is the single-client rate, not the backend's capacity). Prints one
+ * Markdown table. Postgres and Redis are probed first and reported as skipped when unreachable.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import * as hdr from 'hdr-histogram-js';
+import { type Consensus, openConsensus, openSqliteConsensus } from '../src/consensus/index.js';
+
+const BACKENDS = ['memory', 'sqlite', 'postgres', 'redis'] as const;
+type BackendName = (typeof BACKENDS)[number];
+const OPS = ['cas', 'head', 'scan'] as const;
+type Op = (typeof OPS)[number];
+const SCAN_LENGTH = 10;
+const WARMUP_OPS = 200;
+
+interface Row {
+  backend: string;
+  op: Op;
+  p50Us: number;
+  p99Us: number;
+  opsPerSecond: number;
+  count: number;
+}
+
+export const consensusBench = {
+  description: 'Consensus compare-and-set, head and scan latency and ops/s, every backend',
+  run,
+};
+
+async function run(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      seconds: { type: 'string', default: '3' },
+      backends: { type: 'string', default: BACKENDS.join(',') },
+      postgres: {
+        type: 'string',
+        default:
+          process.env.PERSIST_PUBSUB_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432/test',
+      },
+      redis: {
+        type: 'string',
+        default: process.env.PERSIST_PUBSUB_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379',
+      },
+      bytes: { type: 'string', default: '256' },
+      'sqlite-synchronous': { type: 'string', default: 'full' },
+    },
+  });
+  const seconds = Number(values.seconds);
+  if (!(seconds > 0 && seconds <= 600)) throw new Error('--seconds must be in (0, 600]');
+  const bytes = Number(values.bytes);
+  if (!Number.isSafeInteger(bytes) || bytes < 0) throw new Error('--bytes must be an integer >= 0');
+  const synchronous = values['sqlite-synchronous'];
+  if (synchronous !== 'full' && synchronous !== 'normal') {
+    throw new Error('--sqlite-synchronous must be full or normal');
+  }
+  const wanted = values.backends.split(',').map((b) => b.trim());
+  for (const b of wanted) {
+    if (!(BACKENDS as readonly string[]).includes(b)) {
+      throw new Error(`unknown backend ${b}; known: ${BACKENDS.join(', ')}`);
+    }
+  }
+
+  const dir = mkdtempSync(join(tmpdir(), 'persist-pubsub-bench-'));
+  const rows: Row[] = [];
+  const notes: string[] = [];
+  try {
+    for (const backend of wanted as BackendName[]) {
+      let label: string = backend;
+      let consensus: Consensus;
+      try {
+        switch (backend) {
+          case 'memory':
+            consensus = await openConsensus('mem:');
+            break;
+          case 'sqlite':
+            label = `sqlite (file, synchronous=${synchronous})`;
+            consensus = await openSqliteConsensus(join(dir, 'bench.db'), { synchronous });
+            break;
+          case 'postgres':
+          case 'redis': {
+            const url = backend === 'postgres' ? values.postgres : values.redis;
+            if (!(await reachable(url))) {
+              notes.push(`${backend}: skipped, ${redact(url)} is unreachable`);
+              continue;
+            }
+            consensus = await openConsensus(url);
+            break;
+          }
+        }
+      } catch (err) {
+        notes.push(`${backend}: skipped, cannot open: ${err instanceof Error ? err.message : err}`);
+        continue;
+      }
+      try {
+        rows.push(...(await measure(label, consensus, seconds, bytes)));
+      } finally {
+        await consensus.close();
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+
+  console.log(
+    `One client, calls back to back, ${seconds} s per operation, ${bytes}-byte versions, ` +
+      `scan = last ${SCAN_LENGTH} versions. Node ${process.version}.\n`,
+  );
+  console.log('| backend | op | p50 (µs) | p99 (µs) | ops/s | calls |');
+  console.log('|---|---|---:|---:|---:|---:|');
+  for (const r of rows) {
+    console.log(
+      `| ${r.backend} | ${r.op} | ${r.p50Us} | ${r.p99Us} | ${Math.round(r.opsPerSecond)} | ${r.count} |`,
+    );
+  }
+  for (const note of notes) console.log(`\n- ${note}`);
+}
+
+async function measure(
+  backend: string,
+  consensus: Consensus,
+  seconds: number,
+  bytes: number,
+): Promise<Row[]> {
+  const key = `bench-${randomUUID()}`;
+  const data = new Uint8Array(bytes).map((_, i) => i % 251);
+  let head: bigint | null = null;
+  const cas = async () => {
+    const next = head === null ? 0n : head + 1n;
+    const result = await consensus.compareAndSet(key, head, { seqno: next, data });
+    if (result !== 'committed') throw new Error(`${backend}: an uncontended CAS lost`);
+    head = next;
+  };
+  const ops: Record<Op, () => Promise<unknown>> = {
+    cas,
+    head: () => consensus.head(key),
+    scan: async () => {
+      const from = (head ?? 0n) >= BigInt(SCAN_LENGTH - 1) ? head! - BigInt(SCAN_LENGTH - 1) : 0n;
+      const got = await consensus.scan(key, from, SCAN_LENGTH);
+      if (got.length !== SCAN_LENGTH) throw new Error(`${backend}: scan returned ${got.length}`);
+    },
+  };
+  for (let i = 0; i < WARMUP_OPS; i++) await cas();
+  const rows: Row[] = [];
+  for (const op of OPS) {
+    const fn = ops[op];
+    for (let i = 0; i < WARMUP_OPS / 4; i++) await fn();
+    const histogram = hdr.build({ lowestDiscernibleValue: 1, numberOfSignificantValueDigits: 3 });
+    const start = performance.now();
+    const end = start + seconds * 1000;
+    let count = 0;
+    let now = start;
+    while (now < end) {
+      const t0 = now;
+      await fn();
+      now = performance.now();
+      histogram.recordValue(Math.max(1, Math.round((now - t0) * 1000)));
+      count++;
+    }
+    rows.push({
+      backend,
+      op,
+      p50Us: histogram.getValueAtPercentile(50),
+      p99Us: histogram.getValueAtPercentile(99),
+      opsPerSecond: count / ((now - start) / 1000),
+      count,
+    });
+    histogram.destroy();
+  }
+  // Leave one version behind, not thousands.
+  if (head !== null) await consensus.truncate(key, head);
+  return rows;
+}
+
+/** True if the URL's host:port accepts a TCP connection within 1 s. */
+function reachable(url: string): Promise<boolean> {
+  let host: string;
+  let port: number;
+  try {
+    const u = new URL(url);
+    host = u.hostname || '127.0.0.1';
+    port = Number(u.port) || (u.protocol.startsWith('redis') ? 6379 : 5432);
+  } catch {
+    return Promise.resolve(false);
+  }
+  return new Promise((resolve) => {
+    const socket = connect({ host, port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
+}
+
+function redact(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:/@]*:)[^@/]*@/i, '$1***@');
+}
