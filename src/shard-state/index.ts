@@ -1,5 +1,5 @@
 export { createShardStateCache } from './cache.js';
-export type { Clock, Timer } from './clock.js';
+export type { Clock, Timer, TimerOptions } from './clock.js';
 export { systemClock } from './clock.js';
 export type { ShardStateConfig } from './config.js';
 export {

@@ -514,10 +514,15 @@ export class Shard<S, D> {
       () => poll.jitterUnit,
     );
     const remaining = Math.max(0, poll.sleepStartMs + delay - now);
-    poll.timer = this.#d.clock.setTimer(() => {
-      poll.timer = undefined;
-      void this.#onPollTimer(poll);
-    }, remaining);
+    // Someone awaits this poll (a waitForSeqno or a listen loop): keep the process alive.
+    poll.timer = this.#d.clock.setTimer(
+      () => {
+        poll.timer = undefined;
+        void this.#onPollTimer(poll);
+      },
+      remaining,
+      { keepAlive: true },
+    );
   }
 
   async #onPollTimer(poll: PollState): Promise<void> {
