@@ -1,6 +1,24 @@
 // The package's public surface: what users of persist-pubsub get.
 
 export type {
+  ConnectionStatus,
+  FlagName,
+  Flags,
+  OpenShardOptions,
+  PersistClient,
+  PersistClientOptions,
+  PersistFlags,
+  PubSubClient,
+  PubSubTarget,
+} from './client/index.js';
+export {
+  ClientError,
+  createFlags,
+  createPersistClient,
+  flagsFromEnv,
+  watchFlagsFile,
+} from './client/index.js';
+export type {
   CallOptions,
   CasResult,
   Consensus,
