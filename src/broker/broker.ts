@@ -249,8 +249,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     if (session !== undefined) sessions.get(session)?.add(conn);
     startResponse(stream, () => conn.status ?? { code: GrpcStatus.OK, message: '' });
 
-    const fail = (reason: RejectReason, status: CallStatus): void => {
-      metrics.rejected(reason);
+    const fail = (reason: RejectReason | undefined, status: CallStatus): void => {
+      if (reason !== undefined) metrics.rejected(reason);
       conn.log.debug({ reason, detail: status.message }, 'ending connection: bad input');
       fan.end(conn, status, 'end');
     };
@@ -277,7 +277,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
         fan.push(conn, id.shardId, env.seqno, env.pushDiff);
       } else if (env.kind === 'subscribe') {
         const refused = fan.subscribe(conn, id.shardId, env.resumeAfterSeqno);
-        if (refused !== undefined) fail('subscriptions', refused);
+        // Counted by the core already.
+        if (refused !== undefined) fail(undefined, refused);
       } else {
         fan.unsubscribe(conn, id.shardId);
       }

@@ -6,6 +6,11 @@
  * Received messages are decoded with the generated `@bufbuild/protobuf` schema.
  */
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  connect as http2Connect,
+} from 'node:http2';
 import { fileURLToPath } from 'node:url';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
@@ -404,4 +409,98 @@ export async function expectQuiet(client: TestClient, ms: number): Promise<void>
       `${client.kind} received ${client.received.length - before} unexpected messages`,
     );
   }
+}
+
+/** How a raw call ended: HTTP status, gRPC status (trailers or trailers-only), or a reset. */
+export interface RawEnd {
+  httpStatus: number | undefined;
+  grpcStatus: string | undefined;
+  grpcMessage: string | undefined;
+  rstCode: number | undefined;
+}
+
+export interface RawCall {
+  readonly session: ClientHttp2Session;
+  readonly stream: ClientHttp2Stream;
+  /** Decoded response messages (gRPC frames split). */
+  readonly messages: Buffer[];
+  readonly ended: Promise<RawEnd>;
+  /** Writes one gRPC frame holding `message` (flag 0 unless given). */
+  sendMessage(message: Uint8Array, flag?: number): void;
+  close(): void;
+}
+
+/**
+ * A bare `node:http2` gRPC call, for what real clients refuse to send: malformed frames,
+ * compressed flags, wrong content types, and a subscriber that never reads (`stream.pause()`).
+ */
+export function openRaw(
+  address: string,
+  options: { path?: string; headers?: Record<string, string>; session?: ClientHttp2Session } = {},
+): RawCall {
+  const session = options.session ?? http2Connect(`http://${address}`);
+  session.on('error', () => {});
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': options.path ?? PUBSUB_PATH,
+    'content-type': 'application/grpc',
+    te: 'trailers',
+    ...options.headers,
+  });
+  const messages: Buffer[] = [];
+  const result: RawEnd = {
+    httpStatus: undefined,
+    grpcStatus: undefined,
+    grpcMessage: undefined,
+    rstCode: undefined,
+  };
+  let pending = Buffer.alloc(0);
+  let finish!: (e: RawEnd) => void;
+  const ended = new Promise<RawEnd>((resolve) => {
+    finish = resolve;
+  });
+  stream.on('response', (h) => {
+    result.httpStatus = Number(h[':status']);
+    if (h['grpc-status'] !== undefined) {
+      result.grpcStatus = String(h['grpc-status']);
+      result.grpcMessage =
+        h['grpc-message'] === undefined ? undefined : decodeURIComponent(String(h['grpc-message']));
+      finish(result);
+    }
+  });
+  stream.on('trailers', (t) => {
+    result.grpcStatus = t['grpc-status'] === undefined ? undefined : String(t['grpc-status']);
+    result.grpcMessage =
+      t['grpc-message'] === undefined ? undefined : decodeURIComponent(String(t['grpc-message']));
+    finish(result);
+  });
+  stream.on('data', (chunk: Buffer) => {
+    pending = Buffer.concat([pending, chunk]);
+    while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+      const len = pending.readUInt32BE(1);
+      messages.push(pending.subarray(5, 5 + len));
+      pending = pending.subarray(5 + len);
+    }
+  });
+  stream.on('error', () => {});
+  stream.on('close', () => {
+    if (stream.rstCode !== undefined && stream.rstCode !== 0) result.rstCode = stream.rstCode;
+    finish(result);
+  });
+  return {
+    session,
+    stream,
+    messages,
+    ended,
+    sendMessage(message, flag = 0) {
+      const head = Buffer.alloc(5);
+      head[0] = flag;
+      head.writeUInt32BE(message.length, 1);
+      stream.write(Buffer.concat([head, message]));
+    },
+    close() {
+      stream.close();
+      if (options.session === undefined) session.close();
+    },
+  };
 }
