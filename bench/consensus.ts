@@ -23,7 +23,7 @@ type BackendName = (typeof BACKENDS)[number];
 const OPS = ['cas', 'head', 'scan'] as const;
 type Op = (typeof OPS)[number];
 const SCAN_LENGTH = 10;
-const WARMUP_OPS = 200;
+const WARMUP_OPS = 50;
 
 interface Row {
   backend: string;
@@ -43,7 +43,7 @@ async function run(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
     options: {
-      seconds: { type: 'string', default: '3' },
+      seconds: { type: 'string', default: '2' },
       backends: { type: 'string', default: BACKENDS.join(',') },
       postgres: {
         type: 'string',
