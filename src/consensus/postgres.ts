@@ -34,6 +34,7 @@ import {
   validatePageSize,
   validateSeqno,
 } from './limits.js';
+import { abortableSleep, raceAbort } from './postgres-redis-abort.js';
 import type {
   CallOptions,
   CasResult,
@@ -442,7 +443,7 @@ class PostgresConsensus implements Consensus {
           { op, attempt, code: pgCode(err.cause) },
           'retrying a serialization failure',
         );
-        await sleep(backoffMs * (0.5 + Math.random()), options?.signal);
+        await abortableSleep(backoffMs * (0.5 + Math.random()), options?.signal);
         backoffMs = Math.min(backoffMs * 2, MAX_POSTGRES_RETRY_BACKOFF_MS);
       }
     }
@@ -488,67 +489,6 @@ class PostgresConsensus implements Consensus {
       throw classify(op, err);
     }
   }
-}
-
-/**
- * Resolves with `promise` unless `signal` fires first; then rejects with `aborted`, or with
- * `indeterminate` if `inFlightWrite` (the statement may still commit). `late` receives the
- * value if it arrives after the abort.
- */
-function raceAbort<T>(
-  promise: Promise<T>,
-  signal: AbortSignal | undefined,
-  late: (value: T) => void,
-  inFlightWrite = false,
-): Promise<T> {
-  if (signal === undefined) return promise;
-  return new Promise<T>((resolve, reject) => {
-    let settled = false;
-    const onAbort = () => {
-      if (settled) return;
-      settled = true;
-      reject(
-        inFlightWrite
-          ? new ConsensusError('indeterminate', 'aborted while the write was in flight', {
-              cause: signal.reason,
-            })
-          : new ConsensusError('aborted', 'the call was aborted', { cause: signal.reason }),
-      );
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        if (settled) late(value);
-        else {
-          settled = true;
-          resolve(value);
-        }
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        if (!settled) {
-          settled = true;
-          reject(err);
-        }
-      },
-    );
-  });
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(new ConsensusError('aborted', 'the call was aborted', { cause: signal?.reason }));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    timer.unref();
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 function pgCode(err: unknown): string | undefined {
