@@ -333,4 +333,37 @@ describe('persist-pubsub broker (real process)', () => {
     expect(help).toContain('(default: 127.0.0.1:6879, env: PERSIST_PUBSUB_LISTEN)');
     expect(help).toContain('(default: 127.0.0.1:6880, env: PERSIST_PUBSUB_ADMIN_LISTEN)');
   });
+
+  it("runs the README's broker command and knows every flag its section names", async () => {
+    const readme = readFileSync(join(root, 'README.md'), 'utf8');
+    const section = readme.split('## Running the broker')[1]?.split('\n## ')[0] ?? '';
+    const command = section
+      .split('\n')
+      .find((l) => l.startsWith('    node dist/src/cli/main.js broker '));
+    expect(command).toBeDefined();
+    // The README's ports would collide with parallel suites: keep its flags, use free ports.
+    const args = command!
+      .trim()
+      .split(/\s+/)
+      .slice(3)
+      .map((a) => a.replace(/:(6879|6880)$/, ':0'));
+    const r = run(args);
+    await until(
+      () => r.lines.some((l) => l.msg === 'broker listening'),
+      10_000,
+      'the README command to listen',
+    );
+    const help = run(['--help']);
+    await help.exit;
+    const named = new Set(section.match(/--[a-z][a-z-]+/g));
+    expect(named.size).toBeGreaterThan(8);
+    for (const flag of named) {
+      if (flag === '--help') continue;
+      expect(help.stdout(), flag).toContain(`  ${flag} `);
+    }
+    const admin = String(r.lines.find((l) => l.msg === 'broker listening')?.admin);
+    expect((await fetch(`http://${admin}/readyz`)).status).toBe(200);
+    r.child.kill('SIGTERM');
+    expect((await r.exit).code).toBe(0);
+  });
 });
