@@ -1,5 +1,8 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Command } from 'commander';
-import { createMemoryConsensus } from '../consensus/index.js';
+import { openConsensus } from '../consensus/index.js';
 
 /**
  * `persist-pubsub demo`: the main job a newcomer runs first. For now it exercises the Consensus
@@ -16,7 +19,10 @@ export function registerDemo(program: Command): void {
       if (!Number.isSafeInteger(versions) || versions < 1) {
         throw new Error(`--versions must be a positive integer, got ${opts.versions}`);
       }
-      const consensus = createMemoryConsensus();
+      // The embedded default: a SQLite file, here a throwaway one.
+      const dir = mkdtempSync(join(tmpdir(), 'persist-pubsub-demo-'));
+      const path = join(dir, 'consensus.db');
+      const consensus = await openConsensus(`sqlite:${path}`);
       const key = 's00000000-0000-0000-0000-000000000000';
       let mismatches = 0;
       const writer = async (name: string) => {
@@ -29,14 +35,21 @@ export function registerDemo(program: Command): void {
           else mismatches++;
         }
       };
-      await Promise.all([writer('a'), writer('b')]);
-      const history = await consensus.scan(key, 0n, 100_000);
-      const linear = history.every((v, i) => v.seqno === BigInt(i));
+      let history: { seqno: bigint }[];
+      try {
+        await Promise.all([writer('a'), writer('b')]);
+        history = await consensus.scan(key, 0n, 100_000);
+      } finally {
+        await consensus.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+      const linear =
+        history.length === 2 * versions && history.every((v, i) => v.seqno === BigInt(i));
       console.log(
-        `demo: ${history.length} versions committed by 2 writers, ${mismatches} lost races, ` +
+        `demo: ${history.length} versions committed by 2 writers to the ${consensus.backend} ` +
+          `Consensus ${path} (now removed), ${mismatches} lost races, ` +
           `history ${linear ? 'linear' : 'NOT LINEAR'}`,
       );
-      await consensus.close();
       if (!linear) process.exitCode = 1;
     });
 }
