@@ -1,0 +1,111 @@
+/**
+ * A writer and a reader as two OS processes on one SQLite file, with the broker in this
+ * process: the reader sees every commit through pubsub (and reads Consensus only to open and
+ * catch up), and through polling alone once `PERSIST_PUBSUB_CLIENT_ENABLED=false`. Prints the
+ * commit → observed latency (p50/p99) and the reader's Consensus reads in each mode.
+ * Runs the built JS: `npx tsc -p tsconfig.build.json` first (`npm test` does).
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Broker, createBroker } from '../src/broker/index.js';
+
+const ROOT = join(import.meta.dirname, '..');
+const FIXTURES = join(ROOT, 'test', 'fixtures');
+const BUILT = existsSync(join(ROOT, 'dist', 'src', 'index.js'));
+const N = 60;
+const INTERVAL_MS = 25;
+
+interface Proc {
+  lines: AsyncIterator<string>;
+  done: Promise<number | null>;
+  kill(): void;
+}
+
+function run(script: string, args: string[], env: Record<string, string>): Proc {
+  const child = spawn(process.execPath, [join(FIXTURES, script), ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+  const done = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { lines, done, kill: () => child.kill('SIGKILL') };
+}
+
+async function line(p: Proc): Promise<Record<string, unknown>> {
+  const r = await p.lines.next();
+  if (r.done) throw new Error('process ended without output');
+  return JSON.parse(r.value) as Record<string, unknown>;
+}
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((s.length - 1) * p))] ?? Number.NaN;
+};
+
+describe.skipIf(!BUILT)('writer and reader processes on a shared SQLite file', () => {
+  let dir: string;
+  let broker: Broker;
+  let url: string;
+  const procs: Proc[] = [];
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'client-procs-'));
+    broker = createBroker({ listen: { host: '127.0.0.1', port: 0 } });
+    await broker.start();
+    url = `grpc://127.0.0.1:${broker.address.port}`;
+  });
+  afterAll(async () => {
+    for (const p of procs) p.kill();
+    broker?.destroy();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function scenario(name: string, pubsubOn: boolean) {
+    const consensus = `sqlite:${join(dir, `${name}.db`)}`;
+    const shard = `s00000000-0000-0000-0000-0000000${pubsubOn ? 'a0001' : 'b0002'}`;
+    const env = pubsubOn ? {} : { PERSIST_PUBSUB_CLIENT_ENABLED: 'false' };
+    const reader = run('client-reader.mjs', [consensus, url, shard, String(N)], env);
+    procs.push(reader);
+    expect(await line(reader)).toEqual({ ready: true });
+    const writer = run(
+      'client-writer.mjs',
+      [consensus, url, shard, String(N), String(INTERVAL_MS)],
+      {},
+    );
+    procs.push(writer);
+    expect(await line(writer)).toMatchObject({ committed: N });
+    const result = await line(reader);
+    expect(await reader.done).toBe(0);
+    expect(await writer.done).toBe(0);
+    const lat = result.latenciesMs as number[];
+    console.log(
+      `client processes, pubsub ${pubsubOn ? 'on' : 'off'}: ${N} commits every ${INTERVAL_MS} ms; ` +
+        `${lat.length} commits observed, commit→observed p50 ${pct(lat, 0.5).toFixed(2)} ms, ` +
+        `p99 ${pct(lat, 0.99).toFixed(2)} ms, max ${Math.max(...lat).toFixed(2)} ms; ` +
+        `reader Consensus reads while following: ${result.reads}; e2e histogram counts ${JSON.stringify(result.e2eCount)}; reads by reason since start ${JSON.stringify(result.readReasons)}`,
+    );
+    return { ...result, lat };
+  }
+
+  it('pubsub on: the reader sees every commit through pubsub with almost no Consensus reads', async () => {
+    const r = await scenario('on', true);
+    expect(r.finalN).toBe(N);
+    expect(r.lat).toHaveLength(N);
+    expect(r.reads).toBeLessThanOrEqual(2);
+    expect(pct(r.lat, 0.5)).toBeLessThan(50);
+    expect(r.e2eCount).toMatchObject({ pubsub: N });
+  });
+
+  it('pubsub off by flag (environment): the reader still sees every commit, by polling', async () => {
+    const r = await scenario('off', false);
+    expect(r.finalN).toBe(N);
+    expect(r.lat).toHaveLength(N);
+    expect(r.reads).toBeGreaterThan(0);
+    expect(r.e2eCount).not.toHaveProperty('pubsub');
+    // The first poll sleeps 1200 ms: polling is visibly slower than pubsub.
+    expect(pct(r.lat, 0.5)).toBeGreaterThan(100);
+  });
+});
