@@ -235,6 +235,7 @@ class Cache implements ShardStateCache {
       entry.refs = 1;
       this.#release(shardId, entry);
     }
+    this.#metrics.detach();
   }
 }
 

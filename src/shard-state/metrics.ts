@@ -21,7 +21,12 @@ export interface ShardStateMetrics {
   gapToApplied: Histogram<'resolution'>;
   /** Forgets a released shard's label values. */
   forgetShard(shardId: string): void;
+  /** Stops counting this cache's shards in the open-shards gauge (the cache closed). */
+  detach(): void;
 }
+
+/** The open-shard counters of the caches sharing each registry (a cache adds its own). */
+const openShardSources = new WeakMap<Registry, Set<() => number>>();
 
 function getOrCreate<T>(registry: Registry, name: string, make: () => T): T {
   return (registry.getSingleMetric(name) as T | undefined) ?? make();
@@ -96,17 +101,27 @@ export function createShardStateMetrics(
       for (const c of [m.diffApplied, m.diffStale, m.diffOutOfOrder]) c.remove(shardId);
       for (const reason of ['decode', 'apply', 'seqno']) m.diffInvalid.remove(shardId, reason);
     },
+    detach() {},
   };
-  const gaugeName = 'persist_pubsub_state_open_shards';
-  if (registry.getSingleMetric(gaugeName) === undefined) {
+  // Several caches may share a registry: the gauge sums them all.
+  let sources = openShardSources.get(registry);
+  if (sources === undefined) {
+    const all = new Set<() => number>();
+    sources = all;
+    openShardSources.set(registry, all);
     new Gauge({
-      name: gaugeName,
-      help: 'Shards held open by a shard-state cache',
+      name: 'persist_pubsub_state_open_shards',
+      help: 'Shards held open by the shard-state caches of this registry',
       registers,
       collect() {
-        this.set(openShards());
+        let n = 0;
+        for (const f of all) n += f();
+        this.set(n);
       },
     });
   }
+  sources.add(openShards);
+  const mine = sources;
+  m.detach = () => mine.delete(openShards);
   return m;
 }

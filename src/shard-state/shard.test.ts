@@ -302,22 +302,22 @@ describe('writer path', () => {
 });
 
 describe('rollups and opening', () => {
-  it('writes a rollup every N versions, truncates behind the previous one, and opens from it', async () => {
+  it('writes a rollup every N versions, truncates behind it, and opens from it', async () => {
     const memory = createMemoryConsensus();
     const writer = createShardStateCache({ consensus: memory, config: { rollupInterval: 4 } });
     const w = await writer.open<PersistState>(SHARD);
     for (let i = 0; i < 22; i++) await w.update(addBatch(`b${i}`));
     await new Promise((r) => setImmediate(r)); // best-effort truncation is not awaited
     const log = await memory.scan(SHARD, 0n, 1000);
-    expect(log[0]?.seqno).toBe(16n); // rollup 20 truncated behind rollup 16
-    expect(log.length).toBeLessThanOrEqual(8);
+    expect(log[0]?.seqno).toBe(20n); // truncated behind the newest rollup
+    expect(log.length).toBe(3);
     const consensus = createTestConsensus(memory);
     const reader = createShardStateCache({ consensus, config: { fetchBatchSize: 3 } });
     const r = await reader.open<PersistState>(SHARD);
     expect(r.seqno).toBe(22n);
     expect(persistStateModel.equals(r.state, w.state)).toBe(true);
     const read = consensus.scans.reduce((a, s) => a + s.returned, 0);
-    expect(read).toBeLessThanOrEqual(8);
+    expect(read).toBeLessThanOrEqual(4);
   });
 
   it('a reader left behind by truncation catches up from the rollup (slow path)', async () => {
@@ -329,7 +329,7 @@ describe('rollups and opening', () => {
     const r = await reader.open<PersistState>(SHARD);
     for (let i = 0; i < 9; i++) await w.update(addBatch(`b${i}`));
     await new Promise((res) => setImmediate(res));
-    expect((await memory.scan(SHARD, 0n, 1))[0]?.seqno).toBe(6n);
+    expect((await memory.scan(SHARD, 0n, 1))[0]?.seqno).toBe(8n);
     await r.refresh();
     expect(r.seqno).toBe(9n);
     expect(persistStateModel.equals(r.state, w.state)).toBe(true);
@@ -337,6 +337,81 @@ describe('rollups and opening', () => {
       await registry.getSingleMetric('persist_pubsub_state_fetch_total')?.get()
     )?.values.find((v) => v.labels.path === 'slow')?.value;
     expect(slow).toBe(1);
+  });
+});
+
+describe('failures', () => {
+  it('a failing Consensus does not turn a held gap into a read storm', async () => {
+    const t = await setup(3);
+    const scan = t.consensus.scan;
+    let failing = true;
+    t.consensus.scan = async (...args) => {
+      if (failing) throw new Error('injected: Consensus down');
+      return scan(...args);
+    };
+    expect(t.reader.receiveDiff(SHARD, 3n, t.pushes[2]!.diff)).toBe('held');
+    let attempts = 0;
+    const counting = t.consensus.scan;
+    t.consensus.scan = (...args) => {
+      attempts++;
+      return counting(...args);
+    };
+    await t.clock.advance(10_000);
+    // Window, then 100, 200, ..., 6400 ms apart: 8 tries in 10 s, not 2000.
+    expect(attempts).toBeGreaterThanOrEqual(5);
+    expect(attempts).toBeLessThanOrEqual(10);
+    expect(t.r.seqno).toBe(0n);
+    failing = false;
+    await t.clock.advance(16_000);
+    expect(t.r.seqno).toBe(3n);
+    expect(eq(t.r.state, t.states[3])).toBe(true);
+  });
+
+  it('a rollup interval changed at runtime keeps the earliest live entry a rollup', async () => {
+    const memory = createMemoryConsensus();
+    const writer = createShardStateCache({ consensus: memory, config: { rollupInterval: 8 } });
+    const w = await writer.open<PersistState>(SHARD);
+    for (let i = 0; i < 12; i++) await w.update(addBatch(`a${i}`));
+    writer.setConfig({ rollupInterval: 5 });
+    for (let i = 0; i < 12; i++) await w.update(addBatch(`b${i}`));
+    await new Promise((r) => setImmediate(r));
+    const log = await memory.scan(SHARD, 0n, 100);
+    expect(log[0]?.seqno).toBe(20n);
+    const reader = createShardStateCache({ consensus: memory });
+    const r = await reader.open<PersistState>(SHARD);
+    expect(r.seqno).toBe(24n);
+    expect(persistStateModel.equals(r.state, w.state)).toBe(true);
+  });
+
+  it('a hook that throws is logged, never propagated', async () => {
+    const consensus = createMemoryConsensus();
+    const boom = () => {
+      throw new Error('hook failed');
+    };
+    const cache = createShardStateCache({
+      consensus,
+      hooks: { onSubscribe: boom, publish: boom, onApplied: boom, onUnsubscribe: boom },
+    });
+    const h = await cache.open<PersistState>(SHARD);
+    const r = await h.update(addBatch('x'));
+    expect(r.outcome).toBe('committed');
+    h.close();
+    expect(cache.openShards()).toEqual([]);
+  });
+
+  it('counts open shards across caches sharing a registry', async () => {
+    const registry = new Registry();
+    const consensus = createMemoryConsensus();
+    const a = createShardStateCache({ consensus, registry });
+    const b = createShardStateCache({ consensus, registry });
+    await a.open(SHARD);
+    await b.open(SHARD);
+    await b.open(`${SHARD}-2`);
+    const gauge = async () =>
+      (await registry.getSingleMetric('persist_pubsub_state_open_shards')?.get())?.values[0]?.value;
+    expect(await gauge()).toBe(3);
+    b.close();
+    expect(await gauge()).toBe(1);
   });
 });
 

@@ -79,6 +79,8 @@ export class Shard<S, D> {
   /** Wall-clock precise start of the gap (performance.now), for the histogram. */
   #gapSincePerf: number | undefined;
   #reorderTimer: Timer | undefined;
+  /** Consecutive failed Consensus reads; spaces out gap retries. */
+  #readFailures = 0;
 
   #inflight: Promise<void> | undefined;
   #queued: { reason: ConsensusReadReason; promise: Promise<void>; resolve: () => void } | undefined;
@@ -198,11 +200,16 @@ export class Shard<S, D> {
     if (this.#held.size === 0) return;
     if (this.#gapSinceMs === undefined) {
       this.#gapSinceMs = this.#d.clock.nowMs();
-      this.#gapSincePerf = performance.now();
+      this.#gapSincePerf ??= performance.now();
     }
     if (this.#reorderTimer !== undefined) return;
-    const windowMs = this.#d.config().reorderWindowMs;
-    const remaining = this.#gapSinceMs + windowMs - this.#d.clock.nowMs();
+    const cfg = this.#d.config();
+    // After failed reads, back off on the poll schedule instead of retrying every window.
+    const waitMs =
+      this.#readFailures === 0
+        ? cfg.reorderWindowMs
+        : Math.max(cfg.reorderWindowMs, pollDelayMs(cfg, this.#readFailures));
+    const remaining = this.#gapSinceMs + waitMs - this.#d.clock.nowMs();
     if (remaining <= 0) {
       void this.#request('gap');
       return;
@@ -275,12 +282,15 @@ export class Shard<S, D> {
     }
     try {
       await this.#read(reason, limitTo);
+      this.#readFailures = 0;
     } catch (err) {
+      this.#readFailures++;
       this.#log.warn({ err, reason }, 'reading the shard from Consensus failed');
     }
     this.#drainHeld();
     if (this.#held.size > 0) {
-      // Another gap remains behind newer held diffs: give it its own window.
+      // A gap remains (the read failed, or another gap lies behind newer held diffs): give it
+      // its own window.
       this.#gapSinceMs = undefined;
       this.#armReorderTimer();
     }
@@ -600,7 +610,7 @@ export class Shard<S, D> {
             commitTimeMs: nowMs,
           }),
         );
-        if (isRollup && cfg.truncate) void this.#truncateBehind(seqnoTo, rollupEvery);
+        if (isRollup && cfg.truncate) void this.#truncateBehind(seqnoTo);
         return { outcome: 'committed', seqno: seqnoTo, state: next, attempts: attempt };
       }
       metrics.commits.inc({ outcome });
@@ -668,10 +678,15 @@ export class Shard<S, D> {
     });
   }
 
-  /** Deletes the versions behind the previous rollup, so that a reader reads at most 2N. */
-  async #truncateBehind(rollupSeqno: bigint, every: bigint): Promise<void> {
-    const keepFrom = rollupSeqno - every;
-    if (keepFrom < every) return;
+  /**
+   * Deletes the versions behind the rollup just written, so that the earliest live entry is
+   * always a rollup and opening reads at most about N entries. A reader more than one version
+   * behind then catches up from the rollup (the slow path). Truncating exactly at the rollup
+   * just written (not at an older one computed from N) stays right when N changes at runtime.
+   */
+  async #truncateBehind(rollupSeqno: bigint): Promise<void> {
+    const keepFrom = rollupSeqno;
+    if (keepFrom <= 1n) return;
     try {
       const deleted = await this.#d.consensus.truncate(this.shardId, keepFrom);
       this.#d.metrics.truncations.inc({ outcome: 'ok' });
