@@ -15,12 +15,6 @@ export const CONSENSUS_URL_FORMS = [
   'rediss://...',
 ] as const;
 
-/** The shape of the Postgres and Redis backend modules, loaded on first use. */
-type BackendModule<Name extends string> = Record<
-  Name,
-  (url: string, options?: OpenConsensusOptions) => Promise<Consensus>
->;
-
 /**
  * Opens the Consensus a URL names:
  *
@@ -62,13 +56,16 @@ async function openBackend(url: string, options: OpenConsensusOptions): Promise<
     }
     case 'postgres':
     case 'postgresql': {
-      const mod = await loadBackend<'openPostgresConsensus'>('./postgres.js', 'postgres');
-      return mod.openPostgresConsensus(url, options);
+      const { openPostgresConsensus } = await loadBackend(
+        'postgres',
+        () => import('./postgres.js'),
+      );
+      return openPostgresConsensus(url, options);
     }
     case 'redis':
     case 'rediss': {
-      const mod = await loadBackend<'openRedisConsensus'>('./redis.js', 'redis');
-      return mod.openRedisConsensus(url, options);
+      const { openRedisConsensus } = await loadBackend('redis', () => import('./redis.js'));
+      return openRedisConsensus(url, options);
     }
   }
   throw new ConsensusError(
@@ -79,14 +76,11 @@ async function openBackend(url: string, options: OpenConsensusOptions): Promise<
 
 /**
  * Loads a backend module on first use, so that a program on SQLite never loads `pg` or
- * `ioredis`. The specifier is a variable so this file type-checks on its own.
+ * `ioredis`; a module that fails to load (a driver missing from the install) is `unavailable`.
  */
-async function loadBackend<Name extends string>(
-  specifier: string,
-  name: string,
-): Promise<BackendModule<Name>> {
+async function loadBackend<M>(name: string, load: () => Promise<M>): Promise<M> {
   try {
-    return (await import(specifier)) as BackendModule<Name>;
+    return await load();
   } catch (err) {
     throw new ConsensusError('unavailable', `the ${name} Consensus backend cannot be loaded`, {
       cause: err,
