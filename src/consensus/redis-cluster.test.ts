@@ -1,0 +1,163 @@
+/**
+ * The Redis backend against a real 3-primary Redis Cluster, started here from the local
+ * `redis-server` binary on free loopback ports (and stopped after). Skipped loudly when the
+ * binary is missing; the standalone suite in `redis.test.ts` is the one CI requires.
+ */
+import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Cluster } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describeConformance } from './conformance.test-suite.js';
+import { openRedisConsensus, redisKeys } from './redis.js';
+
+const haveBinaries =
+  spawnSync('redis-server', ['--version']).status === 0 &&
+  spawnSync('redis-cli', ['--version']).status === 0;
+if (!haveBinaries) {
+  console.warn(
+    '\n!!!!!!!! SKIPPING REDIS CLUSTER SUITE: no redis-server/redis-cli on PATH !!!!!!!!\n',
+  );
+}
+
+const run = promisify(execFile);
+
+/** A free loopback port (another process may still take it; good enough for a test). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === 'object' && address !== null ? resolve(address.port) : reject(),
+      );
+    });
+  });
+}
+
+describe.skipIf(!haveBinaries)('redis consensus on a 3-primary cluster', () => {
+  const PREFIX = `pp-cluster-${randomUUID().slice(0, 8)}:`;
+  const processes: ChildProcess[] = [];
+  let dir = '';
+  let ports: number[] = [];
+  let url = '';
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'persist-pubsub-redis-cluster-'));
+    ports = [await freePort(), await freePort(), await freePort()];
+    for (const port of ports) {
+      const child = spawn(
+        'redis-server',
+        [
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          `nodes-${port}.conf`,
+          '--dir',
+          dir,
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+        ],
+        { stdio: 'ignore' },
+      );
+      processes.push(child);
+    }
+    // Wait for every node to answer, then join them and wait for the cluster to be ok.
+    for (const port of ports) {
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        try {
+          await run('redis-cli', ['-p', String(port), 'ping']);
+          break;
+        } catch (err) {
+          if (Date.now() > deadline) throw err;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+    }
+    await run('redis-cli', [
+      '--cluster',
+      'create',
+      ...ports.map((p) => `127.0.0.1:${p}`),
+      '--cluster-replicas',
+      '0',
+      '--cluster-yes',
+    ]);
+    for (const port of ports) {
+      const deadline = Date.now() + 20_000;
+      for (;;) {
+        const { stdout } = await run('redis-cli', ['-p', String(port), 'cluster', 'info']);
+        if (stdout.includes('cluster_state:ok')) break;
+        if (Date.now() > deadline) throw new Error(`cluster on ${port} not ok: ${stdout}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    url = `redis://127.0.0.1:${ports[0]}?cluster=1`;
+  }, 60_000);
+
+  afterAll(() => {
+    for (const child of processes) child.kill('SIGKILL');
+    if (dir !== '') rmSync(dir, { recursive: true, force: true });
+  });
+
+  describeConformance('redis cluster', () => openRedisConsensus(url, { keyPrefix: PREFIX }));
+
+  it('keeps a shard in one slot and lists keys from every primary', async () => {
+    const c = await openRedisConsensus(url, { keyPrefix: `${PREFIX}spread:` });
+    const probe = new Cluster([{ host: '127.0.0.1', port: ports[0]! }]);
+    try {
+      const shards = Array.from({ length: 60 }, (_, i) => `{shard}-${i}}`);
+      for (const s of shards) {
+        expect(await c.compareAndSet(s, null, { seqno: 1n, data: new Uint8Array([1]) })).toBe(
+          'committed',
+        );
+      }
+      const slots = new Set<number>();
+      for (const s of shards) {
+        const { log, head } = redisKeys(`${PREFIX}spread:`, s);
+        const [a, b] = await Promise.all([
+          probe.call('CLUSTER', 'KEYSLOT', log),
+          probe.call('CLUSTER', 'KEYSLOT', head),
+        ]);
+        expect(a).toBe(b);
+        slots.add(Number(a));
+      }
+      // 60 shards over 16384 slots and 3 primaries: they are spread, not on one node.
+      const owners = new Set<number>();
+      for (const port of ports) {
+        const { stdout } = await run('redis-cli', [
+          '-p',
+          String(port),
+          '--scan',
+          '--pattern',
+          `${PREFIX}spread:*:head`,
+        ]);
+        if (stdout.trim() !== '') owners.add(port);
+      }
+      expect(owners.size).toBe(3);
+      const seen = new Set<string>();
+      let pageToken: string | undefined;
+      do {
+        const page = await c.listKeys({ pageSize: 7, pageToken });
+        expect(page.keys.length).toBeLessThanOrEqual(7);
+        for (const k of page.keys) seen.add(k);
+        pageToken = page.nextPageToken;
+      } while (pageToken !== undefined);
+      expect([...seen].sort()).toEqual([...shards].sort());
+    } finally {
+      await c.close();
+      probe.disconnect();
+    }
+  });
+});
