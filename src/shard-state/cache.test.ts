@@ -1,9 +1,10 @@
+import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createMemoryConsensus } from '../consensus/index.js';
 import { createShardStateCache } from './cache.js';
 import { createFakeClock } from './fake-clock.js';
-import type { PersistState } from './persist-model.js';
+import { type PersistState, persistStateModel } from './persist-model.js';
 import type { PublishEvent } from './types.js';
 
 const SHARD = 's00000000-0000-0000-0000-000000000001';
@@ -74,8 +75,24 @@ describe('shard-state cache', () => {
     expect(text).toMatch(/persist_pubsub_state_diff_applied_total\{shard="[^"]+"\} 1/);
     expect(text).toMatch(/persist_pubsub_state_diff_stale_total\{shard="[^"]+"\} 1/);
   });
-});
 
-import { persistStateModel } from './persist-model.js';
+  it('logs refused diffs through the injected pino logger', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'debug' }, { write: (line: string) => void lines.push(line) });
+    const cache = createShardStateCache({ consensus: createMemoryConsensus(), logger });
+    const h = await cache.open<PersistState>(SHARD);
+    expect(cache.receiveDiff(SHARD, 5n, new Uint8Array([9, 9, 9]))).toBe('refetch');
+    await cache.fetchNow(SHARD, 'gap_notice');
+    const refused = lines.map((l) => JSON.parse(l)).find((l) => l.msg === 'refusing a pushed diff');
+    expect(refused).toMatchObject({ level: 40, component: 'shard-state', shardId: SHARD });
+    expect(refused.diff).toEqual({ seqno: '5' });
+    const ac = new AbortController();
+    ac.abort();
+    await expect(cache.fetchNow(SHARD, 'reconnect', { signal: ac.signal })).rejects.toMatchObject({
+      code: 'aborted',
+    });
+    h.close();
+  });
+});
 
 const persistEq = (a: PersistState, b: PersistState) => persistStateModel.equals(a, b);

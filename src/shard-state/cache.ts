@@ -210,14 +210,15 @@ class Cache implements ShardStateCache {
     return entry.shard.receive(seqno, diff, options);
   }
 
-  async fetchNow(shardId: string, reason: FetchNowReason): Promise<void> {
+  async fetchNow(shardId: string, reason: FetchNowReason, options?: SignalOptions): Promise<void> {
     if (!FETCH_NOW_REASONS.has(reason)) {
       throw new ShardStateError('invalid_argument', `fetchNow reason ${String(reason)} is unknown`);
     }
+    throwIfAborted(options?.signal, shardId);
     const entry = this.#shards.get(shardId);
     if (entry === undefined) return;
-    await entry.ready.catch(() => {});
-    await entry.shard.request(reason);
+    const read = entry.ready.catch(() => {}).then(() => entry.shard.request(reason));
+    await abortable(read, options?.signal, shardId);
   }
 
   #callHook(name: string, fn: () => void): void {

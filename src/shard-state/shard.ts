@@ -152,7 +152,7 @@ export class Shard<S, D> {
     if (this.#loaded) m.diffOutOfOrder.inc({ shard: this.shardId });
     if (this.#held.size >= this.#d.config().maxHeldDiffs && !this.#held.has(seqno)) {
       // Too far behind to hold more: read the gap now rather than grow without bound.
-      this.#log.debug({ seqno }, 'held diffs at their limit; fetching the gap now');
+      this.#log.debug({ seqno: String(seqno) }, 'held diffs at their limit; fetching the gap now');
       void this.#request('gap');
       return 'held';
     }

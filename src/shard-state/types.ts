@@ -228,9 +228,10 @@ export interface ShardStateCache {
   /**
    * Reads Consensus for newer versions of `shardId` (a gap notice, a reconnect): one read,
    * coalesced with any in flight. Resolves when that read has been applied; a shard that is
-   * not open resolves at once. Errors are logged and resolve, never reject.
+   * not open resolves at once. Consensus errors are logged, never rejected; an abort through
+   * `signal` rejects with `aborted` (the read itself goes on for the other waiters).
    */
-  fetchNow(shardId: string, reason: FetchNowReason): Promise<void>;
+  fetchNow(shardId: string, reason: FetchNowReason, options?: SignalOptions): Promise<void>;
   /** Changes the configuration; a bad value throws and keeps the previous configuration. */
   setConfig(partial: Partial<ShardStateConfig>): void;
   /** The current configuration. */
