@@ -87,28 +87,52 @@ describe('racing writers in one process', () => {
 const dir = mkdtempSync(join(tmpdir(), 'shard-state-writers-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+/**
+ * Races `processes` writer processes on `url` while a reader in this process, which never
+ * receives a pushed diff, follows by polling alone (a short first sleep so the test is quick).
+ * Returns how many compare-and-sets were lost and retried.
+ */
 async function raceProcesses(url: string, processes: number, perProcess: number) {
   const shardId = `s${randomUUID()}`;
-  const startAt = String(Date.now() + 1500);
-  const outs = await Promise.all(
-    Array.from({ length: processes }, (_, p) =>
-      run(process.execPath, [FIXTURE, url, shardId, `p${p}`, String(perProcess), startAt], {
-        timeout: 60_000,
-      }),
-    ),
-  );
-  const reports = outs.map(
-    (o) => JSON.parse(o.stdout.trim()) as { seqnos: string[]; attempts: number },
-  );
   const consensus = await openConsensus(url);
+  const reader = createShardStateCache({
+    consensus,
+    config: { pollFirstSleepMs: 50, pollInitialBackoffMs: 20, pollMaxBackoffMs: 200 },
+  });
   try {
+    const r = await reader.open<PersistState>(shardId);
+    const seen: bigint[] = [];
     const total = processes * perProcess;
-    const all = reports.flatMap((r) => r.seqnos);
+    const following = (async () => {
+      for await (const v of r.listen()) {
+        seen.push(v.seqno);
+        if (v.seqno >= BigInt(total)) break;
+      }
+    })();
+    const startAt = String(Date.now() + 1500);
+    const outs = await Promise.all(
+      Array.from({ length: processes }, (_, p) =>
+        run(process.execPath, [FIXTURE, url, shardId, `p${p}`, String(perProcess), startAt], {
+          timeout: 60_000,
+        }),
+      ),
+    );
+    const reports = outs.map(
+      (o) => JSON.parse(o.stdout.trim()) as { seqnos: string[]; attempts: number },
+    );
+    const all = reports.flatMap((x) => x.seqnos);
     expect(new Set(all).size).toBe(total);
     const state = await foldLinear(consensus, shardId, total);
     expect(state.batches.size).toBe(total);
-    return reports.reduce((a, r) => a + r.attempts, 0) - total;
+    // The polling reader caught up with no push at all, seeing seqnos only go up.
+    await following;
+    for (let i = 1; i < seen.length; i++) expect(seen[i]! > seen[i - 1]!).toBe(true);
+    expect(r.seqno).toBe(BigInt(total));
+    expect(model.equals(r.state, state)).toBe(true);
+    r.close();
+    return reports.reduce((a, x) => a + x.attempts, 0) - total;
   } finally {
+    reader.close();
     await consensus.close();
   }
 }
