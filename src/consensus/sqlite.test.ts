@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ConsensusError } from './errors.js';
-import { openSqliteConsensus } from './sqlite.js';
+import { openSqliteConsensus, SQLITE_SQL } from './sqlite.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'persist-pubsub-sqlite-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -105,6 +105,31 @@ describe('sqlite consensus', () => {
     const err = await failure(openSqliteConsensus(freshPath(), options));
     expect(err.code).toBe('invalid_argument');
     expect(err.message).toMatch(field);
+  });
+
+  it('serves every statement from the primary-key index, with no sort or temporary table', async () => {
+    const path = freshPath();
+    await (await openSqliteConsensus(path)).close();
+    const raw = new Database(path, { readonly: true });
+    const args = ['k', 1n, Buffer.alloc(1), 'k', 1n];
+    for (const [name, sql] of Object.entries(SQLITE_SQL)) {
+      const params = args.slice(0, sql.split('?').length - 1);
+      const plan = (raw.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...params) as { detail: string }[])
+        .map((row) => row.detail)
+        .join('; ');
+      expect(plan, name).toMatch(/USING (COVERING )?INDEX sqlite_autoindex_consensus_1/);
+      expect(plan, name).not.toMatch(/TEMP B-TREE|SCAN consensus(?! USING)/);
+    }
+    raw.close();
+  });
+
+  it("copies data in: changing the caller's array later changes nothing stored", async () => {
+    const c = await openSqliteConsensus(':memory:');
+    const mine = new Uint8Array([1, 2, 3]);
+    await c.compareAndSet('k', null, { seqno: 0n, data: mine });
+    mine[0] = 9;
+    expect(Array.from((await c.head('k'))?.data ?? [])).toEqual([1, 2, 3]);
+    await c.close();
   });
 
   it('rejects an empty path', async () => {

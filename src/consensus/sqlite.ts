@@ -129,6 +129,26 @@ function setUp(db: Database.Database, synchronous: SqliteSynchronous): void {
   );
 }
 
+/**
+ * Every statement, each served by the primary-key index (no sort, no temporary table: a
+ * listKeys page reads the index in order and holds only the page). Exported for the tests that
+ * check the query plans; not part of the package surface.
+ */
+export const SQLITE_SQL = {
+  head: `SELECT sequence_number, data FROM consensus WHERE shard = ?
+         ORDER BY sequence_number DESC LIMIT 1`,
+  // `x IS ?` is equality that also matches NULL = NULL: the no-entry case needs no 2nd form.
+  insertIfHead: `INSERT INTO consensus (shard, sequence_number, data)
+                 SELECT ?, ?, ?
+                 WHERE (SELECT sequence_number FROM consensus WHERE shard = ?
+                        ORDER BY sequence_number DESC LIMIT 1) IS ?`,
+  scan: `SELECT sequence_number, data FROM consensus WHERE shard = ? AND sequence_number >= ?
+         ORDER BY sequence_number ASC LIMIT ?`,
+  deleteBelow: 'DELETE FROM consensus WHERE shard = ? AND sequence_number < ?',
+  firstKeys: 'SELECT DISTINCT shard FROM consensus ORDER BY shard LIMIT ?',
+  keysAfter: 'SELECT DISTINCT shard FROM consensus WHERE shard > ? ORDER BY shard LIMIT ?',
+} as const;
+
 type Row = { sequence_number: unknown; data: unknown };
 
 class SqliteConsensus implements Consensus {
@@ -150,26 +170,12 @@ class SqliteConsensus implements Consensus {
   constructor(db: Database.Database, logger: Logger | undefined) {
     this.#db = db;
     this.#logger = logger;
-    this.#head = db.prepare(
-      `SELECT sequence_number, data FROM consensus WHERE shard = ?
-       ORDER BY sequence_number DESC LIMIT 1`,
-    );
-    // `x IS ?` is equality that also matches NULL = NULL: the no-entry case needs no 2nd form.
-    this.#insertIfHead = db.prepare(
-      `INSERT INTO consensus (shard, sequence_number, data)
-       SELECT ?, ?, ?
-       WHERE (SELECT sequence_number FROM consensus WHERE shard = ?
-              ORDER BY sequence_number DESC LIMIT 1) IS ?`,
-    );
-    this.#scan = db.prepare(
-      `SELECT sequence_number, data FROM consensus WHERE shard = ? AND sequence_number >= ?
-       ORDER BY sequence_number ASC LIMIT ?`,
-    );
-    this.#delete = db.prepare('DELETE FROM consensus WHERE shard = ? AND sequence_number < ?');
-    this.#firstKeys = db.prepare('SELECT DISTINCT shard FROM consensus ORDER BY shard LIMIT ?');
-    this.#keysAfter = db.prepare(
-      'SELECT DISTINCT shard FROM consensus WHERE shard > ? ORDER BY shard LIMIT ?',
-    );
+    this.#head = db.prepare(SQLITE_SQL.head);
+    this.#insertIfHead = db.prepare(SQLITE_SQL.insertIfHead);
+    this.#scan = db.prepare(SQLITE_SQL.scan);
+    this.#delete = db.prepare(SQLITE_SQL.deleteBelow);
+    this.#firstKeys = db.prepare(SQLITE_SQL.firstKeys);
+    this.#keysAfter = db.prepare(SQLITE_SQL.keysAfter);
     this.#cas = db.transaction(
       (key: string, expected: bigint | null, next: VersionedData): CasResult => {
         const { changes } = this.#insertIfHead.run(
@@ -304,7 +310,7 @@ function readRow(row: Row, key: string): VersionedData {
   if (!Buffer.isBuffer(row.data)) {
     throw new ConsensusError('data_loss', `the data of ${key} at ${seqno} is not a blob`, { key });
   }
-  // A plain Uint8Array over the row's own (fresh) buffer: callers own it.
+  // A plain Uint8Array view of the Buffer better-sqlite3 copied this value into: callers own it.
   return { seqno, data: new Uint8Array(row.data.buffer, row.data.byteOffset, row.data.byteLength) };
 }
 
