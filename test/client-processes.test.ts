@@ -6,7 +6,7 @@
  * Runs the built JS: `npx tsc -p tsconfig.build.json` first (`npm test` does).
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -41,6 +41,8 @@ async function line(p: Proc): Promise<Record<string, unknown>> {
   return JSON.parse(r.value) as Record<string, unknown>;
 }
 
+const shardOf = (name: string) => `s00000000-0000-0000-0000-${name.padStart(12, '0')}`;
+
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((s.length - 1) * p))] ?? Number.NaN;
@@ -63,11 +65,17 @@ describe.skipIf(!BUILT)('writer and reader processes on a shared SQLite file', (
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function scenario(name: string, pubsubOn: boolean) {
+  async function scenario(
+    name: string,
+    pubsubOn: boolean,
+    extra: { env?: Record<string, string>; flagsFile?: string; during?: () => Promise<void> } = {},
+  ) {
     const consensus = `sqlite:${join(dir, `${name}.db`)}`;
-    const shard = `s00000000-0000-0000-0000-0000000${pubsubOn ? 'a0001' : 'b0002'}`;
-    const env = pubsubOn ? {} : { PERSIST_PUBSUB_CLIENT_ENABLED: 'false' };
-    const reader = run('client-reader.mjs', [consensus, url, shard, String(N)], env);
+    const shard = shardOf(name);
+    const env = { ...(pubsubOn ? {} : { PERSIST_PUBSUB_CLIENT_ENABLED: 'false' }), ...extra.env };
+    const args = [consensus, url, shard, String(N)];
+    if (extra.flagsFile !== undefined) args.push(extra.flagsFile);
+    const reader = run('client-reader.mjs', args, env);
     procs.push(reader);
     expect(await line(reader)).toEqual({ ready: true });
     const writer = run(
@@ -76,13 +84,14 @@ describe.skipIf(!BUILT)('writer and reader processes on a shared SQLite file', (
       {},
     );
     procs.push(writer);
+    await extra.during?.();
     expect(await line(writer)).toMatchObject({ committed: N });
     const result = await line(reader);
     expect(await reader.done).toBe(0);
     expect(await writer.done).toBe(0);
     const lat = result.latenciesMs as number[];
     console.log(
-      `client processes, pubsub ${pubsubOn ? 'on' : 'off'}: ${N} commits every ${INTERVAL_MS} ms; ` +
+      `client processes, ${name}: ${N} commits every ${INTERVAL_MS} ms; ` +
         `${lat.length} commits observed, commit→observed p50 ${pct(lat, 0.5).toFixed(2)} ms, ` +
         `p99 ${pct(lat, 0.99).toFixed(2)} ms, max ${Math.max(...lat).toFixed(2)} ms; ` +
         `reader Consensus reads while following: ${result.reads}; e2e histogram counts ${JSON.stringify(result.e2eCount)}; reads by reason since start ${JSON.stringify(result.readReasons)}`,
@@ -107,5 +116,39 @@ describe.skipIf(!BUILT)('writer and reader processes on a shared SQLite file', (
     expect(r.e2eCount).not.toHaveProperty('pubsub');
     // The first poll sleeps 1200 ms: polling is visibly slower than pubsub.
     expect(pct(r.lat, 0.5)).toBeGreaterThan(100);
+  });
+
+  it('the flags file switches pubsub off and on mid-run: polling, then catch-up and pubsub again', async () => {
+    const flagsFile = join(dir, 'reader-flags.json');
+    writeFileSync(flagsFile, '{}');
+    const r = await scenario('toggled', true, {
+      flagsFile,
+      env: { PERSIST_NEXT_LISTEN_BATCH_RETRYER_FIXED_SLEEP_MS: '100' },
+      during: async () => {
+        // The broker sees every push: switch the reader off after 10 commits, on after 30.
+        const shard = shardOf('toggled');
+        const pushed = () =>
+          Number(
+            broker.listShards({ pageSize: 1000 }).items.find((x) => x.shardId === shard)
+              ?.lastSeqno ?? 0,
+          );
+        const reach = async (n: number) => {
+          while (pushed() < n) await new Promise((resolve) => setTimeout(resolve, 2));
+        };
+        await reach(10);
+        writeFileSync(flagsFile, JSON.stringify({ persist_pubsub_client_enabled: false }));
+        await reach(30);
+        writeFileSync(flagsFile, '{}');
+      },
+    });
+    expect(r.finalN).toBe(N);
+    expect(r.lat).toHaveLength(N);
+    const reasons = r.readReasons as Record<string, number>;
+    const e2e = r.e2eCount as Record<string, number>;
+    expect(reasons.poll).toBeGreaterThan(0);
+    // The first connection and the one after re-enabling each caught the shard up once.
+    expect(reasons.reconnect).toBe(2);
+    expect(e2e.pubsub).toBeGreaterThan(0);
+    expect(e2e.poll).toBeGreaterThan(0);
   });
 });

@@ -29,6 +29,7 @@ import { createBrokerTransport } from './broker-transport.js';
 import { createPubSubClient } from './create-pubsub-client.js';
 import { ClientError } from './errors.js';
 import { createFlags, type FlagName, type Flags, type PersistFlags } from './flags.js';
+import { type FlagsFileWatcher, watchFlagsFile } from './flags-file.js';
 import type { GrpcTransportOptions } from './grpc-transport.js';
 import { createGrpcTransport } from './grpc-transport.js';
 import { clientMetrics } from './metrics.js';
@@ -54,6 +55,11 @@ export interface PersistClientOptions {
   callerId?: string | undefined;
   /** Runtime flags: a live `Flags` (shared, changeable) or initial values. @default all defaults */
   config?: Flags | Partial<Record<FlagName, unknown>> | undefined;
+  /**
+   * A JSON file of flag values, watched and applied within 100 ms for as long as the client
+   * lives (see `watchFlagsFile`); a bad file is logged and counted and changes nothing.
+   */
+  flagsFile?: string | undefined;
   /** Shard-state settings that are not flags (reorder window, rollups, batch size). */
   shardState?: Partial<ShardStateConfig> | undefined;
   logger?: Logger | undefined;
@@ -119,32 +125,48 @@ export async function createPersistClient(options: PersistClientOptions): Promis
   const flags = isFlags(options.config) ? options.config : createFlags(options.config ?? {});
   const callerId = options.callerId ?? 'unknown';
   const m = clientMetrics(registry);
+  if (options.flagsFile !== undefined && typeof options.flagsFile !== 'string') {
+    throw new ClientError('invalid_argument', 'flagsFile must be a path', { field: 'flagsFile' });
+  }
+  // Before anything connects, so the file's values apply from the start.
+  const watcher: FlagsFileWatcher | undefined =
+    options.flagsFile === undefined
+      ? undefined
+      : watchFlagsFile(flags, options.flagsFile, {
+          logger,
+          onError: () => m.flagErrors.inc({ source: 'file' }),
+        });
 
   // Pubsub first: it validates its options synchronously and never blocks.
   const pubsubOpts = { flags, logger, registry };
   const target = options.pubsub;
   let pubsub: PubSubClient;
-  if (target === undefined || target === 'none') {
-    pubsub = createNoopPubSubClient({ registry });
-  } else if (typeof target === 'string') {
-    pubsub = createPubSubClient(createGrpcTransport({ url: target, callerId }), pubsubOpts);
-  } else if (typeof target === 'object' && target !== null && isBroker(target)) {
-    pubsub = createPubSubClient(createBrokerTransport(target, { flags, callerId }), {
-      ...pubsubOpts,
-      reconnectOn: (next, prev) =>
-        next.persist_pubsub_same_process_delegate_enabled !==
-        prev.persist_pubsub_same_process_delegate_enabled,
-    });
-  } else if (typeof target === 'object' && target !== null && isPubSubClient(target)) {
-    pubsub = target;
-  } else if (typeof target === 'object' && target !== null && typeof target.url === 'string') {
-    pubsub = createPubSubClient(createGrpcTransport({ ...target, callerId }), pubsubOpts);
-  } else {
-    throw new ClientError(
-      'invalid_argument',
-      'pubsub must be a grpc:// or grpcs:// URL, gRPC options with a url, a Broker, a PubSubClient or none',
-      { field: 'pubsub' },
-    );
+  try {
+    if (target === undefined || target === 'none') {
+      pubsub = createNoopPubSubClient({ registry });
+    } else if (typeof target === 'string') {
+      pubsub = createPubSubClient(createGrpcTransport({ url: target, callerId }), pubsubOpts);
+    } else if (typeof target === 'object' && target !== null && isBroker(target)) {
+      pubsub = createPubSubClient(createBrokerTransport(target, { flags, callerId }), {
+        ...pubsubOpts,
+        reconnectOn: (next, prev) =>
+          next.persist_pubsub_same_process_delegate_enabled !==
+          prev.persist_pubsub_same_process_delegate_enabled,
+      });
+    } else if (typeof target === 'object' && target !== null && isPubSubClient(target)) {
+      pubsub = target;
+    } else if (typeof target === 'object' && target !== null && typeof target.url === 'string') {
+      pubsub = createPubSubClient(createGrpcTransport({ ...target, callerId }), pubsubOpts);
+    } else {
+      throw new ClientError(
+        'invalid_argument',
+        'pubsub must be a grpc:// or grpcs:// URL, gRPC options with a url, a Broker, a PubSubClient or none',
+        { field: 'pubsub' },
+      );
+    }
+  } catch (err) {
+    watcher?.close();
+    throw err;
   }
 
   let consensus: Consensus;
@@ -161,6 +183,7 @@ export async function createPersistClient(options: PersistClientOptions): Promis
       });
     }
   } catch (err) {
+    watcher?.close();
     if (pubsub !== target) await pubsub.close();
     throw err;
   }
@@ -204,6 +227,7 @@ export async function createPersistClient(options: PersistClientOptions): Promis
       },
     });
   } catch (err) {
+    watcher?.close();
     if (pubsub !== target) await pubsub.close();
     if (ownsConsensus) await consensus.close();
     throw err;
@@ -269,6 +293,7 @@ export async function createPersistClient(options: PersistClientOptions): Promis
     registry,
     close() {
       closing ??= (async () => {
+        watcher?.close();
         offFlags();
         cache.close();
         for (const t of tokens.values()) t.release();
