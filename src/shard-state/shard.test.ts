@@ -112,6 +112,17 @@ describe('applying pushed diffs', () => {
     ).toBeGreaterThan(0);
   });
 
+  it('past maxHeldDiffs reads the gap at once instead of holding more', async () => {
+    const t = await setup(6, { config: { maxHeldDiffs: 2, reorderWindowMs: 1000 } });
+    expect(t.reader.receiveDiff(SHARD, 4n, t.pushes[3]!.diff)).toBe('held');
+    expect(t.reader.receiveDiff(SHARD, 5n, t.pushes[4]!.diff)).toBe('held');
+    expect(t.reader.receiveDiff(SHARD, 6n, t.pushes[5]!.diff)).toBe('refetch');
+    await t.clock.advance(0);
+    expect(t.consensus.scans).toEqual([{ from: 1n, limit: 3, returned: 3 }]);
+    expect(t.r.seqno).toBe(5n);
+    expect(eq(t.r.state, t.states[5])).toBe(true);
+  });
+
   it('with a zero window fetches the gap at once', async () => {
     const t = await setup(3, { config: { reorderWindowMs: 0 } });
     expect(t.reader.receiveDiff(SHARD, 3n, t.pushes[2]!.diff)).toBe('held');

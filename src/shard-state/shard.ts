@@ -154,7 +154,7 @@ export class Shard<S, D> {
       // Too far behind to hold more: read the gap now rather than grow without bound.
       this.#log.debug({ seqno: String(seqno) }, 'held diffs at their limit; fetching the gap now');
       void this.#request('gap');
-      return 'held';
+      return 'refetch';
     }
     this.#held.set(seqno, held);
     if (this.#loaded) this.#armReorderTimer();
@@ -630,6 +630,11 @@ export class Shard<S, D> {
   /**
    * After a compare-and-set threw: an indeterminate error re-reads the version to learn whether
    * it landed; a determinate `unavailable` is retried; anything else is the caller's.
+   *
+   * Known limit: if other writers commit a whole rollup interval on top of ours and truncate
+   * behind their rollup before the re-read, our version is gone from the log and reads as not
+   * landed, so `fn` is applied again on top. Exactly-once across that window needs an
+   * idempotency token in the state (as persist's writers keep), which is the model's business.
    */
   async #afterCasError(
     err: unknown,

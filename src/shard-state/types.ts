@@ -132,7 +132,10 @@ export type ReceiveOutcome =
   | 'stale'
   /** It is ahead of the next seqno: held for the reorder window, then the gap is fetched. */
   | 'held'
-  /** It did not decode or apply cleanly: counted, logged, and the state is refetched. */
+  /**
+   * It did not decode or apply cleanly (counted, logged), or too many diffs are held already:
+   * the state is refetched from Consensus.
+   */
   | 'refetch'
   /** No handle holds that shard in this cache: ignored. */
   | 'not_open';
