@@ -254,6 +254,24 @@ describe('polling fallback', () => {
   });
 });
 
+describe('closing the cache', () => {
+  it('rejects pending waits with closed and ends listen loops', async () => {
+    const t = await setup(0);
+    const wait = t.r.waitForSeqno(5n);
+    const loop = (async () => {
+      const seen: bigint[] = [];
+      for await (const v of t.r.listen()) seen.push(v.seqno);
+      return seen;
+    })();
+    await t.clock.advance(0);
+    t.reader.close();
+    await expect(wait).rejects.toMatchObject({ code: 'closed' });
+    expect(await loop).toEqual([0n]);
+    expect(t.clock.pending()).toBe(0);
+    await expect(t.reader.open(SHARD)).rejects.toMatchObject({ code: 'closed' });
+  });
+});
+
 describe('writer path', () => {
   it('retries a lost compare-and-set on the 4 ms doubling schedule of the fake clock', async () => {
     const t = await setup(0);

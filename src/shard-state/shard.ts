@@ -47,6 +47,7 @@ interface Held<D> {
 interface Waiter {
   seqno: bigint;
   resolve: () => void;
+  reject: (err: unknown) => void;
 }
 
 interface PollState {
@@ -465,6 +466,11 @@ export class Shard<S, D> {
    */
   waitFor(seqno: bigint, signal: AbortSignal | undefined): Promise<void> {
     if (this.#seqno >= seqno) return Promise.resolve();
+    if (this.#closed) {
+      return Promise.reject(
+        new ShardStateError('closed', 'the shard was released', { shardId: this.shardId }),
+      );
+    }
     if (signal?.aborted) return Promise.reject(signal.reason);
     return new Promise<void>((resolve, reject) => {
       const onAbort = () => {
@@ -478,6 +484,10 @@ export class Shard<S, D> {
           signal?.removeEventListener('abort', onAbort);
           this.#stopPollingIfIdle();
           resolve();
+        },
+        reject: (err) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(err);
         },
       };
       this.#waiters.add(waiter);
@@ -708,10 +718,14 @@ export class Shard<S, D> {
     }
   }
 
-  /** Stops every timer; pending waits never resolve (handles reject them on close). */
+  /** Stops every timer and rejects pending waits with `closed`. Idempotent. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    const closed = new ShardStateError('closed', 'the shard was released', {
+      shardId: this.shardId,
+    });
+    for (const w of this.#waiters) w.reject(closed);
     this.#reorderTimer?.cancel();
     this.#reorderTimer = undefined;
     this.#poll?.timer?.cancel();
