@@ -30,6 +30,7 @@ interface Row {
   op: Op;
   p50Us: number;
   p99Us: number;
+  maxUs: number;
   opsPerSecond: number;
   count: number;
 }
@@ -118,11 +119,12 @@ async function run(args: string[]): Promise<void> {
     `One client, calls back to back, ${seconds} s per operation, ${bytes}-byte versions, ` +
       `scan = last ${SCAN_LENGTH} versions. Node ${process.version}.\n`,
   );
-  console.log('| backend | op | p50 (µs) | p99 (µs) | ops/s | calls |');
-  console.log('|---|---|---:|---:|---:|---:|');
+  console.log('| backend | op | p50 (µs) | p99 (µs) | max (µs) | ops/s | calls |');
+  console.log('|---|---|---:|---:|---:|---:|---:|');
   for (const r of rows) {
     console.log(
-      `| ${r.backend} | ${r.op} | ${r.p50Us} | ${r.p99Us} | ${Math.round(r.opsPerSecond)} | ${r.count} |`,
+      `| ${r.backend} | ${r.op} | ${r.p50Us} | ${r.p99Us} | ${r.maxUs} | ` +
+        `${Math.round(r.opsPerSecond)} | ${r.count} |`,
     );
   }
   for (const note of notes) console.log(`\n- ${note}`);
@@ -174,6 +176,7 @@ async function measure(
       op,
       p50Us: histogram.getValueAtPercentile(50),
       p99Us: histogram.getValueAtPercentile(99),
+      maxUs: histogram.maxValue,
       opsPerSecond: count / ((now - start) / 1000),
       count,
     });
