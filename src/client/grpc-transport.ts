@@ -46,6 +46,7 @@ export const EXTENSIONS_HEADER = 'persist-pubsub-extensions';
 export const DEFAULT_KEEPALIVE_TIME_MS = 30_000;
 export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 10_000;
 export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+export const DEFAULT_ACCEPT_GRACE_MS = 250;
 
 /** TLS for `grpcs://`: PEM contents (not paths). */
 export interface GrpcTlsOptions {
@@ -71,6 +72,12 @@ export interface GrpcTransportOptions {
   keepaliveTimeMs?: number | undefined;
   /** Drop the connection when a ping is unanswered this long, in ms. @default 10000 */
   keepaliveTimeoutMs?: number | undefined;
+  /**
+   * How long to wait for the broker's response headers before taking a stream that has not
+   * failed as accepted (for servers that send headers only with their first message), in ms.
+   * @default 250
+   */
+  acceptGraceMs?: number | undefined;
   /** Largest message received, in bytes. @default 4 MiB */
   maxMessageBytes?: number | undefined;
   /** Wall clock in ms since the Unix epoch (message timestamps). @default Date.now */
@@ -159,6 +166,8 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
   const keepaliveTimeMs = options.keepaliveTimeMs ?? DEFAULT_KEEPALIVE_TIME_MS;
   const keepaliveTimeoutMs = options.keepaliveTimeoutMs ?? DEFAULT_KEEPALIVE_TIMEOUT_MS;
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const acceptGraceMs = options.acceptGraceMs ?? DEFAULT_ACCEPT_GRACE_MS;
+  checkMs('acceptGraceMs', acceptGraceMs);
   checkMs('keepaliveTimeMs', keepaliveTimeMs);
   checkMs('keepaliveTimeoutMs', keepaliveTimeoutMs);
   checkMs('maxMessageBytes', maxMessageBytes);
@@ -250,11 +259,20 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
       const call = client.makeBidiStreamRequest(PUBSUB_METHOD_PATH, identity, identity, md);
       let open = true;
       let pending = 0;
+      let accepted = false;
+      let acceptWait: { resolve: () => void; reject: (err: Error) => void } | undefined;
       const finish = (err: Error | undefined): void => {
         if (!open) return;
         open = false;
         call.removeAllListeners('data');
         client.close();
+        if (!accepted) {
+          acceptWait?.reject(
+            err ??
+              new ClientError('unavailable', 'the broker ended the stream before accepting it'),
+          );
+          return;
+        }
         onClose(err);
       };
       call.on('data', (buf: Buffer) => {
@@ -268,6 +286,35 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
         ),
       );
       call.on('end', () => finish(undefined));
+      // The stream counts as connected once the broker accepted it: response headers arrived
+      // (our broker sends them at once; a refusal such as UNAUTHENTICATED is trailers-only and
+      // fails the attempt here, with connect backoff). A server that sends headers only with
+      // its first message is taken as accepted after `acceptGraceMs` without an error.
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => settle(), acceptGraceMs);
+        timer.unref();
+        const onAbort = (): void => settle(signal.reason as Error);
+        function settle(err?: Error): void {
+          clearTimeout(timer);
+          signal.removeEventListener('abort', onAbort);
+          if (acceptWait === undefined) return;
+          acceptWait = undefined;
+          if (err === undefined) resolve();
+          else reject(err);
+        }
+        acceptWait = { resolve: () => settle(), reject: (err) => settle(err) };
+        call.once('metadata', () => acceptWait?.resolve());
+        signal.addEventListener('abort', onAbort, { once: true });
+      }).catch((err: unknown) => {
+        if (open) {
+          open = false;
+          call.removeAllListeners('data');
+          call.cancel();
+          client.close();
+        }
+        throw err;
+      });
+      accepted = true;
       const send = (msg: ProtoPubSubMessage['message'], isPush: boolean): SendResult => {
         if (!open) return false;
         const buf = encode(msg);
