@@ -1,0 +1,154 @@
+import { Registry } from 'prom-client';
+import { describe, expect, it } from 'vitest';
+import { createMemoryConsensus } from '../consensus/index.js';
+import type { StateModel } from '../shard-state/index.js';
+import { createPubSubClient } from './create-pubsub-client.js';
+import { createFlags } from './flags.js';
+import { createPersistClient } from './persist-client.js';
+import type { ConnectOptions, PubSubTransport } from './transport.js';
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const counter: StateModel<number, number> = {
+  name: 'unit-counter',
+  initial: () => 0,
+  apply: (s, d) => s + d,
+  diff: (a, b) => b - a,
+  isEmptyDiff: (d) => d === 0,
+  equals: (a, b) => a === b,
+  encodeState: (s) => enc.encode(String(s)),
+  decodeState: (b) => Number(dec.decode(b)),
+  encodeDiff: (d) => enc.encode(String(d)),
+  decodeDiff: (b) => Number(dec.decode(b)),
+};
+
+/** A transport that connects at once and records pushes and subscriptions. */
+function recordingTransport() {
+  const log: string[] = [];
+  const conns: ConnectOptions[] = [];
+  const transport: PubSubTransport = {
+    kind: 'fake',
+    async connect(opts) {
+      conns.push(opts);
+      return {
+        subscribe: (s) => log.push(`sub ${s}`) && 1,
+        unsubscribe: (s) => log.push(`unsub ${s}`) && 1,
+        push: (s, n) => log.push(`push ${s} ${n}`) && 1,
+        pendingPushes: () => 0,
+        close: () => {},
+      };
+    },
+  };
+  return { transport, log, conns };
+}
+
+async function until(pred: () => boolean, timeoutMs = 2000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!pred()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+async function untilAsync(pred: () => Promise<boolean>, timeoutMs = 2000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await pred())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+const reads = async (registry: Registry, reason: string) =>
+  (
+    await registry.getSingleMetric('persist_pubsub_state_consensus_reads_total')?.get()
+  )?.values.find((v) => v.labels.reason === reason)?.value ?? 0;
+
+const S = 's00000000-0000-0000-0000-0000000000a1';
+const T = 's00000000-0000-0000-0000-0000000000a2';
+
+describe('createPersistClient wiring', () => {
+  it('subscribes per open shard, pushes commits, fetches on gaps and resyncs, and leaves a given pubsub open', async () => {
+    const store = createMemoryConsensus();
+    const rec = recordingTransport();
+    const flags = createFlags();
+    const registry = new Registry();
+    const pubsub = createPubSubClient(rec.transport, { flags, registry });
+    const client = await createPersistClient({ consensus: store, pubsub, config: flags, registry });
+    const h1 = await client.openShard(S, counter);
+    const h2 = await client.openShard(S, counter);
+    await until(() => pubsub.status.state === 'connected');
+    expect(rec.log.filter((l) => l.startsWith('sub'))).toEqual([`sub ${S}`]);
+
+    await h1.update((s) => s + 1);
+    expect(rec.log).toContain(`push ${S} 1`);
+    flags.set({ persist_pubsub_push_diff_enabled: false });
+    await h1.update((s) => s + 1);
+    expect(rec.log).not.toContain(`push ${S} 2`);
+
+    // A gap notice makes the client read Consensus for that shard at once.
+    const gapReadsBefore = await reads(registry, 'gap_notice');
+    rec.conns[0]!.onMessage({
+      kind: 'gap',
+      shardId: S,
+      reason: 'slow_consumer',
+      fromSeqno: 3n,
+      bytes: 1,
+    });
+    await untilAsync(async () => (await reads(registry, 'gap_notice')) === gapReadsBefore + 1);
+
+    // Another writer commits; a pushed diff that does not decode is counted and answered by a
+    // refetch, so the reader still gets there.
+    const writer = await createPersistClient({ consensus: store });
+    const wh = await writer.openShard(S, counter);
+    await wh.update((s) => s + 10);
+    rec.conns[0]!.onMessage({
+      kind: 'diff',
+      shardId: S,
+      seqno: 3n,
+      diff: enc.encode('bad'), // not an envelope: counted and answered by a refetch
+      originTimestampMs: undefined,
+      brokerTimestampMs: undefined,
+      bytes: 3,
+    });
+    expect((await h2.waitForSeqno(3n, { signal: AbortSignal.timeout(1000) })).state).toBe(12);
+
+    h1.close();
+    expect(rec.log.filter((l) => l.startsWith('unsub'))).toEqual([]);
+    h2.close();
+    expect(rec.log).toContain(`unsub ${S}`);
+
+    // A reconnect fetches each open shard once, and only open ones.
+    const th = await client.openShard(T, counter);
+    const before = await reads(registry, 'reconnect');
+    rec.conns[0]!.onClose(new Error('gone'));
+    flags.set({ persist_pubsub_reconnect_backoff_ms: 0 });
+    await until(() => rec.conns.length === 2 && pubsub.status.state === 'connected');
+    await untilAsync(async () => (await reads(registry, 'reconnect')) === before + 1);
+    th.close();
+
+    await client.close();
+    // The caller's pubsub client is theirs to close.
+    expect(pubsub.status.state).toBe('connected');
+    await pubsub.close();
+    wh.close();
+    await writer.close();
+  });
+
+  it('with no pubsub, readers poll', async () => {
+    const store = createMemoryConsensus();
+    const reader = await createPersistClient({
+      consensus: store,
+      config: { persist_next_listen_batch_retryer_fixed_sleep_ms: 10 },
+    });
+    const writer = await createPersistClient({ consensus: store, pubsub: 'none' });
+    const rh = await reader.openShard(S, counter);
+    const wh = await writer.openShard(S, counter);
+    await wh.update((s) => s + 5);
+    expect((await rh.waitForSeqno(1n, { signal: AbortSignal.timeout(1000) })).state).toBe(5);
+    expect(reader.pubsub.transport).toBe('none');
+    rh.close();
+    wh.close();
+    await reader.close();
+    await writer.close();
+  });
+});
