@@ -110,7 +110,8 @@ describe('shard state under random delivery schedules', () => {
           { maxLength: 15 },
         ),
         fc.integer({ min: 0, max: 2 ** 31 }),
-        async (ops, rollupInterval, truncate, reorderWindowMs, copies, extra, seed) => {
+        fc.nat(),
+        async (ops, rollupInterval, truncate, reorderWindowMs, copies, extra, seed, openAt) => {
           const memory = createMemoryConsensus();
           const pushes: PublishEvent[] = [];
           const writer = createShardStateCache({
@@ -146,13 +147,23 @@ describe('shard state under random delivery schedules', () => {
               },
             },
           });
-          handle = await reader.open<PersistState>(SHARD);
+          // The reader opens after `opensAfter` commits (from the earliest live rollup).
+          const opensAfter = openAt % (ops.length + 1);
+          const openReader = async () => {
+            await new Promise((res) => setImmediate(res)); // let best-effort truncation run
+            handle = await reader.open<PersistState>(SHARD);
+            expect(handle.seqno).toBe(BigInt(opensAfter));
+            expect(model.equals(handle.state, expected[opensAfter]!)).toBe(true);
+          };
           const w = await writer.open<PersistState>(SHARD);
-          for (const o of ops) {
+          for (const [i, o] of ops.entries()) {
+            if (i === opensAfter) await openReader();
             const r = await w.update(step(o));
             expected[Number(r.seqno)] = r.state;
           }
+          if (opensAfter === ops.length) await openReader();
           await new Promise((res) => setImmediate(res)); // let best-effort truncation run
+          if (handle === undefined) throw new Error('unreachable: the reader is open');
 
           // The schedule: each push delivered 0, 1 or 2 times, shuffled with clock advances and
           // garbage, by a seeded shuffle.

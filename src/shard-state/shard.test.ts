@@ -320,6 +320,27 @@ describe('writer path', () => {
     expect(await t.sum('persist_pubsub_state_commits_total', { outcome: 'indeterminate' })).toBe(2);
   });
 
+  it('a state the model cannot encode is a clear error, and nothing is written', async () => {
+    const t = await setup(0);
+    const bad = (s: PersistState): PersistState => ({
+      ...s,
+      writers: new Map(s.writers).set('w', {
+        lastHeartbeatMs: 1.5, // not an integer number of ms
+        leaseDurationMs: 1,
+        mostRecentWriteUpper: [],
+        debug: '',
+      }),
+    });
+    await expect(t.r.update(bad)).rejects.toMatchObject({ code: 'invalid_argument' });
+    expect(await t.memory.head(SHARD)).toBeUndefined();
+    const thrown = new Error('mine');
+    await expect(
+      t.r.update(() => {
+        throw thrown;
+      }),
+    ).rejects.toBe(thrown);
+  });
+
   it('a function that changes nothing commits nothing', async () => {
     const t = await setup(1);
     const r = await t.w.update((s) => s);

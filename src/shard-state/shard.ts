@@ -576,23 +576,34 @@ export class Shard<S, D> {
       const state = this.#state;
       const nowMs = clock.nowMs();
       const next = fn(state, { seqno, nowMs, attempt });
-      const diff = next === undefined || next === state ? undefined : model.diff(state, next);
-      if (next === undefined || diff === undefined || model.isEmptyDiff(diff)) {
-        metrics.commits.inc({ outcome: 'noop' });
-        return { outcome: 'noop', seqno, state, attempts: attempt - 1 };
-      }
       const seqnoTo = seqno + 1n;
       const cfg = this.#d.config();
       const rollupEvery = BigInt(cfg.rollupInterval);
       const isRollup = seqnoTo === 1n || seqnoTo % rollupEvery === 0n;
-      const envelope: Envelope = {
-        seqnoFrom: seqno,
-        seqnoTo,
-        wallTimeMs: nowMs,
-        diff: model.encodeDiff(diff),
-        rollup: isRollup ? model.encodeState(next) : undefined,
-        model: model.name,
-      };
+      let envelope: Envelope | undefined;
+      try {
+        const diff = next === undefined || next === state ? undefined : model.diff(state, next);
+        if (next !== undefined && diff !== undefined && !model.isEmptyDiff(diff)) {
+          envelope = {
+            seqnoFrom: seqno,
+            seqnoTo,
+            wallTimeMs: nowMs,
+            diff: model.encodeDiff(diff),
+            rollup: isRollup ? model.encodeState(next) : undefined,
+            model: model.name,
+          };
+        }
+      } catch (err) {
+        throw new ShardStateError(
+          'invalid_argument',
+          'the update function returned a state the model cannot diff or encode',
+          { shardId: this.shardId, cause: err },
+        );
+      }
+      if (next === undefined || envelope === undefined) {
+        metrics.commits.inc({ outcome: 'noop' });
+        return { outcome: 'noop', seqno, state, attempts: attempt - 1 };
+      }
       const data = encodeEnvelope(envelope);
       let outcome: 'committed' | 'mismatch' | 'unavailable';
       try {
