@@ -51,7 +51,7 @@ import {
   type IncomingHttpHeaders,
   type ServerHttp2Stream,
 } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { Connection, type ConnectionSink } from './connection.js';
 import { BrokerError } from './errors.js';
@@ -111,6 +111,11 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   let closing: Promise<void> | undefined;
   let connSeq = 0;
   const sessions = new Map<Http2Session, Set<Connection>>();
+  /**
+   * Raw sockets, to cut at the end of a drain: `Http2Session.destroy()` ends its socket
+   * gracefully and waits for the peer, which a peer that stopped reading never allows.
+   */
+  const sockets = new Set<Socket>();
   const tokenDigest =
     o.authToken === undefined ? undefined : createHash('sha256').update(o.authToken).digest();
 
@@ -628,6 +633,10 @@ export function createBroker(options: BrokerOptions = {}): Broker {
               : { ca: o.tls.clientCa, requestCert: true, rejectUnauthorized: true }),
           });
     server = srv;
+    srv.on('connection', (socket: Socket) => {
+      sockets.add(socket);
+      socket.once('close', () => sockets.delete(socket));
+    });
     srv.on('stream', onStream);
     srv.on('session', onSession);
     srv.on('sessionError', (err) => log.debug({ err }, 'session error'));
@@ -685,6 +694,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       await new Promise((r) => setTimeout(r, 20).unref());
     }
     for (const session of sessions.keys()) session.destroy();
+    for (const socket of sockets) socket.destroy();
     await serverClosed;
     fan.dispose();
     state = 'closed';
@@ -743,6 +753,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       health.notify();
       endAllConnections({ code: GrpcStatus.UNAVAILABLE, message: 'broker destroyed' });
       for (const session of sessions.keys()) session.destroy();
+      for (const socket of sockets) socket.destroy();
       server?.close();
       fan.dispose();
       closing ??= Promise.resolve();

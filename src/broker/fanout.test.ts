@@ -150,15 +150,25 @@ describe('fan-out core', () => {
     expect(old.sink.pushes().slice(0, 8)).toEqual([1n, 2n, 3n, 4n, 5n, 6n, 7n, 8n]);
   });
 
-  it('bounds the queue in bytes too', async () => {
-    const { core, conn, push, metrics } = setup({ maxQueueBytes: 100 });
+  it('bounds the queue in bytes too, and writes a burst at once while the transport keeps up', async () => {
+    const { core, conn, push, metrics } = setup({ maxQueueBytes: 200 });
     const pub = conn();
     const sub = conn();
     core.subscribe(sub.c, 's');
+    // A healthy transport: a burst larger than the queue is written as it comes, nothing dropped.
     for (let n = 1n; n <= 10n; n++) push(pub.c, 's', n);
-    expect(sub.c.queueBytes).toBeLessThanOrEqual(100);
-    expect(metrics.stats.drops.queue_full).toBeGreaterThan(0);
+    expect(sub.sink.pushes().length).toBeGreaterThan(0);
     await turn();
+    expect(sub.sink.pushes()).toHaveLength(10);
+    expect(metrics.stats.drops.queue_full).toBe(0);
+    // A full transport: the queue stops at its byte limit and the rest is dropped.
+    sub.sink.accept = false;
+    push(pub.c, 's', 11n);
+    await turn();
+    for (let n = 12n; n <= 30n; n++) push(pub.c, 's', n);
+    expect(sub.c.queueBytes).toBeLessThanOrEqual(200);
+    expect(sub.c.queueBytes).toBeGreaterThan(0);
+    expect(metrics.stats.drops.queue_full).toBeGreaterThan(0);
   });
 
   it('closes a connection stuck full past stuckConnectionTimeoutMs with RESOURCE_EXHAUSTED', async () => {

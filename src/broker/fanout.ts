@@ -15,7 +15,9 @@
  *   queue has been written out. A queue that stays full for `stuckConnectionTimeoutMs` closes
  *   the connection with RESOURCE_EXHAUSTED.
  * - Writes are coalesced: every queue touched during one event-loop turn is flushed once, in a
- *   `setImmediate`, as one transport write per connection.
+ *   `setImmediate`, as one transport write per connection; a queue that reaches half its limit
+ *   (or 256 KiB) within a turn is written at once, so a burst never drops for a subscriber whose
+ *   transport keeps up.
  */
 import { performance } from 'node:perf_hooks';
 import type { Connection } from './connection.js';
@@ -73,6 +75,9 @@ export function createFanoutCore(options: {
   });
   const connections = new Map<string, Connection>();
 
+  // Half a queue, or 256 KiB, is written at once instead of waiting for the end of the turn.
+  const eagerMessages = Math.max(1, Math.floor(limits.maxQueueMessages / 2));
+  const eagerBytes = Math.max(1, Math.min(256 * 1024, Math.floor(limits.maxQueueBytes / 2)));
   let dirty: Connection[] = [];
   let flushScheduled: NodeJS.Immediate | undefined;
 
@@ -192,7 +197,12 @@ export function createFanoutCore(options: {
     }
     conn.queue.push(item);
     conn.queueBytes += bytes;
-    schedule(conn);
+    if (conn.writable && (conn.queue.length >= eagerMessages || conn.queueBytes >= eagerBytes)) {
+      // A burst within one turn: write now rather than let a healthy subscriber's queue fill.
+      flush(conn);
+    } else {
+      schedule(conn);
+    }
     return true;
   }
 
