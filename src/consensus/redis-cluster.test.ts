@@ -6,13 +6,14 @@
 import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { type AddressInfo, createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { Cluster } from 'ioredis';
+import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeConformance } from './conformance.test-suite.js';
+import { ConsensusError } from './errors.js';
 import { openRedisConsensus, redisKeys } from './redis.js';
 
 const haveBinaries =
@@ -26,18 +27,22 @@ if (!haveBinaries) {
 
 const run = promisify(execFile);
 
-/** A free loopback port (another process may still take it; good enough for a test). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === 'object' && address !== null ? resolve(address.port) : reject(),
-      );
-    });
-  });
+/** `n` distinct free loopback ports (held open together so none repeats; then released). */
+async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<Server>((resolve, reject) => {
+          const server = createServer();
+          server.once('error', reject);
+          server.listen(0, '127.0.0.1', () => resolve(server));
+        }),
+    ),
+  );
+  const ports = servers.map((s) => (s.address() as AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
 }
 
 describe.skipIf(!haveBinaries)('redis consensus on a 3-primary cluster', () => {
@@ -49,7 +54,7 @@ describe.skipIf(!haveBinaries)('redis consensus on a 3-primary cluster', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'persist-pubsub-redis-cluster-'));
-    ports = [await freePort(), await freePort(), await freePort()];
+    ports = await freePorts(3);
     for (const port of ports) {
       const child = spawn(
         'redis-server',
@@ -158,6 +163,63 @@ describe.skipIf(!haveBinaries)('redis consensus on a 3-primary cluster', () => {
     } finally {
       await c.close();
       probe.disconnect();
+    }
+  });
+
+  it('reports a CAS whose node connection is killed in flight as indeterminate, not resent', async () => {
+    const name = `cluster-kill-${randomUUID().slice(0, 8)}`;
+    const c = await openRedisConsensus(url, { keyPrefix: PREFIX, connectionName: name });
+    const probe = new Cluster([{ host: '127.0.0.1', port: ports[0]! }]);
+    const key = `kill-${randomUUID()}`;
+    let owner: Redis | undefined;
+    try {
+      const slot = Number(await probe.call('CLUSTER', 'KEYSLOT', redisKeys(PREFIX, key).log));
+      const ranges = (await probe.call('CLUSTER', 'SLOTS')) as [number, number, [string, number]][];
+      const range = ranges.find(([from, to]) => from <= slot && slot <= to);
+      owner = new Redis({ host: '127.0.0.1', port: Number(range?.[2][1]) });
+      await owner.call('CLIENT', 'PAUSE', '3000', 'WRITE');
+      try {
+        const cas = c.compareAndSet(key, null, { seqno: 0n, data: new Uint8Array([1]) }).then(
+          () => expect.fail('the CAS resolved'),
+          (err: unknown) => err,
+        );
+        let id: string | undefined;
+        const deadline = Date.now() + 2000;
+        while (id === undefined && Date.now() < deadline) {
+          const list = String(await owner.call('CLIENT', 'LIST'));
+          const line = list
+            .split('\n')
+            .find((l) => l.includes(` name=${name} `) && / flags=\w*b/.test(l));
+          id = line === undefined ? undefined : /^id=(\d+)/.exec(line)?.[1];
+          if (id === undefined) await new Promise((r) => setTimeout(r, 10));
+        }
+        expect(id).toBeDefined();
+        await owner.call('CLIENT', 'KILL', 'ID', id!);
+        const err = await cas;
+        expect(err).toBeInstanceOf(ConsensusError);
+        expect((err as ConsensusError).code).toBe('indeterminate');
+      } finally {
+        await owner.call('CLIENT', 'UNPAUSE');
+      }
+      // The killed CAS never ran; the client finds the node again and the key is still free.
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        try {
+          expect(await c.head(key)).toBeUndefined();
+          break;
+        } catch (err) {
+          expect((err as ConsensusError).determinate).toBe(true);
+          if (Date.now() > deadline) throw err;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      expect(await c.compareAndSet(key, null, { seqno: 0n, data: new Uint8Array([2]) })).toBe(
+        'committed',
+      );
+    } finally {
+      await c.close();
+      probe.disconnect();
+      owner?.disconnect();
     }
   });
 });

@@ -165,6 +165,10 @@ export async function openRedisConsensus(
     ? new Cluster([{ host: config.host, port: config.port }], {
         lazyConnect: true,
         enableOfflineQueue: false,
+        // ioredis re-sends a command whose node connection closed ("failover" retry): for a
+        // CAS that may have applied that would report a false mismatch. Redirects (MOVED,
+        // ASK, TRYAGAIN, CLUSTERDOWN) are refusals and are still followed.
+        retryDelayOnFailover: 0,
         redisOptions,
       })
     : new Redis({ host: config.host, port: config.port, ...redisOptions });
@@ -174,6 +178,12 @@ export async function openRedisConsensus(
   client.on('error', (err: unknown) => logger.debug({ err }, 'redis connection error'));
   try {
     await ready(client, config.connectTimeoutMs);
+    if (client instanceof Cluster) {
+      // Connect to every primary now. A command routed to a node connection that is still
+      // connecting is refused with the same error as one lost in flight; with failover
+      // resends off (above) it would surface as indeterminate.
+      await Promise.all(client.nodes('master').map((n) => ready(n, config.connectTimeoutMs)));
+    }
   } catch (err) {
     client.disconnect();
     throw new ConsensusError(
@@ -187,7 +197,10 @@ export async function openRedisConsensus(
   return new RedisConsensus(client, config, logger);
 }
 
-/** Connects and resolves once ready; rejects on the first error or after `timeoutMs`. */
+/**
+ * Connects (if not yet started) and resolves once ready; rejects on the first error or after
+ * `timeoutMs`.
+ */
 function ready(client: Client, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => done(new Error(`not ready after ${timeoutMs} ms`)), timeoutMs);
@@ -206,7 +219,8 @@ function ready(client: Client, timeoutMs: number): Promise<void> {
     client.once('ready', onReady);
     client.once('error', onError);
     client.once('end', onEnd);
-    client.connect().catch(onError);
+    if (client.status === 'ready') done();
+    else if (client.status === 'wait') client.connect().catch(onError);
   });
 }
 
