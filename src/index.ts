@@ -1,6 +1,15 @@
 // The package's public surface: what users of persist-pubsub get.
 
 export type {
+  Broker,
+  BrokerFlags,
+  BrokerLimits,
+  BrokerOptions,
+  InProcessConnection,
+  InProcessMessage,
+} from './broker/index.js';
+export { BrokerError, createBroker } from './broker/index.js';
+export type {
   ConnectionStatus,
   FlagName,
   Flags,
