@@ -131,7 +131,8 @@ describe('createPersistClient', () => {
     const e2e = await reader.registry.getSingleMetric('persist_pubsub_e2e_latency_seconds')?.get();
     const count = e2e?.values.find(
       (v) =>
-        v.metricName === 'persist_pubsub_e2e_latency_seconds_count' && v.labels.path === 'pubsub',
+        (v as { metricName?: string }).metricName === 'persist_pubsub_e2e_latency_seconds_count' &&
+        v.labels.path === 'pubsub',
     );
     expect(count?.value).toBe(20);
   });

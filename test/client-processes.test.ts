@@ -35,6 +35,18 @@ function run(script: string, args: string[], env: Record<string, string>): Proc 
   return { lines, done, kill: () => child.kill('SIGKILL') };
 }
 
+/** What `client-reader.mjs` prints when done. */
+interface ReaderResult {
+  latenciesMs: number[];
+  reads: number;
+  readsFollowing: number;
+  n: number;
+  finalN: number;
+  readReasons: Record<string, number>;
+  transport: string;
+  e2eCount: Record<string, number>;
+}
+
 async function line(p: Proc): Promise<Record<string, unknown>> {
   const r = await p.lines.next();
   if (r.done) throw new Error('process ended without output');
@@ -86,15 +98,15 @@ describe.skipIf(!BUILT)('writer and reader processes on a shared SQLite file', (
     procs.push(writer);
     await extra.during?.();
     expect(await line(writer)).toMatchObject({ committed: N });
-    const result = await line(reader);
+    const result = (await line(reader)) as unknown as ReaderResult;
     expect(await reader.done).toBe(0);
     expect(await writer.done).toBe(0);
-    const lat = result.latenciesMs as number[];
+    const lat = result.latenciesMs;
     console.log(
       `client processes, ${name}: ${N} commits every ${INTERVAL_MS} ms; ` +
         `${lat.length} commits observed, commit→observed p50 ${pct(lat, 0.5).toFixed(2)} ms, ` +
         `p99 ${pct(lat, 0.99).toFixed(2)} ms, max ${Math.max(...lat).toFixed(2)} ms; ` +
-        `reader Consensus reads while following: ${result.reads}; e2e histogram counts ${JSON.stringify(result.e2eCount)}; reads by reason since start ${JSON.stringify(result.readReasons)}`,
+        `reader Consensus reads since ready ${result.reads}, since the first commit seen ${result.readsFollowing}; e2e histogram counts ${JSON.stringify(result.e2eCount)}; reads by reason since start ${JSON.stringify(result.readReasons)}`,
     );
     return { ...result, lat };
   }
@@ -103,7 +115,9 @@ describe.skipIf(!BUILT)('writer and reader processes on a shared SQLite file', (
     const r = await scenario('on', true);
     expect(r.finalN).toBe(N);
     expect(r.lat).toHaveLength(N);
-    expect(r.reads).toBeLessThanOrEqual(2);
+    // Idle polls before the writer's first commit are the schedule's; once commits flow,
+    // pubsub carries every one of them.
+    expect(r.readsFollowing).toBe(0);
     expect(pct(r.lat, 0.5)).toBeLessThan(50);
     expect(r.e2eCount).toMatchObject({ pubsub: N });
   });
@@ -143,8 +157,8 @@ describe.skipIf(!BUILT)('writer and reader processes on a shared SQLite file', (
     });
     expect(r.finalN).toBe(N);
     expect(r.lat).toHaveLength(N);
-    const reasons = r.readReasons as Record<string, number>;
-    const e2e = r.e2eCount as Record<string, number>;
+    const reasons = r.readReasons;
+    const e2e = r.e2eCount;
     expect(reasons.poll).toBeGreaterThan(0);
     // The first connection and the one after re-enabling each caught the shard up once.
     expect(reasons.reconnect).toBe(2);
