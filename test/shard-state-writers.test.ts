@@ -5,7 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -21,6 +21,7 @@ import { requireService, SERVICE_URLS } from './support/services.js';
 
 const run = promisify(execFile);
 const FIXTURE = join(import.meta.dirname, 'fixtures', 'shard-writer.mjs');
+const BUILT = join(import.meta.dirname, '..', 'dist', 'src', 'shard-state', 'index.js');
 
 /** Folds the whole log and checks it is one linear history; returns the final state. */
 async function foldLinear(consensus: Consensus, shardId: string, expectedVersions: number) {
@@ -93,6 +94,9 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
  * Returns how many compare-and-sets were lost and retried.
  */
 async function raceProcesses(url: string, processes: number, perProcess: number) {
+  if (!existsSync(BUILT)) {
+    throw new Error(`${BUILT} is missing: the writer processes run built JS (npm test builds it)`);
+  }
   const shardId = `s${randomUUID()}`;
   const consensus = await openConsensus(url);
   const reader = createShardStateCache({
@@ -149,5 +153,13 @@ describe.skipIf(!pg)('racing writers in several OS processes on Postgres', () =>
   it('produce one linear history', async () => {
     const lost = await raceProcesses(SERVICE_URLS.postgres, 4, 25);
     console.log(`postgres: 4 processes x 25 versions, ${lost} lost compare-and-sets retried`);
+  }, 60_000);
+});
+
+const redis = await requireService('redis');
+describe.skipIf(!redis)('racing writers in several OS processes on Redis', () => {
+  it('produce one linear history', async () => {
+    const lost = await raceProcesses(SERVICE_URLS.redis, 4, 25);
+    console.log(`redis: 4 processes x 25 versions, ${lost} lost compare-and-sets retried`);
   }, 60_000);
 });
