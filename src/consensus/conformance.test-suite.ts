@@ -386,6 +386,32 @@ export function describeConformance(name: string, open: () => Promise<Consensus>
       for (const k of mine) if (!seen.has(k)) expect.fail(`listKeys never returned ${k}`);
     });
 
+    it('lists every key that exists for the whole listing while others are being added', {
+      timeout: 60_000,
+    }, async () => {
+      const c = await client();
+      const prefix = key('soft');
+      const before = Array.from({ length: 500 }, (_, i) => `${prefix}/m/${i}`);
+      await inBatches(before, 16, async (k) => {
+        expect(await c.compareAndSet(k, null, v(0n))).toBe('committed');
+      });
+      const seen = new Set<string>();
+      let pageToken: string | undefined;
+      let added = 0;
+      do {
+        const page = await c.listKeys({ pageSize: 50, pageToken });
+        expect(page.keys.length).toBeLessThanOrEqual(50);
+        for (const k of page.keys) if (k.startsWith(`${prefix}/`)) seen.add(k);
+        pageToken = page.nextPageToken;
+        // New keys sorting before and after everything listed so far.
+        for (const k of [`${prefix}/a/${added}`, `${prefix}/z/${added}`]) {
+          expect(await c.compareAndSet(k, null, v(0n))).toBe('committed');
+        }
+        added++;
+      } while (pageToken !== undefined);
+      for (const k of before) if (!seen.has(k)) expect.fail(`listKeys never returned ${k}`);
+    });
+
     it('rejects bad page sizes and page tokens as invalid_argument', async () => {
       const c = await client();
       for (const pageSize of [0, -1, 1.5, 10_001, Number.NaN]) {

@@ -59,6 +59,11 @@ describe('openConsensus', () => {
     }
   });
 
+  it('rejects options that are not an object', async () => {
+    const err = await openConsensus('mem:', null as never).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'invalid_argument' });
+  });
+
   it('keeps a password out of the error message', async () => {
     const err = await openConsensus('mysql://user:hunter2@host/db').catch((e: unknown) => e);
     expect((err as Error).message).not.toContain('hunter2');

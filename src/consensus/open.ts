@@ -31,6 +31,9 @@ export async function openConsensus(
   url: string,
   options: OpenConsensusOptions = {},
 ): Promise<Consensus> {
+  if (typeof options !== 'object' || options === null) {
+    throw new ConsensusError('invalid_argument', 'openConsensus options must be an object');
+  }
   const consensus = await openBackend(url, options);
   return options.registry === undefined
     ? consensus
