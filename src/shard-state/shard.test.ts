@@ -417,6 +417,18 @@ describe('failures', () => {
     expect(eq(t.r.state, t.states[3])).toBe(true);
   });
 
+  it('a corrupt version in Consensus stops reads there: never applied, never a crash', async () => {
+    const t = await setup(2);
+    await t.memory.compareAndSet(SHARD, 2n, { seqno: 3n, data: new Uint8Array([7, 7, 7]) });
+    await t.r.refresh();
+    expect(t.r.seqno).toBe(2n); // versions 1 and 2 applied, the corrupt 3 refused
+    expect(eq(t.r.state, t.states[2])).toBe(true);
+    await expect(t.w.update(addBatch('after'))).rejects.toMatchObject({ code: 'corrupt_log' });
+    const other = createShardStateCache({ consensus: t.memory });
+    await expect(other.open(SHARD)).rejects.toMatchObject({ code: 'corrupt_log' });
+    expect(other.openShards()).toEqual([]);
+  });
+
   it('a rollup interval changed at runtime keeps the earliest live entry a rollup', async () => {
     const memory = createMemoryConsensus();
     const writer = createShardStateCache({ consensus: memory, config: { rollupInterval: 8 } });

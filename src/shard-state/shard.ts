@@ -82,6 +82,8 @@ export class Shard<S, D> {
   #reorderTimer: Timer | undefined;
   /** Consecutive failed Consensus reads; spaces out gap retries. */
   #readFailures = 0;
+  /** The error of the latest read, if it failed. */
+  #lastReadError: unknown;
 
   #inflight: Promise<void> | undefined;
   #queued: { reason: ConsensusReadReason; promise: Promise<void>; resolve: () => void } | undefined;
@@ -284,8 +286,10 @@ export class Shard<S, D> {
     try {
       await this.#read(reason, limitTo);
       this.#readFailures = 0;
+      this.#lastReadError = undefined;
     } catch (err) {
       this.#readFailures++;
+      this.#lastReadError = err;
       this.#log.warn({ err, reason }, 'reading the shard from Consensus failed');
     }
     this.#drainHeld();
@@ -333,29 +337,35 @@ export class Shard<S, D> {
       const entries = await consensus.scan(this.shardId, from, limit);
       if (this.#closed) return;
       const readAtMs = this.#d.clock.nowMs();
-      const envs: Envelope[] = [];
-      for (const e of entries) {
+      // Decode every entry first (to find the page's newest rollup); an unreadable one only
+      // stops the read when it is reached, so the versions before it still apply.
+      const envs: (Envelope | Error)[] = entries.map((e) => {
         try {
-          envs.push(decodeEnvelope(e.data, model.name, e.seqno));
+          return decodeEnvelope(e.data, model.name, e.seqno);
         } catch (err) {
-          throw new ShardStateError('corrupt_log', `version ${e.seqno} is unreadable`, {
+          return new ShardStateError('corrupt_log', `version ${e.seqno} is unreadable`, {
             shardId: this.shardId,
             cause: err,
           });
         }
-      }
+      });
       let start = 0;
       if (fromStart || !this.#loaded) {
         // Start at the newest rollup of the page: the versions before it need not be applied.
         for (let i = envs.length - 1; i >= 0; i--) {
-          if (envs[i]?.rollup !== undefined) {
+          const env = envs[i];
+          if (env !== undefined && !(env instanceof Error) && env.rollup !== undefined) {
             start = i;
             break;
           }
         }
       }
       for (let i = start; i < envs.length; i++) {
-        const env = envs[i] as Envelope;
+        const env = envs[i] as Envelope | Error;
+        if (env instanceof Error) {
+          if (this.#loaded && (entries[i]?.seqno ?? 0n) <= this.#seqno) continue;
+          throw env;
+        }
         if (this.#loaded && env.seqnoTo <= this.#seqno) continue;
         if (this.#loaded && env.seqnoFrom === this.#seqno) {
           let next: S | undefined;
@@ -635,7 +645,12 @@ export class Shard<S, D> {
         return { outcome: 'committed', seqno: seqnoTo, state: next, attempts: attempt };
       }
       metrics.commits.inc({ outcome });
-      if (outcome === 'mismatch') await this.#request('cas_mismatch');
+      if (outcome === 'mismatch') {
+        await this.#request('cas_mismatch');
+        const err = this.#lastReadError;
+        // A log this model cannot follow will not heal by retrying: report it.
+        if (err instanceof ShardStateError && err.code === 'corrupt_log') throw err;
+      }
       const delay = jitter(writerDelayMs(cfg, retries++), cfg.pollJitterRatio, this.#d.random);
       try {
         await sleep(clock, delay, signal);
