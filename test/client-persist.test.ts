@@ -15,7 +15,7 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 /** A counter: the state is a number, a diff adds to it. */
-export const counterModel: StateModel<number, number> = {
+const counterModel: StateModel<number, number> = {
   name: 'test-counter',
   initial: () => 0,
   apply: (s, d) => s + d,
