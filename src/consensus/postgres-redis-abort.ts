@@ -52,7 +52,12 @@ export function raceAbort<T>(
   });
 }
 
-/** Sleeps `ms` on an unref'd timer; rejects with `aborted` if `signal` fires first. */
+/**
+ * Sleeps `ms` (a retry backoff); rejects with `aborted` if `signal` fires first. The timer is
+ * deliberately NOT unref()'d: a caller is awaiting it, and between attempts it may be the only
+ * handle left (a `pg` pool with `allowExitOnIdle` unrefs idle sockets), so an unref'd timer
+ * would let Node exit in the middle of the call.
+ */
 export function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
   return new Promise((resolve, reject) => {
     const onAbort = () => {
@@ -63,7 +68,6 @@ export function abortableSleep(ms: number, signal: AbortSignal | undefined): Pro
       signal?.removeEventListener('abort', onAbort);
       resolve();
     }, ms);
-    timer.unref();
     if (signal?.aborted) onAbort();
     else signal?.addEventListener('abort', onAbort, { once: true });
   });

@@ -466,6 +466,7 @@ class PostgresConsensus implements Consensus {
       client = await raceAbort(this.#pool.connect(), signal, (late) => late.release());
     } catch (err) {
       if (err instanceof ConsensusError) throw err;
+      if (this.#closed) throw new ConsensusError('closed', 'the Consensus is closed');
       throw new ConsensusError('unavailable', `postgres ${op}: cannot get a connection`, {
         cause: err,
       });
