@@ -44,3 +44,29 @@ export {
   MAX_SEQNO,
   openConsensus,
 } from './consensus/index.js';
+export type {
+  AppliedEvent,
+  FieldDiff,
+  Frontier,
+  HollowBatch,
+  LeasedReader,
+  PersistState,
+  PersistStateDiff,
+  ShardHandle,
+  ShardStateCache,
+  ShardStateCacheOptions,
+  ShardStateConfig,
+  ShardStateErrorCode,
+  ShardVersion,
+  StateModel,
+  UpdateContext,
+  UpdateFn,
+  UpdateResult,
+  WriterState,
+} from './shard-state/index.js';
+export {
+  createShardStateCache,
+  DiffApplyError,
+  persistStateModel,
+  ShardStateError,
+} from './shard-state/index.js';
