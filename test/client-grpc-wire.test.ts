@@ -4,8 +4,11 @@
  * the wire details: method path, caller-id / extensions / authorization headers, the origin
  * timestamp (field 4) on pushes, resume seqnos on subscribes, gap notices decoded.
  */
+
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
+import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFlags } from '../src/client/flags.js';
 import { createGrpcPubSubClient } from '../src/client/grpc-pubsub-client.js';
@@ -177,6 +180,42 @@ describe('gRPC transport wire use', () => {
     cleanup.push(() => tiny.server.forceShutdown());
     await until(() => tiny.conns.some((c) => c.subs.has(S)));
     expect(client.status.state).toBe('connected');
+  });
+
+  it('a connect attempt that hangs (TCP accepted, no HTTP/2) times out and backs off', async () => {
+    const sockets: Socket[] = [];
+    const silent = createServer((sock) => sockets.push(sock));
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    cleanup.push(
+      () =>
+        new Promise<void>((r) => {
+          for (const s of sockets) s.destroy();
+          silent.close(() => r());
+        }),
+    );
+    const port = (silent.address() as AddressInfo).port;
+    const registry = new Registry();
+    const client = createGrpcPubSubClient({
+      url: `grpc://127.0.0.1:${port}`,
+      registry,
+      flags: createFlags({
+        persist_pubsub_connect_attempt_timeout_ms: 100,
+        persist_pubsub_connect_max_backoff_ms: 20,
+      }),
+    });
+    cleanup.push(() => client.close());
+    let error = '';
+    for await (const st of client.statusChanges()) {
+      if (st.state === 'backoff') {
+        error = st.error;
+        break;
+      }
+    }
+    expect(error).toMatch(/timed out after 100 ms/);
+    const attempts = await registry
+      .getSingleMetric('persist_pubsub_client_connect_attempts_total')
+      ?.get();
+    expect(attempts?.values[0]?.value).toBeGreaterThanOrEqual(1);
   });
 
   it('rejects bad addresses and options with the field named', () => {

@@ -186,6 +186,34 @@ describe('createPersistClient', () => {
     expect(performance.now() - t1).toBeLessThan(500);
   });
 
+  it('a gap notice from the broker (forwarding off) makes the reader fetch at once, not at its poll', async () => {
+    const { writer, reader, broker } = await setup();
+    const rh = await reader.openShard(S, counterModel);
+    const wh = await writer.openShard(S, counterModel);
+    cleanup.push(
+      () => rh.close(),
+      () => wh.close(),
+    );
+    await until(
+      () =>
+        reader.pubsub.status.state === 'connected' && writer.pubsub.status.state === 'connected',
+    );
+    await until(
+      () => (broker.listShards().items.find((x) => x.shardId === S)?.subscribers ?? 0) === 2,
+    );
+    broker.setFlags({ forwardPushes: false });
+    const res = await wh.update((s) => s + 1);
+    const t0 = performance.now();
+    // The first poll is at 2 s: seeing it well before means the gap notice triggered a fetch.
+    expect((await rh.waitForSeqno(res.seqno, { signal: AbortSignal.timeout(1500) })).state).toBe(1);
+    expect(performance.now() - t0).toBeLessThan(500);
+    const fetches = await reader.registry
+      .getSingleMetric('persist_pubsub_client_catch_up_fetches_total')
+      ?.get();
+    expect(fetches?.values.find((v) => v.labels.reason === 'gap')?.value).toBeGreaterThanOrEqual(1);
+    broker.setFlags({ forwardPushes: true });
+  });
+
   it('rejects bad options naming the field', async () => {
     await expect(
       createPersistClient({ consensus: createMemoryConsensus(), pubsub: 'http://x:1' }),
