@@ -87,12 +87,18 @@ export async function openSqliteConsensus(
   try {
     db = new Database(path, { timeout: busyTimeoutMs });
   } catch (err) {
-    throw new ConsensusError('unavailable', `cannot open sqlite database ${path}`, {
+    const reason = err instanceof Error ? err.message : String(err);
+    throw new ConsensusError('unavailable', `cannot open sqlite database ${path}: ${reason}`, {
       cause: err,
     });
   }
   try {
-    setUp(db, synchronous);
+    const mode = setUp(db, synchronous);
+    if (mode !== 'wal' && mode !== 'memory') {
+      // Still correct (BEGIN IMMEDIATE serializes writers in any journal mode), but readers
+      // then wait for writers: e.g. a file system without shared memory.
+      logger?.warn({ path, journalMode: mode }, 'sqlite could not switch to WAL mode');
+    }
   } catch (err) {
     db.close();
     throw mapError(err, 'open');
@@ -106,16 +112,17 @@ export async function openSqliteConsensus(
  * persistent property of the file, `CREATE ... IF NOT EXISTS` runs under the write lock (so a
  * racing creator waits for the busy timeout and then finds the table).
  */
-function setUp(db: Database.Database, synchronous: SqliteSynchronous): void {
+function setUp(db: Database.Database, synchronous: SqliteSynchronous): string {
   db.defaultSafeIntegers(true);
-  // journal_mode needs a moment without other writers; on a busy file that is already in WAL
-  // mode it is a no-op, so retry briefly rather than fail a process start.
-  for (let attempt = 0; ; attempt++) {
+  // Switching to WAL needs a moment without other connections; each attempt waits up to the
+  // busy timeout, and a file already in WAL mode needs no switch. Returns the mode in force.
+  let mode: unknown;
+  for (let attempt = 1; ; attempt++) {
     try {
-      db.pragma('journal_mode = WAL');
+      mode = db.pragma('journal_mode = WAL', { simple: true });
       break;
     } catch (err) {
-      if (!isBusy(err) || attempt >= 20) throw err;
+      if (!isBusy(err) || attempt >= 3) throw err;
     }
   }
   db.pragma(`synchronous = ${synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
@@ -127,6 +134,7 @@ function setUp(db: Database.Database, synchronous: SqliteSynchronous): void {
        PRIMARY KEY (shard, sequence_number)
      )`,
   );
+  return String(mode).toLowerCase();
 }
 
 /**
