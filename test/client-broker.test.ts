@@ -3,7 +3,7 @@
  * same-process delegate: subscribe before the broker exists; refcounted tokens; no echo to
  * the sender; broker restart with resubscribe and a subscription made during the outage.
  */
-import { createServer } from 'node:net';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Broker } from '../src/broker/index.js';
 import { createBroker } from '../src/broker/index.js';
@@ -212,5 +212,58 @@ describe('same-process delegate', () => {
     remote.push(S, 3n, new Uint8Array());
     await until(() => diffs(gotLocal, S).length === 2);
     expect(diffs(gotLocal, S)).toEqual([2n, 3n]);
+  });
+});
+
+describe('keepalive', () => {
+  it('finds a broker that went silent (no FIN, no RST) and reconnects when it answers again', async () => {
+    const broker = await startBroker();
+    // A TCP proxy that can stop forwarding in both directions while keeping sockets open.
+    let blackhole = false;
+    const pairs: Socket[] = [];
+    const proxy = createServer((inbound) => {
+      const outbound = connect(broker.address.port, '127.0.0.1');
+      pairs.push(inbound, outbound);
+      inbound.on('data', (b) => {
+        if (!blackhole) outbound.write(b);
+      });
+      outbound.on('data', (b) => {
+        if (!blackhole) inbound.write(b);
+      });
+      inbound.on('error', () => {});
+      outbound.on('error', () => {});
+      inbound.on('close', () => outbound.destroy());
+      outbound.on('close', () => inbound.destroy());
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    cleanup.push(
+      () =>
+        new Promise<void>((r) => {
+          for (const s of pairs) s.destroy();
+          proxy.close(() => r());
+        }),
+    );
+    const flags = fastFlags();
+    const client = createGrpcPubSubClient({
+      url: `grpc://127.0.0.1:${(proxy.address() as AddressInfo).port}`,
+      flags,
+      keepaliveTimeMs: 100,
+      keepaliveTimeoutMs: 100,
+    });
+    cleanup.push(() => client.close());
+    const S = shard(7);
+    client.subscribe(S);
+    await until(() => client.status.state === 'connected' && subscribers(broker, S) === 1);
+    const connectionsBefore = (client.status as { connections: number }).connections;
+    blackhole = true;
+    await until(() => client.status.state !== 'connected', 3000);
+    blackhole = false;
+    for (const s of pairs) s.destroy(); // the silent connection is dead either way
+    await until(
+      () =>
+        client.status.state === 'connected' &&
+        (client.status as { connections: number }).connections === connectionsBefore + 1,
+      3000,
+    );
   });
 });
