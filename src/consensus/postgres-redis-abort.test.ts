@@ -1,0 +1,86 @@
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { ConsensusError } from './errors.js';
+import { abortableSleep, raceAbort } from './postgres-redis-abort.js';
+
+const built = join(
+  dirname(fileURLToPath(import.meta.url)),
+  '../../dist/src/consensus/postgres-redis-abort.js',
+);
+
+function deferred<T>() {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+async function rejection(p: Promise<unknown>): Promise<ConsensusError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(ConsensusError);
+  return err as ConsensusError;
+}
+
+describe('raceAbort', () => {
+  it('passes the result through when the signal never fires', async () => {
+    const ac = new AbortController();
+    expect(await raceAbort(Promise.resolve(7), ac.signal, () => undefined)).toBe(7);
+    await expect(
+      raceAbort(Promise.reject(new Error('x')), ac.signal, () => undefined),
+    ).rejects.toThrow('x');
+  });
+
+  it('rejects a read with aborted and a write with indeterminate; hands the late value over', async () => {
+    for (const write of [false, true]) {
+      const d = deferred<string>();
+      const ac = new AbortController();
+      const late: string[] = [];
+      const raced = raceAbort(d.promise, ac.signal, (v) => late.push(v), write);
+      ac.abort(new Error('stop'));
+      const err = await rejection(raced);
+      expect(err.code).toBe(write ? 'indeterminate' : 'aborted');
+      expect(err.determinate).toBe(!write);
+      d.resolve('connection');
+      await d.promise;
+      await Promise.resolve();
+      expect(late).toEqual(['connection']);
+    }
+  });
+
+  it('rejects at once for an already-aborted signal', async () => {
+    const ac = new AbortController();
+    ac.abort();
+    expect(
+      (await rejection(raceAbort(new Promise(() => {}), ac.signal, () => undefined))).code,
+    ).toBe('aborted');
+  });
+});
+
+describe('abortableSleep', () => {
+  it('rejects aborted when its signal fires', async () => {
+    const ac = new AbortController();
+    const slept = abortableSleep(60_000, ac.signal);
+    ac.abort();
+    expect((await rejection(slept)).code).toBe('aborted');
+  });
+
+  it.skipIf(!existsSync(built))('keeps the process alive while a call awaits it', () => {
+    // With an unref'd timer Node would exit (code 13) before printing.
+    const script = `const { abortableSleep } = await import(${JSON.stringify(built)});
+await abortableSleep(50, undefined); process.stdout.write('slept');`;
+    const res = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      encoding: 'utf8',
+    });
+    expect(res.status).toBe(0);
+    expect(res.stdout).toBe('slept');
+  });
+});
