@@ -6,7 +6,7 @@
  * correct (polling, then catching up on reconnect).
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { createBroker } from '../src/broker/index.js';
+import { createBroker, createMetricsServer } from '../src/broker/index.js';
 import { createPersistClient, type PersistClient } from '../src/client/index.js';
 import { type Consensus, createMemoryConsensus } from '../src/consensus/index.js';
 import type { StateModel } from '../src/shard-state/index.js';
@@ -135,6 +135,17 @@ describe('createPersistClient', () => {
         v.labels.path === 'pubsub',
     );
     expect(count?.value).toBe(20);
+
+    // A process without an HTTP server serves its client registry on /metrics.
+    const server = createMetricsServer({
+      registry: reader.registry,
+      listen: { host: '127.0.0.1', port: 0 },
+    });
+    await server.start();
+    cleanup.push(() => server.close());
+    const text = await (await fetch(`http://127.0.0.1:${server.address.port}/metrics`)).text();
+    expect(text).toMatch(/persist_pubsub_e2e_latency_seconds_count\{path="pubsub"\} 20/);
+    expect(text).toMatch(/persist_pubsub_client_connected\{transport="grpc"\} 1/);
   });
 
   it('flags toggled mid-traffic: off within 100 ms, readers poll and stay correct, on again resubscribes', async () => {
