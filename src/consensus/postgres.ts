@@ -198,7 +198,7 @@ function resolveConfig(url: string, options: PostgresConsensusOptions): Resolved
   const startup = [
     urlOptions ?? '',
     '-c default_transaction_isolation=serializable',
-    `-c statement_timeout=${statementTimeoutMs}`,
+    `-c statement_timeout=${statementTimeoutMs}ms`,
   ]
     .filter((s) => s !== '')
     .join(' ');
