@@ -1,14 +1,24 @@
 // The package's public surface: what users of persist-pubsub get.
 
 export type {
+  AdminServer,
+  AdminServerOptions,
   Broker,
   BrokerFlags,
   BrokerLimits,
   BrokerOptions,
   InProcessConnection,
   InProcessMessage,
+  MetricsServer,
+  MetricsServerOptions,
 } from './broker/index.js';
-export { BrokerError, createBroker } from './broker/index.js';
+export {
+  AdminError,
+  BrokerError,
+  createAdminServer,
+  createBroker,
+  createMetricsServer,
+} from './broker/index.js';
 export type {
   ConnectionStatus,
   FlagName,

@@ -227,8 +227,11 @@ SIGHUP reloads --flags-file. Exit code 2: invalid flags or unreadable files.`,
     } catch (err) {
       const code = (err as { code?: unknown }).code;
       logger.fatal({ err }, 'broker could not start');
-      console.error(`persist-pubsub broker: ${(err as Error).message}`);
-      process.exit(code === 'invalid_argument' ? EXIT_USAGE : 1);
+      const message = err instanceof Error ? err.message : String(err);
+      // Invalid options are a usage error (2); a port in use or similar is a failure (1).
+      const invalid = code === 'invalid_argument';
+      console.error(`persist-pubsub broker: ${invalid ? '' : 'cannot start: '}${message}`);
+      process.exit(invalid ? EXIT_USAGE : 1);
     }
     process.exit(await running.exited);
   });
