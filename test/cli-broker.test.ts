@@ -8,6 +8,7 @@
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -321,6 +322,20 @@ describe('persist-pubsub broker (real process)', () => {
     expect(exit.code).toBe(2);
     expect(r.stderr()).toContain(text);
     expect(r.lines.some((l) => l.msg === 'broker listening')).toBe(false);
+  });
+
+  it('exits 1 with "cannot start" when the gRPC port is taken', async () => {
+    const blocker = createServer();
+    await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
+    const { port } = blocker.address() as AddressInfo;
+    try {
+      const r = run(['--listen', `127.0.0.1:${port}`, '--admin-listen', '127.0.0.1:0']);
+      expect((await r.exit).code).toBe(1);
+      expect(r.stderr()).toContain('cannot start');
+      expect(r.stderr()).toContain('EADDRINUSE');
+    } finally {
+      blocker.close();
+    }
   });
 
   it('--help documents each flag with its default and environment variable', async () => {
