@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
+import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
 import { requireService, SERVICE_URLS } from '../../test/support/services.js';
 import { describeConformance } from './conformance.test-suite.js';
@@ -235,6 +236,38 @@ describe.skipIf(!ok)('postgres consensus', () => {
       expect(err.determinate).toBe(true);
     } finally {
       await c.close();
+    }
+  });
+
+  it('counts serialization retries in an injected registry shared by several handles', async () => {
+    const registry = new Registry();
+    const handles = await Promise.all(
+      Array.from({ length: 4 }, () => openPostgresConsensus(URL, { table: TABLE, registry })),
+    );
+    try {
+      const base = `retries-${randomUUID()}`;
+      // Racing first writes of neighbouring keys: Postgres' serializable checks conflict on them.
+      await Promise.all(
+        handles.flatMap((h, i) =>
+          Array.from({ length: 25 }, (_, j) =>
+            h.compareAndSet(`${base}/${i}/${j}`, null, { seqno: 0n, data: bytes('r') }),
+          ),
+        ),
+      );
+      const metric = await registry.getSingleMetricAsString(
+        'persist_pubsub_consensus_backend_retries_total',
+      );
+      expect(metric).toContain('# TYPE persist_pubsub_consensus_backend_retries_total counter');
+      let mine = 0;
+      let pageToken: string | undefined;
+      do {
+        const page = await handles[0]!.listKeys({ pageSize: 5000, pageToken });
+        mine += page.keys.filter((k) => k.startsWith(base)).length;
+        pageToken = page.nextPageToken;
+      } while (pageToken !== undefined);
+      expect(mine).toBe(100);
+    } finally {
+      await Promise.all(handles.map((h) => h.close()));
     }
   });
 });
