@@ -87,13 +87,15 @@ describe('applying pushed diffs', () => {
     expect(await t.sum('persist_pubsub_state_diff_applied_total')).toBe(3); // 1, then held 4, 5
     expect(await t.sum('persist_pubsub_state_fetch_total', { path: 'fast' })).toBe(1);
     expect(await t.sum('persist_pubsub_state_consensus_reads_total', { reason: 'gap' })).toBe(1);
-    expect(t.applied.map((e) => [e.seqno, e.source])).toEqual([
-      [1n, 'pubsub'],
-      [2n, 'fetch'],
-      [3n, 'fetch'],
-      [4n, 'pubsub'],
-      [5n, 'pubsub'],
+    expect(t.applied.map((e) => [e.seqno, e.source, e.reason])).toEqual([
+      [1n, 'pubsub', 'pubsub'],
+      [2n, 'fetch', 'gap'],
+      [3n, 'fetch', 'gap'],
+      [4n, 'pubsub', 'pubsub'],
+      [5n, 'pubsub', 'pubsub'],
     ]);
+    // Origin times come from the envelopes (the writer's commit wall time).
+    expect(t.applied[0]?.originTimestampMs).toBe(t.pushes[0]?.commitTimeMs);
   });
 
   it('applies a gap filled within the window without reading Consensus', async () => {

@@ -439,6 +439,7 @@ export class Shard<S, D> {
         shardId: this.shardId,
         seqno,
         source,
+        reason,
         originTimestampMs: originMs,
         receivedAtMs,
         appliedAtMs,

@@ -155,6 +155,12 @@ export interface AppliedEvent {
   readonly shardId: string;
   readonly seqno: bigint;
   readonly source: AppliedSource;
+  /**
+   * For `fetch`, why Consensus was read: `open` and `reload` apply old versions (their origin
+   * times say nothing about latency); `poll`, `gap`, `gap_notice`, `reconnect`... are catch-up.
+   * For the other sources, the source again.
+   */
+  readonly reason: ConsensusReadReason | 'pubsub' | 'local';
   /** The writer's commit time (ms since the epoch): the envelope's wall time or the push's. */
   readonly originTimestampMs: number;
   /** When the diff was received (pubsub) or read (fetch), ms since the epoch. */
