@@ -132,8 +132,9 @@ function listRoute<T, J>(
       page = list(parsed.request);
     } catch (err) {
       if (isInvalidArgument(err)) {
-        const message = err instanceof Error ? err.message : 'invalid page request';
-        sendError(res, 400, 'invalid_argument', message);
+        // A token from another listing, an old broker or a hand: `page_token` is the culprit.
+        const why = err instanceof Error ? err.message : 'invalid';
+        sendError(res, 400, 'invalid_argument', `page_token rejected: ${why}`);
         return;
       }
       throw err;
