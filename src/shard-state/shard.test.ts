@@ -295,6 +295,25 @@ describe('writer path', () => {
     expect(await t.sum('persist_pubsub_state_commits_total', { outcome: 'mismatch' })).toBe(3);
   });
 
+  it('applies a backoff config change to a sleeping writer at once', async () => {
+    const t = await setup(0);
+    t.consensus.casFaults = ['mismatch', 'mismatch', 'mismatch', 'mismatch', 'mismatch'];
+    let result: Awaited<ReturnType<typeof t.r.update>> | undefined;
+    void t.r.update(addBatch('x')).then((r) => {
+      result = r;
+    });
+    await t.clock.advance(4 + 8 + 16 + 32); // four retries
+    expect(t.consensus.casCalls.length).toBe(5);
+    // Sleeping 64 ms now; a new cap of 10 ms wakes it 10 ms after the sleep began.
+    t.reader.setConfig({ writerMaxBackoffMs: 10, writerInitialBackoffMs: 1 });
+    await t.clock.advance(9);
+    expect(t.consensus.casCalls.length).toBe(5);
+    await t.clock.advance(1);
+    expect(t.consensus.casCalls.length).toBe(6);
+    await t.clock.advance(10);
+    expect(result).toMatchObject({ outcome: 'committed', attempts: 6 });
+  });
+
   it('loses a real race, reads the winner, and commits on top of it', async () => {
     const t = await setup(0);
     await t.commit(2); // the other writer moves on; the reader's cache is at 0

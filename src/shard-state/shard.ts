@@ -567,6 +567,7 @@ export class Shard<S, D> {
 
   /** Re-times sleeping timers after a config change, so it takes effect at once. */
   configChanged(): void {
+    for (const retime of this.#writerSleeps) retime();
     if (this.#poll?.timer !== undefined) this.#schedulePoll(false);
     if (this.#reorderTimer !== undefined) {
       this.#reorderTimer.cancel();
@@ -576,6 +577,51 @@ export class Shard<S, D> {
   }
 
   // ---- writing -----------------------------------------------------------------------------
+
+  /** Re-timers of the writers' sleeping backoffs, so a config change reaches them at once. */
+  readonly #writerSleeps = new Set<() => void>();
+
+  /**
+   * The writer's sleep after its `retry`-th lost compare-and-set; re-timed under a new config
+   * while it sleeps. Keeps the process alive (the caller awaits it); rejects on abort.
+   */
+  #writerBackoff(retry: number, signal: AbortSignal | undefined): Promise<void> {
+    const { clock } = this.#d;
+    const jitterUnit = this.#d.random();
+    const startMs = clock.nowMs();
+    return new Promise<void>((resolve, reject) => {
+      let timer: Timer | undefined;
+      const done = () => {
+        this.#writerSleeps.delete(retime);
+        signal?.removeEventListener('abort', onAbort);
+        timer?.cancel();
+      };
+      const retime = () => {
+        timer?.cancel();
+        const cfg = this.#d.config();
+        const delay = jitter(writerDelayMs(cfg, retry), cfg.pollJitterRatio, () => jitterUnit);
+        timer = clock.setTimer(
+          () => {
+            done();
+            resolve();
+          },
+          Math.max(0, startMs + delay - clock.nowMs()),
+          { keepAlive: true },
+        );
+      };
+      const onAbort = () => {
+        done();
+        reject(signal?.reason);
+      };
+      if (signal?.aborted) {
+        reject(signal.reason);
+        return;
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#writerSleeps.add(retime);
+      retime();
+    });
+  }
 
   async update(fn: UpdateFn<S>, signal: AbortSignal | undefined): Promise<UpdateResult<S>> {
     const { consensus, model, clock, metrics } = this.#d;
@@ -652,9 +698,8 @@ export class Shard<S, D> {
         // A log this model cannot follow will not heal by retrying: report it.
         if (err instanceof ShardStateError && err.code === 'corrupt_log') throw err;
       }
-      const delay = jitter(writerDelayMs(cfg, retries++), cfg.pollJitterRatio, this.#d.random);
       try {
-        await sleep(clock, delay, signal);
+        await this.#writerBackoff(retries++, signal);
       } catch (err) {
         throw new ShardStateError('aborted', 'the update was aborted', {
           shardId: this.shardId,
