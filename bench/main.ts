@@ -5,6 +5,7 @@
 type Bench = { description: string; run: (args: string[]) => Promise<void> };
 
 const BENCHES: Record<string, () => Promise<Bench>> = {
+  broker: async () => (await import('./broker.js')).brokerBench,
   consensus: async () => (await import('./consensus.js')).consensusBench,
 };
 

@@ -53,6 +53,7 @@ import {
 } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { observeFanout, validateObserver } from './bridge-observer.js';
 import { Connection, type ConnectionSink } from './connection.js';
 import { BrokerError } from './errors.js';
 import { createFanoutCore, type FanoutCore } from './fanout.js';
@@ -132,7 +133,11 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     },
     o.maxCallerIdLabels,
   );
-  const fan = createFanoutCore({ limits, flags, metrics, now });
+  const fan = observeFanout(
+    createFanoutCore({ limits, flags, metrics, now }),
+    validateObserver(options.observer),
+    log,
+  );
   core = fan;
   const health = createHealthService(() => state === 'serving');
 
@@ -634,6 +639,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
           });
     server = srv;
     srv.on('connection', (socket: Socket) => {
+      // Small frames must not wait for Nagle's algorithm (40-200 ms stalls with delayed ACKs).
+      socket.setNoDelay(true);
       sockets.add(socket);
       socket.once('close', () => sockets.delete(socket));
     });

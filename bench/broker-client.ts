@@ -1,0 +1,226 @@
+/**
+ * Lean benchmark clients of the broker, as child processes (forked by `bench/broker.ts`): raw
+ * `node:http2` with our own gRPC framing, so that the client is not the bottleneck.
+ *
+ * - `subscribe`: opens sessions, one PubSub stream per connection, subscribes each to its
+ *   shards, and counts received diffs; each diff carries its send time (float64 ms since the
+ *   epoch at offset 0), so fan-out latency (publisher write → subscriber read) goes into an HDR
+ *   histogram in µs, sampled on one message in 8 (every message is counted).
+ * - `publish`: pushes 256 B diffs round-robin over shards at a paced rate for a duration.
+ */
+import { type ClientHttp2Session, type ClientHttp2Stream, connect } from 'node:http2';
+import { performance } from 'node:perf_hooks';
+import * as hdr from 'hdr-histogram-js';
+import { decodePushDiff, encodePushDiff, frameMessage, parseEnvelope } from '../src/broker/wire.js';
+
+const PATH = '/mz_persist_client.internal.service.ProtoPersistPubSub/PubSub';
+const PUSH_TAG = Buffer.from([0x12]);
+
+export type ClientRequest =
+  | { type: 'subscribe'; port: number; connections: string[][]; connectionsPerSession: number }
+  | { type: 'reset' }
+  | { type: 'report' }
+  | {
+      type: 'publish';
+      port: number;
+      shards: string[];
+      pushesPerSecond: number;
+      durationMs: number;
+      diffBytes: number;
+    }
+  | { type: 'exit' };
+
+const nowMs = () => performance.timeOrigin + performance.now();
+const send = (m: unknown) => process.send?.(m);
+const sessions: ClientHttp2Session[] = [];
+const histogram = hdr.build({
+  lowestDiscernibleValue: 1,
+  highestTrackableValue: 60_000_000,
+  numberOfSignificantValueDigits: 3,
+});
+let received = 0;
+let recording = false;
+
+function openStream(session: ClientHttp2Session, callerId: string): ClientHttp2Stream {
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': PATH,
+    'content-type': 'application/grpc',
+    te: 'trailers',
+    'persist-pubsub-caller-id': callerId,
+  });
+  stream.on('error', () => {});
+  return stream;
+}
+
+function subscribeFrame(shardId: string): Buffer {
+  const id = Buffer.from(shardId, 'latin1');
+  const sub = Buffer.concat([Buffer.from([0x0a, id.length]), id]);
+  return frameMessage(Buffer.concat([Buffer.from([0x1a, sub.length]), sub]));
+}
+
+/** Latency is sampled on one message in this many (every message is counted). */
+const SAMPLE_EVERY = 8;
+let sampleCountdown = 0;
+
+/** Parses one forwarded message fully and records its latency. */
+function sample(message: Buffer, at: number): void {
+  const env = parseEnvelope(message);
+  if (!env.ok || env.value.kind !== 'push') return;
+  const push = decodePushDiff(env.value.pushDiff);
+  if (!push.ok || push.value.diff.length < 8) return;
+  const d = push.value.diff;
+  const sent = Buffer.from(d.buffer, d.byteOffset, 8).readDoubleLE(0);
+  histogram.recordValue(Math.max(1, Math.round((at - sent) * 1000)));
+}
+
+/**
+ * A lean reader: walks the 5-byte gRPC prefixes across chunks, counting messages, and fully
+ * parses only sampled ones (when whole in the chunk), so that one subscriber process can keep
+ * up with a broker doing hundreds of thousands of deliveries per second.
+ */
+function createLeanReader(): (chunk: Buffer) => void {
+  let skip = 0; // body bytes of the current message still to skip
+  let head: Buffer | undefined; // a prefix split across chunks
+  return (chunk) => {
+    const at = nowMs();
+    let pos = 0;
+    const len = chunk.length;
+    if (skip > 0) {
+      const n = Math.min(skip, len);
+      skip -= n;
+      pos = n;
+    }
+    while (pos < len) {
+      if (head !== undefined) {
+        const need = 5 - head.length;
+        const take = chunk.subarray(pos, pos + need);
+        head = Buffer.concat([head, take]);
+        pos += take.length;
+        if (head.length < 5) return;
+        skip = head.readUInt32BE(1);
+        head = undefined;
+        if (recording) received++;
+        const n = Math.min(skip, len - pos);
+        skip -= n;
+        pos += n;
+        continue;
+      }
+      if (len - pos < 5) {
+        head = Buffer.from(chunk.subarray(pos));
+        return;
+      }
+      const bodyLen = chunk.readUInt32BE(pos + 1);
+      const start = pos + 5;
+      if (recording) {
+        received++;
+        if (--sampleCountdown <= 0 && start + bodyLen <= len) {
+          sampleCountdown = SAMPLE_EVERY;
+          sample(chunk.subarray(start, start + bodyLen), at);
+        }
+      }
+      if (start + bodyLen <= len) {
+        pos = start + bodyLen;
+      } else {
+        skip = start + bodyLen - len;
+        pos = len;
+      }
+    }
+  };
+}
+
+async function subscribe(port: number, connections: string[][], perSession: number): Promise<void> {
+  let session: ClientHttp2Session | undefined;
+  for (let i = 0; i < connections.length; i++) {
+    if (i % perSession === 0) {
+      session = connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: 1 << 20 } });
+      session.on('error', () => {});
+      // The connection-level window too (HTTP/2 default 64 KiB), as gRPC clients do (BDP probing).
+      const s = session;
+      s.once('connect', () => s.setLocalWindowSize(16 << 20));
+      sessions.push(session);
+    }
+    const stream = openStream(session!, `bench-sub-${process.pid}-${i}`);
+    stream.on('data', createLeanReader());
+    stream.write(Buffer.concat(connections[i]!.map(subscribeFrame)));
+    if (i % 50 === 49) await new Promise((r) => setImmediate(r));
+  }
+}
+
+async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<number> {
+  const session = connect(`http://127.0.0.1:${r.port}`);
+  session.on('error', () => {});
+  sessions.push(session);
+  const stream = openStream(session, `bench-pub-${process.pid}`);
+  const ids = r.shards.map((s) => Buffer.from(s, 'latin1'));
+  const seqnos = r.shards.map(() => 0n);
+  const diff = Buffer.alloc(r.diffBytes);
+  for (let i = 8; i < diff.length; i++) diff[i] = i & 0xff;
+  let sent = 0;
+  let next = 0;
+  const t0 = performance.now();
+  let waiting = false;
+  while (performance.now() - t0 < r.durationMs) {
+    const due = Math.floor(((performance.now() - t0) / 1000) * r.pushesPerSecond) - sent;
+    if (due > 0 && !waiting) {
+      const frames: Buffer[] = [];
+      for (let k = 0; k < due; k++) {
+        const i = next;
+        next = (next + 1) % ids.length;
+        seqnos[i]! += 1n;
+        diff.writeDoubleLE(nowMs(), 0);
+        const pd = encodePushDiff(ids[i]!, seqnos[i]!, diff, undefined);
+        // ProtoPubSubMessage { push_diff (field 2) = pd }
+        frames.push(frameMessage(Buffer.concat([PUSH_TAG, varint(pd.length), pd])));
+      }
+      const ok = stream.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
+      sent += due;
+      if (!ok) {
+        waiting = true;
+        stream.once('drain', () => {
+          waiting = false;
+        });
+      }
+    }
+    // A 1 ms timer, not a busy loop: the publisher must not steal a core from the others.
+    await new Promise((res) => setTimeout(res, 1));
+  }
+  return sent;
+}
+
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  while (n >= 0x80) {
+    out.push((n & 0x7f) | 0x80);
+    n = Math.floor(n / 128);
+  }
+  out.push(n);
+  return Buffer.from(out);
+}
+
+process.on('message', async (m: ClientRequest) => {
+  switch (m.type) {
+    case 'subscribe':
+      await subscribe(m.port, m.connections, m.connectionsPerSession);
+      send({ type: 'subscribed' });
+      break;
+    case 'reset':
+      histogram.reset();
+      received = 0;
+      recording = true;
+      send({ type: 'reset' });
+      break;
+    case 'report':
+      send({ type: 'report', received, histogram: hdr.encodeIntoCompressedBase64(histogram) });
+      break;
+    case 'publish': {
+      const sent = await publish(m);
+      send({ type: 'published', sent });
+      break;
+    }
+    case 'exit':
+      for (const s of sessions) s.destroy();
+      process.exit(0);
+  }
+});
+send({ type: 'ready' });

@@ -1,0 +1,61 @@
+/**
+ * The broker under benchmark, as a child process (forked by `bench/broker.ts` with an IPC
+ * channel): starts `createBroker()` on a free loopback port and answers `stats` requests with
+ * its own CPU time, RSS and subscription count, so the figures are the broker's alone.
+ */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { createBroker } from '../src/broker/index.js';
+
+type Request = { type: 'stats' } | { type: 'exit' };
+
+async function main(): Promise<void> {
+  const broker = createBroker({
+    listen: { host: '127.0.0.1', port: 0 },
+    keepaliveTimeMs: 0,
+    limits: { maxConnections: 100_000, maxQueueMessages: 4096, maxQueueBytes: 64 * 1024 * 1024 },
+  });
+  await broker.start();
+  const loopDelay = monitorEventLoopDelay({ resolution: 1 });
+  loopDelay.enable();
+  const send = (m: unknown) => process.send?.(m);
+  process.on('message', async (m: Request) => {
+    if (m.type === 'stats') {
+      const text = await broker.registry.getSingleMetricAsString(
+        'persist_pubsub_server_subscriptions',
+      );
+      const subs = Number(/persist_pubsub_server_subscriptions (\d+)/.exec(text)?.[1] ?? 0);
+      const drops = await broker.registry.getSingleMetricAsString(
+        'persist_pubsub_server_dropped_diffs_total',
+      );
+      const dropped = [...drops.matchAll(/ (\d+)$/gm)].reduce((a, x) => a + Number(x[1]), 0);
+      const fanout = await broker.registry.getSingleMetricAsString(
+        'persist_pubsub_server_fanout_latency_seconds',
+      );
+      send({
+        type: 'stats',
+        fanoutLatencyBuckets: fanout,
+        loopDelayMs: {
+          p50: loopDelay.percentile(50) / 1e6,
+          p99: loopDelay.percentile(99) / 1e6,
+          max: loopDelay.max / 1e6,
+        },
+        cpu: process.cpuUsage(),
+        rss: process.memoryUsage().rss,
+        heapUsed: process.memoryUsage().heapUsed,
+        subscriptions: subs,
+        connections: broker.listConnections({ pageSize: 1 }).items.length > 0,
+        dropped,
+      });
+      loopDelay.reset();
+    } else if (m.type === 'exit') {
+      await broker.close({ deadlineMs: 200 });
+      process.exit(0);
+    }
+  });
+  send({ type: 'ready', port: broker.address.port });
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,372 @@
+/**
+ * `npm run bench -- broker [--fanouts 1,10,100] [--rates 50000,100000,200000,300000,400000]
+ *   [--step-ms 3000] [--shards 100] [--sub-workers 1] [--skip-rss] [--cpu-prof]`
+ *
+ * The broker runs in its own process (`broker-server.ts`), publishers and subscribers in others
+ * (`broker-client.ts`, raw `node:http2` clients). For each fan-out F, every shard has exactly F
+ * subscriber connections; one publisher pushes 256 B diffs round-robin over the shards at a
+ * paced rate, stepping the target delivered-diffs rate up until the broker falls behind (less
+ * than 95% delivered, or p99 over 100 ms). For each step: delivered diffs/s, fan-out latency
+ * p50/p99/p99.9/max (publisher write → subscriber read, HDR histogram, µs), and the broker's
+ * CPU-seconds per million deliveries (its own `process.cpuUsage()`).
+ *
+ * Then the memory figure: a fresh broker, 1k HTTP/2 connections holding 100k subscriptions over
+ * 10k shards (10 subscribers each), and one push per shard (filling the resume rings): RSS
+ * before, after subscribing and after the pushes.
+ *
+ * `--cpu-prof` runs the broker under `node --cpu-prof` (profile written to .tmp/).
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import * as hdr from 'hdr-histogram-js';
+
+const DIFF_BYTES = 256;
+
+export const brokerBench = {
+  description:
+    'broker fan-out: delivered diffs/s, fan-out latency, broker CPU per million deliveries, RSS at 100k subscriptions',
+  run,
+};
+
+interface Stats {
+  cpu: { user: number; system: number };
+  rss: number;
+  heapUsed: number;
+  subscriptions: number;
+  dropped: number;
+}
+
+/** A forked child with request/response over IPC, one message type at a time. */
+class Child {
+  private waiters = new Map<string, ((m: Record<string, unknown>) => void)[]>();
+  readonly exited: Promise<number | null>;
+  constructor(readonly proc: ChildProcess) {
+    proc.on('message', (m: Record<string, unknown>) => {
+      const list = this.waiters.get(String(m.type));
+      const w = list?.shift();
+      w?.(m);
+    });
+    this.exited = new Promise((r) => proc.on('exit', (code) => r(code)));
+  }
+  next<T>(type: string, timeoutMs = 60_000): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`timed out waiting for ${type}`)), timeoutMs);
+      const list = this.waiters.get(type) ?? [];
+      list.push((m) => {
+        clearTimeout(t);
+        resolve(m as T);
+      });
+      this.waiters.set(type, list);
+    });
+  }
+  async request<T>(
+    message: Record<string, unknown>,
+    reply: string,
+    timeoutMs?: number,
+  ): Promise<T> {
+    const p = this.next<T>(reply, timeoutMs);
+    this.proc.send(message);
+    return p;
+  }
+  async stop(): Promise<void> {
+    if (this.proc.exitCode !== null) return;
+    this.proc.send({ type: 'exit' });
+    const t = setTimeout(() => this.proc.kill('SIGKILL'), 3000);
+    await this.exited;
+    clearTimeout(t);
+  }
+}
+
+const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
+
+async function startBroker(cpuProf: boolean): Promise<{ child: Child; port: number }> {
+  const execArgv = cpuProf ? ['--cpu-prof', '--cpu-prof-dir=.tmp/cpu-prof'] : [];
+  const child = new Child(fork(here('./broker-server.js'), [], { execArgv, stdio: 'inherit' }));
+  const ready = await child.next<{ port: number }>('ready');
+  return { child, port: ready.port };
+}
+
+async function startClient(): Promise<Child> {
+  const child = new Child(fork(here('./broker-client.js'), [], { stdio: 'inherit' }));
+  await child.next('ready');
+  return child;
+}
+
+const stats = (broker: Child) => broker.request<Stats>({ type: 'stats' }, 'stats');
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const mib = (b: number) => (b / 1024 / 1024).toFixed(1);
+
+/** Connection j of n subscribes to shard i iff (i + j) mod n < fanout: every shard gets `fanout`. */
+function layout(shards: string[], fanout: number, connections: number): string[][] {
+  const out: string[][] = Array.from({ length: connections }, () => []);
+  shards.forEach((s, i) => {
+    for (let k = 0; k < fanout; k++) out[(i + k) % connections]!.push(s);
+  });
+  return out;
+}
+
+async function waitForSubscriptions(broker: Child, expected: number): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const s = await stats(broker);
+    if (s.subscriptions >= expected) return;
+    if (Date.now() > deadline)
+      throw new Error(`only ${s.subscriptions} of ${expected} subscriptions`);
+    await sleep(50);
+  }
+}
+
+/** Waits until the subscribers stop receiving (the previous phase's diffs have all landed). */
+async function settle(subs: Child[]): Promise<void> {
+  let last = -1;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    let n = 0;
+    for (const w of subs)
+      n += (await w.request<{ received: number }>({ type: 'report' }, 'report')).received;
+    if (n === last || Date.now() > deadline) return;
+    last = n;
+    await sleep(200);
+  }
+}
+
+interface StepResult {
+  fanout: number;
+  targetPerSecond: number;
+  deliveredPerSecond: number;
+  deliveredRatio: number;
+  p50Us: number;
+  p99Us: number;
+  p999Us: number;
+  maxUs: number;
+  cpuSecondsPerMillion: number;
+  brokerCpuPercent: number;
+  dropped: number;
+}
+
+async function runFanout(
+  fanout: number,
+  rates: number[],
+  stepMs: number,
+  shardCount: number,
+  subWorkers: number,
+  cpuProf: boolean,
+): Promise<StepResult[]> {
+  const { child: broker, port } = await startBroker(cpuProf);
+  const subs = await Promise.all(Array.from({ length: subWorkers }, startClient));
+  const pub = await startClient();
+  const results: StepResult[] = [];
+  try {
+    const shards = Array.from({ length: shardCount }, () => `s${randomUUID()}`);
+    const connections = Math.max(fanout, 10);
+    const conns = layout(shards, fanout, connections);
+    await Promise.all(
+      subs.map((w, i) =>
+        w.request(
+          {
+            type: 'subscribe',
+            port,
+            connections: conns.filter((_, j) => j % subWorkers === i),
+            connectionsPerSession: 10,
+          },
+          'subscribed',
+        ),
+      ),
+    );
+    await waitForSubscriptions(broker, shardCount * fanout);
+    // Warm up the JIT on both sides.
+    await Promise.all(subs.map((w) => w.request({ type: 'reset' }, 'reset')));
+    await pub.request(
+      {
+        type: 'publish',
+        port,
+        shards,
+        pushesPerSecond: Math.min(20_000, 50_000 / fanout),
+        durationMs: 1000,
+        diffBytes: DIFF_BYTES,
+      },
+      'published',
+    );
+    await settle(subs);
+    for (const rate of rates) {
+      const pushesPerSecond = rate / fanout;
+      await Promise.all(subs.map((w) => w.request({ type: 'reset' }, 'reset')));
+      const before = await stats(broker);
+      const published = await pub.request<{ sent: number }>(
+        {
+          type: 'publish',
+          port,
+          shards,
+          pushesPerSecond,
+          durationMs: stepMs,
+          diffBytes: DIFF_BYTES,
+        },
+        'published',
+        stepMs + 30_000,
+      );
+      // Let in-flight diffs land (bounded).
+      const expected = published.sent * fanout;
+      let received = 0;
+      const reports: { received: number; histogram: string }[] = [];
+      const settle = Date.now() + 2000;
+      for (;;) {
+        reports.length = 0;
+        for (const w of subs) {
+          reports.push(
+            await w.request<{ received: number; histogram: string }>({ type: 'report' }, 'report'),
+          );
+        }
+        received = reports.reduce((a, r) => a + r.received, 0);
+        if (received >= expected || Date.now() > settle) break;
+        await sleep(100);
+      }
+      const after = await stats(broker);
+      const merged = hdr.build({
+        lowestDiscernibleValue: 1,
+        highestTrackableValue: 60_000_000,
+        numberOfSignificantValueDigits: 3,
+      });
+      for (const r of reports) merged.add(hdr.decodeFromCompressedBase64(r.histogram));
+      const cpuUs = after.cpu.user + after.cpu.system - (before.cpu.user + before.cpu.system);
+      const result: StepResult = {
+        fanout,
+        targetPerSecond: rate,
+        deliveredPerSecond: Math.round(received / (stepMs / 1000)),
+        deliveredRatio: expected === 0 ? 0 : received / expected,
+        p50Us: merged.getValueAtPercentile(50),
+        p99Us: merged.getValueAtPercentile(99),
+        p999Us: merged.getValueAtPercentile(99.9),
+        maxUs: merged.maxValue,
+        cpuSecondsPerMillion: received === 0 ? 0 : cpuUs / 1e6 / (received / 1e6),
+        brokerCpuPercent: (cpuUs / 1000 / stepMs) * 100,
+        dropped: after.dropped - before.dropped,
+      };
+      results.push(result);
+      printStep(result);
+      if (process.env.BENCH_DEBUG) {
+        const dbg = after as unknown as { fanoutLatencyBuckets: string; loopDelayMs: unknown };
+        console.log(dbg.fanoutLatencyBuckets, 'broker event-loop delay', dbg.loopDelayMs);
+      }
+      if (result.deliveredRatio < 0.95 || result.p99Us > 100_000) break;
+    }
+  } finally {
+    await pub.stop();
+    await Promise.all(subs.map((w) => w.stop()));
+    await broker.stop();
+  }
+  return results;
+}
+
+function printStep(r: StepResult): void {
+  const ms = (us: number) => (us / 1000).toFixed(2);
+  console.log(
+    `| ${r.fanout} | ${r.targetPerSecond} | ${r.deliveredPerSecond} | ${(r.deliveredRatio * 100).toFixed(1)}% | ${ms(r.p50Us)} | ${ms(r.p99Us)} | ${ms(r.p999Us)} | ${ms(r.maxUs)} | ${r.cpuSecondsPerMillion.toFixed(2)} | ${r.brokerCpuPercent.toFixed(0)}% | ${r.dropped} |`,
+  );
+}
+
+async function rssAtScale(cpuProf: boolean): Promise<void> {
+  const SHARDS = 10_000;
+  const CONNECTIONS = 1_000;
+  const PER_CONNECTION = 100;
+  const { child: broker, port } = await startBroker(cpuProf);
+  const workers = await Promise.all([startClient(), startClient()]);
+  const pub = await startClient();
+  try {
+    const base = await stats(broker);
+    const shards = Array.from({ length: SHARDS }, () => `s${randomUUID()}`);
+    // Connection j takes 100 consecutive shards starting at j * 10: each shard gets 10 subscribers.
+    const conns = Array.from({ length: CONNECTIONS }, (_, j) =>
+      Array.from({ length: PER_CONNECTION }, (_, k) => shards[(j * 10 + k) % SHARDS]!),
+    );
+    await Promise.all(
+      workers.map((w, i) =>
+        w.request(
+          {
+            type: 'subscribe',
+            port,
+            connections: conns.filter((_, j) => j % workers.length === i),
+            connectionsPerSession: 1,
+          },
+          'subscribed',
+          120_000,
+        ),
+      ),
+    );
+    await waitForSubscriptions(broker, CONNECTIONS * PER_CONNECTION);
+    await sleep(500);
+    const subscribed = await stats(broker);
+    await Promise.all(workers.map((w) => w.request({ type: 'reset' }, 'reset')));
+    await pub.request(
+      {
+        type: 'publish',
+        port,
+        shards,
+        pushesPerSecond: 20_000,
+        durationMs: SHARDS / 20,
+        diffBytes: DIFF_BYTES,
+      },
+      'published',
+      60_000,
+    );
+    await sleep(1000);
+    const pushed = await stats(broker);
+    let received = 0;
+    for (const w of workers)
+      received += (await w.request<{ received: number }>({ type: 'report' }, 'report')).received;
+    console.log(
+      `\nMemory: ${SHARDS} shards × ${CONNECTIONS} HTTP/2 connections × ${subscribed.subscriptions} subscriptions\n\n` +
+        '| phase | broker RSS MiB | heap used MiB |\n|---|---|---|\n' +
+        `| started, idle | ${mib(base.rss)} | ${mib(base.heapUsed)} |\n` +
+        `| ${subscribed.subscriptions} subscriptions | ${mib(subscribed.rss)} | ${mib(subscribed.heapUsed)} |\n` +
+        `| + one ${DIFF_BYTES} B push per shard (${received} deliveries, rings filled) | ${mib(pushed.rss)} | ${mib(pushed.heapUsed)} |`,
+    );
+  } finally {
+    await pub.stop();
+    await Promise.all(workers.map((w) => w.stop()));
+    await broker.stop();
+  }
+}
+
+async function run(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      fanouts: { type: 'string', default: '1,10,100' },
+      rates: { type: 'string', default: '50000,100000,200000,300000,400000' },
+      'step-ms': { type: 'string', default: '3000' },
+      shards: { type: 'string', default: '100' },
+      'sub-workers': { type: 'string', default: '1' },
+      'skip-rss': { type: 'boolean', default: false },
+      'cpu-prof': { type: 'boolean', default: false },
+    },
+  });
+  const fanouts = values.fanouts.split(',').map(Number);
+  const rates = values.rates.split(',').map(Number);
+  const stepMs = Number(values['step-ms']);
+  const shardCount = Number(values.shards);
+  const subWorkers = Number(values['sub-workers']);
+  for (const [name, v] of [
+    ['step-ms', stepMs],
+    ['shards', shardCount],
+    ['sub-workers', subWorkers],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be a positive integer`);
+  }
+  if ([...fanouts, ...rates].some((n) => !Number.isInteger(n) || n < 1)) {
+    throw new Error('--fanouts and --rates must be positive integers');
+  }
+  console.log(
+    `${DIFF_BYTES} B diffs, ${shardCount} shards, ${stepMs} ms per step, broker in its own process ` +
+      `(CPU = its own user+system time), ${subWorkers} subscriber process(es), 1 publisher process.\n`,
+  );
+  console.log(
+    '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | drops |',
+  );
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|');
+  for (const f of fanouts) {
+    await runFanout(f, rates, stepMs, shardCount, subWorkers, values['cpu-prof']);
+  }
+  if (!values['skip-rss']) await rssAtScale(values['cpu-prof']);
+}
