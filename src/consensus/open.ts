@@ -35,9 +35,13 @@ export async function openConsensus(
     throw new ConsensusError('invalid_argument', 'openConsensus options must be an object');
   }
   const consensus = await openBackend(url, options);
-  return options.registry === undefined
-    ? consensus
-    : instrumentConsensus(consensus, { registry: options.registry });
+  if (options.registry === undefined) return consensus;
+  try {
+    return instrumentConsensus(consensus, { registry: options.registry });
+  } catch (err) {
+    await consensus.close().catch(() => undefined);
+    throw err;
+  }
 }
 
 async function openBackend(url: string, options: OpenConsensusOptions): Promise<Consensus> {
