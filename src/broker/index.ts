@@ -6,6 +6,21 @@ export type { MetricsServer, MetricsServerOptions } from './admin-metrics-server
 export { createMetricsServer } from './admin-metrics-server.js';
 export type { AdminBroker, AdminServer, AdminServerOptions } from './admin-server.js';
 export { createAdminServer, DEFAULT_ADMIN_LISTEN } from './admin-server.js';
+export type { NatsBridge, NatsBridgeOptions, NatsBridgeState } from './bridge-nats.js';
+export {
+  createNatsBridge,
+  DEFAULT_BRIDGE_CONNECT_TIMEOUT_MS,
+  DEFAULT_BRIDGE_RECONNECT_TIME_WAIT_MS,
+} from './bridge-nats.js';
+export type { NatsTarget } from './bridge-nats-url.js';
+export { parseNatsUrl } from './bridge-nats-url.js';
+export {
+  checkSubjectPrefix,
+  DEFAULT_SUBJECT_PREFIX,
+  ORIGIN_HEADER,
+  shardIdOfSubject,
+  shardSubject,
+} from './bridge-subject.js';
 export { createBroker } from './broker.js';
 export type { BrokerErrorCode } from './errors.js';
 export { BrokerError } from './errors.js';
@@ -22,6 +37,7 @@ export type {
   Broker,
   BrokerFlags,
   BrokerLimits,
+  BrokerObserver,
   BrokerOptions,
   BrokerState,
   BrokerTlsOptions,
@@ -30,6 +46,7 @@ export type {
   InProcessConnection,
   InProcessConnectOptions,
   InProcessMessage,
+  ObservedPush,
   Page,
   PageRequest,
   ShardInfo,

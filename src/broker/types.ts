@@ -71,6 +71,35 @@ export interface BrokerOptions {
    * @default 100
    */
   maxCallerIdLabels?: number | undefined;
+  /**
+   * Hooks for a module that extends this broker, e.g. the NATS bridge (`createNatsBridge`).
+   * @default none
+   */
+  observer?: BrokerObserver | undefined;
+}
+
+/** A push the broker accepted for fan-out, as seen by a `BrokerObserver`. */
+export interface ObservedPush {
+  shardId: string;
+  seqno: bigint;
+  /** The raw `ProtoPushDiff` bytes, exactly as forwarded to subscribers (extensions included). */
+  pushDiff: Uint8Array;
+  /** The sending connection (`InProcessConnection.connId` for a same-process sender). */
+  connId: string;
+}
+
+/**
+ * Called synchronously on the broker's event loop by the data plane; each hook must return
+ * quickly and never throw (a throw is logged and ignored). Used by the NATS bridge to follow
+ * which shards have local subscribers and which diffs local clients pushed.
+ */
+export interface BrokerObserver {
+  /** A shard gained its first subscriber on this broker. */
+  shardActive?: ((shardId: string) => void) | undefined;
+  /** A shard lost its last subscriber on this broker (unsubscribe or disconnect). */
+  shardIdle?: ((shardId: string) => void) | undefined;
+  /** A push was accepted for fan-out (not called while `forwardPushes` is off). */
+  pushed?: ((push: ObservedPush) => void) | undefined;
 }
 
 /** A message delivered to a same-process connection (already decoded: no serialization). */

@@ -33,6 +33,7 @@ import { type FlagsFileWatcher, watchFlagsFile } from './flags-file.js';
 import type { GrpcTransportOptions } from './grpc-transport.js';
 import { createGrpcTransport } from './grpc-transport.js';
 import { clientMetrics } from './metrics.js';
+import { createNatsTransport } from './nats-transport.js';
 import { createNoopPubSubClient } from './noop-pubsub-client.js';
 import type { PubSubClient, SubscriptionToken } from './pubsub-client.js';
 
@@ -40,8 +41,9 @@ import type { PubSubClient, SubscriptionToken } from './pubsub-client.js';
 export type PubSubGrpcOptions = Omit<GrpcTransportOptions, 'callerId' | 'now'>;
 
 /**
- * Where pubsub goes: a `grpc://` or `grpcs://` URL, gRPC options with such a URL, a broker
- * running in this process (the same-process delegate), a ready `PubSubClient` (e.g. NATS), or
+ * Where pubsub goes: a `grpc://` or `grpcs://` URL, a `nats://host:port` URL (clients meet on
+ * NATS directly: `createNatsTransport`), gRPC options with such a URL, a broker running in this
+ * process (the same-process delegate), a ready `PubSubClient`, or
  * `undefined`/`'none'` for no pubsub (polling only).
  */
 export type PubSubTarget = string | PubSubGrpcOptions | Broker | PubSubClient | 'none' | undefined;
@@ -144,6 +146,8 @@ export async function createPersistClient(options: PersistClientOptions): Promis
   try {
     if (target === undefined || target === 'none') {
       pubsub = createNoopPubSubClient({ registry });
+    } else if (typeof target === 'string' && /^(nats|tls):\/\//i.test(target)) {
+      pubsub = createPubSubClient(createNatsTransport({ url: target, callerId }), pubsubOpts);
     } else if (typeof target === 'string') {
       pubsub = createPubSubClient(createGrpcTransport({ url: target, callerId }), pubsubOpts);
     } else if (typeof target === 'object' && target !== null && isBroker(target)) {
@@ -160,7 +164,7 @@ export async function createPersistClient(options: PersistClientOptions): Promis
     } else {
       throw new ClientError(
         'invalid_argument',
-        'pubsub must be a grpc:// or grpcs:// URL, gRPC options with a url, a Broker, a PubSubClient or none',
+        'pubsub must be a grpc://, grpcs:// or nats:// URL, gRPC options with a url, a Broker, a PubSubClient or none',
         { field: 'pubsub' },
       );
     }

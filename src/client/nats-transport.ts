@@ -1,0 +1,244 @@
+/**
+ * The NATS transport: clients talk to each other through a NATS server (or cluster) directly,
+ * with no broker. It plugs into the shared lifecycle (`createPubSubClient`) like the gRPC
+ * transport, so refcounted tokens, flags, metrics, the bounded receive queue, reconnect with
+ * backoff, resubscription and the `resync` catch-up after every (re)connect are the same code.
+ *
+ * - One subject per shard, `<subjectPrefix>.<base64url(shard id)>` (scheme in the broker's
+ *   `bridge-subject.ts`, shared with the NATS bridge so NATS-direct clients and bridged brokers
+ *   on one prefix see each other's diffs).
+ * - Every message is the gRPC path's envelope: one `ProtoPubSubMessage` with `timestamp` (the
+ *   sender's clock) and `push_diff` (shard id, seqno, diff, origin commit timestamp), without
+ *   the 5-byte gRPC frame prefix.
+ * - No echo: the connection is opened with `noEcho` (the server never delivers a connection's
+ *   own publishes to it) and every publish carries `Persist-Pubsub-Origin: <this transport's
+ *   id>`, checked on receipt too.
+ * - Each connection attempt is a fresh NATS connection with nats.js's own reconnect turned off:
+ *   when the server goes away the connection ends, the shared loop backs off
+ *   (`persist_pubsub_reconnect_backoff_ms`), reconnects, re-sends every subscription and emits
+ *   `resync`, and the persist client fetches each subscribed shard from Consensus once, exactly
+ *   as after a broker restart on the gRPC path. Status changes are the shared status stream.
+ * - Core NATS keeps no history: `resumeAfterSeqno` is not honoured (a reconnect is caught up
+ *   by the resync fetch instead), and there are no gap notices from a server; a diff that skips
+ *   ahead is recovered by the shard state's gap handling, as on every transport.
+ */
+import { create, toBinary } from '@bufbuild/protobuf';
+import {
+  headers,
+  type Msg,
+  type NatsConnection,
+  type NodeConnectionOptions,
+  connect as natsConnect,
+  nuid,
+  type Subscription,
+} from '@nats-io/transport-node';
+import {
+  checkSubjectPrefix,
+  DEFAULT_SUBJECT_PREFIX,
+  ORIGIN_HEADER,
+  parseNatsUrl,
+  shardIdOfSubject,
+  shardSubject,
+} from '../broker/index.js';
+import {
+  ProtoPubSubMessageSchema,
+  ProtoPushDiffSchema,
+} from '../gen/mz_persist_client/internal/service/pubsub_pb.js';
+import type { ProtoDuration } from '../gen/mz_proto/proto_pb.js';
+import { ClientError } from './errors.js';
+import { decodeInbound } from './grpc-transport.js';
+import type { ConnectOptions, PubSubConnection, PubSubTransport } from './transport.js';
+
+/** One NATS connect attempt, in ms (the client's attempt timeout also applies). @default 5000 */
+export const DEFAULT_NATS_CONNECT_TIMEOUT_MS = 5000;
+
+export interface NatsTransportOptions {
+  /** `nats://host:port` or `tls://host:port`; comma-separated for several servers of a cluster. */
+  url: string;
+  /** Subject prefix; every client and bridged broker that should meet must share it. @default 'persist-pubsub.v1.shard' */
+  subjectPrefix?: string | undefined;
+  /** Shown by the NATS server as the connection name (`persist-pubsub-<callerId>`); ASCII. @default 'unknown' */
+  callerId?: string | undefined;
+  /** One NATS connect attempt, in ms. @default 5000 */
+  connectTimeoutMs?: number | undefined;
+  /** Wall clock in ms since the Unix epoch (message timestamps). @default Date.now */
+  now?: (() => number) | undefined;
+  /** The nats.js connect function, injectable for tests. @default connect from @nats-io/transport-node */
+  connect?: ((options: NodeConnectionOptions) => Promise<NatsConnection>) | undefined;
+}
+
+function durationFromMs(ms: number): ProtoDuration {
+  const secs = Math.floor(ms / 1000);
+  return {
+    $typeName: 'mz_proto.ProtoDuration',
+    secs: BigInt(secs),
+    nanos: Math.min(999_999_999, Math.max(0, Math.round((ms - secs * 1000) * 1e6))),
+  };
+}
+
+const bad = (field: string, message: string): ClientError =>
+  new ClientError('invalid_argument', `NatsTransportOptions.${field} ${message}`, { field });
+
+export function createNatsTransport(options: NatsTransportOptions): PubSubTransport {
+  if (typeof options !== 'object' || options === null) {
+    throw new ClientError('invalid_argument', 'NatsTransportOptions must be an object');
+  }
+  let servers: string[];
+  let prefix: string;
+  try {
+    servers = parseNatsUrl(options.url, 'url').servers;
+  } catch (err) {
+    throw bad('url', (err as Error).message.replace(/^url:? ?/, ''));
+  }
+  try {
+    prefix = checkSubjectPrefix(options.subjectPrefix ?? DEFAULT_SUBJECT_PREFIX, 'subjectPrefix');
+  } catch (err) {
+    throw bad('subjectPrefix', (err as Error).message.replace(/^subjectPrefix ?/, ''));
+  }
+  const callerId = options.callerId ?? 'unknown';
+  if (typeof callerId !== 'string' || !/^[\x20-\x7e]*$/.test(callerId)) {
+    throw bad('callerId', 'must be printable ASCII');
+  }
+  const timeout = options.connectTimeoutMs ?? DEFAULT_NATS_CONNECT_TIMEOUT_MS;
+  if (typeof timeout !== 'number' || !Number.isInteger(timeout) || timeout < 1) {
+    throw bad('connectTimeoutMs', 'must be an integer >= 1');
+  }
+  const now = options.now ?? Date.now;
+  const connectFn = options.connect ?? natsConnect;
+  /** This client's id in the origin header (one per transport: every connection it opens). */
+  const origin = nuid.next();
+
+  return {
+    kind: 'nats',
+    async connect({ signal, onMessage, onClose }: ConnectOptions): Promise<PubSubConnection> {
+      signal.throwIfAborted();
+      const attempt = connectFn({
+        servers,
+        name: `persist-pubsub-${callerId}`,
+        noEcho: true,
+        reconnect: false,
+        timeout,
+      });
+      let nc: NatsConnection;
+      try {
+        nc = await new Promise<NatsConnection>((resolve, reject) => {
+          const onAbort = (): void => reject(signal.reason);
+          signal.addEventListener('abort', onAbort, { once: true });
+          attempt.then(
+            (c) => {
+              signal.removeEventListener('abort', onAbort);
+              resolve(c);
+            },
+            (err: unknown) => {
+              signal.removeEventListener('abort', onAbort);
+              reject(
+                new ClientError(
+                  'unavailable',
+                  `nats ${servers.join(',')} unreachable: ${(err as Error).message}`,
+                  { cause: err },
+                ),
+              );
+            },
+          );
+        });
+      } catch (err) {
+        attempt.then((late) => late.close()).catch(() => {});
+        throw err;
+      }
+
+      let open = true;
+      const subs = new Map<string, Subscription>();
+      void nc.closed().then((err) => {
+        if (!open) return;
+        open = false;
+        subs.clear();
+        onClose(
+          new ClientError(
+            'unavailable',
+            `nats connection closed${err ? `: ${err.message}` : ''}`,
+            err ? { cause: err } : {},
+          ),
+        );
+      });
+
+      const receive = (err: Error | null, msg: Msg): void => {
+        if (!open) return;
+        if (err !== null) {
+          onMessage({ kind: 'unknown', bytes: 0 });
+          return;
+        }
+        if (msg.headers?.get(ORIGIN_HEADER) === origin) return;
+        const inbound = decodeInbound(msg.data);
+        // The envelope must name the shard of the subject it came on; anything else is noise.
+        if (
+          inbound.kind !== 'unknown' &&
+          shardIdOfSubject(prefix, msg.subject) !== inbound.shardId
+        ) {
+          onMessage({ kind: 'unknown', bytes: inbound.bytes });
+          return;
+        }
+        onMessage(inbound);
+      };
+
+      return {
+        subscribe(shardId) {
+          if (!open) return false;
+          const subject = shardSubject(prefix, shardId);
+          if (subs.has(shardId)) return subject.length;
+          try {
+            subs.set(shardId, nc.subscribe(subject, { callback: receive }));
+          } catch {
+            return false;
+          }
+          return subject.length;
+        },
+        unsubscribe(shardId) {
+          if (!open) return false;
+          const sub = subs.get(shardId);
+          subs.delete(shardId);
+          try {
+            sub?.unsubscribe();
+          } catch {
+            return false;
+          }
+          return shardId.length;
+        },
+        push(shardId, seqno, diff, originTimestampMs) {
+          if (!open) return false;
+          const bytes = toBinary(
+            ProtoPubSubMessageSchema,
+            create(ProtoPubSubMessageSchema, {
+              timestamp: durationFromMs(now()),
+              message: {
+                case: 'pushDiff',
+                value: create(ProtoPushDiffSchema, {
+                  shardId,
+                  seqno,
+                  diff,
+                  originTimestamp: durationFromMs(originTimestampMs),
+                }),
+              },
+            }),
+          );
+          const h = headers();
+          h.set(ORIGIN_HEADER, origin);
+          try {
+            // Throws over the server's max_payload or once the connection is closing.
+            nc.publish(shardSubject(prefix, shardId), bytes, { headers: h });
+          } catch {
+            return false;
+          }
+          return bytes.byteLength;
+        },
+        // nats.js buffers writes itself and flushes them every turn; nothing waits here.
+        pendingPushes: () => 0,
+        close() {
+          if (!open) return;
+          open = false;
+          subs.clear();
+          void nc.close().catch(() => {});
+        },
+      };
+    },
+  };
+}
