@@ -4,7 +4,8 @@
  * that it missed while it was away, in seqno order, before live ones.
  *
  * Bounded twice: at most `ringSize` entries per shard, and at most `maxTotalBytes` across all
- * shards (the least recently pushed shards' rings are evicted first). The entries are the
+ * shards (the least recently pushed shards' rings are evicted first, approximately: see
+ * `record`). The entries are the
  * broadcasts themselves, so a ring costs no extra copy of a frame.
  */
 export interface ResumeEntry<T> {
@@ -36,6 +37,8 @@ interface Ring<T> {
   size: number;
   bytes: number;
   maxSeqno: bigint;
+  /** `clock` when last moved to the young end of the LRU order. */
+  touched: number;
 }
 
 export function createResumeStore<T>(options: {
@@ -46,6 +49,8 @@ export function createResumeStore<T>(options: {
   // Map iteration order is insertion order: re-inserting on every push keeps it LRU by push.
   const rings = new Map<string, Ring<T>>();
   let totalBytes = 0;
+  /** Counts records, for the approximate LRU. */
+  let clock = 0;
 
   function evictOldestShards(keep: string): void {
     for (const [shardId, ring] of rings) {
@@ -59,13 +64,18 @@ export function createResumeStore<T>(options: {
   return {
     record(shardId, seqno, item, bytes) {
       if (ringSize === 0) return;
+      clock++;
       let ring = rings.get(shardId);
       if (ring === undefined) {
-        ring = { entries: [], head: 0, size: 0, bytes: 0, maxSeqno: seqno };
-      } else {
+        ring = { entries: [], head: 0, size: 0, bytes: 0, maxSeqno: seqno, touched: clock };
+        rings.set(shardId, ring);
+      } else if (clock - ring.touched > rings.size) {
+        // Approximate LRU: move a shard to the young end only if it has aged by a full round
+        // of pushes, so a hot shard does not pay a Map delete + insert on every push.
         rings.delete(shardId);
+        rings.set(shardId, ring);
+        ring.touched = clock;
       }
-      rings.set(shardId, ring);
       if (ring.size === ringSize) {
         const old = ring.entries[ring.head]!;
         ring.bytes -= old.bytes;
