@@ -18,7 +18,10 @@ export const ADMIN_KEEP_ALIVE_TIMEOUT_MS = 5_000;
 /** Lifecycle of an HTTP endpoint, one tagged state. */
 export type HttpEndpointState = 'created' | 'starting' | 'listening' | 'closing' | 'closed';
 
+/** Handles every request of an endpoint. */
 export type RequestHandler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+/** Handles one path; `url` is the request target, parsed once (still untrusted input). */
+export type Route = (req: IncomingMessage, res: ServerResponse, url: URL) => Promise<void>;
 
 /** True for addresses only this host can reach: 127.0.0.0/8, ::1, localhost. */
 export function isLoopbackHost(host: string): boolean {
@@ -97,12 +100,16 @@ export const READ_METHODS = ['GET', 'HEAD'] as const;
  * Answers 404 for a path not in `routes`, 405 (with `Allow`) for a method other than GET/HEAD,
  * and otherwise calls the route. A route that throws gets a 500 and an error log line.
  */
-export function routeRequests(
-  routes: ReadonlyMap<string, RequestHandler>,
-  logger: Logger,
-): RequestHandler {
+export function routeRequests(routes: ReadonlyMap<string, Route>, logger: Logger): RequestHandler {
   return async (req, res) => {
-    const url = new URL(req.url ?? '/', 'http://admin.invalid');
+    let url: URL;
+    try {
+      // An absolute-form target with a bad host (`GET http://[ HTTP/1.1`) makes URL throw.
+      url = new URL(req.url ?? '/', 'http://admin.invalid');
+    } catch {
+      sendError(res, 400, 'invalid_argument', 'unparseable request target');
+      return;
+    }
     const route = routes.get(url.pathname);
     if (route === undefined) {
       sendError(res, 404, 'not_found', `no such path: ${url.pathname}`);
@@ -115,7 +122,7 @@ export function routeRequests(
       return;
     }
     try {
-      await route(req, res);
+      await route(req, res, url);
     } catch (err) {
       logger.error({ err, path: url.pathname }, 'admin request failed');
       if (!res.headersSent) sendError(res, 500, 'internal', 'internal error; see the server log');
@@ -171,7 +178,12 @@ export function createHttpEndpoint(options: {
       if (signal?.aborted) throw new AdminError('aborted', `${what} start aborted`);
       transition('starting');
       const srv = createServer((req, res) => {
-        void handler(req, res);
+        // The handler answers every failure itself; this catch only keeps a bug from becoming
+        // an unhandled rejection (which would end the process).
+        handler(req, res).catch((err: unknown) => {
+          logger.error({ err }, `${what} request handler failed`);
+          res.destroy();
+        });
       });
       srv.requestTimeout = ADMIN_REQUEST_TIMEOUT_MS;
       srv.headersTimeout = ADMIN_REQUEST_TIMEOUT_MS;

@@ -10,7 +10,7 @@ import { AdminError } from './admin-errors.js';
 import {
   createHttpEndpoint,
   type HttpEndpoint,
-  type RequestHandler,
+  type Route,
   routeRequests,
   sendJson,
   sendText,
@@ -43,7 +43,7 @@ export function createMetricsServer(options: MetricsServerOptions): MetricsServe
   const logger = (options.logger ?? pino({ level: 'silent' })).child({
     component: 'metrics-server',
   });
-  const routes = new Map<string, RequestHandler>([
+  const routes = new Map<string, Route>([
     [
       '/metrics',
       async (_req, res) => {

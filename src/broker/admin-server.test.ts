@@ -1,4 +1,4 @@
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { pino } from 'pino';
 import { Counter, Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -247,6 +247,34 @@ describe('admin server', () => {
     const head = await fetch(`${base(admin)}/readyz`, { method: 'HEAD' });
     expect(head.status).toBe(200);
     expect(await head.text()).toBe('');
+  });
+
+  it('survives hostile request lines (bad absolute targets, garbage) and keeps serving', async () => {
+    const { broker } = fakeBroker(1, 1);
+    const admin = await started(broker);
+    const raw = (text: string) =>
+      new Promise<string>((resolve) => {
+        const socket = connect(admin.address.port, '127.0.0.1');
+        let got = '';
+        socket.setEncoding('utf8');
+        socket.on('data', (d: string) => {
+          got += d;
+        });
+        socket.on('error', () => resolve(got));
+        socket.on('close', () => resolve(got));
+        socket.write(text);
+        setTimeout(() => socket.end(), 200).unref();
+      });
+    for (const line of [
+      'GET http://[ HTTP/1.1\r\nHost: x\r\n\r\n',
+      'GET http://%zz/metrics HTTP/1.1\r\nHost: x\r\n\r\n',
+      'GET /v1/shards?page_size=%ff HTTP/1.1\r\nHost: x\r\n\r\n',
+      '\u0000\u0001garbage\r\n\r\n',
+    ]) {
+      const answer = await raw(line);
+      expect(answer, JSON.stringify(line)).toMatch(/^HTTP\/1\.1 (400|404) /);
+    }
+    expect((await fetch(`${base(admin)}/healthz`)).status).toBe(200);
   });
 
   it('answers 500 when a listing fails unexpectedly and keeps serving', async () => {

@@ -25,7 +25,7 @@ import { AdminError } from './admin-errors.js';
 import {
   createHttpEndpoint,
   type HttpEndpointState,
-  type RequestHandler,
+  type Route,
   routeRequests,
   sendError,
   sendJson,
@@ -119,9 +119,8 @@ function listRoute<T, J>(
   key: string,
   list: (request: PageRequest) => Page<T>,
   toJson: (item: T) => J,
-): RequestHandler {
-  return async (req: IncomingMessage, res: ServerResponse) => {
-    const url = new URL(req.url ?? '/', 'http://admin.invalid');
+): Route {
+  return async (_req: IncomingMessage, res: ServerResponse, url: URL) => {
     const parsed = parsePageQuery(url.searchParams);
     if (!parsed.ok) {
       sendError(res, 400, 'invalid_argument', parsed.message);
@@ -170,7 +169,7 @@ export function createAdminServer(options: AdminServerOptions): AdminServer {
   const logger = (options.logger ?? pino({ level: 'silent' })).child({ component: 'admin' });
   let draining = false;
 
-  const routes = new Map<string, RequestHandler>([
+  const routes = new Map<string, Route>([
     [
       '/metrics',
       async (_req, res) => {
