@@ -171,6 +171,38 @@ describe('pubsub client against the broker (gRPC)', () => {
   });
 });
 
+describe('resume after an outage', () => {
+  it('re-subscribes with the last seqno seen, and the broker replays what was missed', async () => {
+    const broker = await startBroker();
+    const flags = fastFlags();
+    const reader = createGrpcPubSubClient({
+      url: `grpc://127.0.0.1:${broker.address.port}`,
+      callerId: 'reader',
+      flags,
+    });
+    cleanup.push(() => reader.close());
+    const writer = grpcClient(broker.address.port, 'writer');
+    const S = shard(8);
+    const got = collect(reader);
+    let last: bigint | undefined;
+    reader.subscribe(S, { resumeAfterSeqno: () => last });
+    await until(() => subscribers(broker, S) === 1 && writer.status.state === 'connected');
+    for (const n of [1n, 2n, 3n]) writer.push(S, n, new Uint8Array([Number(n)]));
+    await until(() => diffs(got, S).length === 3);
+    last = 3n;
+    flags.set({ persist_pubsub_client_enabled: false });
+    await until(() => subscribers(broker, S) === 0);
+    // The broker's ring keeps these for the shard even with no subscriber.
+    writer.subscribe(S);
+    await until(() => subscribers(broker, S) === 1);
+    for (const n of [4n, 5n]) writer.push(S, n, new Uint8Array([Number(n)]));
+    await until(() => broker.listShards().items.find((x) => x.shardId === S)?.lastSeqno === '5');
+    flags.set({ persist_pubsub_client_enabled: true });
+    await until(() => diffs(got, S).length === 5);
+    expect(diffs(got, S)).toEqual([1n, 2n, 3n, 4n, 5n]);
+  });
+});
+
 describe('same-process delegate', () => {
   it('talks to the broker in-process, interoperates with gRPC peers, and switches by flag', async () => {
     const broker = await startBroker();

@@ -87,12 +87,14 @@ export interface GrpcTransportOptions {
 const identity = (b: Buffer): Buffer => b;
 const ASCII = /^[\x20-\x7e]*$/;
 
+/** Ms since the Unix epoch (fractional allowed; negative or non-finite taken as 0). */
 function durationFromMs(ms: number): ProtoDuration {
-  const whole = Math.floor(ms);
+  const t = Number.isFinite(ms) && ms > 0 ? ms : 0;
+  const secs = Math.floor(t / 1000);
   return {
     $typeName: 'mz_proto.ProtoDuration',
-    secs: BigInt(Math.floor(whole / 1000)),
-    nanos: Math.round((ms - Math.floor(ms / 1000) * 1000) * 1e6),
+    secs: BigInt(secs),
+    nanos: Math.min(999_999_999, Math.round((t - secs * 1000) * 1e6)),
   };
 }
 
