@@ -146,6 +146,14 @@ describe.skipIf(!ok)('redis consensus', () => {
       const wrongType = `wrongtype-${randomUUID()}`;
       await admin.set(redisKeys(PREFIX, wrongType).log, 'a string, not a sorted set');
       expect((await failure(c.head(wrongType))).code).toBe('data_loss');
+      // Inside the scripts too: the CAS fails at its ZADD, before it writes anything.
+      const cas = await failure(c.compareAndSet(wrongType, null, { seqno: 1n, data: bytes('x') }));
+      expect(cas.code).toBe('data_loss');
+      expect(cas.determinate).toBe(true);
+      expect(await admin.exists(redisKeys(PREFIX, wrongType).head)).toBe(0);
+      await admin.set(redisKeys(PREFIX, wrongType).head, padSeqno(1n));
+      expect((await failure(c.truncate(wrongType, 1n))).code).toBe('data_loss');
+      expect((await failure(c.scan(wrongType, 0n, 1))).code).toBe('data_loss');
       const garbled = `garbled-${randomUUID()}`;
       await admin.zadd(redisKeys(PREFIX, garbled).log, 0, 'no seqno here at all');
       const err = await failure(c.scan(garbled, 0n, 10));
