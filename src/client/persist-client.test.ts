@@ -134,6 +134,35 @@ describe('createPersistClient wiring', () => {
     await writer.close();
   });
 
+  it('poll-schedule flags reach a reader that is already sleeping', async () => {
+    const store = createMemoryConsensus();
+    const reader = await createPersistClient({
+      consensus: store,
+      config: { persist_next_listen_batch_retryer_fixed_sleep_ms: 60_000 },
+    });
+    const writer = await createPersistClient({ consensus: store });
+    const rh = await reader.openShard(S, counter);
+    const wh = await writer.openShard(S, counter);
+    const waiting = rh.waitForSeqno(1n, { signal: AbortSignal.timeout(2000) });
+    await wh.update((s) => s + 1);
+    const t0 = performance.now();
+    reader.flags.set({ persist_next_listen_batch_retryer_fixed_sleep_ms: 10 });
+    expect((await waiting).state).toBe(1);
+    expect(performance.now() - t0).toBeLessThan(100);
+    // A schedule shard state refuses leaves the flags and the schedule as they were.
+    expect(() =>
+      reader.flags.set({
+        persist_next_listen_batch_retryer_initial_backoff_ms: 500,
+        persist_next_listen_batch_retryer_clamp_ms: 100,
+      }),
+    ).toThrow(/must not exceed/);
+    expect(reader.flags.get().persist_next_listen_batch_retryer_clamp_ms).toBe(16_000);
+    rh.close();
+    wh.close();
+    await reader.close();
+    await writer.close();
+  });
+
   it('with no pubsub, readers poll', async () => {
     const store = createMemoryConsensus();
     const reader = await createPersistClient({
