@@ -109,6 +109,8 @@ export function createPubSubClient(
   /** Ends the live connection (flag off, reconfigured, close). */
   let disconnect: ((why: 'disabled' | 'closed') => void) | undefined;
   let attemptAbort: AbortController | undefined;
+  /** Set when flags changed the transport: the next attempt starts at once, no backoff. */
+  let reconfigured = false;
 
   const setStatus = (status: ConnectionStatus): void => {
     log?.debug({ status }, `pubsub connection ${status.state}`);
@@ -208,6 +210,10 @@ export function createPubSubClient(
         clearTimeout(timer);
         attemptAbort = undefined;
         if (closed || !flags.get().persist_pubsub_client_enabled) continue;
+        if (reconfigured) {
+          reconfigured = false;
+          continue;
+        }
         failures++;
         m.errors.inc({ transport: kind });
         const base = connectBackoffMs(
@@ -224,6 +230,7 @@ export function createPubSubClient(
       }
       clearTimeout(timer);
       attemptAbort = undefined;
+      reconfigured = false;
       failures = 0;
       connections++;
       current = conn;
@@ -236,7 +243,6 @@ export function createPubSubClient(
       };
       m.connected.set({ transport: kind }, 1);
       m.connectionsEstablished.inc({ transport: kind });
-      kind = transport.kind;
       log?.debug({ transport: kind }, 'pubsub connected');
       setStatus({ state: 'connected', sinceMs: now(), connections });
       for (const [shardId, sub] of subs) count('subscribe', conn.subscribe(shardId, resumeOf(sub)));
@@ -269,6 +275,7 @@ export function createPubSubClient(
       if (next.persist_pubsub_client_enabled && options.reconnectOn?.(next, prev)) {
         log?.debug('pubsub reconnecting: transport flags changed');
         // 'disabled' ends the connection without a backoff; the loop reconnects at once.
+        reconfigured = true;
         attemptAbort?.abort(new ClientError('closed', 'pubsub transport reconfigured'));
         disconnect?.('disabled');
         wake?.();
