@@ -14,7 +14,9 @@
  * 10k shards (10 subscribers each), and one push per shard (filling the resume rings): RSS
  * before, after subscribing and after the pushes.
  *
- * `--cpu-prof` runs the broker under `node --cpu-prof` (profile written to .tmp/).
+ * `--cpu-prof` runs the broker under `node --cpu-prof` (profile written to .tmp/cpu-prof/).
+ * `--server grpc-js` runs the same fan-out on grpc-js with pass-through serializers instead
+ * (`broker-grpcjs-server.ts`): the measurement behind the choice of stack.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -81,9 +83,12 @@ class Child {
 
 const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
 
+/** Which server runs as the broker: ours, or the grpc-js pass-through comparison point. */
+let serverModule = './broker-server.js';
+
 async function startBroker(cpuProf: boolean): Promise<{ child: Child; port: number }> {
   const execArgv = cpuProf ? ['--cpu-prof', '--cpu-prof-dir=.tmp/cpu-prof'] : [];
-  const child = new Child(fork(here('./broker-server.js'), [], { execArgv, stdio: 'inherit' }));
+  const child = new Child(fork(here(serverModule), [], { execArgv, stdio: 'inherit' }));
   const ready = await child.next<{ port: number }>('ready');
   return { child, port: ready.port };
 }
@@ -316,7 +321,7 @@ async function rssAtScale(cpuProf: boolean): Promise<void> {
     for (const w of workers)
       received += (await w.request<{ received: number }>({ type: 'report' }, 'report')).received;
     console.log(
-      `\nMemory: ${SHARDS} shards × ${CONNECTIONS} HTTP/2 connections × ${subscribed.subscriptions} subscriptions\n\n` +
+      `\nMemory (${serverModule}): ${SHARDS} shards × ${CONNECTIONS} HTTP/2 connections × ${subscribed.subscriptions} subscriptions\n\n` +
         '| phase | broker RSS MiB | heap used MiB |\n|---|---|---|\n' +
         `| started, idle | ${mib(base.rss)} | ${mib(base.heapUsed)} |\n` +
         `| ${subscribed.subscriptions} subscriptions | ${mib(subscribed.rss)} | ${mib(subscribed.heapUsed)} |\n` +
@@ -340,8 +345,11 @@ async function run(args: string[]): Promise<void> {
       'sub-workers': { type: 'string', default: '1' },
       'skip-rss': { type: 'boolean', default: false },
       'cpu-prof': { type: 'boolean', default: false },
+      server: { type: 'string', default: 'ours' },
     },
   });
+  if (values.server === 'grpc-js') serverModule = './broker-grpcjs-server.js';
+  else if (values.server !== 'ours') throw new Error('--server must be ours or grpc-js');
   const fanouts = values.fanouts.split(',').map(Number);
   const rates = values.rates.split(',').map(Number);
   const stepMs = Number(values['step-ms']);
@@ -358,7 +366,7 @@ async function run(args: string[]): Promise<void> {
     throw new Error('--fanouts and --rates must be positive integers');
   }
   console.log(
-    `${DIFF_BYTES} B diffs, ${shardCount} shards, ${stepMs} ms per step, broker in its own process ` +
+    `server: ${values.server}. ${DIFF_BYTES} B diffs, ${shardCount} shards, ${stepMs} ms per step, broker in its own process ` +
       `(CPU = its own user+system time), ${subWorkers} subscriber process(es), 1 publisher process.\n`,
   );
   console.log(

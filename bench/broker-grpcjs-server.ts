@@ -1,0 +1,96 @@
+/**
+ * The comparison point for the stack choice (`npm run bench -- broker --server grpc-js`): the
+ * same fan-out on `@grpc/grpc-js` with pass-through (identity) serializers, so grpc-js does no
+ * protobuf work; our envelope parser and encode-once frame are reused. Only the transport
+ * differs from `broker-server.ts`. Not a product: no limits, no queues, no metrics.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { encodeForwardFrame, GRPC_FRAME_HEADER_BYTES, parseEnvelope } from '../src/broker/wire.js';
+
+type Call = grpc.ServerDuplexStream<Buffer, Buffer>;
+
+async function main(): Promise<void> {
+  const subscribers = new Map<string, Set<Call>>();
+  let subscriptions = 0;
+  const identity = (b: Buffer) => b;
+  const service: grpc.ServiceDefinition = {
+    PubSub: {
+      path: '/mz_persist_client.internal.service.ProtoPersistPubSub/PubSub',
+      requestStream: true,
+      responseStream: true,
+      requestSerialize: identity,
+      requestDeserialize: identity,
+      responseSerialize: identity,
+      responseDeserialize: identity,
+    },
+  };
+  const server = new grpc.Server();
+  server.addService(service, {
+    PubSub(call: Call) {
+      const mine = new Set<string>();
+      call.on('data', (msg: Buffer) => {
+        const r = parseEnvelope(msg);
+        if (!r.ok) return;
+        const env = r.value;
+        if (env.kind === 'empty' || env.kind === 'gap') return;
+        const shardId = Buffer.from(env.shardId).toString('latin1');
+        if (env.kind === 'subscribe') {
+          let set = subscribers.get(shardId);
+          if (set === undefined) {
+            set = new Set();
+            subscribers.set(shardId, set);
+          }
+          if (!set.has(call)) subscriptions++;
+          set.add(call);
+          mine.add(shardId);
+        } else if (env.kind === 'push') {
+          const set = subscribers.get(shardId);
+          if (set === undefined) return;
+          const body = encodeForwardFrame(env.pushDiff, Date.now()).subarray(
+            GRPC_FRAME_HEADER_BYTES,
+          );
+          for (const c of set) if (c !== call) c.write(body);
+        }
+      });
+      const cleanup = () => {
+        for (const s of mine) {
+          const set = subscribers.get(s);
+          if (set?.delete(call)) subscriptions--;
+        }
+        mine.clear();
+      };
+      call.on('end', () => {
+        cleanup();
+        call.end();
+      });
+      call.on('error', cleanup);
+      call.on('cancelled', cleanup);
+    },
+  });
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) =>
+      err ? reject(err) : resolve(p),
+    ),
+  );
+  process.on('message', (m: { type: string }) => {
+    if (m.type === 'stats') {
+      process.send?.({
+        type: 'stats',
+        cpu: process.cpuUsage(),
+        rss: process.memoryUsage().rss,
+        heapUsed: process.memoryUsage().heapUsed,
+        subscriptions,
+        dropped: 0,
+      });
+    } else if (m.type === 'exit') {
+      server.forceShutdown();
+      process.exit(0);
+    }
+  });
+  process.send?.({ type: 'ready', port });
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
