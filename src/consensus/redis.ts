@@ -176,6 +176,11 @@ export async function openRedisConsensus(
   client.defineCommand('ppScan', { numberOfKeys: 1, lua: SCAN_LUA, readOnly: true });
   client.defineCommand('ppTruncate', { numberOfKeys: 2, lua: TRUNCATE_LUA });
   client.on('error', (err: unknown) => logger.debug({ err }, 'redis connection error'));
+  if (client instanceof Cluster) {
+    client.on('node error', (err: unknown, node: unknown) =>
+      logger.debug({ err, node }, 'redis cluster node error'),
+    );
+  }
   try {
     await ready(client, config.connectTimeoutMs);
     if (client instanceof Cluster) {
