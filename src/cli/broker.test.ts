@@ -36,7 +36,10 @@ class FakeBroker implements Broker {
   get address() {
     return { host: '127.0.0.1', port: 16879 };
   }
+  /** If set, `start()` waits for it (a slow bind). */
+  startGate: Promise<void> | undefined;
   async start() {
+    await this.startGate;
     if (this.startError) throw this.startError;
     this.state = 'serving';
   }
@@ -181,6 +184,34 @@ describe('broker process lifecycle', () => {
     expect(broker.flags).toEqual({ forwardPushes: false });
     expect(broker.flagChanges[0]).toEqual({ forwardPushes: false });
     expect(lines.some((l) => l.msg === 'flags reloaded')).toBe(true);
+  });
+
+  it('a SIGTERM during start-up is held, then drains once serving (exit 0)', async () => {
+    const signals = new EventEmitter();
+    let fake: FakeBroker | undefined;
+    let open!: () => void;
+    const starting = startBrokerProcess(config(), {
+      createBroker: (o) => {
+        fake = new FakeBroker(o);
+        fake.startGate = new Promise<void>((r) => {
+          open = r;
+        });
+        return fake;
+      },
+      logger: pino({ level: 'silent' }),
+      signals: signals as unknown as Pick<NodeJS.Process, 'on' | 'off'>,
+    });
+    // Node's default for an unhandled SIGTERM is to die at once: a listener must be there.
+    expect(signals.listenerCount('SIGTERM')).toBe(1);
+    signals.emit('SIGTERM', 'SIGTERM');
+    expect(fake?.closeCalls).toEqual([]);
+    open();
+    const proc = await starting;
+    running.push(proc);
+    expect(proc.phase).toBe('draining');
+    expect(fake?.closeCalls).toEqual([{ deadlineMs: 5_000 }]);
+    fake?.finishClose();
+    expect(await proc.exited).toBe(0);
   });
 
   it('a broker that cannot start leaves nothing running and rejects', async () => {
