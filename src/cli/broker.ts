@@ -14,12 +14,12 @@
  * destroys every connection and exits 1 at once; so does a drain that overruns its deadline by
  * `DRAIN_GRACE_MS`.
  */
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import type { AdminServer } from '../broker/admin-server.js';
 import { createAdminServer } from '../broker/admin-server.js';
-import { createBroker } from '../broker/index.js';
+import { createBroker, createNatsBridge, type NatsBridge } from '../broker/index.js';
 import type { Broker, BrokerOptions, HostPort } from '../broker/types.js';
 import {
   addBrokerOptions,
@@ -185,6 +185,26 @@ export async function startBrokerProcess(
   };
 }
 
+/** `--bridge` and `--bridge-subject-prefix` (the NATS bridge, README "Topologies"). */
+interface RawBridgeOptions {
+  bridge?: string | undefined;
+  bridgeSubjectPrefix?: string | undefined;
+}
+
+function bridgeFromFlags(raw: RawBridgeOptions): NatsBridge | undefined {
+  if (raw.bridge === undefined) {
+    if (raw.bridgeSubjectPrefix !== undefined) {
+      throw new ConfigError('--bridge-subject-prefix', '--bridge-subject-prefix needs --bridge');
+    }
+    return undefined;
+  }
+  try {
+    return createNatsBridge({ url: raw.bridge, subjectPrefix: raw.bridgeSubjectPrefix });
+  } catch (err) {
+    throw new ConfigError('--bridge', `--bridge: ${(err as Error).message}`);
+  }
+}
+
 /** Registers `persist-pubsub broker` on the program. */
 export function registerBroker(program: Command): void {
   const command = program
@@ -205,10 +225,24 @@ SIGHUP reloads --flags-file. Exit code 2: invalid flags or unreadable files.`,
       process.exit(err.exitCode === 0 ? 0 : EXIT_USAGE);
     });
   addBrokerOptions(command);
-  command.action(async (raw: RawBrokerOptions) => {
+  command.addOption(
+    new Option(
+      '--bridge <url>',
+      'bridge this broker to others through NATS (nats://host:port, comma-separated for a cluster); see README "Topologies"',
+    ).env('PERSIST_PUBSUB_BRIDGE'),
+  );
+  command.addOption(
+    new Option(
+      '--bridge-subject-prefix <prefix>',
+      'NATS subject prefix shared by bridged brokers and NATS clients (default persist-pubsub.v1.shard)',
+    ).env('PERSIST_PUBSUB_BRIDGE_SUBJECT_PREFIX'),
+  );
+  command.action(async (raw: RawBrokerOptions & RawBridgeOptions) => {
     let config: BrokerCliConfig;
+    let bridge: NatsBridge | undefined;
     try {
       config = await resolveBrokerConfig(raw);
+      bridge = bridgeFromFlags(raw);
     } catch (err) {
       if (err instanceof ConfigError) {
         console.error(`persist-pubsub broker: ${err.message}`);
@@ -223,7 +257,10 @@ SIGHUP reloads --flags-file. Exit code 2: invalid flags or unreadable files.`,
     });
     let running: BrokerProcess;
     try {
-      running = await startBrokerProcess(config, { createBroker, logger });
+      running = await startBrokerProcess(config, {
+        createBroker: (o) => createBroker({ ...o, observer: bridge?.observer }),
+        logger,
+      });
     } catch (err) {
       const code = (err as { code?: unknown }).code;
       logger.fatal({ err }, 'broker could not start');
@@ -233,6 +270,16 @@ SIGHUP reloads --flags-file. Exit code 2: invalid flags or unreadable files.`,
       console.error(`persist-pubsub broker: ${invalid ? '' : 'cannot start: '}${message}`);
       process.exit(invalid ? EXIT_USAGE : 1);
     }
-    process.exit(await running.exited);
+    if (bridge !== undefined) {
+      const b = bridge;
+      // Never blocks serving: local clients work while NATS is unreachable; nats.js retries.
+      void b
+        .start(running.broker)
+        .then(() => logger.info({ brokerId: b.brokerId, url: raw.bridge }, 'nats bridge connected'))
+        .catch((err: unknown) => logger.error({ err }, 'nats bridge failed to start'));
+    }
+    const code = await running.exited;
+    await bridge?.close();
+    process.exit(code);
   });
 }
