@@ -1,55 +1,520 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+/**
+ * `persist-pubsub demo`: the main job a newcomer runs first (`npm start`), on the embedded
+ * default with nothing to set up.
+ *
+ * It starts the broker as its own process (the real `persist-pubsub broker` command on free
+ * loopback ports), two writer and two reader processes (`demo-worker.js`) over one shared
+ * Consensus (a throwaway SQLite file unless `--consensus` names another), all using the SDK.
+ * Writers commit to every shard at `--rate` per shard; readers follow every shard and measure
+ * commit → applied latency per commit. A live table shows each second. At `--pubsub-off-at`
+ * it writes `persist_pubsub_client_enabled: false` to the flags file every client watches, and
+ * back after `--pubsub-off-for`: latency rises to polling levels and recovers.
+ *
+ * At the end writers stop, the heads are read from Consensus, readers must reach them, and
+ * every reader's state must equal the state folded from Consensus. Exit 0 only if they do, no
+ * process failed and nothing reported an error; 1 otherwise; 130 when interrupted. Every child
+ * is killed on every exit path, and the temporary directory is removed.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
-import { openConsensus } from '../consensus/index.js';
+import { createPersistClient } from '../client/index.js';
+import {
+  type BrokerChild,
+  checkBuilt,
+  killAllChildrenNow,
+  startBrokerChild,
+  startWorkerChild,
+  stopAllChildren,
+  stopChild,
+  type WorkerChild,
+} from './demo-children.js';
+import { demoModel, wallMs } from './demo-model.js';
+import {
+  DEMO_DEFAULTS,
+  type DemoOptions,
+  parseDemoOptions,
+  type RawDemoOptions,
+} from './demo-options.js';
+import type { DemoCounters, DemoSample, DemoWorkerConfig, WorkerMessage } from './demo-protocol.js';
+import {
+  formatPhase,
+  formatRow,
+  percentile,
+  ROW_HEADER,
+  type Row,
+  SUMMARY_HEADER,
+  type Switches,
+  summarizePhases,
+} from './demo-report.js';
 
-/**
- * `persist-pubsub demo`: the main job a newcomer runs first. For now it exercises the Consensus
- * store: a writer appends versions by compare-and-set while a second writer races it, and the
- * resulting history is shown to be linear.
- */
+const WRITERS = 2;
+const READERS = 2;
+/** Commits in this long after a switch are counted as "switching", in ms. */
+const SETTLE_MS = 1000;
+const WORKER_TICK_MS = 250;
+
 export function registerDemo(program: Command): void {
   program
     .command('demo')
-    .description('run the demo on the embedded default Consensus')
-    .option('--versions <n>', 'versions each writer tries to commit', '100')
-    .action(async (opts: { versions: string }) => {
-      const versions = Number(opts.versions);
-      if (!Number.isSafeInteger(versions) || versions < 1) {
-        throw new Error(`--versions must be a positive integer, got ${opts.versions}`);
-      }
-      // The embedded default: a SQLite file, here a throwaway one.
-      const dir = mkdtempSync(join(tmpdir(), 'persist-pubsub-demo-'));
-      const path = join(dir, 'consensus.db');
-      const consensus = await openConsensus(`sqlite:${path}`);
-      const key = 's00000000-0000-0000-0000-000000000000';
-      let mismatches = 0;
-      const writer = async (name: string) => {
-        let committed = 0;
-        while (committed < versions) {
-          const head = await consensus.head(key);
-          const expected = head?.seqno ?? null;
-          const next = { seqno: (expected ?? -1n) + 1n, data: new TextEncoder().encode(name) };
-          if ((await consensus.compareAndSet(key, expected, next)) === 'committed') committed++;
-          else mismatches++;
-        }
-      };
-      let history: { seqno: bigint }[];
-      try {
-        await Promise.all([writer('a'), writer('b')]);
-        history = await consensus.scan(key, 0n, 100_000);
-      } finally {
-        await consensus.close();
-        rmSync(dir, { recursive: true, force: true });
-      }
-      const linear =
-        history.length === 2 * versions && history.every((v, i) => v.seqno === BigInt(i));
-      console.log(
-        `demo: ${history.length} versions committed by 2 writers to the ${consensus.backend} ` +
-          `Consensus ${path} (now removed), ${mismatches} lost races, ` +
-          `history ${linear ? 'linear' : 'NOT LINEAR'}`,
-      );
-      if (!linear) process.exitCode = 1;
+    .description(
+      'run the main job: a broker, 2 writer and 2 reader processes on a throwaway SQLite Consensus, ' +
+        'with a live table; switches pubsub off and on mid-run',
+    )
+    .option('--duration <s>', 'seconds the writers commit', DEMO_DEFAULTS.duration)
+    .option(
+      '--shards <n>',
+      'shards (each writer writes, each reader follows all)',
+      DEMO_DEFAULTS.shards,
+    )
+    .option(
+      '--rate <n>',
+      'commits per second per shard (both writers together)',
+      DEMO_DEFAULTS.rate,
+    )
+    .option(
+      '--consensus <url>',
+      'shared Consensus: sqlite:PATH, postgres://…, redis://… (default: a throwaway SQLite file)',
+    )
+    .option(
+      '--pubsub-off-at <s>',
+      'switch pubsub off this many seconds in',
+      DEMO_DEFAULTS.pubsubOffAt,
+    )
+    .option('--pubsub-off-for <s>', 'for this many seconds (0: never)', DEMO_DEFAULTS.pubsubOffFor)
+    .action(async (raw: RawDemoOptions) => {
+      process.exitCode = await runDemo(parseDemoOptions(raw));
     });
+}
+
+interface Out {
+  line(s: string): void;
+  status(s: string): void;
+}
+
+/** Plain lines when stdout is not a terminal (CI logs); a rewritten status line on a terminal. */
+function createOut(): Out {
+  const tty = process.stdout.isTTY === true;
+  let hasStatus = false;
+  const clear = () => {
+    if (hasStatus) process.stdout.write('\r\x1b[2K');
+    hasStatus = false;
+  };
+  return {
+    line(s) {
+      clear();
+      process.stdout.write(`${s}\n`);
+    },
+    status(s) {
+      if (!tty) return;
+      clear();
+      process.stdout.write(`\x1b[2m${s}\x1b[0m`);
+      hasStatus = true;
+    },
+  };
+}
+
+const sum = (xs: readonly DemoCounters[], f: (c: DemoCounters) => number) =>
+  xs.reduce((a, c) => a + f(c), 0);
+
+/** Sums a counter in the broker's Prometheus text, for samples whose labels include `match`. */
+function sumPromText(text: string, name: string, match: string): number {
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) || !line.includes(match)) continue;
+    const v = Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (Number.isFinite(v)) total += v;
+  }
+  return total;
+}
+
+/** Runs the demo; resolves with the exit code. */
+export async function runDemo(opts: DemoOptions): Promise<number> {
+  checkBuilt();
+  const out = createOut();
+  const dir = mkdtempSync(join(tmpdir(), 'persist-pubsub-demo-'));
+  const consensusUrl = opts.consensus ?? `sqlite:${join(dir, 'consensus.db')}`;
+  const flagsFile = join(dir, 'flags.json');
+  const writeFlags = (enabled: boolean) => {
+    const tmp = `${flagsFile}.tmp`;
+    writeFileSync(tmp, JSON.stringify({ persist_pubsub_client_enabled: enabled }));
+    renameSync(tmp, flagsFile); // atomic: a watcher never sees half a file
+  };
+  writeFlags(true);
+
+  const interrupt = new AbortController();
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      killAllChildrenNow();
+      rmSync(dir, { recursive: true, force: true });
+      process.exit(130);
+    }
+    out.line(`\n${sig}: stopping every process (again to force)`);
+    interrupt.abort(new Error(`interrupted by ${sig}`));
+  };
+  const onExit = () => {
+    killAllChildrenNow();
+    rmSync(dir, { recursive: true, force: true });
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.on('exit', onExit);
+
+  const failures: string[] = [];
+  let brokerErrors = 0;
+  let broker: BrokerChild | undefined;
+  const workers: WorkerChild[] = [];
+  let expectedExit = false;
+  try {
+    const shards = Array.from({ length: opts.shards }, () => `s${randomUUID()}`);
+    broker = await withInterrupt(
+      startBrokerChild(['--drain-deadline-ms', '2000'], (line, raw) => {
+        if ((line.level ?? 0) >= 50) {
+          brokerErrors++;
+          process.stderr.write(`broker: ${raw}\n`);
+        }
+      }),
+      interrupt.signal,
+    );
+    const brokerChild = broker;
+    void broker.exited.then(({ code, signal }) => {
+      if (!expectedExit) {
+        failures.push(`the broker exited during the run (${signal ?? code})`);
+        interrupt.abort(new Error('the broker exited'));
+      }
+    });
+
+    // Latest cumulative counters per worker; commits joined with their applications.
+    const latest = new Map<string, DemoCounters>();
+    const connected = new Map<string, boolean>();
+    const commitDone = new Map<string, { doneMs: number; updateMs: number; waiting: number }>();
+    const early = new Map<string, number[]>(); // applied before the writer's report arrived
+    let pending: DemoSample[] = [];
+    let pendingUpdateMs: number[] = [];
+    const allSamples: DemoSample[] = [];
+    const allUpdates: DemoSample[] = [];
+    let negative = 0;
+    const sample = (doneMs: number, appliedMs: number) => {
+      const l = appliedMs - doneMs;
+      // A reader cannot apply before the commit; a small negative is clock skew between processes.
+      if (l < 0) negative++;
+      const s: DemoSample = [doneMs, Math.max(0, l)];
+      pending.push(s);
+      allSamples.push(s);
+    };
+    const onMessage = (name: string) => (m: WorkerMessage) => {
+      if (m.type === 'tick' || m.type === 'done') latest.set(name, m.counters);
+      if (m.type !== 'tick') return;
+      connected.set(name, m.connected);
+      for (const [shard, n, startMs, doneMs] of m.commits) {
+        const key = `${shard}:${n}`;
+        const seen = early.get(key) ?? [];
+        early.delete(key);
+        for (const a of seen) sample(doneMs, a);
+        const waiting = READERS - seen.length;
+        if (waiting > 0) commitDone.set(key, { doneMs, updateMs: doneMs - startMs, waiting });
+        pendingUpdateMs.push(doneMs - startMs);
+        allUpdates.push([doneMs, doneMs - startMs]);
+      }
+      for (const [shard, n, appliedMs] of m.applied) {
+        const key = `${shard}:${n}`;
+        const c = commitDone.get(key);
+        if (c === undefined) {
+          early.set(key, [...(early.get(key) ?? []), appliedMs]);
+          continue;
+        }
+        sample(c.doneMs, appliedMs);
+        if (--c.waiting === 0) commitDone.delete(key);
+      }
+    };
+    const intervalMs = (1000 * WRITERS) / opts.rate;
+    const base = {
+      consensus: consensusUrl,
+      pubsub: `grpc://${broker.grpc}`,
+      flagsFile,
+      shards,
+      intervalMs,
+      tickMs: WORKER_TICK_MS,
+    };
+    const configs: DemoWorkerConfig[] = [
+      ...Array.from({ length: READERS }, (_, i) => ({
+        ...base,
+        role: 'reader' as const,
+        name: `reader-${i + 1}`,
+        offsetMs: 0,
+      })),
+      ...Array.from({ length: WRITERS }, (_, i) => ({
+        ...base,
+        role: 'writer' as const,
+        name: `writer-${i + 1}`,
+        // Every commit of every writer evenly spaced (see the spread in the worker).
+        offsetMs: (i * intervalMs) / (WRITERS * opts.shards),
+      })),
+    ];
+    for (const c of configs) {
+      const w = startWorkerChild(c, onMessage(c.name));
+      workers.push(w);
+      void w.exited.then(({ code, signal }) => {
+        if (!expectedExit && (code !== 0 || signal !== null)) {
+          failures.push(`${c.name} exited during the run (${signal ?? code})`);
+          interrupt.abort(new Error(`${c.name} exited`));
+        }
+      });
+    }
+    const readers = workers.filter((w) => w.name.startsWith('reader'));
+    const writers = workers.filter((w) => w.name.startsWith('writer'));
+    await withInterrupt(Promise.all(workers.map((w) => w.next('ready', 30_000))), interrupt.signal);
+
+    out.line(
+      `persist-pubsub demo: broker (pid ${brokerChild.process.pid}) on grpc ${broker.grpc}, admin http://${broker.admin}; ` +
+        `${WRITERS} writers and ${READERS} readers (pids ${workers.map((w) => w.process.pid).join(' ')})`,
+    );
+    out.line(
+      `Consensus ${opts.consensus === undefined ? `${consensusUrl} (throwaway)` : consensusUrl}; ` +
+        `${opts.shards} shards at ${opts.rate} commits/s each for ${opts.durationS} s; ` +
+        (opts.pubsubOffForS > 0
+          ? `pubsub off at ${opts.pubsubOffAtS} s for ${opts.pubsubOffForS} s (flags file ${flagsFile})`
+          : 'pubsub stays on'),
+    );
+    out.line(
+      "commit ms: a writer's update incl. the Consensus compare-and-set; p50/p99: committed → applied in a reader;",
+    );
+    out.line("reads: Consensus head/scan by all processes; polls: readers' fallback polls");
+    out.line('');
+    out.line(ROW_HEADER);
+
+    const startWall = wallMs();
+    const start = performance.now();
+    for (const w of workers) w.send({ type: 'start' });
+    const switches: Switches = {};
+    let pubsubOn = true;
+    const rows: (Row & { endMs: number; reads: number; polls: number })[] = [];
+    let prev = { commits: 0, reads: 0, polls: 0 };
+    let brokerDrops = 0;
+    const totals = () => {
+      const cs = [...latest.values()];
+      return {
+        commits: sum(cs, (c) => c.commits),
+        reads: sum(cs, (c) => c.reads),
+        polls: sum(cs, (c) => c.polls),
+        drops: sum(cs, (c) => c.pushDrops) + brokerDrops,
+        errors: sum(cs, (c) => c.errors + c.invalidDiffs) + brokerErrors,
+      };
+    };
+    const offAtS = opts.pubsubOffForS > 0 ? opts.pubsubOffAtS : Number.POSITIVE_INFINITY;
+    const onAtS = offAtS + opts.pubsubOffForS;
+    for (let second = 1; second <= Math.ceil(opts.durationS); second++) {
+      // Switch at the planned moment, between ticks if it falls there.
+      const tickEnd = Math.min(second, opts.durationS) * 1000;
+      for (const [atS, enabled] of [
+        [offAtS, false],
+        [onAtS, true],
+      ] as const) {
+        if (atS * 1000 < tickEnd && atS * 1000 >= (second - 1) * 1000 && pubsubOn !== enabled) {
+          await sleepUntil(start + atS * 1000, interrupt.signal);
+          writeFlags(enabled);
+          pubsubOn = enabled;
+          if (enabled) switches.onAtMs = wallMs();
+          else switches.offAtMs = wallMs();
+          out.line(`       >>> persist_pubsub_client_enabled = ${enabled} (flags file)`);
+        }
+      }
+      await sleepUntil(start + tickEnd, interrupt.signal);
+      brokerDrops = await scrapeBrokerDrops(brokerChild.admin);
+      const t = totals();
+      const lat = pending.map(([, l]) => l).sort((a, b) => a - b);
+      const upd = pendingUpdateMs.sort((a, b) => a - b);
+      pending = [];
+      pendingUpdateMs = [];
+      const spanS = (tickEnd - (second - 1) * 1000) / 1000;
+      const row = {
+        t: tickEnd / 1000,
+        pubsub: pubsubOn ? ('on' as const) : ('off' as const),
+        updatesPerS: (t.commits - prev.commits) / spanS,
+        p50Ms: percentile(lat, 0.5),
+        p99Ms: percentile(lat, 0.99),
+        updateP50Ms: percentile(upd, 0.5),
+        readsPerS: (t.reads - prev.reads) / spanS,
+        pollsPerS: (t.polls - prev.polls) / spanS,
+        drops: t.drops,
+        errors: t.errors,
+        readersConnected: readers.filter((r) => connected.get(r.name) === true).length,
+        endMs: startWall + tickEnd,
+        reads: t.reads - prev.reads,
+        polls: t.polls - prev.polls,
+      };
+      rows.push(row);
+      prev = t;
+      out.line(formatRow(row, READERS));
+      out.status(
+        `  pubsub ${pubsubOn ? 'on' : 'OFF (readers poll)'} · ${Math.max(0, Math.ceil(opts.durationS - tickEnd / 1000))} s left · Ctrl-C stops`,
+      );
+    }
+
+    // Writers stop; the heads they left are what every reader must reach.
+    for (const w of writers) w.send({ type: 'stop' });
+    const writerDone = await withInterrupt(
+      Promise.all(writers.map((w) => w.next('done', 30_000))),
+      interrupt.signal,
+    );
+    const commitsByShard = new Map<string, number>();
+    for (const d of writerDone) {
+      failures.push(...d.failures);
+      for (const [s, n] of Object.entries(d.commitsByShard)) {
+        commitsByShard.set(s, (commitsByShard.get(s) ?? 0) + n);
+      }
+    }
+    // The truth, read by a polling-only client of its own.
+    const verifier = await createPersistClient({
+      consensus: consensusUrl,
+      callerId: 'demo-verifier',
+    });
+    const truth = new Map<string, { seqno: bigint; n: number; lastStamp: number | null }>();
+    try {
+      for (const s of shards) {
+        const h = await verifier.openShard(s, demoModel);
+        truth.set(s, { seqno: h.seqno, n: h.state.n, lastStamp: h.state.stamps.at(-1) ?? null });
+        h.close();
+      }
+    } finally {
+      await verifier.close();
+    }
+    const heads = Object.fromEntries([...truth].map(([s, v]) => [s, String(v.seqno)]));
+    for (const r of readers) r.send({ type: 'finish', heads });
+    const readerDone = await withInterrupt(
+      Promise.all(readers.map((r) => r.next('done', 30_000))),
+      interrupt.signal,
+    );
+    let readersAtHead = 0;
+    for (const [i, d] of readerDone.entries()) {
+      failures.push(...d.failures);
+      const name = readers[i]?.name ?? `reader-${i + 1}`;
+      let ok = true;
+      for (const s of shards) {
+        const want = truth.get(s);
+        const got = d.views[s];
+        const commits = commitsByShard.get(s) ?? 0;
+        if (want === undefined || got === undefined) {
+          ok = false;
+          failures.push(`${name}: no view of ${s}`);
+        } else if (
+          got.seqno !== String(want.seqno) ||
+          got.n !== want.n ||
+          got.lastStamp !== want.lastStamp ||
+          want.n !== commits
+        ) {
+          ok = false;
+          failures.push(
+            `${name}: ${s} at seqno ${got.seqno} with ${got.n} commits; Consensus head ${want.seqno} with ${want.n}; writers committed ${commits}`,
+          );
+        }
+      }
+      if (ok) readersAtHead++;
+    }
+
+    // Everything is done: stop the broker (it drains and exits 0) and let workers exit.
+    expectedExit = true;
+    const exits = await Promise.all(
+      workers.map(async (w) => {
+        const timer = setTimeout(() => void stopChild(w), 5000);
+        const e = await w.exited;
+        clearTimeout(timer);
+        return { name: w.name, ...e };
+      }),
+    );
+    await stopChild(brokerChild, 5000);
+    const brokerExit = await brokerChild.exited;
+    for (const e of [...exits, { name: 'broker', ...brokerExit }]) {
+      if (e.code !== 0) failures.push(`${e.name} exited with ${e.signal ?? e.code}`);
+    }
+
+    const t = totals();
+    const errors = t.errors + failures.length;
+    const commits = [...commitsByShard.values()].reduce((a, n) => a + n, 0);
+    out.line('');
+    out.line(
+      `summary: ${commits} commits by ${WRITERS} writers on ${opts.shards} shards, ` +
+        `${allSamples.length} applications in ${READERS} readers` +
+        (negative > 0 ? ` (${negative} timed below 0 by clock skew, counted as 0)` : ''),
+    );
+    out.line(
+      `latency: a writer's compare-and-set committed → applied in a reader, by the phase of the commit; ` +
+        `commits in the ${SETTLE_MS} ms after a switch count as "switching"`,
+    );
+    out.line(SUMMARY_HEADER);
+    for (const p of summarizePhases(allSamples, allUpdates, rows, switches, SETTLE_MS)) {
+      out.line(formatPhase(p));
+    }
+    out.line(
+      `readers at the final head: ${readersAtHead}/${READERS} (every shard's seqno and state equal Consensus)`,
+    );
+    out.line(`drops: ${t.drops}`);
+    out.line(`errors: ${errors}`);
+    for (const f of failures) out.line(`  ${f}`);
+    const ok = readersAtHead === READERS && errors === 0;
+    out.line(`result: ${ok ? 'OK' : 'FAILED'}`);
+    return ok ? 0 : 1;
+  } catch (err) {
+    if (interrupt.signal.aborted && signals > 0) {
+      out.line('demo: interrupted; every process stopped');
+      return 130;
+    }
+    for (const f of failures) process.stderr.write(`demo: ${f}\n`);
+    throw err;
+  } finally {
+    expectedExit = true;
+    await stopAllChildren(3000);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    process.off('exit', onExit);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The broker's undelivered diffs: queue overflow only (not diffs for closing connections). */
+async function scrapeBrokerDrops(admin: string): Promise<number> {
+  try {
+    const res = await fetch(`http://${admin}/metrics`, { signal: AbortSignal.timeout(500) });
+    return sumPromText(await res.text(), 'persist_pubsub_server_dropped_diffs_total', 'queue_full');
+  } catch {
+    return 0;
+  }
+}
+
+function sleepUntil(atMs: number, signal: AbortSignal): Promise<void> {
+  return withInterrupt(
+    new Promise<void>((resolve) => {
+      const t = setTimeout(done, Math.max(0, atMs - performance.now()));
+      function done() {
+        clearTimeout(t);
+        signal.removeEventListener('abort', done);
+        resolve();
+      }
+      signal.addEventListener('abort', done, { once: true });
+    }),
+    signal,
+  );
+}
+
+/** `p`, or a rejection as soon as `signal` aborts. */
+function withInterrupt<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
 }
