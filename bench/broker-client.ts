@@ -160,8 +160,11 @@ async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<
   let next = 0;
   const t0 = performance.now();
   let waiting = false;
-  while (performance.now() - t0 < r.durationMs) {
-    const due = Math.floor(((performance.now() - t0) / 1000) * r.pushesPerSecond) - sent;
+  const total = Math.round((r.durationMs / 1000) * r.pushesPerSecond);
+  while (sent < total) {
+    // Paced: what is due by now (all of it once the duration is over, so every run sends `total`).
+    const elapsed = Math.min(r.durationMs, performance.now() - t0);
+    const due = Math.min(total, Math.floor((elapsed / 1000) * r.pushesPerSecond)) - sent;
     if (due > 0 && !waiting) {
       const frames: Buffer[] = [];
       for (let k = 0; k < due; k++) {

@@ -315,7 +315,7 @@ async function rssAtScale(cpuProf: boolean): Promise<void> {
       'published',
       60_000,
     );
-    await sleep(1000);
+    await settle(workers);
     const pushed = await stats(broker);
     let received = 0;
     for (const w of workers)
