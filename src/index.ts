@@ -6,11 +6,15 @@ export type {
   Broker,
   BrokerFlags,
   BrokerLimits,
+  BrokerObserver,
   BrokerOptions,
   InProcessConnection,
   InProcessMessage,
   MetricsServer,
   MetricsServerOptions,
+  NatsBridge,
+  NatsBridgeOptions,
+  ObservedPush,
 } from './broker/index.js';
 export {
   AdminError,
@@ -18,6 +22,7 @@ export {
   createAdminServer,
   createBroker,
   createMetricsServer,
+  createNatsBridge,
 } from './broker/index.js';
 export type {
   ConnectionStatus,
