@@ -77,10 +77,31 @@ export async function startBrokerProcess(
   const registry = new Registry();
   const broker = deps.createBroker({ ...config.broker, logger, registry });
   const admin = createAdminServer({ broker, listen: config.adminListen, logger });
+
+  let phase: BrokerProcess['phase'] | 'starting' = 'starting';
+  // A stop signal during start-up is held and acted on once serving (an orchestrator may
+  // send SIGTERM at any moment; Node's default would kill the process without a drain).
+  let pendingStop: NodeJS.Signals | undefined;
+  let onStop = (signal: NodeJS.Signals) => {
+    pendingStop = signal;
+  };
+  let onHup = () => {};
+  const stopListener = (signal: NodeJS.Signals) => onStop(signal);
+  const hupListener = () => onHup();
+  const uninstall = () => {
+    signals.off('SIGTERM', stopListener);
+    signals.off('SIGINT', stopListener);
+    signals.off('SIGHUP', hupListener);
+  };
+  signals.on('SIGTERM', stopListener);
+  signals.on('SIGINT', stopListener);
+  signals.on('SIGHUP', hupListener);
+
   try {
     await broker.start();
     await admin.start();
   } catch (err) {
+    uninstall();
     admin.destroy();
     broker.destroy();
     throw err;
@@ -95,6 +116,8 @@ export async function startBrokerProcess(
       apply: (flags) => broker.setFlags(flags),
       logger,
     });
+    // Catches a change made between the start-up read and the watch.
+    void watcher.reload();
   }
 
   logger.info(
@@ -109,7 +132,7 @@ export async function startBrokerProcess(
     'broker listening',
   );
 
-  let phase: BrokerProcess['phase'] = 'serving';
+  phase = 'serving';
   let forceTimer: NodeJS.Timeout | undefined;
   let resolveExit!: (code: number) => void;
   const exited = new Promise<number>((resolve) => {
@@ -121,9 +144,7 @@ export async function startBrokerProcess(
     phase = 'stopped';
     if (forceTimer !== undefined) clearTimeout(forceTimer);
     watcher?.close();
-    signals.off('SIGTERM', onStop);
-    signals.off('SIGINT', onStop);
-    signals.off('SIGHUP', onHup);
+    uninstall();
     resolveExit(code);
   };
 
@@ -158,27 +179,25 @@ export async function startBrokerProcess(
     finish(0);
   };
 
-  function onStop(signal: NodeJS.Signals) {
+  onStop = (signal) => {
     if (phase === 'serving') {
       phase = 'draining';
       void drain(signal);
     } else if (phase === 'draining') {
       force(`second signal ${signal} during the drain`);
     }
-  }
-  function onHup() {
+  };
+  onHup = () => {
     if (watcher === undefined) logger.info('SIGHUP: no --flags-file to reload');
     else void watcher.reload();
-  }
-  signals.on('SIGTERM', onStop);
-  signals.on('SIGINT', onStop);
-  signals.on('SIGHUP', onHup);
+  };
+  if (pendingStop !== undefined) onStop(pendingStop);
 
   return {
     broker,
     admin,
     get phase() {
-      return phase;
+      return phase as BrokerProcess['phase'];
     },
     exited,
     reloadFlags: () => watcher?.reload() ?? Promise.resolve(),
