@@ -198,8 +198,10 @@ describe('persist-pubsub broker (real process)', () => {
     expect(ended.code).toBe('UNAVAILABLE');
     const exit = await b.exit;
     expect(exit).toMatchObject({ code: 0, signal: null });
-    // The broker waits for the deadline (the client held on), then ends streams quickly.
-    expect(exit.atMs - sentAt).toBeLessThan(deadlineMs + 2000);
+    // The client held on, so the broker waits out the deadline, then ends streams and exits
+    // within its 1 s session grace (+ slack for a loaded machine).
+    expect(exit.atMs - sentAt).toBeLessThan(deadlineMs + 3000);
+    expect(exit.atMs - sentAt).toBeGreaterThanOrEqual(deadlineMs - 100);
     expect(b.lines.some((l) => l.msg === 'broker stopped')).toBe(true);
   });
 
