@@ -290,3 +290,22 @@ describe('options', () => {
     expect(() => createBroker({ tls: { cert: '', key: 'k' } })).toThrow(/tls.cert/);
   });
 });
+
+describe('cancellation', () => {
+  it('start() honours an aborted signal; close() with an aborted signal destroys at once', async () => {
+    const b = createBroker({ listen: { host: '127.0.0.1', port: 0 } });
+    brokers.push(b);
+    await expect(b.start({ signal: AbortSignal.abort(new Error('stop')) })).rejects.toThrow('stop');
+    const { broker, address } = await start();
+    const c = await client(address);
+    await subscribed(broker, c, shard());
+    const ac = new AbortController();
+    const t0 = Date.now();
+    const closing = broker.close({ deadlineMs: 10_000, signal: ac.signal });
+    ac.abort();
+    await closing;
+    expect(Date.now() - t0).toBeLessThan(2000);
+    expect(broker.state).toBe('closed');
+    expect(['UNAVAILABLE', 'CANCELLED', 'INTERNAL']).toContain((await c.ended).code);
+  });
+});

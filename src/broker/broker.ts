@@ -317,6 +317,15 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       }
     });
     stream.on('end', () => {
+      // A half-close inside a message: the peer sent a truncated frame; say so, never OK.
+      if (conn.state === 'open' && decoder.bufferedBytes > 0) {
+        metrics.parseError('truncated_frame');
+        fail('malformed', {
+          code: GrpcStatus.INTERNAL,
+          message: `the request stream ended inside a gRPC message (${decoder.bufferedBytes} bytes of an incomplete frame)`,
+        });
+        return;
+      }
       // The client half-closed: the reference server ends the response stream too.
       fan.end(conn, { code: GrpcStatus.OK, message: '' }, 'end');
     });
@@ -619,7 +628,9 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   // ------------------------------------------------------------------------------------------
   // Lifecycle
 
-  async function start(): Promise<void> {
+  async function start(opts?: { signal?: AbortSignal | undefined }): Promise<void> {
+    const signal = opts?.signal;
+    signal?.throwIfAborted();
     if (server !== undefined) throw new BrokerError('unavailable', 'broker already started');
     if (state !== 'starting') throw new BrokerError('unavailable', `broker is ${state}`);
     const settings = { maxConcurrentStreams: 1000 };
@@ -649,10 +660,20 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     srv.on('sessionError', (err) => log.debug({ err }, 'session error'));
     srv.on('tlsClientError', (err) => log.debug({ err }, 'TLS handshake failed'));
     await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error) => reject(err);
+      const onAbort = () => {
+        srv.off('error', onError);
+        srv.close();
+        reject(signal?.reason);
+      };
+      const onError = (err: Error) => {
+        signal?.removeEventListener('abort', onAbort);
+        reject(err);
+      };
       srv.once('error', onError);
+      signal?.addEventListener('abort', onAbort, { once: true });
       srv.listen(o.listen.port, o.listen.host, () => {
         srv.off('error', onError);
+        signal?.removeEventListener('abort', onAbort);
         resolve();
       });
     });
@@ -688,7 +709,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       }
     }
     const deadline = Date.now() + deadlineMs;
-    while (fan.connections.size > 0 && Date.now() < deadline) {
+    while (state === 'draining' && fan.connections.size > 0 && Date.now() < deadline) {
       await new Promise((r) =>
         setTimeout(r, Math.min(50, Math.max(1, deadline - Date.now()))).unref(),
       );
@@ -697,7 +718,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     health.endAll();
     // Give streams a moment to take their trailers, then cut what is left.
     const grace = Date.now() + Math.min(1000, Math.max(100, deadlineMs));
-    while (sessions.size > 0 && Date.now() < grace) {
+    while (state === 'draining' && sessions.size > 0 && Date.now() < grace) {
       await new Promise((r) => setTimeout(r, 20).unref());
     }
     for (const session of sessions.keys()) session.destroy();
@@ -751,20 +772,28 @@ export function createBroker(options: BrokerOptions = {}): Broker {
         closing = Promise.resolve();
         return closing;
       }
+      const signal = opts?.signal;
+      if (signal !== undefined) {
+        const cut = () => destroyNow();
+        if (signal.aborted) cut();
+        else signal.addEventListener('abort', cut, { once: true });
+      }
       closing = drain(deadlineMs);
       return closing;
     },
-    destroy() {
-      if (state === 'closed') return;
-      state = 'closed';
-      health.notify();
-      endAllConnections({ code: GrpcStatus.UNAVAILABLE, message: 'broker destroyed' });
-      for (const session of sessions.keys()) session.destroy();
-      for (const socket of sockets) socket.destroy();
-      server?.close();
-      fan.dispose();
-      closing ??= Promise.resolve();
-    },
+    destroy: destroyNow,
     connectInProcess,
   };
+
+  function destroyNow(): void {
+    if (state === 'closed') return;
+    state = 'closed';
+    health.notify();
+    endAllConnections({ code: GrpcStatus.UNAVAILABLE, message: 'broker destroyed' });
+    for (const session of sessions.keys()) session.destroy();
+    for (const socket of sockets) socket.destroy();
+    server?.close();
+    fan.dispose();
+    closing ??= Promise.resolve();
+  }
 }

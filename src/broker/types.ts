@@ -193,7 +193,7 @@ export interface Broker {
   readonly state: BrokerState;
   readonly registry: Registry;
   /** Binds the gRPC port and starts serving. */
-  start(): Promise<void>;
+  start(options?: { signal?: AbortSignal | undefined }): Promise<void>;
   /** True while serving and not draining (readiness). */
   isReady(): boolean;
   listShards(request?: PageRequest): Page<ShardInfo>;
@@ -205,7 +205,11 @@ export interface Broker {
    * Graceful drain: stop accepting, send GOAWAY, let clients go, and close what is left at the
    * deadline. Idempotent.
    */
-  close(options?: { deadlineMs?: number | undefined }): Promise<void>;
+  close(options?: {
+    deadlineMs?: number | undefined;
+    /** Aborting it cuts the drain short: what is left is destroyed at once. */
+    signal?: AbortSignal | undefined;
+  }): Promise<void>;
   /** Immediate: every connection is destroyed. */
   destroy(): void;
   /** A same-process connection (see `InProcessConnection`). Only while serving. */
