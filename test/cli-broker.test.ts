@@ -326,6 +326,23 @@ describe('persist-pubsub broker (real process)', () => {
     expect(r.lines.some((l) => l.msg === 'broker listening')).toBe(false);
   });
 
+  it('logs JSON lines when piped and pino-pretty text with --log-format pretty', async () => {
+    const r = run([
+      '--listen',
+      '127.0.0.1:0',
+      '--admin-listen',
+      '127.0.0.1:0',
+      '--log-format',
+      'pretty',
+    ]);
+    await until(() => r.stdout().includes('broker listening'), 10_000, 'pretty listening line');
+    expect(r.stdout()).toMatch(/INFO.*broker listening/);
+    expect(r.stdout()).toMatch(/^\s+grpc: "127\.0\.0\.1:\d+"/m);
+    expect(r.lines).toEqual([]);
+    r.child.kill('SIGTERM');
+    expect((await r.exit).code).toBe(0);
+  });
+
   it('exits 1 with "cannot start" when the gRPC port is taken', async () => {
     const blocker = createServer();
     await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r));
