@@ -41,7 +41,8 @@ type FlagSpec =
   | { kind: 'boolean'; default: boolean }
   | { kind: 'number'; default: number; min: number; max: number; integer: boolean };
 
-const ms = (d: number, min = 0, max = 3_600_000): FlagSpec => ({
+/** An integer flag: milliseconds (the default range, up to an hour) or a count. */
+const int = (d: number, min = 0, max = 3_600_000): FlagSpec => ({
   kind: 'number',
   default: d,
   min,
@@ -68,14 +69,14 @@ export const FLAG_SPECS: Readonly<Record<FlagName, FlagSpec>> = {
   persist_pubsub_client_enabled: { kind: 'boolean', default: true },
   persist_pubsub_push_diff_enabled: { kind: 'boolean', default: true },
   persist_pubsub_same_process_delegate_enabled: { kind: 'boolean', default: true },
-  persist_pubsub_reconnect_backoff_ms: ms(5000),
-  persist_pubsub_connect_attempt_timeout_ms: ms(5000, 1),
-  persist_pubsub_connect_max_backoff_ms: ms(60_000, 1),
-  persist_pubsub_client_sender_channel_size: ms(25, 1, 1_000_000),
-  persist_pubsub_client_receiver_channel_size: ms(25, 1, 1_000_000),
-  persist_next_listen_batch_retryer_fixed_sleep_ms: ms(1200),
-  persist_next_listen_batch_retryer_initial_backoff_ms: ms(100, 1),
-  persist_next_listen_batch_retryer_clamp_ms: ms(16_000, 1),
+  persist_pubsub_reconnect_backoff_ms: int(5000),
+  persist_pubsub_connect_attempt_timeout_ms: int(5000, 1),
+  persist_pubsub_connect_max_backoff_ms: int(60_000, 1),
+  persist_pubsub_client_sender_channel_size: int(25, 1, 1_000_000),
+  persist_pubsub_client_receiver_channel_size: int(25, 1, 1_000_000),
+  persist_next_listen_batch_retryer_fixed_sleep_ms: int(1200),
+  persist_next_listen_batch_retryer_initial_backoff_ms: int(100, 1),
+  persist_next_listen_batch_retryer_clamp_ms: int(16_000, 1),
 };
 
 export const FLAG_NAMES = Object.keys(FLAG_SPECS) as FlagName[];
