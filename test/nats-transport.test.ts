@@ -171,7 +171,11 @@ describe.skipIf(!natsOk)('NATS transport against nats-server', () => {
     const S = 's00000000-0000-0000-0000-0000000e1e0e';
     const nc = await rawNats(SHARED);
     const seen: Uint8Array[] = [];
-    nc.subscribe(shardSubject(prefix, S), { callback: (_e, m) => seen.push(m.data) });
+    nc.subscribe(shardSubject(prefix, S), {
+      callback: (_e, m) => {
+        seen.push(m.data);
+      },
+    });
     await nc.flush();
     const w = natsClient(SHARED, prefix, 'w');
     await until(() => w.status.state === 'connected');

@@ -338,6 +338,9 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
         maxReconnectAttempts: -1,
         reconnectTimeWait,
         timeout,
+        // As the client's NATS transport: a silently dead server is noticed within a minute.
+        pingInterval: 30_000,
+        maxPingOut: 2,
       });
       let c: NatsConnection;
       try {

@@ -24,7 +24,11 @@ export { createInProcessTransport } from './in-process-transport.js';
 export type { ClientMetrics } from './metrics.js';
 export { clientMetrics, E2E_LATENCY_BUCKETS_SECONDS } from './metrics.js';
 export type { NatsTransportOptions } from './nats-transport.js';
-export { createNatsTransport, DEFAULT_NATS_CONNECT_TIMEOUT_MS } from './nats-transport.js';
+export {
+  createNatsTransport,
+  DEFAULT_NATS_CONNECT_TIMEOUT_MS,
+  DEFAULT_NATS_PING_INTERVAL_MS,
+} from './nats-transport.js';
 export type { NoopPubSubClientOptions } from './noop-pubsub-client.js';
 export { createNoopPubSubClient } from './noop-pubsub-client.js';
 export type {

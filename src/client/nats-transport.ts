@@ -51,6 +51,11 @@ import type { ConnectOptions, PubSubConnection, PubSubTransport } from './transp
 
 /** One NATS connect attempt, in ms (the client's attempt timeout also applies). @default 5000 */
 export const DEFAULT_NATS_CONNECT_TIMEOUT_MS = 5000;
+/**
+ * Ping the server this often, in ms; two unanswered pings end the connection. As the gRPC
+ * path's keepalive (30 s), instead of nats.js's 2 minutes, so a silently dead server is noticed.
+ */
+export const DEFAULT_NATS_PING_INTERVAL_MS = 30_000;
 
 export interface NatsTransportOptions {
   /** `nats://host:port` or `tls://host:port`; comma-separated for several servers of a cluster. */
@@ -61,6 +66,8 @@ export interface NatsTransportOptions {
   callerId?: string | undefined;
   /** One NATS connect attempt, in ms. @default 5000 */
   connectTimeoutMs?: number | undefined;
+  /** Ping the server this often, in ms; two unanswered pings end the connection. @default 30000 */
+  pingIntervalMs?: number | undefined;
   /** Wall clock in ms since the Unix epoch (message timestamps). @default Date.now */
   now?: (() => number) | undefined;
   /** The nats.js connect function, injectable for tests. @default connect from @nats-io/transport-node */
@@ -103,6 +110,10 @@ export function createNatsTransport(options: NatsTransportOptions): PubSubTransp
   if (typeof timeout !== 'number' || !Number.isInteger(timeout) || timeout < 1) {
     throw bad('connectTimeoutMs', 'must be an integer >= 1');
   }
+  const pingInterval = options.pingIntervalMs ?? DEFAULT_NATS_PING_INTERVAL_MS;
+  if (typeof pingInterval !== 'number' || !Number.isInteger(pingInterval) || pingInterval < 1) {
+    throw bad('pingIntervalMs', 'must be an integer >= 1');
+  }
   const now = options.now ?? Date.now;
   const connectFn = options.connect ?? natsConnect;
   /** This client's id in the origin header (one per transport: every connection it opens). */
@@ -118,6 +129,8 @@ export function createNatsTransport(options: NatsTransportOptions): PubSubTransp
         noEcho: true,
         reconnect: false,
         timeout,
+        pingInterval,
+        maxPingOut: 2,
       });
       let nc: NatsConnection;
       try {
