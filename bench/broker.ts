@@ -6,7 +6,7 @@
  * (`broker-client.ts`, raw `node:http2` clients). For each fan-out F, every shard has exactly F
  * subscriber connections; one publisher pushes 256 B diffs round-robin over the shards at a
  * paced rate, stepping the target delivered-diffs rate up until the broker falls behind (less
- * than 95% delivered, or p99 over 100 ms). For each step: delivered diffs/s, fan-out latency
+ * than 95% delivered, or p99 over 1 s). For each step: delivered diffs/s, fan-out latency
  * p50/p99/p99.9/max (publisher write → subscriber read, HDR histogram, µs), and the broker's
  * CPU-seconds per million deliveries (its own `process.cpuUsage()`).
  *
@@ -254,7 +254,7 @@ async function runFanout(
         const dbg = after as unknown as { fanoutLatencyBuckets: string; loopDelayMs: unknown };
         console.log(dbg.fanoutLatencyBuckets, 'broker event-loop delay', dbg.loopDelayMs);
       }
-      if (result.deliveredRatio < 0.95 || result.p99Us > 100_000) break;
+      if (result.deliveredRatio < 0.95 || result.p99Us > 1_000_000) break;
     }
   } finally {
     await pub.stop();
