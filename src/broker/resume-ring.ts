@@ -77,10 +77,13 @@ export function createResumeStore<T>(options: {
         ring.touched = clock;
       }
       if (ring.size === ringSize) {
+        // Overwrite the oldest entry in place: no allocation per push once the ring is full.
         const old = ring.entries[ring.head]!;
         ring.bytes -= old.bytes;
         totalBytes -= old.bytes;
-        ring.entries[ring.head] = { seqno, item, bytes };
+        old.seqno = seqno;
+        old.item = item;
+        old.bytes = bytes;
         ring.head = (ring.head + 1) % ringSize;
       } else {
         ring.entries[(ring.head + ring.size) % ringSize] = { seqno, item, bytes };
