@@ -172,8 +172,11 @@ describe('gRPC transport wire use', () => {
     const flags = createFlags({ persist_pubsub_connect_max_backoff_ms: 50 });
     const t0 = performance.now();
     const client: PubSubClient = createGrpcPubSubClient({ url: `grpc://127.0.0.1:${port}`, flags });
-    client.subscribe(S);
-    expect(performance.now() - t0).toBeLessThan(50);
+    const token = client.subscribe(S);
+    // Returned at once (synchronously), long before a connect attempt could time out (5 s).
+    expect(token.released).toBe(false);
+    expect(client.status.state).not.toBe('connected');
+    expect(performance.now() - t0).toBeLessThan(1000);
     cleanup.push(() => client.close());
     await until(() => client.status.state === 'backoff');
     const tiny = await startTinyBroker(port);
