@@ -118,6 +118,8 @@ async function raceProcesses(url: string, processes: number, perProcess: number)
       Array.from({ length: processes }, (_, p) =>
         run(process.execPath, [FIXTURE, url, shardId, `p${p}`, String(perProcess), startAt], {
           timeout: 60_000,
+        }).catch((err: { message: string; stderr?: string }) => {
+          throw new Error(`writer p${p} failed: ${err.message}\nstderr: ${err.stderr ?? ''}`);
         }),
       ),
     );
