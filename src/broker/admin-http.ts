@@ -178,6 +178,20 @@ export function createHttpEndpoint(options: {
       if (signal?.aborted) throw new AdminError('aborted', `${what} start aborted`);
       transition('starting');
       const srv = createServer((req, res) => {
+        if (logger.isLevelEnabled('debug')) {
+          const started = performance.now();
+          res.once('finish', () => {
+            logger.debug(
+              {
+                method: req.method,
+                target: req.url?.slice(0, 200),
+                status: res.statusCode,
+                durationMs: Math.round((performance.now() - started) * 100) / 100,
+              },
+              `${what} request`,
+            );
+          });
+        }
         // The handler answers every failure itself; this catch only keeps a bug from becoming
         // an unhandled rejection (which would end the process).
         handler(req, res).catch((err: unknown) => {

@@ -288,6 +288,8 @@ describe('admin server', () => {
     expect(status).toBe(500);
     expect((body.error as { code: string }).code).toBe('internal');
     expect(lines.some((l) => l.msg === 'admin request failed' && l.level === 50)).toBe(true);
+    const access = lines.find((l) => l.msg === 'admin server request');
+    expect(access).toMatchObject({ level: 20, method: 'GET', target: '/v1/shards', status: 500 });
     broker.failWith = undefined;
     expect((await getJson(`${base(admin)}/v1/shards`)).status).toBe(200);
   });
