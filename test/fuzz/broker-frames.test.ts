@@ -297,8 +297,8 @@ describe('broker: random and mutated frames', () => {
     const ends = await runCases(bodies);
     const statuses = ends.map((e) => e.grpcStatus);
     // Inner truncation: INVALID_ARGUMENT; a frame cut by the end of the stream: INTERNAL.
-    expect(statuses.filter((s, i) => i % 2 === 0)).toEqual(Array(n / 2).fill('3'));
-    expect(statuses.filter((s, i) => i % 2 === 1)).toEqual(Array(n / 2).fill('13'));
+    expect(statuses.filter((_, i) => i % 2 === 0)).toEqual(Array(n / 2).fill('3'));
+    expect(statuses.filter((_, i) => i % 2 === 1)).toEqual(Array(n / 2).fill('13'));
     expect(ends.filter((_, i) => i % 2 === 1).every((e) => (e.grpcMessage ?? '').length > 0)).toBe(
       true,
     );
