@@ -1,0 +1,39 @@
+import { describe, expect, it } from 'vitest';
+import { ClientError } from './errors.js';
+import { parseGrpcAddress } from './grpc-address.js';
+
+describe('parseGrpcAddress', () => {
+  it('parses grpc:// and grpcs://, IPv6 in brackets', () => {
+    expect(parseGrpcAddress('grpc://127.0.0.1:6879')).toEqual({
+      tls: false,
+      host: '127.0.0.1',
+      port: 6879,
+      target: '127.0.0.1:6879',
+    });
+    expect(parseGrpcAddress('grpcs://broker.example:443/')).toMatchObject({
+      tls: true,
+      target: 'broker.example:443',
+    });
+    expect(parseGrpcAddress('grpc://[::1]:6879').target).toBe('[::1]:6879');
+  });
+
+  it.each([
+    ['broker:6879', /scheme/],
+    ['http://x:1', /scheme/],
+    ['grpc://x', /host and a port/],
+    ['grpc://x:0', /host and a port/],
+    ['grpc://x:1/path', /no path/],
+    ['grpc://x:1?q=1', /no path/],
+    ['not a url', /not a URL|scheme/],
+  ])('rejects %s naming the pubsub field', (url, message) => {
+    let err: unknown;
+    try {
+      parseGrpcAddress(url);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ClientError);
+    expect((err as ClientError).field).toBe('pubsub');
+    expect((err as ClientError).message).toMatch(message);
+  });
+});
