@@ -7,6 +7,7 @@ type Bench = { description: string; run: (args: string[]) => Promise<void> };
 const BENCHES: Record<string, () => Promise<Bench>> = {
   broker: async () => (await import('./broker.js')).brokerBench,
   consensus: async () => (await import('./consensus.js')).consensusBench,
+  e2e: async () => (await import('./e2e.js')).e2eBench,
 };
 
 async function main(): Promise<void> {

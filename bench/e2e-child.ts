@@ -1,0 +1,190 @@
+/**
+ * Helpers shared by the end-to-end, fan-out and scale benchmarks: forked children with
+ * request/response over IPC, CPU time of other processes from `/proc`, and HDR histograms.
+ */
+import { type ChildProcess, fork } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import * as hdr from 'hdr-histogram-js';
+
+export type Message = Record<string, unknown> & { type: string };
+
+/** A forked child; `next(type)` waits for its next message of that type. */
+export class Child {
+  private readonly waiters = new Map<string, ((m: Message) => void)[]>();
+  private readonly listeners = new Map<string, (m: Message) => void>();
+  readonly exited: Promise<number | null>;
+  constructor(readonly proc: ChildProcess) {
+    proc.on('message', (m: Message) => {
+      const w = this.waiters.get(m.type)?.shift();
+      if (w !== undefined) w(m);
+      else this.listeners.get(m.type)?.(m);
+    });
+    this.exited = new Promise((r) => proc.on('exit', (code) => r(code)));
+  }
+  /** Every message of `type` nobody `next()`-waits for goes to `fn`. */
+  on(type: string, fn: (m: Message) => void): void {
+    this.listeners.set(type, fn);
+  }
+  next<T>(type: string, timeoutMs = 60_000): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const t = setTimeout(() => {
+        const list = this.waiters.get(type);
+        const i = list?.indexOf(done) ?? -1;
+        if (i >= 0) list?.splice(i, 1);
+        reject(new Error(`pid ${this.proc.pid}: timed out waiting for ${type}`));
+      }, timeoutMs);
+      const done = (m: Message) => {
+        clearTimeout(t);
+        resolve(m as unknown as T);
+      };
+      const list = this.waiters.get(type) ?? [];
+      list.push(done);
+      this.waiters.set(type, list);
+    });
+  }
+  request<T>(message: Message, reply: string, timeoutMs?: number): Promise<T> {
+    const p = this.next<T>(reply, timeoutMs);
+    this.proc.send(message);
+    return p;
+  }
+  send(message: Message): void {
+    if (this.proc.connected) this.proc.send(message);
+  }
+  async stop(graceMs = 3000): Promise<void> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
+    this.send({ type: 'exit' });
+    const t = setTimeout(() => this.proc.kill('SIGKILL'), graceMs);
+    await this.exited;
+    clearTimeout(t);
+  }
+}
+
+/** Path of a sibling module of this (compiled) file. */
+export const here = (f: string): string => fileURLToPath(new URL(f, import.meta.url));
+
+export function forkChild(
+  module: string,
+  args: string[] = [],
+  opts: { cpuProf?: string | undefined; env?: NodeJS.ProcessEnv } = {},
+): Child {
+  const execArgv =
+    opts.cpuProf === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`];
+  return new Child(fork(here(module), args, { execArgv, stdio: 'inherit', env: opts.env }));
+}
+
+/** Kernel clock ticks per second (`getconf CLK_TCK`; 100 on Linux for every common arch). */
+const CLK_TCK = 100;
+
+/** utime + stime of a process in seconds, or undefined if it is gone. */
+export function procCpuSeconds(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) may contain spaces: fields after it start past the last ')'.
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // rest[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return (Number(rest[11]) + Number(rest[12])) / CLK_TCK;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Pids of every process of a user (by uid, from `/proc`). */
+export function pidsOfUser(uid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const status = readFileSync(`/proc/${name}/status`, 'utf8');
+      const m = /^Uid:\s+(\d+)/m.exec(status);
+      if (m !== null && Number(m[1]) === uid) out.push(Number(name));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return out;
+}
+
+/** CPU seconds per pid, for a set of pids. */
+export function cpuSnapshot(pids: number[]): Map<number, number> {
+  const m = new Map<number, number>();
+  for (const pid of pids) {
+    const s = procCpuSeconds(pid);
+    if (s !== undefined) m.set(pid, s);
+  }
+  return m;
+}
+
+/** CPU used between two snapshots by the processes alive at the second (new ones from 0). */
+export function cpuDelta(before: Map<number, number>, after: Map<number, number>): number {
+  let sum = 0;
+  for (const [pid, s] of after) sum += s - (before.get(pid) ?? 0);
+  return sum;
+}
+
+/** The uid `postgres` runs as, from `/etc/passwd`, or undefined. */
+export function uidOf(user: string): number | undefined {
+  try {
+    const line = readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`${user}:`));
+    return line === undefined ? undefined : Number(line.split(':')[2]);
+  } catch {
+    return undefined;
+  }
+}
+
+export function newHistogram(): hdr.Histogram {
+  return hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 3_600_000_000,
+    numberOfSignificantValueDigits: 3,
+  });
+}
+
+export interface LatencySummary {
+  count: number;
+  p50Ms: number;
+  p90Ms: number;
+  p99Ms: number;
+  p999Ms: number;
+  maxMs: number;
+  meanMs: number;
+}
+
+/** Percentiles of a histogram of µs values, in ms. */
+export function summarize(h: hdr.Histogram): LatencySummary {
+  const ms = (us: number) => Math.round(us) / 1000;
+  return {
+    count: h.totalCount,
+    p50Ms: ms(h.getValueAtPercentile(50)),
+    p90Ms: ms(h.getValueAtPercentile(90)),
+    p99Ms: ms(h.getValueAtPercentile(99)),
+    p999Ms: ms(h.getValueAtPercentile(99.9)),
+    maxMs: ms(h.maxValue),
+    meanMs: ms(h.mean),
+  };
+}
+
+/** The CDF as (latency ms, cumulative fraction) points, for charts. */
+export function cdfPoints(h: hdr.Histogram): { ms: number; p: number }[] {
+  const out: { ms: number; p: number }[] = [];
+  for (const q of [
+    0, 1, 5, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 92.5, 95, 96, 97, 98, 99, 99.5, 99.9,
+    99.95, 99.99, 100,
+  ]) {
+    const v = q === 100 ? h.maxValue : h.getValueAtPercentile(q);
+    out.push({ ms: Math.max(0.001, v / 1000), p: q / 100 });
+  }
+  return out;
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export function loadAverage(): string {
+  try {
+    return readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+  } catch {
+    return 'unknown';
+  }
+}

@@ -1,0 +1,280 @@
+/**
+ * A writer or reader process of the end-to-end benchmark (forked by `bench/e2e.ts` with an IPC
+ * channel and a JSON config as its argument), using the SDK exactly as an application would:
+ * `createPersistClient` with a Consensus URL and the broker's URL (or no pubsub: polling only).
+ *
+ * - A writer commits to each of its shards at `ratePerShard`, on a fixed schedule that starts at
+ *   the parent's `t0` (shard g's commit k is due at t0 + (g / totalShards + k) / rate, so
+ *   commits are spread evenly over time). A commit that is late (the process fell behind) is
+ *   made at once, never skipped, and carries its scheduled time: readers measure latency from
+ *   the schedule, so a stalled writer cannot hide its own delay (coordinated omission).
+ *   It reports each commit as (shard, n, due, start, done).
+ * - A reader follows every shard with `waitForSeqno` and reports (shard, n, observed) for each
+ *   commit as soon as a version at or past it is applied here.
+ * On `stats` it answers with its own CPU time and Consensus read counters (client registry).
+ */
+import { setMaxListeners } from 'node:events';
+import pino from 'pino';
+import type { Registry } from 'prom-client';
+import { createPersistClient, type ShardHandle } from '../src/index.js';
+import { type BenchState, benchModel, padFor, wallMs } from './e2e-model.js';
+
+export interface E2eWorkerConfig {
+  role: 'writer' | 'reader';
+  name: string;
+  consensus: string;
+  /** A grpc:// URL, or 'none' (polling only). */
+  pubsub: string;
+  shards: string[];
+  /** The global index of `shards[0]` (writers own consecutive slices). */
+  shardBase: number;
+  totalShards: number;
+  ratePerShard: number;
+  diffMinBytes: number;
+  diffMaxBytes: number;
+}
+
+export interface E2eWorkerStats {
+  type: 'stats';
+  name: string;
+  pid: number;
+  cpuUs: number;
+  rss: number;
+  /** Consensus head + scan calls. */
+  reads: number;
+  /** Of which reads for the polling fallback. */
+  polls: number;
+  pushDrops: number;
+  gaps: number;
+  commits: number;
+  observed: number;
+  errors: number;
+}
+
+const cfg = JSON.parse(process.argv[2] ?? 'null') as E2eWorkerConfig | null;
+if (cfg === null || typeof process.send !== 'function') {
+  process.stderr.write('e2e-worker: forked by bench/e2e.ts only (needs IPC and a config)\n');
+  process.exit(2);
+}
+const config: E2eWorkerConfig = cfg;
+process.on('disconnect', () => process.exit(0));
+const send = (m: unknown) => {
+  if (process.connected) process.send?.(m);
+};
+
+let errors = 0;
+let commits = 0;
+let observed = 0;
+let records: number[] = [];
+function fail(what: string, err: unknown): void {
+  errors++;
+  if (errors <= 10) {
+    process.stderr.write(
+      `${config.name}: ${what}: ${err instanceof Error ? err.message : String(err)}\n`,
+    );
+  }
+}
+
+const logger = pino({ level: 'error', base: { worker: config.name } }, pino.destination(2));
+
+async function sumMetric(
+  registry: Registry,
+  name: string,
+  keep: (labels: Partial<Record<string, string | number>>) => boolean = () => true,
+): Promise<number> {
+  const metric = registry.getSingleMetric(name);
+  if (metric === undefined) return 0;
+  const { values } = await metric.get();
+  return values.filter((v) => keep(v.labels)).reduce((a, v) => a + v.value, 0);
+}
+
+const pubsubOn = config.pubsub !== 'none';
+const client = await createPersistClient({
+  consensus: config.consensus,
+  pubsub: pubsubOn ? config.pubsub : 'none',
+  callerId: `bench-${config.name}`,
+  logger,
+});
+const handles: ShardHandle<BenchState>[] = [];
+for (let i = 0; i < config.shards.length; i += 50) {
+  const batch = config.shards.slice(i, i + 50);
+  handles.push(...(await Promise.all(batch.map((s) => client.openShard(s, benchModel)))));
+}
+for (let i = 0; pubsubOn && i < 1000 && client.pubsub.status.state !== 'connected'; i++) {
+  await new Promise((r) => setTimeout(r, 10));
+}
+if (pubsubOn && client.pubsub.status.state !== 'connected') {
+  fail('connect', new Error(`pubsub not connected after 10 s: ${client.pubsub.status.state}`));
+}
+
+async function stats(): Promise<E2eWorkerStats> {
+  const r = client.registry;
+  const cpu = process.cpuUsage();
+  return {
+    type: 'stats',
+    name: config.name,
+    pid: process.pid,
+    cpuUs: cpu.user + cpu.system,
+    rss: process.memoryUsage().rss,
+    reads: await sumMetric(
+      r,
+      'persist_pubsub_consensus_ops_total',
+      (l) => l.op === 'head' || l.op === 'scan',
+    ),
+    polls: await sumMetric(
+      r,
+      'persist_pubsub_state_consensus_reads_total',
+      (l) => l.reason === 'poll',
+    ),
+    pushDrops: await sumMetric(
+      r,
+      'persist_pubsub_client_pushes_dropped_total',
+      (l) => l.reason === 'queue_full',
+    ),
+    gaps: await sumMetric(r, 'persist_pubsub_client_catch_up_fetches_total'),
+    commits,
+    observed,
+    errors,
+  };
+}
+
+const stop = new AbortController();
+// Every shard's loop waits on it.
+setMaxListeners(0, stop.signal);
+/**
+ * Sleeps until a wall time; when that is past already, still yields to the event loop once
+ * (`setImmediate`), so a writer that fell behind (SQLite commits are synchronous) keeps serving
+ * its sockets and IPC instead of committing in an endless chain of microtasks.
+ */
+const sleepUntil = (wall: number): Promise<void> =>
+  new Promise((resolve) => {
+    const ms = wall - wallMs();
+    if (stop.signal.aborted) return resolve();
+    if (ms <= 0) return void setImmediate(resolve);
+    const done = () => {
+      clearTimeout(t);
+      stop.signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    stop.signal.addEventListener('abort', done, { once: true });
+  });
+
+async function writeShard(h: ShardHandle<BenchState>, g: number, t0: number): Promise<void> {
+  const periodMs = 1000 / config.ratePerShard;
+  const phase = (g / config.totalShards) * periodMs;
+  const span = config.diffMaxBytes - config.diffMinBytes;
+  for (let k = 0; !stop.signal.aborted; k++) {
+    const due = t0 + phase + k * periodMs;
+    await sleepUntil(due);
+    if (stop.signal.aborted) break;
+    const pad = padFor(config.diffMinBytes + Math.random() * span);
+    let start = 0;
+    try {
+      // No signal: aborting a compare-and-set in flight would leave it indeterminate.
+      const r = await h.update((s) => {
+        start = wallMs();
+        return { n: s.n + 1, due, start, pad };
+      });
+      const done = wallMs();
+      commits++;
+      records.push(g, r.state.n, due, start, done);
+    } catch (err) {
+      fail(`update of ${h.shardId}`, err);
+      return;
+    }
+  }
+}
+
+async function readShard(h: ShardHandle<BenchState>, g: number): Promise<void> {
+  let seqno = h.seqno;
+  let seen = h.state.n;
+  while (!stop.signal.aborted) {
+    let v: { seqno: bigint; state: BenchState };
+    try {
+      v = await h.waitForSeqno(seqno + 1n, { signal: stop.signal });
+    } catch (err) {
+      if (!stop.signal.aborted) fail(`waiting on ${h.shardId}`, err);
+      return;
+    }
+    const now = wallMs();
+    for (let n = seen + 1; n <= v.state.n; n++) {
+      records.push(g, n, now);
+      observed++;
+    }
+    seen = Math.max(seen, v.state.n);
+    seqno = v.seqno;
+  }
+}
+
+function flush(): void {
+  if (records.length === 0) return;
+  send({ type: 'records', role: config.role, data: records });
+  records = [];
+}
+const flusher = setInterval(flush, 250);
+if (process.env.BENCH_DEBUG) {
+  let last = performance.now();
+  setInterval(() => {
+    const now = performance.now();
+    process.stderr.write(
+      `${config.name}: tick lag ${(now - last - 1000).toFixed(0)} ms, commits ${commits}, observed ${observed}, errors ${errors}, pubsub ${client.pubsub.status.state}\n`,
+    );
+    last = now;
+  }, 1000).unref();
+}
+
+let work: Promise<unknown> = Promise.resolve();
+process.on('message', (m: { type: string; t0?: number; heads?: Record<string, string> }) => {
+  switch (m.type) {
+    case 'start': {
+      const t0 = m.t0 ?? wallMs();
+      work =
+        config.role === 'writer'
+          ? Promise.all(handles.map((h, i) => writeShard(h, config.shardBase + i, t0)))
+          : Promise.all(handles.map((h, i) => readShard(h, config.shardBase + i)));
+      break;
+    }
+    case 'stats':
+      stats().then(send, (err: unknown) => fail('stats', err));
+      break;
+    case 'stop':
+      // Writers: stop committing, report the heads.
+      stop.abort();
+      void work.then(() => {
+        flush();
+        const heads: Record<string, string> = {};
+        for (const h of handles) heads[h.shardId] = String(h.seqno);
+        send({ type: 'stopped', heads });
+      });
+      break;
+    case 'finish': {
+      // Readers: keep following until every shard reaches the writers' heads (bounded), stop.
+      const heads = m.heads ?? {};
+      void Promise.all(
+        handles.map(async (h) => {
+          const head = heads[h.shardId];
+          if (head === undefined) return;
+          try {
+            await h.waitForSeqno(BigInt(head), { signal: AbortSignal.timeout(10_000) });
+          } catch (err) {
+            fail(`reaching head ${head} of ${h.shardId} (at ${h.seqno})`, err);
+          }
+        }),
+      ).then(async () => {
+        stop.abort();
+        await work;
+        flush();
+        send({ type: 'finished' });
+      });
+      break;
+    }
+    case 'exit':
+      clearInterval(flusher);
+      for (const h of handles) h.close();
+      void client.close().finally(() => process.exit(0));
+      setTimeout(() => process.exit(0), 2000).unref();
+      break;
+  }
+});
+send({ type: 'ready', pid: process.pid });

@@ -1,0 +1,499 @@
+/**
+ * `npm run bench -- e2e [--quick] [--shards 1000] [--rate 1.5] [--writers 2] [--readers 2]
+ *   [--consensus postgres,sqlite] [--modes pubsub,polling] [--warmup-ms 5000]
+ *   [--measure-ms 30000] [--drain-ms 3000] [--diff-min 100] [--diff-max 1024] [--cpu-prof]
+ *   [--postgres-url URL]`
+ *
+ * End to end through the SDK: W writer and R reader processes (`e2e-worker.ts`, each a
+ * `createPersistClient`) over S shards at a per-shard commit rate (the reference load: 1000
+ * shards × 1.5 commits/s, diffs 100 B–1 KiB), every reader following every shard; with the
+ * broker as its own process (`broker-server.ts`) and pubsub on, or with no pubsub (polling
+ * only), on Postgres and on SQLite Consensus. For each phase, over the measurement window:
+ * - latency of every (reader, commit) pair, HDR, from the commit's scheduled time (corrected
+ *   for coordinated omission: a late writer's delay counts) and from the end of its
+ *   compare-and-set (commit → observe proper); also the writers' compare-and-set time;
+ * - Consensus reads/s (head + scan, from each client's metrics);
+ * - CPU-seconds per observed update of writers, readers, the broker, and Postgres's own
+ *   processes (utime + stime from `/proc/<pid>/stat`: our backends by `application_name`, and
+ *   every process of the postgres user).
+ * Results: `bench/results/e2e.json` (`bench/results/quick/` with `--quick`), and the report.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import {
+  type Child,
+  cdfPoints,
+  cpuDelta,
+  cpuSnapshot,
+  forkChild,
+  type LatencySummary,
+  loadAverage,
+  newHistogram,
+  pidsOfUser,
+  sleep,
+  summarize,
+  uidOf,
+} from './e2e-child.js';
+import { wallMs } from './e2e-model.js';
+import type { E2eWorkerConfig, E2eWorkerStats } from './e2e-worker.js';
+import { type BenchRun, resultsDir, writeResult } from './report.js';
+
+export const e2eBench = {
+  description:
+    'end to end through the SDK: commit→observe latency, Consensus reads/s, CPU per observed update; pubsub vs polling, Postgres and SQLite',
+  run,
+};
+
+export type E2eMode = 'pubsub' | 'polling';
+export type E2eConsensus = 'postgres' | 'sqlite';
+
+export interface E2ePhase {
+  consensus: E2eConsensus;
+  mode: E2eMode;
+  measureSeconds: number;
+  /** Commits scheduled inside the window (their observations make the latency figures). */
+  commits: number;
+  expectedObservations: number;
+  observations: number;
+  /** (reader, commit) pairs of the window never observed by the end of the run. */
+  missing: number;
+  /** Scheduled time → observed (coordinated omission corrected; includes the CAS). */
+  scheduledToObserved: LatencySummary;
+  /** End of the writer's compare-and-set → observed. */
+  commitToObserved: LatencySummary;
+  /** The writer's update call (compare-and-set included). */
+  writerUpdate: LatencySummary;
+  /** Scheduled time → the writer's update starting (how far behind the writers ran). */
+  writerLag: LatencySummary;
+  cdf: { scheduled: { ms: number; p: number }[]; commit: { ms: number; p: number }[] };
+  /** Consensus reads per second (head + scan), by kind of process. */
+  readsPerSecond: { readers: number; writers: number };
+  pollsPerSecond: number;
+  commitsPerSecond: number;
+  observedPerSecond: number;
+  /** CPU-seconds over the window, by kind of process. */
+  cpuSeconds: {
+    writers: number;
+    readers: number;
+    broker: number | null;
+    postgresBackends: number | null;
+    postgresAll: number | null;
+  };
+  /** CPU µs per observed update (CPU over the window / observations in the window). */
+  cpuUsPerObserved: {
+    writers: number;
+    readers: number;
+    broker: number | null;
+    postgresBackends: number | null;
+    postgresAll: number | null;
+    /** readers + broker + Postgres backends: the read path (Postgres includes the writes). */
+    total: number;
+  };
+  pushDrops: number;
+  catchUpFetches: number;
+  errors: number;
+  rssMiB: { writers: number; readers: number; broker: number | null };
+  loadAverage: string;
+}
+
+export interface E2eResult extends BenchRun {
+  kind: 'e2e';
+  config: {
+    shards: number;
+    ratePerShard: number;
+    writers: number;
+    readers: number;
+    diffBytes: [number, number];
+    warmupMs: number;
+    measureMs: number;
+    drainMs: number;
+  };
+  phases: E2ePhase[];
+  skipped: string[];
+}
+
+interface Opts {
+  shards: number;
+  rate: number;
+  writers: number;
+  readers: number;
+  warmupMs: number;
+  measureMs: number;
+  drainMs: number;
+  diffMin: number;
+  diffMax: number;
+  cpuProf: string | undefined;
+  postgresUrl: string;
+}
+
+async function postgresReachable(url: string): Promise<boolean> {
+  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2000 });
+  try {
+    await c.connect();
+    await c.query('SELECT 1');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+/** Pids of the Postgres backends serving our clients (by application_name). */
+async function ourBackends(url: string, appName: string): Promise<number[]> {
+  const c = new pg.Client({ connectionString: url });
+  try {
+    await c.connect();
+    const r = await c.query<{ pid: number }>(
+      'SELECT pid FROM pg_stat_activity WHERE application_name = $1',
+      [appName],
+    );
+    return r.rows.map((x) => x.pid);
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
+interface Snapshot {
+  at: number;
+  workers: E2eWorkerStats[];
+  brokerCpuUs: number | null;
+  brokerRss: number | null;
+  pg: Map<number, number> | null;
+}
+
+async function runPhase(
+  consensus: E2eConsensus,
+  mode: E2eMode,
+  o: Opts,
+  runId: string,
+): Promise<E2ePhase> {
+  const tmp = mkdtempSync(join(tmpdir(), 'ppbench-e2e-'));
+  const appName = `ppbench_${runId}_${consensus}_${mode}`.slice(0, 60);
+  const consensusUrl =
+    consensus === 'sqlite'
+      ? `sqlite:${join(tmp, 'consensus.db')}`
+      : (() => {
+          const u = new URL(o.postgresUrl);
+          u.searchParams.set('application_name', appName);
+          u.searchParams.set('table', 'persist_pubsub_bench');
+          return u.toString();
+        })();
+  const pgUid = consensus === 'postgres' ? uidOf('postgres') : undefined;
+  const shards = Array.from({ length: o.shards }, (_, i) => `s${randomUUID().slice(0, 28)}${i}`);
+  const children: Child[] = [];
+  let broker: Child | undefined;
+  try {
+    let pubsub = 'none';
+    if (mode === 'pubsub') {
+      broker = forkChild('./broker-server.js', [], { cpuProf: o.cpuProf });
+      const ready = await broker.next<{ port: number }>('ready');
+      pubsub = `grpc://127.0.0.1:${ready.port}`;
+    }
+    const writerRecords: number[][] = [];
+    const readerRecords: number[][] = [];
+    const fork = (c: E2eWorkerConfig) => {
+      const child = forkChild('./e2e-worker.js', [JSON.stringify(c)], { cpuProf: o.cpuProf });
+      child.on('records', (m) =>
+        (m.role === 'writer' ? writerRecords : readerRecords).push(m.data as number[]),
+      );
+      children.push(child);
+      return child;
+    };
+    const base = {
+      consensus: consensusUrl,
+      pubsub,
+      totalShards: o.shards,
+      ratePerShard: o.rate,
+      diffMinBytes: o.diffMin,
+      diffMaxBytes: o.diffMax,
+    };
+    // The first writer creates the Postgres table / SQLite file before the others race to.
+    const readers: Child[] = [];
+    const writers: Child[] = [];
+    const per = Math.ceil(o.shards / o.writers);
+    for (let w = 0; w < o.writers; w++) {
+      const slice = shards.slice(w * per, (w + 1) * per);
+      const child = fork({
+        ...base,
+        role: 'writer',
+        name: `writer-${w}`,
+        shards: slice,
+        shardBase: w * per,
+      });
+      writers.push(child);
+      if (w === 0) await child.next('ready', 120_000);
+    }
+    for (let r = 0; r < o.readers; r++) {
+      readers.push(fork({ ...base, role: 'reader', name: `reader-${r}`, shards, shardBase: 0 }));
+    }
+    await Promise.all(children.slice(1).map((c) => c.next('ready', 180_000)));
+
+    const t0 = wallMs() + 300;
+    for (const c of children) c.send({ type: 'start', t0 });
+    const tA = t0 + o.warmupMs;
+    const tB = tA + o.measureMs;
+    const snapshot = async (): Promise<Snapshot> => {
+      const pgPids = pgUid === undefined ? null : pidsOfUser(pgUid);
+      const [workers, b] = await Promise.all([
+        Promise.all(children.map((c) => c.request<E2eWorkerStats>({ type: 'stats' }, 'stats'))),
+        broker?.request<{ cpu: { user: number; system: number }; rss: number }>(
+          { type: 'stats' },
+          'stats',
+        ),
+      ]);
+      return {
+        at: wallMs(),
+        workers,
+        brokerCpuUs: b === undefined ? null : b.cpu.user + b.cpu.system,
+        brokerRss: b?.rss ?? null,
+        pg: pgPids === null ? null : cpuSnapshot(pgPids),
+      };
+    };
+    await sleep(tA - wallMs());
+    const s0 = await snapshot();
+    await sleep(tB - wallMs());
+    const s1 = await snapshot();
+    const backends =
+      consensus === 'postgres' ? await ourBackends(o.postgresUrl, appName) : undefined;
+    await sleep(o.drainMs);
+    const stopped = await Promise.all(
+      writers.map((w) =>
+        w.request<{ heads: Record<string, string> }>({ type: 'stop' }, 'stopped', 60_000),
+      ),
+    );
+    const heads = Object.assign({}, ...stopped.map((s) => s.heads)) as Record<string, string>;
+    await Promise.all(readers.map((r) => r.request({ type: 'finish', heads }, 'finished', 60_000)));
+    // Let the last record batches arrive.
+    await sleep(300);
+
+    // Join reader observations with the writers' commits.
+    const commitsByKey = new Map<number, number>(); // key -> offset in the flat writer array
+    const flatW = writerRecords.flat();
+    const KEY = 1 << 24;
+    let commitsInWindow = 0;
+    const hLag = newHistogram();
+    const hUpdate = newHistogram();
+    for (let i = 0; i < flatW.length; i += 5) {
+      const g = flatW[i]!;
+      const n = flatW[i + 1]!;
+      const due = flatW[i + 2]!;
+      commitsByKey.set(g * KEY + n, i);
+      if (due >= tA && due < tB) {
+        commitsInWindow++;
+        hLag.recordValue(Math.max(1, Math.round((flatW[i + 3]! - due) * 1000)));
+        hUpdate.recordValue(Math.max(1, Math.round((flatW[i + 4]! - flatW[i + 3]!) * 1000)));
+      }
+    }
+    const hSched = newHistogram();
+    const hCommit = newHistogram();
+    let matched = 0;
+    for (const batch of readerRecords) {
+      for (let i = 0; i < batch.length; i += 3) {
+        const at = commitsByKey.get(batch[i]! * KEY + batch[i + 1]!);
+        if (at === undefined) continue;
+        const due = flatW[at + 2]!;
+        if (due < tA || due >= tB) continue;
+        const observedAt = batch[i + 2]!;
+        matched++;
+        hSched.recordValue(Math.max(1, Math.round((observedAt - due) * 1000)));
+        hCommit.recordValue(Math.max(1, Math.round((observedAt - flatW[at + 4]!) * 1000)));
+      }
+    }
+
+    const seconds = (s1.at - s0.at) / 1000;
+    const sum = (role: string, f: (w: E2eWorkerStats) => number, s: Snapshot) =>
+      s.workers.filter((w) => w.name.startsWith(role)).reduce((a, w) => a + f(w), 0);
+    const delta = (role: string, f: (w: E2eWorkerStats) => number) =>
+      sum(role, f, s1) - sum(role, f, s0);
+    const observedDelta = delta('reader', (w) => w.observed);
+    const cpu = {
+      writers: delta('writer', (w) => w.cpuUs) / 1e6,
+      readers: delta('reader', (w) => w.cpuUs) / 1e6,
+      broker:
+        s1.brokerCpuUs === null || s0.brokerCpuUs === null
+          ? null
+          : (s1.brokerCpuUs - s0.brokerCpuUs) / 1e6,
+      postgresBackends:
+        s0.pg === null || s1.pg === null || backends === undefined
+          ? null
+          : cpuDelta(s0.pg, new Map([...s1.pg].filter(([pid]) => backends.includes(pid)))),
+      postgresAll: s0.pg === null || s1.pg === null ? null : cpuDelta(s0.pg, s1.pg),
+    };
+    const perObs = (s: number | null) =>
+      s === null || observedDelta === 0 ? null : round((s * 1e6) / observedDelta, 2);
+    const mib = (b: number) => round(b / 1024 / 1024, 1);
+    const phase: E2ePhase = {
+      consensus,
+      mode,
+      measureSeconds: round(seconds, 2),
+      commits: commitsInWindow,
+      expectedObservations: commitsInWindow * o.readers,
+      observations: matched,
+      missing: commitsInWindow * o.readers - matched,
+      scheduledToObserved: summarize(hSched),
+      commitToObserved: summarize(hCommit),
+      writerUpdate: summarize(hUpdate),
+      writerLag: summarize(hLag),
+      cdf: { scheduled: cdfPoints(hSched), commit: cdfPoints(hCommit) },
+      readsPerSecond: {
+        readers: round(delta('reader', (w) => w.reads) / seconds, 2),
+        writers: round(delta('writer', (w) => w.reads) / seconds, 2),
+      },
+      pollsPerSecond: round(delta('reader', (w) => w.polls) / seconds, 2),
+      commitsPerSecond: round(delta('writer', (w) => w.commits) / seconds, 1),
+      observedPerSecond: round(observedDelta / seconds, 1),
+      cpuSeconds: {
+        writers: round(cpu.writers, 3),
+        readers: round(cpu.readers, 3),
+        broker: cpu.broker === null ? null : round(cpu.broker, 3),
+        postgresBackends: cpu.postgresBackends === null ? null : round(cpu.postgresBackends, 3),
+        postgresAll: cpu.postgresAll === null ? null : round(cpu.postgresAll, 3),
+      },
+      cpuUsPerObserved: {
+        writers: perObs(cpu.writers) ?? 0,
+        readers: perObs(cpu.readers) ?? 0,
+        broker: perObs(cpu.broker),
+        postgresBackends: perObs(cpu.postgresBackends),
+        postgresAll: perObs(cpu.postgresAll),
+        total: perObs(cpu.readers + (cpu.broker ?? 0) + (cpu.postgresBackends ?? 0)) ?? 0,
+      },
+      pushDrops: delta('writer', (w) => w.pushDrops),
+      catchUpFetches: delta('reader', (w) => w.gaps),
+      errors: sum('', (w) => w.errors, s1),
+      rssMiB: {
+        writers: mib(
+          Math.max(...s1.workers.filter((w) => w.name.startsWith('writer')).map((w) => w.rss)),
+        ),
+        readers: mib(
+          Math.max(...s1.workers.filter((w) => w.name.startsWith('reader')).map((w) => w.rss)),
+        ),
+        broker: s1.brokerRss === null ? null : mib(s1.brokerRss),
+      },
+      loadAverage: loadAverage(),
+    };
+    return phase;
+  } finally {
+    await Promise.all(children.map((c) => c.stop()));
+    await broker?.stop();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+const round = (x: number, digits: number) => Math.round(x * 10 ** digits) / 10 ** digits;
+
+export function printPhase(p: E2ePhase): void {
+  const l = (s: LatencySummary) =>
+    `${s.p50Ms} / ${s.p90Ms} / ${s.p99Ms} / ${s.p999Ms} / ${s.maxMs}`;
+  console.log(
+    `| ${p.consensus} | ${p.mode} | ${p.observations}/${p.expectedObservations} | ${l(p.scheduledToObserved)} | ${l(p.commitToObserved)} | ${p.writerUpdate.p50Ms} / ${p.writerUpdate.p99Ms} | ${p.readsPerSecond.readers} | ${p.cpuUsPerObserved.readers} | ${p.cpuUsPerObserved.broker ?? '–'} | ${p.cpuUsPerObserved.postgresBackends ?? '–'} | ${p.cpuUsPerObserved.writers} | ${p.pushDrops} | ${p.errors} |`,
+  );
+}
+
+async function run(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      quick: { type: 'boolean', default: false },
+      shards: { type: 'string', default: '1000' },
+      rate: { type: 'string', default: '1.5' },
+      writers: { type: 'string', default: '2' },
+      readers: { type: 'string', default: '2' },
+      consensus: { type: 'string', default: 'postgres,sqlite' },
+      modes: { type: 'string', default: 'pubsub,polling' },
+      'warmup-ms': { type: 'string' },
+      'measure-ms': { type: 'string' },
+      'drain-ms': { type: 'string' },
+      'diff-min': { type: 'string', default: '100' },
+      'diff-max': { type: 'string', default: '1024' },
+      'cpu-prof': { type: 'boolean', default: false },
+      'postgres-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/test' },
+    },
+  });
+  const quick = values.quick;
+  const num = (name: string, v: string, integer: boolean, min: number) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) {
+      throw new Error(`--${name} must be ${integer ? 'an integer' : 'a number'} ≥ ${min}`);
+    }
+    return n;
+  };
+  const o: Opts = {
+    shards: num('shards', values.shards, true, 1),
+    rate: num('rate', values.rate, false, 0.01),
+    writers: num('writers', values.writers, true, 1),
+    readers: num('readers', values.readers, true, 1),
+    warmupMs: num('warmup-ms', values['warmup-ms'] ?? (quick ? '2000' : '5000'), true, 0),
+    measureMs: num('measure-ms', values['measure-ms'] ?? (quick ? '6000' : '30000'), true, 1000),
+    drainMs: num('drain-ms', values['drain-ms'] ?? (quick ? '2000' : '3000'), true, 0),
+    diffMin: num('diff-min', values['diff-min'], true, 64),
+    diffMax: num('diff-max', values['diff-max'], true, 64),
+    cpuProf: values['cpu-prof'] ? '.tmp/cpu-prof' : undefined,
+    postgresUrl: values['postgres-url'],
+  };
+  if (o.diffMax < o.diffMin) throw new Error('--diff-max must be ≥ --diff-min');
+  if (o.writers > o.shards) throw new Error('--writers must be ≤ --shards');
+  const backends = values.consensus.split(',') as E2eConsensus[];
+  const modes = values.modes.split(',') as E2eMode[];
+  for (const b of backends) {
+    if (b !== 'postgres' && b !== 'sqlite') throw new Error('--consensus: postgres and/or sqlite');
+  }
+  for (const m of modes) {
+    if (m !== 'pubsub' && m !== 'polling') throw new Error('--modes: pubsub and/or polling');
+  }
+  const startedAt = new Date().toISOString();
+  const loadBefore = loadAverage();
+  console.log(
+    `${o.shards} shards × ${o.rate} commits/s, diffs ${o.diffMin}–${o.diffMax} B, ${o.writers} writer and ${o.readers} reader processes (each reader follows every shard); ` +
+      `warm-up ${o.warmupMs} ms, window ${o.measureMs} ms; load average ${loadBefore}.\n` +
+      'Latency columns: p50 / p90 / p99 / p99.9 / max in ms. CPU columns: µs per observed update.\n',
+  );
+  console.log(
+    '| consensus | mode | observed | scheduled→observed | commit→observed | writer update p50/p99 | reader Consensus reads/s | readers CPU | broker CPU | Postgres backends CPU | writers CPU | push drops | errors |',
+  );
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  const runId = randomUUID().slice(0, 8);
+  const phases: E2ePhase[] = [];
+  const skipped: string[] = [];
+  const pgOk = backends.includes('postgres') ? await postgresReachable(o.postgresUrl) : false;
+  for (const b of backends) {
+    if (b === 'postgres' && !pgOk) {
+      skipped.push(`postgres: not reachable at ${o.postgresUrl}`);
+      console.log(`| postgres | – | SKIPPED: not reachable at ${o.postgresUrl} |`);
+      continue;
+    }
+    for (const m of modes) {
+      const p = await runPhase(b, m, o, runId);
+      phases.push(p);
+      printPhase(p);
+    }
+  }
+  const result: E2eResult = {
+    kind: 'e2e',
+    startedAt,
+    quick,
+    loadAverageBefore: loadBefore,
+    loadAverageAfter: loadAverage(),
+    host: undefined,
+    config: {
+      shards: o.shards,
+      ratePerShard: o.rate,
+      writers: o.writers,
+      readers: o.readers,
+      diffBytes: [o.diffMin, o.diffMax],
+      warmupMs: o.warmupMs,
+      measureMs: o.measureMs,
+      drainMs: o.drainMs,
+    },
+    phases,
+    skipped,
+  };
+  const file = await writeResult(result);
+  console.log(
+    `\nload average after: ${result.loadAverageAfter}. Results: ${file} (report in ${resultsDir(quick)})`,
+  );
+}
