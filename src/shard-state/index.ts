@@ -1,3 +1,11 @@
+/**
+ * Shard state: one shared, seqno-ordered copy of each shard's state per process.
+ *
+ * `createShardStateCache({ consensus, hooks })` → `cache.open(shardId)` → a `ShardHandle`
+ * (`state`, `seqno`, `update`, `waitForSeqno`, `listen`, `refresh`, `close`). The client SDK
+ * feeds pushed diffs to `cache.receiveDiff`, gap notices and reconnects to `cache.fetchNow`, and
+ * pushes what the `publish` hook hands it. No gRPC and no broker here: only `Consensus`.
+ */
 export { createShardStateCache } from './cache.js';
 export type { Clock, Timer, TimerOptions } from './clock.js';
 export { systemClock } from './clock.js';

@@ -15,6 +15,7 @@ export interface ShardStateMetrics {
   diffInvalid: Counter<'shard' | 'reason'>;
   fetches: Counter<'path'>;
   consensusReads: Counter<'reason'>;
+  readErrors: Counter<'code'>;
   listenWoken: Counter<'via'>;
   commits: Counter<'outcome'>;
   truncations: Counter<'outcome'>;
@@ -69,6 +70,11 @@ export function createShardStateMetrics(
       'persist_pubsub_state_consensus_reads_total',
       'Consensus reads (scans) made by shard state, by reason',
       ['reason'],
+    ),
+    readErrors: counter(
+      'persist_pubsub_state_read_errors_total',
+      'Reads of a shard from Consensus that failed, by code (corrupt_log: a version could not be read or applied; otherwise the Consensus error code)',
+      ['code'],
     ),
     listenWoken: counter(
       'persist_pubsub_state_listen_woken_total',

@@ -36,13 +36,17 @@ export interface LeasedReader {
   readonly since: Frontier;
   /** The seqno the reader holds a lease on. */
   readonly seqno: bigint;
+  /** Wall time, integer ms since the Unix epoch (stored as uint64). */
   readonly lastHeartbeatMs: number;
+  /** Integer ms (stored as uint64). */
   readonly leaseDurationMs: number;
   readonly debug: string;
 }
 
 export interface WriterState {
+  /** Wall time, integer ms since the Unix epoch (stored as uint64). */
   readonly lastHeartbeatMs: number;
+  /** Integer ms (stored as uint64). */
   readonly leaseDurationMs: number;
   readonly mostRecentWriteUpper: Frontier;
   readonly debug: string;

@@ -308,11 +308,18 @@ export class Shard<S, D> {
    */
   async #read(reason: ConsensusReadReason, limitTo: bigint | undefined): Promise<void> {
     try {
-      await this.#readFrom(reason, limitTo, false);
+      try {
+        await this.#readFrom(reason, limitTo, false);
+      } catch (err) {
+        if (!(err instanceof NeedsReload)) throw err;
+        this.#log.info({ reason: err.message }, 'reloading the shard from its earliest rollup');
+        await this.#readFrom('reload', limitTo, true);
+      }
     } catch (err) {
-      if (!(err instanceof NeedsReload)) throw err;
-      this.#log.info({ reason: err.message }, 'reloading the shard from its earliest rollup');
-      await this.#readFrom('reload', limitTo, true);
+      const code =
+        err instanceof ShardStateError || err instanceof ConsensusError ? err.code : 'unknown';
+      this.#d.metrics.readErrors.inc({ code });
+      throw err;
     }
   }
 
