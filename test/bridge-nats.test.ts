@@ -234,6 +234,63 @@ describe.skipIf(!natsOk)('brokers bridged by NATS', () => {
     const got = real(seqnos(tapped, S));
     expect(new Set(got).size).toBe(got.length);
   });
+
+  it('after a NATS outage the bridge sends gap notices: a reader catches up at once, not at its poll', async () => {
+    const server = await ownNatsServer();
+    cleanup.push(() => server.kill());
+    await server.start();
+    const prefix = uniquePrefix('gap');
+    const A = await bridgedBroker(server.url, prefix);
+    const B = await bridgedBroker(server.url, prefix);
+    const S = `s${crypto.randomUUID()}`;
+    const store = createMemoryConsensus();
+    // Polls far apart: a reader that catches up within seconds was told to.
+    const config = {
+      ...fast,
+      persist_next_listen_batch_retryer_fixed_sleep_ms: 30_000,
+      persist_next_listen_batch_retryer_initial_backoff_ms: 30_000,
+      persist_next_listen_batch_retryer_clamp_ms: 30_000,
+    };
+    const writer = await createPersistClient({
+      consensus: store,
+      pubsub: `grpc://127.0.0.1:${A.broker.address.port}`,
+      config,
+    });
+    const reader = await createPersistClient({
+      consensus: store,
+      pubsub: `grpc://127.0.0.1:${B.broker.address.port}`,
+      config,
+    });
+    cleanup.push(
+      () => writer.close(),
+      () => reader.close(),
+    );
+    const wh = await writer.openShard(S, counterModel);
+    const rh = await reader.openShard(S, counterModel);
+    cleanup.push(
+      () => wh.close(),
+      () => rh.close(),
+    );
+    await until(() => B.bridge.subscribedShards().includes(S) && A.bridge.state === 'connected');
+    // Through pubsub first (commits until one reaches the reader fast).
+    for (let ok = false; !ok; ) {
+      const res = await wh.update((s) => s + 1);
+      ok = await rh
+        .waitForSeqno(res.seqno, { signal: AbortSignal.timeout(300) })
+        .then(() => true)
+        .catch(() => false);
+    }
+    await server.kill();
+    await until(() => B.bridge.state === 'reconnecting');
+    // Committed during the outage and never published: only Consensus has it.
+    writer.flags.set({ persist_pubsub_push_diff_enabled: false });
+    const during = await wh.update((s) => s + 100);
+    await server.start();
+    await until(() => B.bridge.state === 'connected');
+    const seen = await rh.waitForSeqno(during.seqno, { signal: AbortSignal.timeout(5000) });
+    expect(seen.state).toBe(wh.state);
+    expect(await B.broker.registry.metrics()).toMatch(/persist_pubsub_bridge_reconnects_total 1/);
+  });
 });
 
 const enc = new TextEncoder();

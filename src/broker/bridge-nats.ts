@@ -22,9 +22,9 @@
  * - NATS outages: nats.js reconnects (forever, `reconnectTimeWaitMs` apart with jitter) and
  *   re-sends the subscriptions itself; publishes made meanwhile are buffered by nats.js up to
  *   its reconnect buffer, and beyond it lost. Diffs other brokers published during the outage
- *   are lost to local subscribers: their clients recover through the shard state's gap
- *   handling at the next diff, or by polling (pubsub is an optimisation; Consensus has every
- *   version).
+ *   are lost to local subscribers, so on every reconnect the bridge sends each local subscriber
+ *   that understands extensions a gap notice per shard (`resume_unavailable`): our clients then
+ *   read Consensus at once. Reference clients get no notice and recover by polling.
  */
 import {
   connect,
@@ -45,7 +45,13 @@ import {
   shardSubject,
 } from './bridge-subject.js';
 import { BrokerError } from './errors.js';
-import type { Broker, BrokerObserver, InProcessConnection, ObservedPush } from './types.js';
+import type {
+  Broker,
+  BrokerObserver,
+  BrokerObserverControls,
+  InProcessConnection,
+  ObservedPush,
+} from './types.js';
 import {
   decodePushDiff,
   encodeForwardFrame,
@@ -107,6 +113,7 @@ interface BridgeMetrics {
   messages: Counter<'direction'>;
   dropped: Counter<'reason'>;
   connected: Gauge;
+  reconnects: Counter;
 }
 
 function bridgeMetrics(registry: Registry): BridgeMetrics {
@@ -121,6 +128,11 @@ function bridgeMetrics(registry: Registry): BridgeMetrics {
       name: 'persist_pubsub_bridge_dropped_total',
       help: 'Diffs the NATS bridge did not carry, by reason.',
       labelNames: ['reason'],
+      registers: [registry],
+    }),
+    reconnects: new Counter({
+      name: 'persist_pubsub_bridge_reconnects_total',
+      help: 'NATS reconnections of the bridge; each sends gap notices for every locally subscribed shard.',
       registers: [registry],
     }),
     connected: new Gauge({
@@ -177,6 +189,7 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
   /** Shards with at least one local subscriber (followed from broker construction on). */
   const local = new Set<string>();
   const subs = new Map<string, Subscription>();
+  let controls: BrokerObserverControls | undefined;
 
   const setState = (next: NatsBridgeState): void => {
     if (state === next) return;
@@ -240,6 +253,9 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
   };
 
   const observer: BrokerObserver = {
+    attached(c) {
+      controls = c;
+    },
     shardActive(shardId) {
       local.add(shardId);
       natsSubscribe(shardId);
@@ -276,7 +292,14 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
         log?.warn({ server: s.server }, 'nats bridge disconnected; reconnecting');
       } else if (s.type === 'reconnect') {
         setState('connected');
-        log?.info({ server: s.server }, 'nats bridge reconnected; subscriptions re-sent');
+        m?.reconnects.inc();
+        // Diffs other brokers published during the outage never reached us: tell local
+        // subscribers (gap notice) so they read Consensus now rather than at their next poll.
+        for (const shardId of local) controls?.notifyGap(shardId);
+        log?.info(
+          { server: s.server, shards: local.size },
+          'nats bridge reconnected; subscriptions re-sent, gap notices sent',
+        );
       } else if (s.type === 'error') {
         log?.warn({ err: s.error }, 'nats server error');
       } else if (s.type === 'slowConsumer') {

@@ -1,7 +1,13 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createBroker } from './broker.js';
 import { BrokerError } from './errors.js';
-import type { Broker, BrokerObserver, ObservedPush } from './types.js';
+import type {
+  Broker,
+  BrokerObserver,
+  BrokerObserverControls,
+  InProcessMessage,
+  ObservedPush,
+} from './types.js';
 import { decodePushDiff } from './wire.js';
 
 const brokers: Broker[] = [];
@@ -81,6 +87,27 @@ describe('broker observer hooks', () => {
     w.push('s1', 1n, new Uint8Array([1]));
     await new Promise((res) => setImmediate(res));
     expect(got).toHaveLength(1);
+  });
+
+  it('hands the observer controls whose notifyGap sends a gap notice to each local subscriber', async () => {
+    let controls: BrokerObserverControls | undefined;
+    const broker = createBroker({
+      listen: { host: '127.0.0.1', port: 0 },
+      observer: { attached: (c) => (controls = c) },
+    });
+    brokers.push(broker);
+    await broker.start();
+    const a: InProcessMessage[] = [];
+    const b: InProcessMessage[] = [];
+    broker.connectInProcess({ onMessage: (m) => a.push(m) }).subscribe('s1');
+    broker.connectInProcess({ onMessage: (m) => b.push(m) }).subscribe('s2');
+    controls?.notifyGap('s1', 7n);
+    controls?.notifyGap('nobody-here');
+    await new Promise((res) => setImmediate(res));
+    expect(a).toEqual([
+      { kind: 'gap', shardId: 's1', reason: 'resume_unavailable', fromSeqno: 7n, dropped: 0 },
+    ]);
+    expect(b).toEqual([]);
   });
 
   it('validates the observer at construction, naming the field', () => {

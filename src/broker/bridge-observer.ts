@@ -11,7 +11,7 @@ import { BrokerError } from './errors.js';
 import type { FanoutCore } from './fanout.js';
 import type { BrokerObserver } from './types.js';
 
-const HOOKS = ['shardActive', 'shardIdle', 'pushed'] as const;
+const HOOKS = ['shardActive', 'shardIdle', 'pushed', 'attached'] as const;
 
 /** Checks `BrokerOptions.observer` once, at construction, naming the bad field. */
 export function validateObserver(observer: unknown): BrokerObserver | undefined {
@@ -54,6 +54,13 @@ export function observeFanout(
     if (observer.shardIdle !== undefined) call('shardIdle', () => observer.shardIdle?.(shardId));
   };
   const has = (shardId: string): boolean => fan.table.subscribers(shardId) !== undefined;
+  if (observer.attached !== undefined) {
+    call('attached', () =>
+      observer.attached?.({
+        notifyGap: (shardId, fromSeqno = 0n) => fan.notifyGap(shardId, fromSeqno),
+      }),
+    );
+  }
 
   return {
     get table() {
@@ -88,6 +95,7 @@ export function observeFanout(
       fan.unsubscribe(conn, shardId);
       if (before && !has(shardId)) idle(shardId);
     },
+    notifyGap: (shardId, fromSeqno) => fan.notifyGap(shardId, fromSeqno),
     drained: (conn) => fan.drained(conn),
     end: (conn, status, how) => fan.end(conn, status, how),
     remove(conn: Connection, why: string) {

@@ -48,6 +48,11 @@ export interface FanoutCore {
   /** Returns an error status if a limit refuses the subscription. */
   subscribe(conn: Connection, shardId: string, resumeAfterSeqno?: bigint): CallStatus | undefined;
   unsubscribe(conn: Connection, shardId: string): void;
+  /**
+   * Sends a gap notice (`resume_unavailable`) for `shardId` to every subscriber that
+   * understands extensions: diffs may have been lost upstream (the NATS bridge after an outage).
+   */
+  notifyGap(shardId: string, fromSeqno: bigint): void;
   /** The transport can take writes again. */
   drained(conn: Connection): void;
   /** Ends a connection with a status: graceful (`end`) or at once (`abort`). */
@@ -318,6 +323,15 @@ export function createFanoutCore(options: {
       table.unsubscribe(conn, shardId);
       conn.gaps?.delete(shardId);
       stats.opSeconds.unsubscribe += (performance.now() - t0) / 1000;
+    },
+    notifyGap(shardId, fromSeqno) {
+      const subs = table.subscribers(shardId);
+      if (subs === undefined) return;
+      for (const conn of subs) {
+        if (!conn.extensions) continue;
+        recordGap(conn, shardId, 'resume_unavailable', fromSeqno);
+        schedule(conn);
+      }
     },
     drained(conn) {
       if (conn.writable) return;

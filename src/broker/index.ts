@@ -38,6 +38,7 @@ export type {
   BrokerFlags,
   BrokerLimits,
   BrokerObserver,
+  BrokerObserverControls,
   BrokerOptions,
   BrokerState,
   BrokerTlsOptions,

@@ -100,6 +100,17 @@ export interface BrokerObserver {
   shardIdle?: ((shardId: string) => void) | undefined;
   /** A push was accepted for fan-out (not called while `forwardPushes` is off). */
   pushed?: ((push: ObservedPush) => void) | undefined;
+  /** Called once, when the broker is created, with what the observer may do to it. */
+  attached?: ((controls: BrokerObserverControls) => void) | undefined;
+}
+
+/** What a `BrokerObserver` may ask of the broker. */
+export interface BrokerObserverControls {
+  /**
+   * Sends a gap notice (reason `resume_unavailable`, from `fromSeqno`, 0 if unknown) for the
+   * shard to each local subscriber that understands extensions, so it reads Consensus now.
+   */
+  notifyGap(shardId: string, fromSeqno?: bigint): void;
 }
 
 /** A message delivered to a same-process connection (already decoded: no serialization). */
