@@ -206,7 +206,7 @@ describe('shard state under random delivery schedules', () => {
           writer.close();
         },
       ),
-      { numRuns: 80 },
+      { numRuns: Number(process.env.PERSIST_PUBSUB_PROPERTY_RUNS ?? 80) },
     );
   }, 120_000);
 });
