@@ -36,7 +36,6 @@ interface Ring<T> {
   head: number;
   size: number;
   bytes: number;
-  maxSeqno: bigint;
   /** `clock` when last moved to the young end of the LRU order. */
   touched: number;
 }
@@ -67,7 +66,7 @@ export function createResumeStore<T>(options: {
       clock++;
       let ring = rings.get(shardId);
       if (ring === undefined) {
-        ring = { entries: [], head: 0, size: 0, bytes: 0, maxSeqno: seqno, touched: clock };
+        ring = { entries: [], head: 0, size: 0, bytes: 0, touched: clock };
         rings.set(shardId, ring);
       } else if (clock - ring.touched > rings.size) {
         // Approximate LRU: move a shard to the young end only if it has aged by a full round
@@ -91,7 +90,6 @@ export function createResumeStore<T>(options: {
       }
       ring.bytes += bytes;
       totalBytes += bytes;
-      if (seqno > ring.maxSeqno) ring.maxSeqno = seqno;
       if (totalBytes > maxTotalBytes) evictOldestShards(shardId);
       // A single shard larger than the whole budget keeps only its newest entry.
       while (totalBytes > maxTotalBytes && ring.size > 1) {
@@ -128,7 +126,16 @@ export function createResumeStore<T>(options: {
       return { kind: 'complete', items };
     },
     lastSeqno(shardId) {
-      return rings.get(shardId)?.maxSeqno;
+      // Scanned on demand (admin listings): a BigInt comparison costs hundreds of ns in V8, too
+      // much to keep a running maximum on every push.
+      const ring = rings.get(shardId);
+      if (ring === undefined || ring.size === 0) return undefined;
+      let max = ring.entries[ring.head]!.seqno;
+      for (let i = 1; i < ring.size; i++) {
+        const e = ring.entries[(ring.head + i) % ringSize]!;
+        if (e.seqno > max) max = e.seqno;
+      }
+      return max;
     },
     get totalBytes() {
       return totalBytes;
