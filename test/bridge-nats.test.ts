@@ -291,6 +291,50 @@ describe.skipIf(!natsOk)('brokers bridged by NATS', () => {
     expect(seen.state).toBe(wh.state);
     expect(await B.broker.registry.metrics()).toMatch(/persist_pubsub_bridge_reconnects_total 1/);
   });
+
+  it('closes promptly with NATS gone, and a start waiting for an unreachable server ends on close', async () => {
+    const server = await ownNatsServer();
+    cleanup.push(() => server.kill());
+    await server.start();
+    const A = await bridgedBroker(server.url, uniquePrefix('close'));
+    await server.kill();
+    await until(() => A.bridge.state === 'reconnecting');
+    const t0 = Date.now();
+    await A.bridge.close();
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(A.bridge.state).toBe('closed');
+
+    const bridge = createNatsBridge({ url: server.url, reconnectTimeWaitMs: 50 });
+    const broker = createBroker({
+      listen: { host: '127.0.0.1', port: 0 },
+      observer: bridge.observer,
+    });
+    await broker.start();
+    cleanup.push(() => broker.destroy());
+    const starting = bridge.start(broker);
+    await until(() => bridge.state === 'connecting');
+    await new Promise((r) => setTimeout(r, 200));
+    await bridge.close();
+    await expect(starting).rejects.toMatchObject({ code: 'unavailable' });
+    // The broker itself never depended on NATS.
+    expect(broker.isReady()).toBe(true);
+
+    // A bridge started before its server exists connects once it does.
+    const late = createNatsBridge({ url: server.url, reconnectTimeWaitMs: 50 });
+    const broker2 = createBroker({
+      listen: { host: '127.0.0.1', port: 0 },
+      observer: late.observer,
+    });
+    await broker2.start();
+    cleanup.push(() => broker2.destroy());
+    cleanup.push(() => late.close());
+    const lateStart = late.start(broker2);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(late.state).toBe('connecting');
+    await server.start();
+    await lateStart;
+    expect(late.state).toBe('connected');
+  });
 });
 
 const enc = new TextEncoder();

@@ -59,6 +59,8 @@ import {
   parseEnvelope,
 } from './wire.js';
 
+/** How long `close()` waits for NATS to take buffered publishes, in ms. */
+const DRAIN_TIMEOUT_MS = 2000;
 /** @default 1000 */
 export const DEFAULT_BRIDGE_RECONNECT_TIME_WAIT_MS = 1000;
 /** @default 5000 */
@@ -141,6 +143,29 @@ function bridgeMetrics(registry: Registry): BridgeMetrics {
       registers: [registry],
     }),
   };
+}
+
+/** `p`, or a rejection with `signal.reason` as soon as `signal` aborts. */
+function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
@@ -317,11 +342,17 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
       subs.clear();
       conn?.close();
       if (c !== undefined) {
-        try {
-          await c.drain();
-        } catch {
-          await c.close().catch(() => {});
-        }
+        // Flush what is buffered, but never wait on a server that is gone.
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([
+          c.drain().catch(() => {}),
+          new Promise<void>((resolve) => {
+            timer = setTimeout(resolve, DRAIN_TIMEOUT_MS);
+            timer.unref();
+          }),
+        ]);
+        clearTimeout(timer);
+        if (!c.isClosed()) await c.close().catch(() => {});
       }
     })();
     return closing;
@@ -353,36 +384,35 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
         },
       });
       setState('connecting');
-      const connecting = connect({
-        servers,
-        name: `persist-pubsub-broker-${brokerId}`,
-        noEcho: true,
-        waitOnFirstConnect: true,
-        maxReconnectAttempts: -1,
-        reconnectTimeWait,
-        timeout,
-        // As the client's NATS transport: a silently dead server is noticed within a minute.
-        pingInterval: 30_000,
-        maxPingOut: 2,
-      });
-      let c: NatsConnection;
+      // First connection: our own retry loop (every `reconnectTimeWaitMs`), so that `close()`
+      // or `signal` can end it; once connected, nats.js reconnects by itself, forever.
+      let c: NatsConnection | undefined;
+      let failures = 0;
       try {
-        c = await new Promise<NatsConnection>((resolve, reject) => {
-          const onAbort = (): void => reject(signal.reason);
-          signal.addEventListener('abort', onAbort, { once: true });
-          connecting.then(
-            (v) => {
-              signal.removeEventListener('abort', onAbort);
-              resolve(v);
-            },
-            (e: unknown) => {
-              signal.removeEventListener('abort', onAbort);
-              reject(e);
-            },
-          );
-        });
+        while (c === undefined) {
+          const attempt = connect({
+            servers,
+            name: `persist-pubsub-broker-${brokerId}`,
+            noEcho: true,
+            maxReconnectAttempts: -1,
+            reconnectTimeWait,
+            timeout,
+            // As the client's NATS transport: a silently dead server is noticed within a minute.
+            pingInterval: 30_000,
+            maxPingOut: 2,
+          });
+          try {
+            c = await abortable(attempt, signal);
+          } catch (err) {
+            if (signal.aborted) {
+              attempt.then((late) => late.close()).catch(() => {});
+              throw signal.reason;
+            }
+            if (failures++ === 0) log?.warn({ err }, 'nats bridge cannot connect yet; retrying');
+            await abortable(sleep(reconnectTimeWait), signal);
+          }
+        }
       } catch (err) {
-        connecting.then((late) => late.close()).catch(() => {});
         await close();
         throw err;
       }
