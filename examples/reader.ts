@@ -8,7 +8,8 @@
  *     --shard s00000000-0000-0000-0000-000000000001 --until-upper 20 --timeout-ms 30000
  *
  * Prints the view as one JSON line per change (the first is the view at open), then a last
- * line with the Consensus reads it made, and exits 0 once `upper` reaches `--until-upper`
+ * line with how versions arrived (`appliedBy` pubsub or poll) and why Consensus was read, and
+ * exits 0 once `upper` reaches `--until-upper`
  * (1 if `--timeout-ms` passes first).
  */
 import { parseArgs } from 'node:util';
@@ -65,11 +66,17 @@ try {
 } catch (err) {
   if (!signal.aborted) throw err;
 } finally {
-  const reads = await client.registry
-    .getSingleMetric('persist_pubsub_state_consensus_reads_total')
-    ?.get();
-  const byReason = Object.fromEntries((reads?.values ?? []).map((v) => [v.labels.reason, v.value]));
-  console.log(JSON.stringify({ consensusReads: byReason, transport: client.pubsub.transport }));
+  // How the versions got here (pubsub or a Consensus read), and why Consensus was read.
+  const count = async (metric: string, label: string, suffix = '') => {
+    const m = await client.registry.getSingleMetric(metric)?.get();
+    const values = (m?.values ?? []).filter(
+      (v) => suffix === '' || (v as { metricName?: string }).metricName === metric + suffix,
+    );
+    return Object.fromEntries(values.map((v) => [v.labels[label], v.value]));
+  };
+  const appliedBy = await count('persist_pubsub_e2e_latency_seconds', 'path', '_count');
+  const consensusReads = await count('persist_pubsub_state_consensus_reads_total', 'reason');
+  console.log(JSON.stringify({ appliedBy, consensusReads, transport: client.pubsub.transport }));
   await client.close();
 }
 if (!done) {

@@ -50,6 +50,12 @@ const client = await createPersistClient({
 });
 try {
   const shard = await client.openShard<PersistState>(values.shard);
+  // Connecting never blocks. Commits made before the stream is up are not pushed (readers
+  // still get them, from Consensus, a little later), so a short-lived writer waits a moment.
+  const until = Date.now() + 2000;
+  while (client.pubsub.status.state !== 'connected' && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
   for (let i = 0; i < count; i++) {
     const { seqno, state } = await shard.update(appendBatch);
     console.log(JSON.stringify({ seqno: String(seqno), upper: String(state.upper[0]) }));
