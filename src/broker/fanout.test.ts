@@ -61,20 +61,9 @@ function setup(limits: Partial<BrokerLimits> = {}) {
     now: () => 1000,
   });
   let seq = 0;
-  const conn = (extensions = false) => {
+  const conn = (extensions = false, kind: 'grpc' | 'local' = 'grpc') => {
     const sink = new FakeSink();
-    const c = new Connection(
-      ++seq,
-      `c${seq}`,
-      'test',
-      'test',
-      'x',
-      0,
-      'local',
-      sink,
-      log,
-      extensions,
-    );
+    const c = new Connection(++seq, `c${seq}`, 'test', 'test', 'x', 0, kind, sink, log, extensions);
     core.add(c);
     return { c, sink };
   };
@@ -169,6 +158,17 @@ describe('fan-out core', () => {
     expect(sub.c.queueBytes).toBeLessThanOrEqual(200);
     expect(sub.c.queueBytes).toBeGreaterThan(0);
     expect(metrics.stats.drops.queue_full).toBeGreaterThan(0);
+  });
+
+  it('never calls a same-process subscriber inside a push, even in a burst', async () => {
+    const { core, conn, push } = setup({ maxQueueMessages: 100 });
+    const pub = conn();
+    const local = conn(true, 'local');
+    core.subscribe(local.c, 's');
+    for (let n = 1n; n <= 80n; n++) push(pub.c, 's', n);
+    expect(local.sink.writes).toBe(0);
+    await turn();
+    expect(local.sink.pushes()).toHaveLength(80);
   });
 
   it('closes a connection stuck full past stuckConnectionTimeoutMs with RESOURCE_EXHAUSTED', async () => {

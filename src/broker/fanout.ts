@@ -202,8 +202,13 @@ export function createFanoutCore(options: {
     }
     conn.queue.push(item);
     conn.queueBytes += bytes;
-    if (conn.writable && (conn.queue.length >= eagerMessages || conn.queueBytes >= eagerBytes)) {
+    if (
+      conn.kind === 'grpc' &&
+      conn.writable &&
+      (conn.queue.length >= eagerMessages || conn.queueBytes >= eagerBytes)
+    ) {
       // A burst within one turn: write now rather than let a healthy subscriber's queue fill.
+      // Never for same-process connections: their callback must not run inside a push.
       flush(conn);
     } else {
       schedule(conn);
