@@ -13,12 +13,20 @@ export type Message = Record<string, unknown> & { type: string };
 export class Child {
   private readonly waiters = new Map<string, ((m: Message) => void)[]>();
   private readonly listeners = new Map<string, (m: Message) => void>();
+  /** Messages that arrived before anyone waited for them (e.g. an early `ready`). */
+  private readonly unclaimed = new Map<string, Message[]>();
   readonly exited: Promise<number | null>;
   constructor(readonly proc: ChildProcess) {
     proc.on('message', (m: Message) => {
       const w = this.waiters.get(m.type)?.shift();
+      const l = this.listeners.get(m.type);
       if (w !== undefined) w(m);
-      else this.listeners.get(m.type)?.(m);
+      else if (l !== undefined) l(m);
+      else {
+        const list = this.unclaimed.get(m.type) ?? [];
+        list.push(m);
+        this.unclaimed.set(m.type, list);
+      }
     });
     this.exited = new Promise((r) => proc.on('exit', (code) => r(code)));
   }
@@ -27,6 +35,8 @@ export class Child {
     this.listeners.set(type, fn);
   }
   next<T>(type: string, timeoutMs = 60_000): Promise<T> {
+    const early = this.unclaimed.get(type)?.shift();
+    if (early !== undefined) return Promise.resolve(early as unknown as T);
     return new Promise<T>((resolve, reject) => {
       const t = setTimeout(() => {
         const list = this.waiters.get(type);

@@ -8,6 +8,8 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
   broker: async () => (await import('./broker.js')).brokerBench,
   consensus: async () => (await import('./consensus.js')).consensusBench,
   e2e: async () => (await import('./e2e.js')).e2eBench,
+  fanout: async () => (await import('./fanout-nats.js')).fanoutBench,
+  scale: async () => (await import('./scale.js')).scaleBench,
 };
 
 async function main(): Promise<void> {
