@@ -171,6 +171,9 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
   let expectedExit = false;
   try {
     const shards = Array.from({ length: opts.shards }, () => `s${randomUUID()}`);
+    out.line(
+      `persist-pubsub demo: starting the broker, ${WRITERS} writer and ${READERS} reader processes…`,
+    );
     broker = await withInterrupt(
       startBrokerChild(['--drain-deadline-ms', '2000'], (line, raw) => {
         if ((line.level ?? 0) >= 50) {
