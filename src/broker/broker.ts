@@ -21,15 +21,19 @@
  *   `write()` returning false (HTTP/2 flow control or socket backpressure) stops writes to that
  *   stream until 'drain'; meanwhile its bounded queue fills and then drops (counted, gap notice).
  * Measured here (`npm run bench -- broker [--server grpc-js]`: broker alone in one process,
- * raw-http2 publisher and subscribers in others, 256 B diffs, 2 shared cores with load average
- * ≈ 19 from other work, so latencies are inflated and CPU per delivery is the robust figure):
- * - broker CPU per million delivered diffs, fan-out 10: ours 1.2-3.7 s (falling with rate as
- *   batching grows; 1.16 s at 200k/s), grpc-js with pass-through serializers and the same
- *   parser 4.7-5.1 s; fan-out 1: ours 7.4-9.4 s, grpc-js 9.9 s (per-push cost dominates).
- * - 200k delivered diffs/s at fan-out 10 with 100% delivered and the broker at 23-35% of one
- *   core; p50/p99 latency there was dominated by the oversubscribed machine (see the note).
- * - RSS: 62 MiB idle, 125 MiB with 10k shards × 1k HTTP/2 connections × 100k subscriptions,
- *   168 MiB after one push per shard (resume rings filled).
+ * raw-http2 publisher and subscribers in others, 256 B diffs, on 2 cores shared with other
+ * work at load average 15-20, so tails are inflated; CPU per delivery is the robust figure):
+ * - fan-out 10 at 200k delivered diffs/s: 100% delivered, p50 0.49 ms, p99 8.05 ms, p99.9
+ *   19.6 ms, broker at 26% of one core (1.32 CPU-s per million deliveries), 99.1% of its
+ *   flushes written within 1 ms of receipt. Other runs at the same rate, under heavier load,
+ *   gave p99 up to 160 ms with the broker's event loop descheduled for up to 90 ms.
+ *   300k/s: 100% delivered (1.09 CPU-s/M); 400k/s: 98.8% (drops on full queues).
+ * - the same fan-out on grpc-js with pass-through serializers and our parser: 4.7-5.1 CPU-s
+ *   per million deliveries at 50-100k/s against ours 1.8-3.7 (2-2.5x less CPU); at fan-out 1
+ *   (per-push cost) 9.9 against 6.7-8.9.
+ * - RSS: 63 MiB idle, 127 MiB with 10k shards × 1k HTTP/2 connections × 100k subscriptions,
+ *   167 MiB after one push per shard (resume rings filled).
+ * - A BigInt comparison is a V8 runtime call (~330 ns): none on the per-push path.
  *
  * ## Extensions and old clients
  * Gap notices (oneof field 5) go only to clients that showed they understand extensions: a
