@@ -3,13 +3,14 @@
  * strictly increase, everyone at the head afterwards, no unhandled error in any process):
  * - the broker process is killed with SIGKILL and restarted on the same port;
  * - a private redis-server (AOF, fsync always) is killed with SIGKILL and restarted;
- * - Postgres: every connection of this suite is terminated (`pg_terminate_backend`), twice.
- *   (The full cluster restart disturbs other suites; `scripts/faults-long-consensus.mjs` does it.)
+ * - Postgres: every connection of this suite is terminated (`pg_terminate_backend`) on the shared
+ *   server, twice; and a private cluster (`initdb` + `pg_ctl` on a free port, as the postgres
+ *   user) is restarted for real (`pg_ctl restart -m immediate`) mid-traffic.
  * Runs the built CLI: `npx tsc -p tsconfig.build.json` first (`npm test` does).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,6 +30,22 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Generous: a reconnect backoff, a poll and a Consensus reconnect on a loaded 2-core box. */
 const CATCH_UP_BOUND_MS = 20_000;
 const pgUp = await requireService('postgres');
+
+/** The uid/gid of the postgres user, if initdb can run as it here. */
+function postgresUser(): { uid: number; gid: number } | undefined {
+  try {
+    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
+    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+    execFileSync('runuser', ['-u', 'postgres', '--', 'initdb', '--version'], { stdio: 'ignore' });
+    return { uid, gid };
+  } catch {
+    console.warn(
+      '\n!!!! initdb cannot run as postgres here: skipping the private cluster restart !!!!\n',
+    );
+    return undefined;
+  }
+}
+const pgUser = process.getuid?.() === 0 ? postgresUser() : undefined;
 
 async function freePort(): Promise<number> {
   const s = createServer();
@@ -232,5 +249,78 @@ describe('Consensus restarts mid-traffic', () => {
       }
     },
     90_000,
+  );
+
+  it.skipIf(pgUser === undefined)(
+    'a private Postgres cluster restarted (pg_ctl restart -m immediate)',
+    async () => {
+      const user = pgUser as { uid: number; gid: number };
+      const dir = mkdtempSync(join(tmpdir(), 'fault-pg-'));
+      chownSync(dir, user.uid, user.gid);
+      const data = join(dir, 'data');
+      const port = await freePort();
+      const asPg = (...args: string[]) =>
+        execFileSync('runuser', ['-u', 'postgres', '--', ...args], {
+          stdio: 'pipe',
+          timeout: 60_000,
+        });
+      asPg('initdb', '-D', data, '-A', 'trust', '-U', 'postgres', '--no-sync');
+      const opts = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`;
+      asPg('pg_ctl', '-D', data, '-o', opts, '-l', join(dir, 'log'), '-w', '-t', '60', 'start');
+      const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
+      const check = await openConsensus(url);
+      try {
+        const r = await runTraffic({
+          consensusUrl: url,
+          checkConsensus: check,
+          pubsub: `grpc://127.0.0.1:${broker.address.port}`,
+          shardId: shard(),
+          writers: 2,
+          readers: 2,
+          versionsPerWriter: 25,
+          intervalMs: 10,
+          catchUpBoundMs: CATCH_UP_BOUND_MS,
+          async midway() {
+            await new Promise<void>((resolve, reject) => {
+              const p = spawn(
+                'runuser',
+                [
+                  '-u',
+                  'postgres',
+                  '--',
+                  'pg_ctl',
+                  '-D',
+                  data,
+                  '-m',
+                  'immediate',
+                  '-w',
+                  '-t',
+                  '60',
+                  'restart',
+                ],
+                { stdio: 'ignore' },
+              );
+              p.on('exit', (code) =>
+                code === 0 ? resolve() : reject(new Error(`pg_ctl restart exited ${code}`)),
+              );
+            });
+          },
+        });
+        console.log(`[faults] private postgres restart: ${JSON.stringify(r)}`);
+        expect(r.divergences).toEqual([]);
+        expect(r.processErrors).toEqual([]);
+        expect(r.commits).toBeGreaterThanOrEqual(50);
+        expect(r.commitsAtFaultEnd).toBeLessThan(r.commits);
+      } finally {
+        await check.close();
+        try {
+          asPg('pg_ctl', '-D', data, '-m', 'immediate', '-w', 'stop');
+        } catch {
+          // already down
+        }
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    120_000,
   );
 });
