@@ -687,12 +687,16 @@ export class Shard<S, D> {
           this.#drainHeld();
         }
         const pushed = encodeEnvelope({ ...envelope, rollup: undefined });
+        // The commit time is when the compare-and-set returned, not when the diff was built
+        // (`wallTimeMs`, stored in the envelope before the write): e2e latency then measures
+        // commit -> applied, without the Consensus write itself.
+        const commitTimeMs = clock.nowMs();
         this.#callHook('publish', () =>
           this.#d.hooks.publish?.({
             shardId: this.shardId,
             seqno: seqnoTo,
             diff: pushed,
-            commitTimeMs: nowMs,
+            commitTimeMs,
           }),
         );
         if (isRollup && cfg.truncate) void this.#truncateBehind(seqnoTo);

@@ -174,7 +174,7 @@ export interface PublishEvent {
   readonly seqno: bigint;
   /** Exactly the bytes a receiver passes to `receiveDiff`. */
   readonly diff: Uint8Array;
-  /** The commit's wall time, ms since the epoch. */
+  /** When the compare-and-set committed (returned), ms since the epoch. */
   readonly commitTimeMs: number;
 }
 
