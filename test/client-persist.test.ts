@@ -177,8 +177,9 @@ describe('createPersistClient', () => {
 
     // Writer pushes off: nothing reaches the broker; on again: pushes flow.
     reader.flags.set({ persist_pubsub_client_enabled: true });
-    // The loop acts at once (connecting); the connection itself is a loopback handshake.
-    expect(await until(() => reader.pubsub.status.state !== 'disabled', 100)).toBeLessThan(100);
+    // The loop acts at once (connecting); the connection itself is a loopback handshake. The
+    // bound leaves room for a loaded CI machine; the reaction is measured by the demo/bench.
+    expect(await until(() => reader.pubsub.status.state !== 'disabled', 1000)).toBeLessThan(1000);
     await until(() => reader.pubsub.status.state === 'connected', 1000);
     writer.flags.set({ persist_pubsub_push_diff_enabled: false });
     await commit(writer, 2);

@@ -118,7 +118,9 @@ describe.skipIf(!BUILT)('writer and reader processes on a shared SQLite file', (
     // Idle polls before the writer's first commit are the schedule's; once commits flow,
     // pubsub carries every one of them.
     expect(r.readsFollowing).toBe(0);
-    expect(pct(r.lat, 0.5)).toBeLessThan(50);
+    // Polling alone would put the median near 600 ms (first sleep 1200 ms); pubsub is a few ms.
+    // The bound tells the two apart with room for a loaded CI machine.
+    expect(pct(r.lat, 0.5)).toBeLessThan(300);
     expect(r.e2eCount).toMatchObject({ pubsub: N });
   });
 

@@ -148,7 +148,8 @@ describe('createPersistClient wiring', () => {
     const t0 = performance.now();
     reader.flags.set({ persist_next_listen_batch_retryer_fixed_sleep_ms: 10 });
     expect((await waiting).state).toBe(1);
-    expect(performance.now() - t0).toBeLessThan(100);
+    // Well before the 60 s sleep it replaced; the target is 100 ms, the bound allows CI load.
+    expect(performance.now() - t0).toBeLessThan(1000);
     // A schedule shard state refuses leaves the flags and the schedule as they were.
     expect(() =>
       reader.flags.set({
