@@ -210,7 +210,7 @@ interface RawBridgeOptions {
   bridgeSubjectPrefix?: string | undefined;
 }
 
-function bridgeFromFlags(raw: RawBridgeOptions): NatsBridge | undefined {
+function bridgeFromFlags(raw: RawBridgeOptions, logger?: Logger): NatsBridge | undefined {
   if (raw.bridge === undefined) {
     if (raw.bridgeSubjectPrefix !== undefined) {
       throw new ConfigError('--bridge-subject-prefix', '--bridge-subject-prefix needs --bridge');
@@ -218,7 +218,7 @@ function bridgeFromFlags(raw: RawBridgeOptions): NatsBridge | undefined {
     return undefined;
   }
   try {
-    return createNatsBridge({ url: raw.bridge, subjectPrefix: raw.bridgeSubjectPrefix });
+    return createNatsBridge({ url: raw.bridge, subjectPrefix: raw.bridgeSubjectPrefix, logger });
   } catch (err) {
     throw new ConfigError('--bridge', `--bridge: ${(err as Error).message}`);
   }
@@ -258,10 +258,9 @@ SIGHUP reloads --flags-file. Exit code 2: invalid flags or unreadable files.`,
   );
   command.action(async (raw: RawBrokerOptions & RawBridgeOptions) => {
     let config: BrokerCliConfig;
-    let bridge: NatsBridge | undefined;
     try {
       config = await resolveBrokerConfig(raw);
-      bridge = bridgeFromFlags(raw);
+      bridgeFromFlags(raw); // validates --bridge*; connects nothing
     } catch (err) {
       if (err instanceof ConfigError) {
         console.error(`persist-pubsub broker: ${err.message}`);
@@ -274,6 +273,7 @@ SIGHUP reloads --flags-file. Exit code 2: invalid flags or unreadable files.`,
       format: config.logFormat,
       name: 'persist-pubsub-broker',
     });
+    const bridge = bridgeFromFlags(raw, logger);
     let running: BrokerProcess;
     try {
       running = await startBrokerProcess(config, {
