@@ -55,7 +55,7 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-async function waitReachable(port: number, up: boolean, timeoutMs = 15_000): Promise<void> {
+async function waitReachable(port: number, up: boolean, timeoutMs = 45_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while ((await tcpReachable('127.0.0.1', port, 500)) !== up) {
     if (Date.now() > deadline) throw new Error(`port ${port} not ${up ? 'up' : 'down'}`);

@@ -175,7 +175,7 @@ describe('random bytes as diffs', () => {
       await writer.close();
       broker.destroy();
     }
-  });
+  }, 90_000);
 });
 
 /** The malformed rows written under a shard whose versions 1..3 are good. */
