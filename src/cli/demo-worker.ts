@@ -3,7 +3,9 @@
  * `persist-pubsub demo` with an IPC channel): a writer committing to every demo shard at a
  * fixed rate, or a reader following every demo shard like a materialized view, both through
  * the SDK (`createPersistClient`) with the broker as pubsub and the flags file watched.
- * It reports counters and latency samples to the parent and exits when the parent goes away.
+ * It reports counters, commits and applications to the parent and exits when the parent goes
+ * away. With `PERSIST_PUBSUB_DEMO_DEBUG=1` it prints its own metrics (read reasons, fetch paths,
+ * diffs applied/stale/out of order, lagged receives, e2e by path) to stderr at the end.
  */
 import pino from 'pino';
 import type { Registry } from 'prom-client';
@@ -237,6 +239,9 @@ async function finish(heads: Readonly<Record<string, string>>): Promise<void> {
       'persist_pubsub_state_diff_stale_total',
       'persist_pubsub_client_pushes_dropped_total',
       'persist_pubsub_consensus_ops_total',
+      'persist_pubsub_e2e_latency_seconds',
+      'persist_pubsub_client_receive_lagged_total',
+      'persist_pubsub_state_gap_to_applied_seconds',
     ]) {
       const v = await client.registry.getSingleMetric(name)?.get();
       process.stderr.write(
