@@ -110,6 +110,9 @@ export const EXTENSIONS_HEADER = 'persist-pubsub-extensions';
 /** A stream that was asked to end gracefully is reset if its peer has not taken the trailers by then, in ms. */
 const END_GRACE_MS = 5_000;
 const DEFAULT_PAGE_SIZE = 100;
+/** HTTP/2 receive window per stream and per session, in bytes. */
+const STREAM_WINDOW_BYTES = 256 * 1024;
+const SESSION_WINDOW_BYTES = 1024 * 1024;
 const MAX_PAGE_SIZE = 1000;
 const MAX_SEQNO = 0xffffffffffffffffn;
 
@@ -383,6 +386,11 @@ export function createBroker(options: BrokerOptions = {}): Broker {
 
   function onSession(session: Http2Session): void {
     sessions.set(session, new Set());
+    try {
+      session.setLocalWindowSize(SESSION_WINDOW_BYTES);
+    } catch {
+      // A session that is already closing.
+    }
     session.on('error', (err) => log.debug({ err }, 'session error'));
     const timers: NodeJS.Timeout[] = [];
     if (o.keepaliveTimeMs > 0) {
@@ -646,7 +654,9 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     signal?.throwIfAborted();
     if (server !== undefined) throw new BrokerError('unavailable', 'broker already started');
     if (state !== 'starting') throw new BrokerError('unavailable', `broker is ${state}`);
-    const settings = { maxConcurrentStreams: 1000 };
+    // Receive windows above HTTP/2's 64 KiB default, so a busy publisher is not stalled by a
+    // short pause of the broker, yet small enough that one read burst fits a subscriber queue.
+    const settings = { maxConcurrentStreams: 1000, initialWindowSize: STREAM_WINDOW_BYTES };
     const srv =
       o.tls === undefined
         ? createServer({ settings, maxSessionMemory: 64 })
