@@ -75,23 +75,18 @@ export interface E2ePhase {
   pollsPerSecond: number;
   commitsPerSecond: number;
   observedPerSecond: number;
-  /** CPU-seconds over the window, by kind of process. */
-  cpuSeconds: {
-    writers: number;
-    readers: number;
-    broker: number | null;
-    postgresBackends: number | null;
-    postgresAll: number | null;
-  };
+  /**
+   * CPU-seconds over the window, by kind of process. Postgres: the backends serving the
+   * readers' and the writers' connections (told apart by `application_name`), and every process
+   * of the postgres user (background writers, other clients of the server included).
+   */
+  cpuSeconds: CpuFigures;
   /** CPU µs per observed update (CPU over the window / observations in the window). */
-  cpuUsPerObserved: {
-    writers: number;
-    readers: number;
-    broker: number | null;
-    postgresBackends: number | null;
-    postgresAll: number | null;
-    /** readers + broker + Postgres backends: the read path (Postgres includes the writes). */
-    total: number;
+  cpuUsPerObserved: CpuFigures & {
+    /** readers + broker + the readers' Postgres backends: what observing costs. */
+    readPath: number;
+    /** writers + readers + broker + every postgres process. */
+    allProcesses: number;
   };
   pushDrops: number;
   catchUpFetches: number;
@@ -114,6 +109,15 @@ export interface E2eResult extends BenchRun {
   };
   phases: E2ePhase[];
   skipped: string[];
+}
+
+export interface CpuFigures {
+  writers: number;
+  readers: number;
+  broker: number | null;
+  postgresReaders: number | null;
+  postgresWriters: number | null;
+  postgresAll: number | null;
 }
 
 interface Opts {
@@ -173,13 +177,13 @@ async function runPhase(
   runId: string,
 ): Promise<E2ePhase> {
   const tmp = mkdtempSync(join(tmpdir(), 'ppbench-e2e-'));
-  const appName = `ppbench_${runId}_${consensus}_${mode}`.slice(0, 60);
-  const consensusUrl =
+  const appName = (role: string) => `ppbench_${runId}_${consensus}_${mode}_${role}`;
+  const consensusUrl = (role: 'reader' | 'writer') =>
     consensus === 'sqlite'
       ? `sqlite:${join(tmp, 'consensus.db')}`
       : (() => {
           const u = new URL(o.postgresUrl);
-          u.searchParams.set('application_name', appName);
+          u.searchParams.set('application_name', appName(role));
           u.searchParams.set('table', 'persist_pubsub_bench');
           return u.toString();
         })();
@@ -205,7 +209,6 @@ async function runPhase(
       return child;
     };
     const base = {
-      consensus: consensusUrl,
       pubsub,
       totalShards: o.shards,
       ratePerShard: o.rate,
@@ -220,6 +223,7 @@ async function runPhase(
       const slice = shards.slice(w * per, (w + 1) * per);
       const child = fork({
         ...base,
+        consensus: consensusUrl('writer'),
         role: 'writer',
         name: `writer-${w}`,
         shards: slice,
@@ -229,7 +233,16 @@ async function runPhase(
       if (w === 0) await child.next('ready', 120_000);
     }
     for (let r = 0; r < o.readers; r++) {
-      readers.push(fork({ ...base, role: 'reader', name: `reader-${r}`, shards, shardBase: 0 }));
+      readers.push(
+        fork({
+          ...base,
+          consensus: consensusUrl('reader'),
+          role: 'reader',
+          name: `reader-${r}`,
+          shards,
+          shardBase: 0,
+        }),
+      );
     }
     await Promise.all(children.slice(1).map((c) => c.next('ready', 180_000)));
 
@@ -259,7 +272,12 @@ async function runPhase(
     await sleep(tB - wallMs());
     const s1 = await snapshot();
     const backends =
-      consensus === 'postgres' ? await ourBackends(o.postgresUrl, appName) : undefined;
+      consensus === 'postgres'
+        ? {
+            reader: await ourBackends(o.postgresUrl, appName('reader')),
+            writer: await ourBackends(o.postgresUrl, appName('writer')),
+          }
+        : undefined;
     await sleep(o.drainMs);
     const stopped = await Promise.all(
       writers.map((w) =>
@@ -311,17 +329,19 @@ async function runPhase(
     const delta = (role: string, f: (w: E2eWorkerStats) => number) =>
       sum(role, f, s1) - sum(role, f, s0);
     const observedDelta = delta('reader', (w) => w.observed);
-    const cpu = {
+    const pgOf = (pids: number[] | undefined) =>
+      s0.pg === null || s1.pg === null || pids === undefined
+        ? null
+        : cpuDelta(s0.pg, new Map([...s1.pg].filter(([pid]) => pids.includes(pid))));
+    const cpu: CpuFigures = {
       writers: delta('writer', (w) => w.cpuUs) / 1e6,
       readers: delta('reader', (w) => w.cpuUs) / 1e6,
       broker:
         s1.brokerCpuUs === null || s0.brokerCpuUs === null
           ? null
           : (s1.brokerCpuUs - s0.brokerCpuUs) / 1e6,
-      postgresBackends:
-        s0.pg === null || s1.pg === null || backends === undefined
-          ? null
-          : cpuDelta(s0.pg, new Map([...s1.pg].filter(([pid]) => backends.includes(pid)))),
+      postgresReaders: pgOf(backends?.reader),
+      postgresWriters: pgOf(backends?.writer),
       postgresAll: s0.pg === null || s1.pg === null ? null : cpuDelta(s0.pg, s1.pg),
     };
     const perObs = (s: number | null) =>
@@ -350,17 +370,21 @@ async function runPhase(
       cpuSeconds: {
         writers: round(cpu.writers, 3),
         readers: round(cpu.readers, 3),
-        broker: cpu.broker === null ? null : round(cpu.broker, 3),
-        postgresBackends: cpu.postgresBackends === null ? null : round(cpu.postgresBackends, 3),
-        postgresAll: cpu.postgresAll === null ? null : round(cpu.postgresAll, 3),
+        broker: orNull(cpu.broker, (x) => round(x, 3)),
+        postgresReaders: orNull(cpu.postgresReaders, (x) => round(x, 3)),
+        postgresWriters: orNull(cpu.postgresWriters, (x) => round(x, 3)),
+        postgresAll: orNull(cpu.postgresAll, (x) => round(x, 3)),
       },
       cpuUsPerObserved: {
         writers: perObs(cpu.writers) ?? 0,
         readers: perObs(cpu.readers) ?? 0,
         broker: perObs(cpu.broker),
-        postgresBackends: perObs(cpu.postgresBackends),
+        postgresReaders: perObs(cpu.postgresReaders),
+        postgresWriters: perObs(cpu.postgresWriters),
         postgresAll: perObs(cpu.postgresAll),
-        total: perObs(cpu.readers + (cpu.broker ?? 0) + (cpu.postgresBackends ?? 0)) ?? 0,
+        readPath: perObs(cpu.readers + (cpu.broker ?? 0) + (cpu.postgresReaders ?? 0)) ?? 0,
+        allProcesses:
+          perObs(cpu.writers + cpu.readers + (cpu.broker ?? 0) + (cpu.postgresAll ?? 0)) ?? 0,
       },
       pushDrops: delta('writer', (w) => w.pushDrops),
       catchUpFetches: delta('reader', (w) => w.gaps),
@@ -385,12 +409,13 @@ async function runPhase(
 }
 
 const round = (x: number, digits: number) => Math.round(x * 10 ** digits) / 10 ** digits;
+const orNull = (x: number | null, f: (x: number) => number) => (x === null ? null : f(x));
 
 export function printPhase(p: E2ePhase): void {
   const l = (s: LatencySummary) =>
     `${s.p50Ms} / ${s.p90Ms} / ${s.p99Ms} / ${s.p999Ms} / ${s.maxMs}`;
   console.log(
-    `| ${p.consensus} | ${p.mode} | ${p.observations}/${p.expectedObservations} | ${l(p.scheduledToObserved)} | ${l(p.commitToObserved)} | ${p.writerUpdate.p50Ms} / ${p.writerUpdate.p99Ms} | ${p.readsPerSecond.readers} | ${p.cpuUsPerObserved.readers} | ${p.cpuUsPerObserved.broker ?? '–'} | ${p.cpuUsPerObserved.postgresBackends ?? '–'} | ${p.cpuUsPerObserved.writers} | ${p.pushDrops} | ${p.errors} |`,
+    `| ${p.consensus} | ${p.mode} | ${p.observations}/${p.expectedObservations} | ${l(p.scheduledToObserved)} | ${l(p.commitToObserved)} | ${p.writerUpdate.p50Ms} / ${p.writerUpdate.p99Ms} | ${p.readsPerSecond.readers} | ${p.cpuUsPerObserved.readers} | ${p.cpuUsPerObserved.broker ?? '–'} | ${p.cpuUsPerObserved.postgresReaders ?? '–'} | ${p.cpuUsPerObserved.readPath} | ${p.cpuUsPerObserved.writers} | ${p.pushDrops} | ${p.errors} |`,
   );
 }
 
@@ -453,9 +478,9 @@ async function run(args: string[]): Promise<void> {
       'Latency columns: p50 / p90 / p99 / p99.9 / max in ms. CPU columns: µs per observed update.\n',
   );
   console.log(
-    '| consensus | mode | observed | scheduled→observed | commit→observed | writer update p50/p99 | reader Consensus reads/s | readers CPU | broker CPU | Postgres backends CPU | writers CPU | push drops | errors |',
+    "| consensus | mode | observed | scheduled→observed | commit→observed | writer update p50/p99 | reader Consensus reads/s | readers CPU | broker CPU | Postgres (readers' backends) CPU | read path CPU | writers CPU | push drops | errors |",
   );
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   const runId = randomUUID().slice(0, 8);
   const phases: E2ePhase[] = [];
   const skipped: string[] = [];
