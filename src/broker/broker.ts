@@ -23,11 +23,13 @@
  * Measured here (`npm run bench -- broker [--server grpc-js]`: broker alone in one process,
  * raw-http2 publisher and subscribers in others, 256 B diffs, on 2 cores shared with other
  * work at load average 15-20, so tails are inflated; CPU per delivery is the robust figure):
- * - fan-out 10 at 200k delivered diffs/s: 100% delivered, p50 0.49 ms, p99 8.05 ms, p99.9
- *   19.6 ms, broker at 26% of one core (1.32 CPU-s per million deliveries), 99.1% of its
- *   flushes written within 1 ms of receipt. Other runs at the same rate, under heavier load,
- *   gave p99 up to 160 ms with the broker's event loop descheduled for up to 90 ms.
- *   300k/s: 100% delivered (1.09 CPU-s/M); 400k/s: 98.8% (drops on full queues).
+ * - fan-out 10 at 200k delivered diffs/s: 100% delivered in every run, broker at 26-41% of
+ *   one core (1.3-2.1 CPU-s per million deliveries), 97-99% of its flushes written within
+ *   1 ms of receipt; p50 0.5-0.7 ms; p99 8 ms in the quietest run, 28-160 ms in others, where
+ *   the broker's own event loop was descheduled for 15-270 ms by the machine's other load.
+ *   300k/s: 100% delivered in two runs of three; 400k/s: 97-99% (drops on full queues).
+ * - fan-out 100 up to 400k/s: 100% delivered, p50 ≈ 1-3.5 ms, broker ≤ 58% of a core.
+ * - fan-out 1 (per-push cost): 3.8-7.8 CPU-s per million; 100k pushes/s at 47% of a core.
  * - the same fan-out on grpc-js with pass-through serializers and our parser: 4.7-5.1 CPU-s
  *   per million deliveries at 50-100k/s against ours 1.8-3.7 (2-2.5x less CPU); at fan-out 1
  *   (per-push cost) 9.9 against 6.7-8.9.
