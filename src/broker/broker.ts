@@ -30,9 +30,9 @@
  *   300k/s: 100% delivered in two runs of three; 400k/s: 97-99% (drops on full queues).
  * - fan-out 100 up to 400k/s: 100% delivered, p50 ≈ 1-3.5 ms, broker ≤ 58% of a core.
  * - fan-out 1 (per-push cost): 3.8-7.8 CPU-s per million; 100k pushes/s at 47% of a core.
- * - the same fan-out on grpc-js with pass-through serializers and our parser: 4.7-5.1 CPU-s
- *   per million deliveries at 50-100k/s against ours 1.8-3.7 (2-2.5x less CPU); at fan-out 1
- *   (per-push cost) 9.9 against 6.7-8.9.
+ * - the same fan-out on grpc-js with pass-through serializers and our parser, same clients:
+ *   at fan-out 10 and 200k/s 3.5 CPU-s per million (71% of a core) against ours 1.2 (25%);
+ *   at 50-100k/s 4.0-5.3 against 2.6-4.5; at fan-out 1 (per-push cost) 9.9 against 6.7-8.9.
  * - RSS: 63 MiB idle, 127 MiB with 10k shards × 1k HTTP/2 connections × 100k subscriptions,
  *   167 MiB after one push per shard (resume rings filled).
  * - A BigInt comparison is a V8 runtime call (~330 ns): none on the per-push path.
