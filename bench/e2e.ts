@@ -245,6 +245,10 @@ async function runPhase(
       );
     }
     await Promise.all(children.slice(1).map((c) => c.next('ready', 180_000)));
+    if (o.cpuProf !== undefined) {
+      const names = children.map((c, i) => `${i < o.writers ? 'writer' : 'reader'} ${c.proc.pid}`);
+      console.log(`cpu profiles in ${o.cpuProf}: ${names.join(', ')}, broker ${broker?.proc.pid}`);
+    }
 
     const t0 = wallMs() + 300;
     for (const c of children) c.send({ type: 'start', t0 });

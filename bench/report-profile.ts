@@ -1,0 +1,127 @@
+/**
+ * `node dist/bench/report-profile.js FILE.cpuprofile [...] [--top 15]`: where the time goes in
+ * V8 CPU profiles (from `--cpu-prof` runs of the benchmarks): self time by function and by area
+ * (our code by folder, each dependency, Node internals, GC, idle), as Markdown tables.
+ */
+import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import { parseArgs } from 'node:util';
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+}
+
+interface CpuProfile {
+  nodes: ProfileNode[];
+  startTime: number;
+  endTime: number;
+  samples?: number[];
+  timeDeltas?: number[];
+}
+
+/** Which part of the process a frame belongs to. */
+export function areaOf(url: string, functionName: string): string {
+  if (url === '') {
+    if (functionName === '(idle)') return 'idle';
+    if (functionName === '(garbage collector)') return 'GC';
+    if (functionName === '(program)') return 'V8 / native (program)';
+    return `native: ${functionName || '(anonymous)'}`;
+  }
+  if (url.startsWith('node:')) return `node: ${url.slice(5).split('/')[0]}`;
+  const nm = /node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(url);
+  if (nm !== null) return `dep: ${nm[1]}`;
+  const ours = /\/dist\/((?:src|bench)\/[^/]+)/.exec(url);
+  if (ours !== null) return ours[1]!.replace(/\.js$/, '');
+  return url;
+}
+
+export interface ProfileSummary {
+  file: string;
+  totalMs: number;
+  busyMs: number;
+  byArea: { area: string; ms: number; share: number }[];
+  byFunction: { fn: string; ms: number; share: number }[];
+}
+
+export function summarizeProfile(file: string, top: number): ProfileSummary {
+  const p = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile;
+  const self = new Map<number, number>();
+  if (p.samples !== undefined && p.timeDeltas !== undefined) {
+    // timeDeltas[i] is the time before sample i; charge it to the sample's node.
+    for (let i = 0; i < p.samples.length; i++) {
+      const id = p.samples[i]!;
+      self.set(id, (self.get(id) ?? 0) + (p.timeDeltas[i + 1] ?? 0));
+    }
+  } else {
+    const per =
+      (p.endTime - p.startTime) /
+      Math.max(
+        1,
+        p.nodes.reduce((a, n) => a + (n.hitCount ?? 0), 0),
+      );
+    for (const n of p.nodes) self.set(n.id, (n.hitCount ?? 0) * per);
+  }
+  const areas = new Map<string, number>();
+  const fns = new Map<string, number>();
+  let total = 0;
+  let idle = 0;
+  for (const n of p.nodes) {
+    const us = self.get(n.id) ?? 0;
+    if (us === 0) continue;
+    total += us;
+    const { functionName, url, lineNumber } = n.callFrame;
+    const area = areaOf(url, functionName);
+    if (area === 'idle') idle += us;
+    areas.set(area, (areas.get(area) ?? 0) + us);
+    const fn =
+      `${functionName || '(anonymous)'} ${url === '' ? '' : `${basename(url)}:${lineNumber + 1}`}`.trim();
+    fns.set(fn, (fns.get(fn) ?? 0) + us);
+  }
+  const busy = total - idle;
+  const rank = (m: Map<string, number>, skipIdle: boolean) =>
+    [...m]
+      .filter(([k]) => !skipIdle || (k !== 'idle' && k !== '(idle)'))
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top);
+  return {
+    file,
+    totalMs: total / 1000,
+    busyMs: busy / 1000,
+    byArea: rank(areas, true).map(([area, us]) => ({ area, ms: us / 1000, share: us / busy })),
+    byFunction: rank(fns, true).map(([fn, us]) => ({ fn, ms: us / 1000, share: us / busy })),
+  };
+}
+
+export function profileMarkdown(s: ProfileSummary): string {
+  const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
+  return [
+    `**${basename(s.file)}**: ${s.busyMs.toFixed(0)} ms busy of ${s.totalMs.toFixed(0)} ms profiled.`,
+    '',
+    '| area | self ms | share of busy |',
+    '|---|---|---|',
+    ...s.byArea.map((a) => `| ${a.area} | ${a.ms.toFixed(0)} | ${pct(a.share)} |`),
+    '',
+    '| function | self ms | share of busy |',
+    '|---|---|---|',
+    ...s.byFunction.map((f) => `| \`${f.fn}\` | ${f.ms.toFixed(0)} | ${pct(f.share)} |`),
+    '',
+  ].join('\n');
+}
+
+if (process.argv[1]?.endsWith('report-profile.js')) {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: { top: { type: 'string', default: '15' } },
+  });
+  if (positionals.length === 0) {
+    process.stderr.write(
+      'usage: node dist/bench/report-profile.js FILE.cpuprofile [...] [--top N]\n',
+    );
+    process.exit(2);
+  }
+  for (const f of positionals) {
+    process.stdout.write(`${profileMarkdown(summarizeProfile(f, Number(values.top)))}\n`);
+  }
+}
