@@ -5,7 +5,7 @@
 // every reader is at every shard's final head, that no MaxListenersExceededWarning or other
 // process warning/unhandled error happened, and that closing every client returns the active
 // handles to the baseline (no leak).
-//   npm run build && node scripts/soak.mjs [--duration-s 600] [--rate 20000] [--shards 256]
+//   npm run build && node --expose-gc scripts/soak.mjs [--duration-s 600] [--rate 20000] [--shards 256]
 //                                          [--readers 2] [--sample-s 10]
 // Prints one JSON line per sample and a final JSON summary; exits 1 if a check fails.
 import { spawn } from 'node:child_process';
@@ -166,12 +166,15 @@ const tickMs = 10;
 const t0 = performance.now();
 const samples = [];
 const sample = () => {
+  // With `node --expose-gc`, heapUsed after a full GC is what is retained (a leak shows here).
+  globalThis.gc?.();
   const s = {
     t: Math.round((performance.now() - t0) / 1000),
     committed,
     ratePerS: Math.round(committed / ((performance.now() - t0) / 1000)),
     brokerRssMiB: rssMiB(broker.pid),
     driverRssMiB: Math.round(process.memoryUsage().rss / 2 ** 20),
+    driverHeapMiB: Math.round(process.memoryUsage().heapUsed / 2 ** 20),
     handles: total(handles()),
     // How far the slowest reader is behind the writer, in versions, over all shards.
     maxReaderLag: Math.max(
