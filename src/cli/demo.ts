@@ -456,6 +456,12 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       `readers at the final head: ${readersAtHead}/${READERS} (every shard's seqno and state equal Consensus)`,
     );
     out.line(`drops: ${t.drops}`);
+    const warnings = sum([...latest.values()], (c) => c.warnings);
+    if (warnings > 0) {
+      out.line(
+        `warnings: ${warnings} (worker log lines at warn level, e.g. a busy Consensus retried)`,
+      );
+    }
     out.line(`errors: ${errors}`);
     for (const f of failures) out.line(`  ${f}`);
     const ok = readersAtHead === READERS && errors === 0;
