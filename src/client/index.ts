@@ -23,7 +23,7 @@ export type { InProcessTransportOptions } from './in-process-transport.js';
 export { createInProcessTransport } from './in-process-transport.js';
 export type { ClientMetrics } from './metrics.js';
 export { clientMetrics, E2E_LATENCY_BUCKETS_SECONDS } from './metrics.js';
-export type { NatsTransportOptions } from './nats-transport.js';
+export type { NatsJetStreamOptions, NatsTransportOptions } from './nats-transport.js';
 export {
   createNatsTransport,
   DEFAULT_NATS_CONNECT_TIMEOUT_MS,

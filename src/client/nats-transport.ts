@@ -18,16 +18,20 @@
  *   (`persist_pubsub_reconnect_backoff_ms`), reconnects, re-sends every subscription and emits
  *   `resync`, and the persist client fetches each subscribed shard from Consensus once, exactly
  *   as after a broker restart on the gRPC path. Status changes are the shared status stream.
- * - Core NATS keeps no history: `resumeAfterSeqno` is not honoured (a reconnect is caught up
- *   by the resync fetch instead), and there are no gap notices from a server; a diff that skips
- *   ahead is recovered by the shard state's gap handling, as on every transport.
+ * - Core NATS keeps no history: without the opt-in JetStream stream (`jetstream`),
+ *   `resumeAfterSeqno` is not honoured (a reconnect is caught up by the resync fetch instead).
+ *   With it, a (re)subscribe with a resume seqno first replays the stream's retained diffs newer
+ *   than it (duplicates with live ones are possible and harmless). There are no gap notices from
+ *   a server; a diff that skips ahead is recovered by the shard state's gap handling.
  */
 import { create, toBinary } from '@bufbuild/protobuf';
+import { type JetStreamClient, jetstream, jetstreamManager, StorageType } from '@nats-io/jetstream';
 import {
   headers,
   type Msg,
   type NatsConnection,
   type NodeConnectionOptions,
+  nanos,
   connect as natsConnect,
   nuid,
   type Subscription,
@@ -57,6 +61,24 @@ export const DEFAULT_NATS_CONNECT_TIMEOUT_MS = 5000;
  */
 export const DEFAULT_NATS_PING_INTERVAL_MS = 30_000;
 
+/**
+ * An optional JetStream stream over the shard subjects, with bounded retention, so a client that
+ * (re)subscribes with `resumeAfterSeqno` first gets the retained diffs newer than it. The stream
+ * is created if missing (memory storage), with subjects `<subjectPrefix>.>`; an existing stream
+ * is used as it is. Without JetStream on the server, resume is skipped (logged once per connect
+ * by the error it yields: nothing else changes).
+ */
+export interface NatsJetStreamOptions {
+  /** Stream name. @default 'PERSIST_PUBSUB' */
+  stream?: string | undefined;
+  /** Retention by age, in ms. @default 60000 */
+  maxAgeMs?: number | undefined;
+  /** Retention by count, per shard subject. @default 64 */
+  maxMsgsPerSubject?: number | undefined;
+  /** Longest wait for one replay, in ms. @default 2000 */
+  replayTimeoutMs?: number | undefined;
+}
+
 export interface NatsTransportOptions {
   /** `nats://host:port` or `tls://host:port`; comma-separated for several servers of a cluster. */
   url: string;
@@ -68,6 +90,8 @@ export interface NatsTransportOptions {
   connectTimeoutMs?: number | undefined;
   /** Ping the server this often, in ms; two unanswered pings end the connection. @default 30000 */
   pingIntervalMs?: number | undefined;
+  /** Resume from a seqno through a JetStream stream. @default off (core NATS only) */
+  jetstream?: NatsJetStreamOptions | undefined;
   /** Wall clock in ms since the Unix epoch (message timestamps). @default Date.now */
   now?: (() => number) | undefined;
   /** The nats.js connect function, injectable for tests. @default connect from @nats-io/transport-node */
@@ -80,6 +104,35 @@ function durationFromMs(ms: number): ProtoDuration {
     $typeName: 'mz_proto.ProtoDuration',
     secs: BigInt(secs),
     nanos: Math.min(999_999_999, Math.max(0, Math.round((ms - secs * 1000) * 1e6))),
+  };
+}
+
+interface ResolvedJetStream {
+  stream: string;
+  maxAgeMs: number;
+  maxMsgsPerSubject: number;
+  replayTimeoutMs: number;
+}
+
+function resolveJetStream(o: NatsJetStreamOptions | undefined): ResolvedJetStream | undefined {
+  if (o === undefined) return undefined;
+  if (typeof o !== 'object' || o === null) throw bad('jetstream', 'must be an object');
+  const stream = o.stream ?? 'PERSIST_PUBSUB';
+  if (typeof stream !== 'string' || !/^[A-Za-z0-9_-]+$/.test(stream)) {
+    throw bad('jetstream.stream', 'must be letters, digits, - and _');
+  }
+  const int = (v: unknown, field: string, dflt: number): number => {
+    const x = v ?? dflt;
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < 1) {
+      throw bad(`jetstream.${field}`, 'must be an integer >= 1');
+    }
+    return x;
+  };
+  return {
+    stream,
+    maxAgeMs: int(o.maxAgeMs, 'maxAgeMs', 60_000),
+    maxMsgsPerSubject: int(o.maxMsgsPerSubject, 'maxMsgsPerSubject', 64),
+    replayTimeoutMs: int(o.replayTimeoutMs, 'replayTimeoutMs', 2000),
   };
 }
 
@@ -114,6 +167,7 @@ export function createNatsTransport(options: NatsTransportOptions): PubSubTransp
   if (typeof pingInterval !== 'number' || !Number.isInteger(pingInterval) || pingInterval < 1) {
     throw bad('pingIntervalMs', 'must be an integer >= 1');
   }
+  const js = resolveJetStream(options.jetstream);
   const now = options.now ?? Date.now;
   const connectFn = options.connect ?? natsConnect;
   /** This client's id in the origin header (one per transport: every connection it opens). */
@@ -193,8 +247,56 @@ export function createNatsTransport(options: NatsTransportOptions): PubSubTransp
         onMessage(inbound);
       };
 
+      // JetStream: ensure the stream once per connection; replay on (re)subscribe with resume.
+      let jsc: JetStreamClient | undefined;
+      if (js !== undefined) {
+        try {
+          const jsm = await jetstreamManager(nc);
+          await jsm.streams.info(js.stream).catch(async () => {
+            await jsm.streams.add({
+              name: js.stream,
+              subjects: [`${prefix}.>`],
+              storage: StorageType.Memory,
+              max_age: nanos(js.maxAgeMs),
+              max_msgs_per_subject: js.maxMsgsPerSubject,
+            });
+          });
+          jsc = jetstream(nc);
+        } catch {
+          // No JetStream on this server (or no permission): core NATS only.
+          jsc = undefined;
+        }
+      }
+      const replay = async (
+        client: JetStreamClient,
+        shardId: string,
+        subject: string,
+        after: bigint,
+      ): Promise<void> => {
+        if (js === undefined) return;
+        try {
+          const jsm = await client.jetstreamManager();
+          const info = await jsm.streams.info(js.stream, { subjects_filter: subject });
+          const count = info.state.subjects?.[subject] ?? 0;
+          if (count === 0) return;
+          // One filter subject as a string: servers before 2.10 take no list.
+          const consumer = await client.consumers.get(js.stream, { filter_subjects: subject });
+          const batch = await consumer.fetch({ max_messages: count, expires: js.replayTimeoutMs });
+          for await (const m of batch) {
+            if (!open || !subs.has(shardId)) break;
+            if (m.headers?.get(ORIGIN_HEADER) === origin) continue;
+            const inbound = decodeInbound(m.data);
+            if (inbound.kind === 'diff' && inbound.shardId === shardId && inbound.seqno > after) {
+              onMessage(inbound);
+            }
+          }
+        } catch {
+          // Replay is an optimisation: the resync fetch from Consensus covers what it misses.
+        }
+      };
+
       return {
-        subscribe(shardId) {
+        subscribe(shardId, resumeAfterSeqno) {
           if (!open) return false;
           const subject = shardSubject(prefix, shardId);
           if (subs.has(shardId)) return subject.length;
@@ -202,6 +304,9 @@ export function createNatsTransport(options: NatsTransportOptions): PubSubTransp
             subs.set(shardId, nc.subscribe(subject, { callback: receive }));
           } catch {
             return false;
+          }
+          if (jsc !== undefined && resumeAfterSeqno !== undefined) {
+            void replay(jsc, shardId, subject, resumeAfterSeqno);
           }
           return subject.length;
         },
