@@ -1,8 +1,8 @@
 /**
  * One randomized fault schedule, derived entirely from a seed: writers and readers (each a
  * `createPersistClient` with its own pubsub connection through a fault transport and a fault
- * TCP proxy, and its own skewed clock) on one shard, a real gRPC broker on loopback, and a
- * timeline of connection faults and broker restarts. Faults stop when the writers finish; then
+ * TCP proxy, and its own skewed clock) on one shard, a real gRPC broker on loopback (with its
+ * own skewed clock), and a timeline of connection faults and broker restarts. Faults stop when the writers finish; then
  * every client must reach the head within the bound, and the checker folds the Consensus log
  * and compares every state any client observed.
  */
@@ -53,6 +53,8 @@ export interface SchedulePlan {
   rates: MessageFaultRates;
   /** Clock offset of each client, ms (writers first). */
   skewMs: number[];
+  /** Clock offset of the broker (its stamps on forwarded messages), ms. */
+  brokerSkewMs: number;
   actions: { atMs: number; action: ConnAction; client: number; ms: number }[];
   rollupInterval: number;
 }
@@ -87,6 +89,7 @@ export function planSchedule(seed: number): SchedulePlan {
   const skewMs = Array.from({ length: clients }, () =>
     rng.chance(0.5) ? 0 : rng.int(-120_000, 120_000),
   );
+  const brokerSkewMs = rng.chance(0.5) ? 0 : rng.int(-300_000, 300_000);
   const kinds: ConnAction[] = ['cut', 'stall', 'slow', 'half_open', 'broker_restart'];
   const actions = Array.from({ length: rng.int(0, 4) }, () => ({
     atMs: rng.int(0, 400),
@@ -102,6 +105,7 @@ export function planSchedule(seed: number): SchedulePlan {
     versionsPerWriter,
     rates,
     skewMs,
+    brokerSkewMs,
     actions,
     rollupInterval: rng.int(2, 12),
   };
@@ -129,6 +133,7 @@ export async function runSchedule(seed: number): Promise<ScheduleResult> {
   const rng = createRng(seed).fork('run');
   const errors = trackProcessErrors();
   const shardId = SHARD(seed);
+  const brokerNow = () => Date.now() + plan.brokerSkewMs;
   let dir: string | undefined;
   let consensus: Consensus;
   if (plan.backend === 'sqlite') {
@@ -137,7 +142,7 @@ export async function runSchedule(seed: number): Promise<ScheduleResult> {
   } else {
     consensus = createMemoryConsensus();
   }
-  let broker: Broker = createBroker({ listen: { host: '127.0.0.1', port: 0 } });
+  let broker: Broker = createBroker({ listen: { host: '127.0.0.1', port: 0 }, now: brokerNow });
   await broker.start();
   const brokers: Broker[] = [broker];
   const clients: Client[] = [];
@@ -220,7 +225,7 @@ export async function runSchedule(seed: number): Promise<ScheduleResult> {
             brokerRestarts.n++;
             broker.destroy();
             await sleep(a.ms / 4);
-            broker = createBroker({ listen: { host: '127.0.0.1', port: 0 } });
+            broker = createBroker({ listen: { host: '127.0.0.1', port: 0 }, now: brokerNow });
             await broker.start();
             brokers.push(broker);
             for (const c of clients) {
@@ -272,6 +277,7 @@ export async function runSchedule(seed: number): Promise<ScheduleResult> {
       half_open: 0,
       broker_restart: brokerRestarts.n,
       skewed_clients: plan.skewMs.filter((s) => s !== 0).length,
+      skewed_brokers: plan.brokerSkewMs === 0 ? 0 : 1,
     };
     for (const c of clients) {
       faults.dropped = (faults.dropped ?? 0) + c.transport.counts.dropped;
