@@ -55,6 +55,7 @@
  * max connection age (±10% jitter) ends a session's streams with UNAVAILABLE after GOAWAY so
  * clients reconnect elsewhere. Server reflection is not offered.
  */
+
 import { createHash, timingSafeEqual } from 'node:crypto';
 import {
   constants,
@@ -89,6 +90,7 @@ import {
 import { createBrokerMetrics, type RejectReason } from './metrics.js';
 import { DEFAULT_DRAIN_DEADLINE_MS, resolveBrokerOptions } from './options.js';
 import type { OutItem } from './outbound.js';
+import { smallestAfter } from './page-select.js';
 import { checkShardIdBytes, checkShardIdString, sanitizeCallerId } from './shard-id.js';
 import type {
   Broker,
@@ -586,16 +588,17 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     return text.slice(prefix.length);
   }
 
+  function* shardIds(): Generator<string> {
+    for (const [shardId] of fan.table.shards()) yield shardId;
+  }
+
   function listShards(request?: PageRequest): Page<ShardInfo> {
     const size = pageSizeOf(request);
     const after = decodeToken(request?.pageToken, 's:');
     // Keys in order, resumed strictly after the last one returned: a shard present for the
     // whole listing is returned exactly once; shards added or removed meanwhile may or may not be.
-    const keys: string[] = [];
-    for (const [shardId] of fan.table.shards()) {
-      if (after === undefined || shardId > after) keys.push(shardId);
-    }
-    keys.sort();
+    // One more than a page tells whether another page follows; no full sort of every shard.
+    const keys = smallestAfter(shardIds(), after, size + 1);
     const pageKeys = keys.slice(0, size);
     const items = pageKeys.map((shardId) => {
       const last = fan.resume.lastSeqno(shardId);
