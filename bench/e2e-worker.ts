@@ -15,7 +15,13 @@
  */
 import { setMaxListeners } from 'node:events';
 import pino from 'pino';
-import type { Registry } from 'prom-client';
+import { Registry } from 'prom-client';
+import {
+  type Consensus,
+  instrumentConsensus,
+  openSqliteConsensus,
+  type SqliteSynchronous,
+} from '../src/consensus/index.js';
 import { createPersistClient, type ShardHandle } from '../src/index.js';
 import { type BenchState, benchModel, padFor, wallMs } from './e2e-model.js';
 
@@ -32,6 +38,8 @@ export interface E2eWorkerConfig {
   ratePerShard: number;
   diffMinBytes: number;
   diffMaxBytes: number;
+  /** For a `sqlite:` Consensus: commit durability (`PRAGMA synchronous`). */
+  sqliteSynchronous: SqliteSynchronous;
 }
 
 export interface E2eWorkerStats {
@@ -89,8 +97,20 @@ async function sumMetric(
 }
 
 const pubsubOn = config.pubsub !== 'none';
+const registry = new Registry();
+// SQLite is opened here (not from the URL) to choose its durability; instrumented like
+// `openConsensus` does, so its reads are counted the same way as Postgres's.
+let ownConsensus: Consensus | undefined;
+if (config.consensus.startsWith('sqlite:')) {
+  const inner = await openSqliteConsensus(config.consensus.slice('sqlite:'.length), {
+    synchronous: config.sqliteSynchronous,
+    logger,
+  });
+  ownConsensus = instrumentConsensus(inner, { registry });
+}
 const client = await createPersistClient({
-  consensus: config.consensus,
+  consensus: ownConsensus ?? config.consensus,
+  registry,
   pubsub: pubsubOn ? config.pubsub : 'none',
   callerId: `bench-${config.name}`,
   logger,
@@ -272,7 +292,10 @@ process.on('message', (m: { type: string; t0?: number; heads?: Record<string, st
     case 'exit':
       clearInterval(flusher);
       for (const h of handles) h.close();
-      void client.close().finally(() => process.exit(0));
+      void client
+        .close()
+        .then(() => ownConsensus?.close())
+        .finally(() => process.exit(0));
       setTimeout(() => process.exit(0), 2000).unref();
       break;
   }

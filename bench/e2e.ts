@@ -2,7 +2,7 @@
  * `npm run bench -- e2e [--quick] [--shards 1000] [--rate 1.5] [--writers 2] [--readers 2]
  *   [--consensus postgres,sqlite] [--modes pubsub,polling] [--warmup-ms 5000]
  *   [--measure-ms 30000] [--drain-ms 3000] [--diff-min 100] [--diff-max 1024] [--cpu-prof]
- *   [--postgres-url URL]`
+ *   [--postgres-url URL] [--sqlite-synchronous normal|full]`
  *
  * End to end through the SDK: W writer and R reader processes (`e2e-worker.ts`, each a
  * `createPersistClient`) over S shards at a per-shard commit rate (the reference load: 1000
@@ -16,6 +16,10 @@
  * - CPU-seconds per observed update of writers, readers, the broker, and Postgres's own
  *   processes (utime + stime from `/proc/<pid>/stat`: our backends by `application_name`, and
  *   every process of the postgres user).
+ * SQLite runs with `PRAGMA synchronous = NORMAL` by default (`--sqlite-synchronous full` for the
+ * library's default): SQLite commits are serialized across processes, and with FULL each one
+ * waits for an fsync (about 4 ms on this VM's disk), which caps the whole machine at about 250
+ * commits/s, a sixth of the reference load. Postgres runs as configured (fsync on).
  * Results: `bench/results/e2e.json` (`bench/results/quick/` with `--quick`), and the report.
  */
 import { randomUUID } from 'node:crypto';
@@ -106,6 +110,7 @@ export interface E2eResult extends BenchRun {
     warmupMs: number;
     measureMs: number;
     drainMs: number;
+    sqliteSynchronous: 'full' | 'normal';
   };
   phases: E2ePhase[];
   skipped: string[];
@@ -132,6 +137,7 @@ interface Opts {
   diffMax: number;
   cpuProf: string | undefined;
   postgresUrl: string;
+  sqliteSynchronous: 'full' | 'normal';
 }
 
 async function postgresReachable(url: string): Promise<boolean> {
@@ -214,6 +220,7 @@ async function runPhase(
       ratePerShard: o.rate,
       diffMinBytes: o.diffMin,
       diffMaxBytes: o.diffMax,
+      sqliteSynchronous: o.sqliteSynchronous,
     };
     // The first writer creates the Postgres table / SQLite file before the others race to.
     const readers: Child[] = [];
@@ -441,6 +448,7 @@ async function run(args: string[]): Promise<void> {
       'diff-max': { type: 'string', default: '1024' },
       'cpu-prof': { type: 'boolean', default: false },
       'postgres-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/test' },
+      'sqlite-synchronous': { type: 'string', default: 'normal' },
     },
   });
   const quick = values.quick;
@@ -463,7 +471,11 @@ async function run(args: string[]): Promise<void> {
     diffMax: num('diff-max', values['diff-max'], true, 64),
     cpuProf: values['cpu-prof'] ? '.tmp/cpu-prof' : undefined,
     postgresUrl: values['postgres-url'],
+    sqliteSynchronous: values['sqlite-synchronous'] as 'full' | 'normal',
   };
+  if (o.sqliteSynchronous !== 'full' && o.sqliteSynchronous !== 'normal') {
+    throw new Error('--sqlite-synchronous must be full or normal');
+  }
   if (o.diffMax < o.diffMin) throw new Error('--diff-max must be ≥ --diff-min');
   if (o.writers > o.shards) throw new Error('--writers must be ≤ --shards');
   const backends = values.consensus.split(',') as E2eConsensus[];
@@ -517,6 +529,7 @@ async function run(args: string[]): Promise<void> {
       warmupMs: o.warmupMs,
       measureMs: o.measureMs,
       drainMs: o.drainMs,
+      sqliteSynchronous: o.sqliteSynchronous,
     },
     phases,
     skipped,
