@@ -19,6 +19,12 @@ export interface Envelope {
 /** Why an envelope was refused. */
 export class EnvelopeError extends Error {
   override readonly name = 'EnvelopeError';
+  /** `decode`: not an envelope of this model; `seqno`: an envelope for another seqno. */
+  readonly reason: 'decode' | 'seqno';
+  constructor(reason: 'decode' | 'seqno', message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.reason = reason;
+  }
 }
 
 export function encodeEnvelope(e: Envelope): Uint8Array {
@@ -44,16 +50,22 @@ export function decodeEnvelope(bytes: Uint8Array, model: string, expectedSeqno?:
   try {
     pb = fromBinary(VersionEnvelopeSchema, bytes);
   } catch (err) {
-    throw new EnvelopeError('the envelope does not decode', { cause: err });
+    throw new EnvelopeError('decode', 'the envelope does not decode', { cause: err });
   }
   if (pb.model !== model) {
-    throw new EnvelopeError(`the envelope is of model ${JSON.stringify(pb.model)}, not ${model}`);
+    throw new EnvelopeError(
+      'decode',
+      `the envelope is of model ${JSON.stringify(pb.model)}, not ${model}`,
+    );
   }
   if (pb.seqnoTo < 1n || pb.seqnoFrom + 1n !== pb.seqnoTo) {
-    throw new EnvelopeError(`bad seqno range ${pb.seqnoFrom}..${pb.seqnoTo}`);
+    throw new EnvelopeError('seqno', `bad seqno range ${pb.seqnoFrom}..${pb.seqnoTo}`);
   }
   if (expectedSeqno !== undefined && pb.seqnoTo !== expectedSeqno) {
-    throw new EnvelopeError(`the envelope is for seqno ${pb.seqnoTo}, not ${expectedSeqno}`);
+    throw new EnvelopeError(
+      'seqno',
+      `the envelope is for seqno ${pb.seqnoTo}, not ${expectedSeqno}`,
+    );
   }
   return {
     seqnoFrom: pb.seqnoFrom,

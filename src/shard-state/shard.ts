@@ -139,7 +139,7 @@ export class Shard<S, D> {
       env = decodeEnvelope(bytes, this.model.name, seqno);
       diff = this.model.decodeDiff(env.diff);
     } catch (err) {
-      return this.#badDiff(seqno, err instanceof EnvelopeError ? 'seqno' : 'decode', err);
+      return this.#badDiff(seqno, err instanceof EnvelopeError ? err.reason : 'decode', err);
     }
     const held: Held<D> = {
       diff,

@@ -93,6 +93,22 @@ describe('random bytes as diffs', () => {
       expect(
         await counter(registry, 'persist_pubsub_state_diff_invalid_total', { shard: id }),
       ).toBe(n);
+      casesRun++;
+      // Bytes that are no envelope are labelled decode; nearly all random ones are.
+      const byReason = async (reason: string) =>
+        counter(registry, 'persist_pubsub_state_diff_invalid_total', { shard: id, reason });
+      expect(await byReason('decode')).toBeGreaterThan(n / 2);
+      // A well-formed envelope pushed under another seqno is labelled seqno.
+      const wrong = encodeEnvelope({
+        seqnoFrom: h.seqno + 5n,
+        seqnoTo: h.seqno + 6n,
+        wallTimeMs: 0,
+        diff: new Uint8Array(),
+        rollup: undefined,
+        model: model.name,
+      });
+      expect(cache.receiveDiff(id, h.seqno + 1n, wrong)).toBe('refetch');
+      expect(await byReason('seqno')).toBeGreaterThan(0);
       await h.refresh();
       expect(h.seqno).toBe(before.seqno);
       expect(model.equals(h.state as never, before.state as never)).toBe(true);
