@@ -1,10 +1,11 @@
 /**
  * One randomized fault schedule, derived entirely from a seed: writers and readers (each a
  * `createPersistClient` with its own pubsub connection through a fault transport and a fault
- * TCP proxy, and its own skewed clock) on one shard, a real gRPC broker on loopback (with its
- * own skewed clock), and a timeline of connection faults and broker restarts. Faults stop when the writers finish; then
- * every client must reach the head within the bound, and the checker folds the Consensus log
- * and compares every state any client observed.
+ * TCP proxy, its own skewed clock, and a Consensus that fails like a real store) on one
+ * shard, a real gRPC broker on loopback (with its own skewed clock), and a timeline of
+ * connection faults and broker restarts. Faults stop when the writers finish; then every
+ * client must reach the head within the bound, and the checker folds the Consensus log and
+ * compares every state any client observed.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +23,12 @@ import {
 import { type Consensus, createMemoryConsensus, openConsensus } from '../../src/consensus/index.js';
 import type { ShardHandle } from '../../src/shard-state/index.js';
 import { createChecker, type Divergence, trackProcessErrors } from './checker.js';
+import {
+  type ConsensusFaultRates,
+  createFaultConsensus,
+  type FaultConsensus,
+  NO_CONSENSUS_FAULTS,
+} from './fault-consensus.js';
 import { type ChainState, chainModel, chainStep } from './fault-model.js';
 import { createFaultProxy, type FaultProxy } from './fault-proxy.js';
 import { createRng } from './fault-rng.js';
@@ -57,6 +64,8 @@ export interface SchedulePlan {
   brokerSkewMs: number;
   actions: { atMs: number; action: ConnAction; client: number; ms: number }[];
   rollupInterval: number;
+  /** Consensus faults seen by every client (each through its own wrapper). */
+  consensusRates: ConsensusFaultRates;
 }
 
 export interface ScheduleResult {
@@ -108,6 +117,14 @@ export function planSchedule(seed: number): SchedulePlan {
     brokerSkewMs,
     actions,
     rollupInterval: rng.int(2, 12),
+    consensusRates: rng.chance(0.5)
+      ? NO_CONSENSUS_FAULTS
+      : {
+          casRefused: rng.next() * 0.1,
+          casAppliedLost: rng.next() * 0.1,
+          casLost: rng.next() * 0.1,
+          readFailed: rng.next() * 0.1,
+        },
   };
 }
 
@@ -121,6 +138,7 @@ const sleep = (ms: number) =>
 
 interface Client {
   name: string;
+  store: FaultConsensus;
   proxy: FaultProxy;
   transport: FaultTransport;
   pubsub: PubSubClient;
@@ -151,6 +169,7 @@ export async function runSchedule(seed: number): Promise<ScheduleResult> {
   const checker = createChecker(chainModel, consensus);
   const brokerRestarts = { n: 0 };
   let commits = 0;
+  let failedUpdates = 0;
   try {
     const total = plan.writers + plan.readers;
     for (let c = 0; c < total; c++) {
@@ -187,16 +206,26 @@ export async function runSchedule(seed: number): Promise<ScheduleResult> {
         random: () => crng.next(),
         initialConnectBackoffMs: 20,
       });
+      const store = createFaultConsensus(consensus, seed, name, plan.consensusRates);
       const persist = await createPersistClient({
-        consensus,
+        consensus: store,
         pubsub,
         callerId: name,
         config: flags,
         registry,
         shardState: { truncate: false, rollupInterval: plan.rollupInterval },
       });
-      const handle = await persist.openShard(shardId, chainModel);
-      clients.push({ name, proxy, transport, pubsub, persist, handle });
+      // Opening reads Consensus, which may fail under the schedule's faults: retry.
+      let handle: ShardHandle<ChainState> | undefined;
+      for (let attempt = 1; handle === undefined; attempt++) {
+        try {
+          handle = await persist.openShard(shardId, chainModel);
+        } catch (err) {
+          if (attempt >= 50) throw err;
+          await sleep(5);
+        }
+      }
+      clients.push({ name, store, proxy, transport, pubsub, persist, handle });
       follows.push(checker.follow(name, handle, stopFollow.signal));
     }
 
@@ -241,7 +270,18 @@ export async function runSchedule(seed: number): Promise<ScheduleResult> {
     const writes = clients.slice(0, plan.writers).map(async (w, wi) => {
       const wrng = rng.fork(`write${wi}`);
       for (let i = 1; i <= plan.versionsPerWriter; i++) {
-        await w.handle.update(chainStep(w.name, i));
+        // A Consensus fault may fail the update (after its own retries); the application
+        // retries. If the lost attempt did apply, the log holds (w, i) twice: still a valid log.
+        for (let attempt = 1; ; attempt++) {
+          try {
+            await w.handle.update(chainStep(w.name, i));
+            break;
+          } catch (err) {
+            failedUpdates++;
+            if (attempt >= 50) throw err;
+            await sleep(5);
+          }
+        }
         commits++;
         const pause = wrng.int(0, 6);
         if (pause > 0) await sleep(pause);
@@ -254,6 +294,7 @@ export async function runSchedule(seed: number): Promise<ScheduleResult> {
     // Faults stop here.
     for (const c of clients) {
       c.transport.setRates(NO_FAULTS);
+      c.store.setRates(NO_CONSENSUS_FAULTS);
       c.proxy.heal();
     }
     const catchUpMs = await checker.awaitHead(
@@ -278,6 +319,11 @@ export async function runSchedule(seed: number): Promise<ScheduleResult> {
       broker_restart: brokerRestarts.n,
       skewed_clients: plan.skewMs.filter((s) => s !== 0).length,
       skewed_brokers: plan.brokerSkewMs === 0 ? 0 : 1,
+      cas_refused: 0,
+      cas_applied_lost: 0,
+      cas_lost: 0,
+      read_failed: 0,
+      failed_updates: failedUpdates,
     };
     for (const c of clients) {
       faults.dropped = (faults.dropped ?? 0) + c.transport.counts.dropped;
@@ -289,6 +335,10 @@ export async function runSchedule(seed: number): Promise<ScheduleResult> {
       faults.stall = (faults.stall ?? 0) + c.proxy.counts.stall;
       faults.slow = (faults.slow ?? 0) + c.proxy.counts.slow;
       faults.half_open = (faults.half_open ?? 0) + c.proxy.counts.halfOpen;
+      faults.cas_refused = (faults.cas_refused ?? 0) + c.store.counts.casRefused;
+      faults.cas_applied_lost = (faults.cas_applied_lost ?? 0) + c.store.counts.casAppliedLost;
+      faults.cas_lost = (faults.cas_lost ?? 0) + c.store.counts.casLost;
+      faults.read_failed = (faults.read_failed ?? 0) + c.store.counts.readFailed;
     }
     return {
       plan,
