@@ -53,6 +53,7 @@ describe('summarizePhases', () => {
       readersConnected: 2,
       endMs,
       reads,
+      writerReads: 2 * reads,
       polls,
     });
     const rows = [
@@ -79,6 +80,7 @@ describe('summarizePhases', () => {
       p99Ms: 3,
       readsPerS: 5, // rows ending at 1 s and 2 s (the 3 s row ends at the switch)
       pollsPerS: 0,
+      writerReadsPerS: 10,
       updateP50Ms: 10,
     });
     // Only the row from 4 s to 5 s lies wholly inside "pubsub off".

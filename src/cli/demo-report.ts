@@ -80,8 +80,10 @@ export interface PhaseSummary {
   updateP50Ms: number;
   p50Ms: number;
   p99Ms: number;
-  /** Consensus reads per second by all processes, over the rows of this phase. */
+  /** The readers' Consensus reads per second, over the rows of this phase. */
   readsPerS: number;
+  /** The writers' Consensus reads per second (after a lost compare-and-set). */
+  writerReadsPerS: number;
   /** Fallback polls per second by the readers. */
   pollsPerS: number;
 }
@@ -89,7 +91,7 @@ export interface PhaseSummary {
 export function summarizePhases(
   samples: readonly (readonly [number, number])[],
   updates: readonly (readonly [number, number])[],
-  rows: readonly (Row & { endMs: number; reads: number; polls: number })[],
+  rows: readonly (Row & { endMs: number; reads: number; writerReads: number; polls: number })[],
   switches: Switches,
   settleMs: number,
 ): PhaseSummary[] {
@@ -118,6 +120,7 @@ export function summarizePhases(
       p50Ms: percentile(lat, 0.5),
       p99Ms: percentile(lat, 0.99),
       readsPerS: secs === 0 ? Number.NaN : sum((r) => r.reads) / secs,
+      writerReadsPerS: secs === 0 ? Number.NaN : sum((r) => r.writerReads) / secs,
       pollsPerS: secs === 0 ? Number.NaN : sum((r) => r.polls) / secs,
     });
   }
@@ -125,7 +128,7 @@ export function summarizePhases(
 }
 
 export const SUMMARY_HEADER =
-  'phase                applied  commit ms   p50 ms   p99 ms   reads/s   polls/s';
+  'phase                applied  commit ms   p50 ms   p99 ms   reads/s   polls/s   writer reads/s';
 
 export function formatPhase(p: PhaseSummary): string {
   const rate = (v: number) => (Number.isNaN(v) ? '-' : v.toFixed(1));
@@ -137,5 +140,6 @@ export function formatPhase(p: PhaseSummary): string {
     pad(ms(p.p99Ms), 8),
     pad(rate(p.readsPerS), 9),
     pad(rate(p.pollsPerS), 9),
+    pad(rate(p.writerReadsPerS), 16),
   ].join(' ');
 }

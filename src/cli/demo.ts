@@ -286,7 +286,10 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     out.line(
       "commit ms: a writer's update incl. the Consensus compare-and-set; p50/p99: committed → applied in a reader;",
     );
-    out.line("reads: Consensus head/scan by all processes; polls: readers' fallback polls");
+    out.line(
+      "reads: the readers' Consensus reads (head/scan); polls: the readers' fallback polls; " +
+        'writers also read after losing a race (in the summary)',
+    );
     out.line('');
     out.line(ROW_HEADER);
 
@@ -295,14 +298,19 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     for (const w of workers) w.send({ type: 'start' });
     const switches: Switches = {};
     let pubsubOn = true;
-    const rows: (Row & { endMs: number; reads: number; polls: number })[] = [];
-    let prev = { commits: 0, reads: 0, polls: 0 };
+    const rows: (Row & { endMs: number; reads: number; writerReads: number; polls: number })[] = [];
+    let prev = { commits: 0, reads: 0, writerReads: 0, polls: 0 };
     let brokerDrops = 0;
     const totals = () => {
       const cs = [...latest.values()];
+      const of = (role: string) =>
+        [...latest].filter(([name]) => name.startsWith(role)).map(([, c]) => c);
+      const readerCs = of('reader');
+      const writerCs = of('writer');
       return {
         commits: sum(cs, (c) => c.commits),
-        reads: sum(cs, (c) => c.reads),
+        reads: sum(readerCs, (c) => c.reads),
+        writerReads: sum(writerCs, (c) => c.reads),
         polls: sum(cs, (c) => c.polls),
         drops: sum(cs, (c) => c.pushDrops) + brokerDrops,
         errors: sum(cs, (c) => c.errors + c.invalidDiffs) + brokerErrors,
@@ -348,6 +356,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
         readersConnected: readers.filter((r) => connected.get(r.name) === true).length,
         endMs: startWall + tickEnd,
         reads: t.reads - prev.reads,
+        writerReads: t.writerReads - prev.writerReads,
         polls: t.polls - prev.polls,
       };
       rows.push(row);
