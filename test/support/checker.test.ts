@@ -7,6 +7,7 @@ import type { InboundMessage, PubSubTransport } from '../../src/client/index.js'
 import { createMemoryConsensus } from '../../src/consensus/index.js';
 import { encodeEnvelope } from '../../src/shard-state/envelope.js';
 import { createChecker } from './checker.js';
+import { createFaultConsensus } from './fault-consensus.js';
 import { chainModel } from './fault-model.js';
 import { createFaultTransport, decide, NO_FAULTS } from './fault-transport.js';
 
@@ -139,5 +140,36 @@ describe('fault transport', () => {
     // Reordered: some seqno arrives after a larger one.
     expect(a.got.some((s, i) => i > 0 && s < (a.got[i - 1] as bigint))).toBe(true);
     expect(decide(1, 'x')).toBe(decide(1, 'x'));
+  });
+});
+
+describe('fault consensus', () => {
+  it('an applied-but-lost compare-and-set is indeterminate and did apply; a refused one did not', async () => {
+    const inner = createMemoryConsensus();
+    const data = new Uint8Array([1]);
+    const lost = createFaultConsensus(inner, 1, 'a', {
+      casRefused: 0,
+      casAppliedLost: 1,
+      casLost: 0,
+      readFailed: 0,
+    });
+    await expect(lost.compareAndSet(SHARD, null, { seqno: 1n, data })).rejects.toMatchObject({
+      code: 'indeterminate',
+    });
+    expect((await inner.head(SHARD))?.seqno).toBe(1n);
+    const refused = createFaultConsensus(inner, 1, 'b', {
+      casRefused: 1,
+      casAppliedLost: 0,
+      casLost: 0,
+      readFailed: 1,
+    });
+    await expect(refused.compareAndSet(SHARD, 1n, { seqno: 2n, data })).rejects.toMatchObject({
+      code: 'unavailable',
+      determinate: true,
+    });
+    await expect(refused.scan(SHARD, 0n, 10)).rejects.toMatchObject({ code: 'unavailable' });
+    expect((await inner.head(SHARD))?.seqno).toBe(1n);
+    expect(lost.counts.casAppliedLost).toBe(1);
+    expect(refused.counts).toMatchObject({ casRefused: 1, readFailed: 1 });
   });
 });
