@@ -2,7 +2,7 @@
  * `npm run bench -- e2e [--quick] [--shards 1000] [--rate 1.5] [--writers 2] [--readers 2]
  *   [--consensus postgres,sqlite] [--modes pubsub,polling] [--warmup-ms 5000]
  *   [--measure-ms 30000] [--drain-ms 3000] [--diff-min 100] [--diff-max 1024] [--cpu-prof]
- *   [--postgres-url URL] [--sqlite-synchronous normal|full]`
+ *   [--postgres-url URL] [--sqlite-synchronous normal|full] [--writer-pool-size 32]`
  *
  * End to end through the SDK: W writer and R reader processes (`e2e-worker.ts`, each a
  * `createPersistClient`) over S shards at a per-shard commit rate (the reference load: 1000
@@ -19,7 +19,9 @@
  * SQLite runs with `PRAGMA synchronous = NORMAL` by default (`--sqlite-synchronous full` for the
  * library's default): SQLite commits are serialized across processes, and with FULL each one
  * waits for an fsync (about 4 ms on this VM's disk), which caps the whole machine at about 250
- * commits/s, a sixth of the reference load. Postgres runs as configured (fsync on).
+ * commits/s, a sixth of the reference load. Postgres runs as configured (fsync on); each writer
+ * process gets a pool of 32 connections (the default 10 holds about 10 compare-and-sets in
+ * flight, each waiting for a WAL flush, which is fewer than 750 commits/s per writer need).
  * Results: `bench/results/e2e.json` (`bench/results/quick/` with `--quick`), and the report.
  */
 import { randomUUID } from 'node:crypto';
@@ -111,6 +113,8 @@ export interface E2eResult extends BenchRun {
     measureMs: number;
     drainMs: number;
     sqliteSynchronous: 'full' | 'normal';
+    /** Postgres connections per writer process (readers keep the default pool). */
+    writerPoolSize: number;
   };
   phases: E2ePhase[];
   skipped: string[];
@@ -138,6 +142,7 @@ interface Opts {
   cpuProf: string | undefined;
   postgresUrl: string;
   sqliteSynchronous: 'full' | 'normal';
+  writerPoolSize: number;
 }
 
 async function postgresReachable(url: string): Promise<boolean> {
@@ -191,6 +196,7 @@ async function runPhase(
           const u = new URL(o.postgresUrl);
           u.searchParams.set('application_name', appName(role));
           u.searchParams.set('table', 'persist_pubsub_bench');
+          if (role === 'writer') u.searchParams.set('pool_size', String(o.writerPoolSize));
           return u.toString();
         })();
   const pgUid = consensus === 'postgres' ? uidOf('postgres') : undefined;
@@ -449,6 +455,7 @@ async function run(args: string[]): Promise<void> {
       'cpu-prof': { type: 'boolean', default: false },
       'postgres-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/test' },
       'sqlite-synchronous': { type: 'string', default: 'normal' },
+      'writer-pool-size': { type: 'string', default: '32' },
     },
   });
   const quick = values.quick;
@@ -472,6 +479,7 @@ async function run(args: string[]): Promise<void> {
     cpuProf: values['cpu-prof'] ? '.tmp/cpu-prof' : undefined,
     postgresUrl: values['postgres-url'],
     sqliteSynchronous: values['sqlite-synchronous'] as 'full' | 'normal',
+    writerPoolSize: num('writer-pool-size', values['writer-pool-size'], true, 1),
   };
   if (o.sqliteSynchronous !== 'full' && o.sqliteSynchronous !== 'normal') {
     throw new Error('--sqlite-synchronous must be full or normal');
@@ -530,6 +538,7 @@ async function run(args: string[]): Promise<void> {
       measureMs: o.measureMs,
       drainMs: o.drainMs,
       sqliteSynchronous: o.sqliteSynchronous,
+      writerPoolSize: o.writerPoolSize,
     },
     phases,
     skipped,
