@@ -166,18 +166,26 @@ setMaxListeners(0, stop.signal);
  * (`setImmediate`), so a writer that fell behind (SQLite commits are synchronous) keeps serving
  * its sockets and IPC instead of committing in an endless chain of microtasks.
  */
+const sleeping = new Map<NodeJS.Timeout, () => void>();
+stop.signal.addEventListener('abort', () => {
+  for (const [t, wake] of sleeping) {
+    clearTimeout(t);
+    wake();
+  }
+  sleeping.clear();
+});
+// (One abort listener for all sleepers: an EventTarget listener per sleep costs more than the
+// commit's own JavaScript with hundreds of shards per process.)
 const sleepUntil = (wall: number): Promise<void> =>
   new Promise((resolve) => {
     const ms = wall - wallMs();
     if (stop.signal.aborted) return resolve();
     if (ms <= 0) return void setImmediate(resolve);
-    const done = () => {
-      clearTimeout(t);
-      stop.signal.removeEventListener('abort', done);
+    const t = setTimeout(() => {
+      sleeping.delete(t);
       resolve();
-    };
-    const t = setTimeout(done, ms);
-    stop.signal.addEventListener('abort', done, { once: true });
+    }, ms);
+    sleeping.set(t, resolve);
   });
 
 async function writeShard(h: ShardHandle<BenchState>, g: number, t0: number): Promise<void> {

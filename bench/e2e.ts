@@ -484,7 +484,9 @@ async function run(args: string[]): Promise<void> {
   if (o.sqliteSynchronous !== 'full' && o.sqliteSynchronous !== 'normal') {
     throw new Error('--sqlite-synchronous must be full or normal');
   }
-  if (o.diffMax < o.diffMin) throw new Error('--diff-max must be ≥ --diff-min');
+  if (o.diffMax < o.diffMin || o.diffMax > 8192) {
+    throw new Error('--diff-max must be ≥ --diff-min and ≤ 8192');
+  }
   if (o.writers > o.shards) throw new Error('--writers must be ≤ --shards');
   const backends = values.consensus.split(',') as E2eConsensus[];
   const modes = values.modes.split(',') as E2eMode[];
