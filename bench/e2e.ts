@@ -2,7 +2,8 @@
  * `npm run bench -- e2e [--quick] [--shards 1000] [--rate 1.5] [--writers 2] [--readers 2]
  *   [--consensus postgres,sqlite] [--modes pubsub,polling] [--warmup-ms 5000]
  *   [--measure-ms 30000] [--drain-ms 3000] [--diff-min 100] [--diff-max 1024] [--cpu-prof]
- *   [--postgres-url URL] [--sqlite-synchronous normal|full] [--writer-pool-size 32]`
+ *   [--postgres-url URL] [--sqlite-synchronous normal|full] [--writer-pool-size 32]
+ *   [--variant NAME]`
  *
  * End to end through the SDK: W writer and R reader processes (`e2e-worker.ts`, each a
  * `createPersistClient`) over S shards at a per-shard commit rate (the reference load: 1000
@@ -22,6 +23,8 @@
  * commits/s, a sixth of the reference load. Postgres runs as configured (fsync on); each writer
  * process gets a pool of 32 connections (the default 10 holds about 10 compare-and-sets in
  * flight, each waiting for a WAL flush, which is fewer than 750 commits/s per writer need).
+ * `--variant NAME` writes `e2e-NAME.json` instead (an extra run with other settings, reported in
+ * a section of its own; the targets are judged on `e2e.json`).
  * Results: `bench/results/e2e.json` (`bench/results/quick/` with `--quick`), and the report.
  */
 import { randomUUID } from 'node:crypto';
@@ -456,9 +459,13 @@ async function run(args: string[]): Promise<void> {
       'postgres-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/test' },
       'sqlite-synchronous': { type: 'string', default: 'normal' },
       'writer-pool-size': { type: 'string', default: '32' },
+      variant: { type: 'string' },
     },
   });
   const quick = values.quick;
+  if (values.variant !== undefined && !/^[a-z0-9-]{1,40}$/.test(values.variant)) {
+    throw new Error('--variant must be a short lowercase name ([a-z0-9-])');
+  }
   const num = (name: string, v: string, integer: boolean, min: number) => {
     const n = Number(v);
     if (!Number.isFinite(n) || n < min || (integer && !Number.isInteger(n))) {
@@ -525,6 +532,7 @@ async function run(args: string[]): Promise<void> {
   }
   const result: E2eResult = {
     kind: 'e2e',
+    file: values.variant === undefined ? undefined : `e2e-${values.variant}`,
     startedAt,
     quick,
     loadAverageBefore: loadBefore,

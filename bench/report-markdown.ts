@@ -3,7 +3,7 @@
  * `fanout.json`, `scale.json`, whichever exist), with the figures set against the targets of
  * the mission. A hand-written `notes.md` in the folder (analysis, profiles) is appended as is.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { costSpec, fanoutSpec, latencyCdfSpec, renderSvg } from './charts.js';
 import type { E2ePhase, E2eResult } from './e2e.js';
@@ -102,10 +102,13 @@ function targetRows(e2e: E2eResult | undefined, fanout: FanoutResult | undefined
   return rows;
 }
 
-function e2eSection(e2e: E2eResult): string[] {
+function e2eSection(e2e: E2eResult, variant?: string): string[] {
   const c = e2e.config;
+  const svg = (name: string) => (variant === undefined ? `${name}.svg` : `${name}-${variant}.svg`);
   const out = [
-    '## End to end (`npm run bench -- e2e`)',
+    variant === undefined
+      ? '## End to end (`npm run bench -- e2e`)'
+      : `## End to end, variant \`${variant}\` (\`npm run bench -- e2e --variant ${variant} …\`)`,
     '',
     runLine(e2e),
     '',
@@ -137,9 +140,9 @@ function e2eSection(e2e: E2eResult): string[] {
   if (e2e.skipped.length > 0) out.push('', `Skipped: ${e2e.skipped.join('; ')}.`);
   out.push(
     '',
-    '![Latency CDF, pubsub vs polling](latency-cdf.svg)',
+    `![Latency CDF, pubsub vs polling](${svg('latency-cdf')})`,
     '',
-    '![Reads and CPU per observed update](cost.svg)',
+    `![Reads and CPU per observed update](${svg('cost')})`,
     '',
   );
   return out;
@@ -221,6 +224,14 @@ export async function writeReport(dir: string): Promise<void> {
     writeFileSync(join(dir, 'latency-cdf.svg'), await renderSvg(latencyCdfSpec(e2e)));
     writeFileSync(join(dir, 'cost.svg'), await renderSvg(costSpec(e2e)));
     out.push(...e2eSection(e2e));
+  }
+  for (const name of readdirSync(dir).sort()) {
+    const m = /^e2e-([a-z0-9-]+)\.json$/.exec(name);
+    const v = m === null ? undefined : readResult<E2eResult>(dir, `e2e-${m[1]}`);
+    if (m === null || v === undefined || v.phases.length === 0) continue;
+    writeFileSync(join(dir, `latency-cdf-${m[1]}.svg`), await renderSvg(latencyCdfSpec(v)));
+    writeFileSync(join(dir, `cost-${m[1]}.svg`), await renderSvg(costSpec(v)));
+    out.push(...e2eSection(v, m[1]));
   }
   if (fanout !== undefined && fanout.best.length > 0) {
     writeFileSync(join(dir, 'fanout.svg'), await renderSvg(fanoutSpec(fanout)));

@@ -10,6 +10,11 @@ import { here } from './e2e-child.js';
 
 export interface BenchRun {
   kind: string;
+  /**
+   * The results file's name without `.json`: the kind, or `<kind>-<variant>` for an extra run
+   * of a benchmark with other settings (reported in a section of its own).
+   */
+  file?: string | undefined;
   startedAt: string;
   quick: boolean;
   /** 1, 5 and 15 minute load averages before and after the run. */
@@ -51,7 +56,7 @@ export function readResult<T>(dir: string, kind: string): T | undefined {
 export async function writeResult(result: BenchRun): Promise<string> {
   const dir = resultsDir(result.quick);
   mkdirSync(dir, { recursive: true });
-  const file = join(dir, `${result.kind}.json`);
+  const file = join(dir, `${result.file ?? result.kind}.json`);
   writeFileSync(
     file,
     `${JSON.stringify({ ...result, host: result.host ?? hostInfo() }, null, 2)}\n`,
