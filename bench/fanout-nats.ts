@@ -46,6 +46,8 @@ export interface FanoutStep {
   /** The server's CPU-seconds per million deliveries. */
   serverCpuSecondsPerMillion: number;
   serverCpuPercent: number;
+  /** Our broker's longest event-loop stall during the step (ms); null for nats-server. */
+  serverLoopStallMaxMs: number | null;
   disconnects: number;
   pass: boolean;
 }
@@ -102,6 +104,8 @@ function freePort(): Promise<number> {
 interface Server {
   port: number;
   cpuSeconds(): Promise<number>;
+  /** The longest event-loop stall since the previous call, in ms (our broker only). */
+  loopStallMs?(): number | undefined;
   subscriptions?(): Promise<number>;
   stop(): Promise<void>;
 }
@@ -109,17 +113,23 @@ interface Server {
 async function startOurs(cpuProf: string | undefined): Promise<Server> {
   const broker = forkChild('./broker-server.js', [], { cpuProf });
   const { port } = await broker.next<{ port: number }>('ready');
-  const stats = () =>
-    broker.request<{ cpu: { user: number; system: number }; subscriptions: number }>(
-      { type: 'stats' },
-      'stats',
-    );
+  let stall: number | undefined;
+  const stats = async () => {
+    const s = await broker.request<{
+      cpu: { user: number; system: number };
+      subscriptions: number;
+      loopDelayMs?: { max: number };
+    }>({ type: 'stats' }, 'stats');
+    stall = s.loopDelayMs?.max;
+    return s;
+  };
   return {
     port,
     cpuSeconds: async () => {
       const s = await stats();
       return (s.cpu.user + s.cpu.system) / 1e6;
     },
+    loopStallMs: () => stall,
     subscriptions: async () => (await stats()).subscriptions,
     stop: () => broker.stop(),
   };
@@ -252,6 +262,8 @@ async function runSystem(
         serverCpuSecondsPerMillion:
           r.received === 0 ? 0 : Math.round(((cpu1 - cpu0) / (r.received / 1e6)) * 100) / 100,
         serverCpuPercent: Math.round(((cpu1 - cpu0) / (o.stepMs / 1000)) * 100),
+        serverLoopStallMaxMs:
+          server.loopStallMs?.() === undefined ? null : Math.round(server.loopStallMs()! * 10) / 10,
         disconnects: r.disconnects ?? 0,
         pass: false,
       };
@@ -277,7 +289,7 @@ async function runSystem(
 
 function printStep(s: FanoutStep): void {
   console.log(
-    `| ${s.system} | ${s.fanout} | ${s.offeredPerSecond} | ${s.deliveredPerSecond} | ${(s.deliveredRatio * 100).toFixed(1)}% | ${s.p50Ms} | ${s.p99Ms} | ${s.p999Ms} | ${s.maxMs} | ${s.serverCpuSecondsPerMillion} | ${s.serverCpuPercent}% | ${s.pass ? 'pass' : 'FAIL'} |`,
+    `| ${s.system} | ${s.fanout} | ${s.offeredPerSecond} | ${s.deliveredPerSecond} | ${(s.deliveredRatio * 100).toFixed(1)}% | ${s.p50Ms} | ${s.p99Ms} | ${s.p999Ms} | ${s.maxMs} | ${s.serverCpuSecondsPerMillion} | ${s.serverCpuPercent}% | ${s.serverLoopStallMaxMs ?? '–'} | ${s.pass ? 'pass' : 'FAIL'} |`,
   );
 }
 
@@ -331,9 +343,9 @@ async function run(args: string[]): Promise<void> {
       `nats-server ${natsVersion}. Load average ${loadBefore}.\n`,
   );
   console.log(
-    '| system | fan-out | offered msgs/s | delivered msgs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | server CPU-s per 1M | server CPU | bound |',
+    '| system | fan-out | offered msgs/s | delivered msgs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | server CPU-s per 1M | server CPU | broker loop stall max ms | bound |',
   );
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   const steps: FanoutStep[] = [];
   const best: FanoutBest[] = [];
   for (const f of fanouts) {
