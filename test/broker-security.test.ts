@@ -1,85 +1,23 @@
-/**
- * TLS, mTLS and bearer tokens on the broker's gRPC port, with real clients. Certificates are
- * made per run with the `openssl` CLI (a CA, a server cert for 127.0.0.1/localhost, a client
- * cert from that CA, and a client cert from another CA).
- */
-import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Broker, createBroker } from '../src/broker/index.js';
 import { type ClientKind, openClient, type TestClient, until } from './support/grpc-clients.js';
+import { createTestPki } from './support/test-pki.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'broker-tls-'));
-const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+const pki = createTestPki('broker-tls-');
 
-function makeCa(name: string): void {
-  ssl(
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-days',
-    '2',
-    '-subj',
-    `/CN=${name}`,
-    '-keyout',
-    `${name}.key`,
-    '-out',
-    `${name}.crt`,
-  );
-}
-
-function makeCert(name: string, ca: string, san?: string): void {
-  ssl(
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-subj',
-    `/CN=${name}`,
-    '-keyout',
-    `${name}.key`,
-    '-out',
-    `${name}.csr`,
-  );
-  const args = [
-    'x509',
-    '-req',
-    '-in',
-    `${name}.csr`,
-    '-CA',
-    `${ca}.crt`,
-    '-CAkey',
-    `${ca}.key`,
-    '-CAcreateserial',
-    '-days',
-    '2',
-    '-out',
-    `${name}.crt`,
-  ];
-  if (san !== undefined) {
-    execFileSync('sh', ['-c', `printf 'subjectAltName=${san}' > ${name}.ext`], { cwd: dir });
-    args.push('-extfile', `${name}.ext`);
-  }
-  ssl(...args);
-}
-
-const pem = (f: string) => readFileSync(join(dir, f), 'utf8');
+const pem = (f: string) => pki.pem(f);
 const shard = () => `s${randomUUID()}`;
 const open: TestClient[] = [];
 const brokers: Broker[] = [];
 
 beforeAll(() => {
-  makeCa('ca');
-  makeCa('otherca');
-  makeCert('server', 'ca', 'DNS:localhost,IP:127.0.0.1');
-  makeCert('client', 'ca');
-  makeCert('intruder', 'otherca');
+  pki.ca('ca');
+  pki.ca('otherca');
+  pki.leaf('server', 'ca', 'DNS:localhost,IP:127.0.0.1');
+  pki.leaf('client', 'ca');
+  pki.leaf('intruder', 'otherca');
 });
 
 afterEach(async () => {
@@ -88,7 +26,7 @@ afterEach(async () => {
 
 afterAll(async () => {
   for (const b of brokers) b.destroy();
-  rmSync(dir, { recursive: true, force: true });
+  pki.remove();
 });
 
 async function start(options: Parameters<typeof createBroker>[0]): Promise<string> {
@@ -118,7 +56,7 @@ describe('TLS', () => {
   it.each<ClientKind>(['grpc-js', 'connect', 'python'])(
     'serves a %s client over TLS',
     async (kind) => {
-      const opts = { ca: pem('ca.crt'), caPath: join(dir, 'ca.crt') };
+      const opts = { ca: pem('ca.crt'), caPath: pki.path('ca.crt') };
       const a = await openClient(kind, address, opts);
       const b = await openClient('grpc-js', address, opts);
       open.push(a, b);

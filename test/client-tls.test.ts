@@ -1,69 +1,11 @@
-/**
- * `grpcs://` with a CA, a client certificate (mTLS) and a bearer token against the real
- * broker; a wrong token or an unknown CA never reaches `connected` (errors are counted, the
- * loop keeps retrying). Certificates are made per run with the `openssl` CLI.
- */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Broker, createBroker } from '../src/broker/index.js';
 import { createFlags, createGrpcPubSubClient, type PubSubClient } from '../src/client/index.js';
+import { createTestPki, type TestPki } from './support/test-pki.js';
 
-let dir: string;
-const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-const pem = (f: string) => readFileSync(join(dir, f), 'utf8');
-
-function ca(name: string): void {
-  ssl(
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-days',
-    '2',
-    '-subj',
-    `/CN=${name}`,
-    '-keyout',
-    `${name}.key`,
-    '-out',
-    `${name}.crt`,
-  );
-}
-
-function leaf(name: string, signer: string, san?: string): void {
-  ssl(
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-subj',
-    `/CN=${name}`,
-    '-keyout',
-    `${name}.key`,
-    '-out',
-    `${name}.csr`,
-  );
-  const args = [
-    'x509',
-    '-req',
-    '-in',
-    `${name}.csr`,
-    '-CA',
-    `${signer}.crt`,
-    '-CAkey',
-    `${signer}.key`,
-  ];
-  args.push('-CAcreateserial', '-days', '2', '-out', `${name}.crt`);
-  if (san !== undefined) {
-    writeFileSync(join(dir, `${name}.ext`), `subjectAltName=${san}`);
-    args.push('-extfile', `${name}.ext`);
-  }
-  ssl(...args);
-}
+let pki: TestPki;
+const pem = (f: string) => pki.pem(f);
 
 const S = 's00000000-0000-0000-0000-0000000071c5';
 let broker: Broker;
@@ -71,11 +13,11 @@ let url: string;
 const clients: PubSubClient[] = [];
 
 beforeAll(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'client-tls-'));
-  ca('ca');
-  ca('otherca');
-  leaf('server', 'ca', 'IP:127.0.0.1,DNS:localhost');
-  leaf('client', 'ca');
+  pki = createTestPki('client-tls-');
+  pki.ca('ca');
+  pki.ca('otherca');
+  pki.leaf('server', 'ca', 'IP:127.0.0.1,DNS:localhost');
+  pki.leaf('client', 'ca');
   broker = createBroker({
     listen: { host: '127.0.0.1', port: 0 },
     tls: { cert: pem('server.crt'), key: pem('server.key'), clientCa: pem('ca.crt') },
@@ -88,7 +30,7 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const c of clients) await c.close();
   broker?.destroy();
-  rmSync(dir, { recursive: true, force: true });
+  pki?.remove();
 });
 
 function client(opts: {

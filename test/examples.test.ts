@@ -5,7 +5,7 @@
  * with a throwaway CA, certificate and token (made with `openssl`), including a wrong token.
  * The Kubernetes manifests have their own test beside them.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { createTestPki } from './support/test-pki.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cli = join(root, 'dist', 'src', 'cli', 'main.js');
@@ -199,55 +200,13 @@ describe('examples', () => {
   }, 60_000);
 
   describe('tls-token.ts', () => {
-    const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+    const pki = createTestPki('pp-examples-tls-');
+    afterAll(() => pki.remove());
     let made = false;
     function certs(): void {
       if (made) return;
-      ssl(
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-days',
-        '2',
-        '-subj',
-        '/CN=example-ca',
-        '-keyout',
-        'ca.key',
-        '-out',
-        'ca.crt',
-      );
-      ssl(
-        'req',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-subj',
-        '/CN=localhost',
-        '-keyout',
-        'server.key',
-        '-out',
-        'server.csr',
-      );
-      writeFileSync(join(dir, 'san.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
-      ssl(
-        'x509',
-        '-req',
-        '-in',
-        'server.csr',
-        '-CA',
-        'ca.crt',
-        '-CAkey',
-        'ca.key',
-        '-CAcreateserial',
-        '-days',
-        '2',
-        '-extfile',
-        'san.ext',
-        '-out',
-        'server.crt',
-      );
+      pki.ca('ca');
+      pki.leaf('server', 'ca', 'DNS:localhost,IP:127.0.0.1');
       writeFileSync(join(dir, 'token'), `${randomUUID()}\n`);
       writeFileSync(join(dir, 'wrong-token'), 'not-the-token\n');
       made = true;
@@ -257,9 +216,9 @@ describe('examples', () => {
       certs();
       const b = await broker([
         '--tls-cert',
-        join(dir, 'server.crt'),
+        pki.path('server.crt'),
         '--tls-key',
-        join(dir, 'server.key'),
+        pki.path('server.key'),
         '--auth-token-file',
         join(dir, 'token'),
       ]);
@@ -267,7 +226,7 @@ describe('examples', () => {
         '--url',
         `grpcs://${b.grpc}`,
         '--ca',
-        join(dir, 'ca.crt'),
+        pki.path('ca.crt'),
         '--consensus',
         `sqlite:${join(dir, 'tls.db')}`,
       ];
