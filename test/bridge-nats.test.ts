@@ -20,8 +20,8 @@ import {
   type PubSubClient,
 } from '../src/client/index.js';
 import { createMemoryConsensus } from '../src/consensus/index.js';
-import type { StateModel } from '../src/shard-state/index.js';
 import { collect, ownNatsServer, seqnos, uniquePrefix, until } from './nats-support.js';
+import { counterModel } from './support/counter-model.js';
 import { requireService, SERVICE_URLS } from './support/services.js';
 
 const natsOk = await requireService('nats');
@@ -336,18 +336,3 @@ describe.skipIf(!natsOk)('brokers bridged by NATS', () => {
     expect(late.state).toBe('connected');
   });
 });
-
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-const counterModel: StateModel<number, number> = {
-  name: 'test-counter',
-  initial: () => 0,
-  apply: (s, d) => s + d,
-  diff: (a, b) => b - a,
-  isEmptyDiff: (d) => d === 0,
-  equals: (a, b) => a === b,
-  encodeState: (s) => enc.encode(String(s)),
-  decodeState: (b) => Number(dec.decode(b)),
-  encodeDiff: (d) => enc.encode(String(d)),
-  decodeDiff: (b) => Number(dec.decode(b)),
-};

@@ -9,24 +9,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { createBroker, createMetricsServer } from '../src/broker/index.js';
 import { createPersistClient, type PersistClient } from '../src/client/index.js';
 import { type Consensus, createMemoryConsensus } from '../src/consensus/index.js';
-import type { StateModel } from '../src/shard-state/index.js';
-
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-
-/** A counter: the state is a number, a diff adds to it. */
-const counterModel: StateModel<number, number> = {
-  name: 'test-counter',
-  initial: () => 0,
-  apply: (s, d) => s + d,
-  diff: (a, b) => b - a,
-  isEmptyDiff: (d) => d === 0,
-  equals: (a, b) => a === b,
-  encodeState: (s) => enc.encode(String(s)),
-  decodeState: (b) => Number(dec.decode(b)),
-  encodeDiff: (d) => enc.encode(String(d)),
-  decodeDiff: (b) => Number(dec.decode(b)),
-};
+import { counterModel } from './support/counter-model.js';
 
 /** Counts the reads (head, scan) made through it. */
 function countingConsensus(inner: Consensus) {

@@ -23,7 +23,6 @@ import {
   ProtoPubSubMessageSchema,
   ProtoPushDiffSchema,
 } from '../src/gen/mz_persist_client/internal/service/pubsub_pb.js';
-import type { StateModel } from '../src/shard-state/index.js';
 import {
   collect,
   freePort,
@@ -33,6 +32,7 @@ import {
   uniquePrefix,
   until,
 } from './nats-support.js';
+import { counterModel } from './support/counter-model.js';
 import { requireService, SERVICE_URLS } from './support/services.js';
 
 const natsOk = await requireService('nats');
@@ -319,21 +319,6 @@ describe.skipIf(!natsOk)('NATS transport against nats-server', () => {
     expect(real(seqnos(gotA, S))).toEqual([4n]);
   });
 });
-
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-const counterModel: StateModel<number, number> = {
-  name: 'test-counter',
-  initial: () => 0,
-  apply: (s, d) => s + d,
-  diff: (a, b) => b - a,
-  isEmptyDiff: (d) => d === 0,
-  equals: (a, b) => a === b,
-  encodeState: (s) => enc.encode(String(s)),
-  decodeState: (b) => Number(dec.decode(b)),
-  encodeDiff: (d) => enc.encode(String(d)),
-  decodeDiff: (b) => Number(dec.decode(b)),
-};
 
 describe.skipIf(!natsOk)("createPersistClient({ pubsub: 'nats://…' })", () => {
   it('a reader sees each commit through NATS, and catches up after a server restart', async () => {

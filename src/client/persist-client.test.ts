@@ -1,26 +1,11 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
+import { counterModel } from '../../test/support/counter-model.js';
 import { createMemoryConsensus } from '../consensus/index.js';
-import type { StateModel } from '../shard-state/index.js';
 import { createPubSubClient } from './create-pubsub-client.js';
 import { createFlags } from './flags.js';
 import { createPersistClient } from './persist-client.js';
 import type { ConnectOptions, PubSubTransport } from './transport.js';
-
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-const counter: StateModel<number, number> = {
-  name: 'unit-counter',
-  initial: () => 0,
-  apply: (s, d) => s + d,
-  diff: (a, b) => b - a,
-  isEmptyDiff: (d) => d === 0,
-  equals: (a, b) => a === b,
-  encodeState: (s) => enc.encode(String(s)),
-  decodeState: (b) => Number(dec.decode(b)),
-  encodeDiff: (d) => enc.encode(String(d)),
-  decodeDiff: (b) => Number(dec.decode(b)),
-};
 
 /** A transport that connects at once and records pushes and subscriptions. */
 function recordingTransport() {
@@ -74,8 +59,8 @@ describe('createPersistClient wiring', () => {
     const registry = new Registry();
     const pubsub = createPubSubClient(rec.transport, { flags, registry });
     const client = await createPersistClient({ consensus: store, pubsub, config: flags, registry });
-    const h1 = await client.openShard(S, counter);
-    const h2 = await client.openShard(S, counter);
+    const h1 = await client.openShard(S, counterModel);
+    const h2 = await client.openShard(S, counterModel);
     await until(() => pubsub.status.state === 'connected');
     expect(rec.log.filter((l) => l.startsWith('sub'))).toEqual([`sub ${S}`]);
 
@@ -99,13 +84,13 @@ describe('createPersistClient wiring', () => {
     // Another writer commits; a pushed diff that does not decode is counted and answered by a
     // refetch, so the reader still gets there.
     const writer = await createPersistClient({ consensus: store });
-    const wh = await writer.openShard(S, counter);
+    const wh = await writer.openShard(S, counterModel);
     await wh.update((s) => s + 10);
     rec.conns[0]!.onMessage({
       kind: 'diff',
       shardId: S,
       seqno: 3n,
-      diff: enc.encode('bad'), // not an envelope: counted and answered by a refetch
+      diff: new TextEncoder().encode('bad'), // not an envelope: counted and answered by a refetch
       originTimestampMs: undefined,
       brokerTimestampMs: undefined,
       bytes: 3,
@@ -118,7 +103,7 @@ describe('createPersistClient wiring', () => {
     expect(rec.log).toContain(`unsub ${S}`);
 
     // A reconnect fetches each open shard once, and only open ones.
-    const th = await client.openShard(T, counter);
+    const th = await client.openShard(T, counterModel);
     const before = await reads(registry, 'reconnect');
     rec.conns[0]!.onClose(new Error('gone'));
     flags.set({ persist_pubsub_reconnect_backoff_ms: 0 });
@@ -141,8 +126,8 @@ describe('createPersistClient wiring', () => {
       config: { persist_next_listen_batch_retryer_fixed_sleep_ms: 60_000 },
     });
     const writer = await createPersistClient({ consensus: store });
-    const rh = await reader.openShard(S, counter);
-    const wh = await writer.openShard(S, counter);
+    const rh = await reader.openShard(S, counterModel);
+    const wh = await writer.openShard(S, counterModel);
     const waiting = rh.waitForSeqno(1n, { signal: AbortSignal.timeout(2000) });
     await wh.update((s) => s + 1);
     const t0 = performance.now();
@@ -171,8 +156,8 @@ describe('createPersistClient wiring', () => {
       config: { persist_next_listen_batch_retryer_fixed_sleep_ms: 10 },
     });
     const writer = await createPersistClient({ consensus: store, pubsub: 'none' });
-    const rh = await reader.openShard(S, counter);
-    const wh = await writer.openShard(S, counter);
+    const rh = await reader.openShard(S, counterModel);
+    const wh = await writer.openShard(S, counterModel);
     await wh.update((s) => s + 5);
     expect((await rh.waitForSeqno(1n, { signal: AbortSignal.timeout(1000) })).state).toBe(5);
     expect(reader.pubsub.transport).toBe('none');
