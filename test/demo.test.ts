@@ -3,17 +3,21 @@
  * with exit 0, readers at the final head, zero errors, and pubsub-on latency well below
  * pubsub-off (polling) latency; the output is plain text when stdout is not a terminal; SIGINT
  * stops every child process and removes the temporary directory; a worker that dies makes
- * the demo fail (exit 1) without orphans; bad options name the flag.
+ * the demo fail (exit 1) without orphans; bad options name the flag. With the loopback
+ * nats-server, short runs in `--pubsub nats://…` and `--pubsub bridged:nats://…` modes finish
+ * the same way.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
+import { requireService, SERVICE_URLS } from './support/services.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cli = join(root, 'dist', 'src', 'cli', 'main.js');
 const children: ChildProcess[] = [];
+const natsOk = await requireService('nats');
 
 interface Run {
   child: ChildProcess;
@@ -157,6 +161,62 @@ describe('persist-pubsub demo', () => {
     expect(await allGone(pidsOf(out), 2000)).toEqual([]);
   }, 90_000);
 
+  it.skipIf(!natsOk).each([
+    ['nats', SERVICE_URLS.nats, /clients on NATS \S+ directly, no broker/, 0],
+    [
+      'bridged',
+      `bridged:${SERVICE_URLS.nats}`,
+      /brokers bridged through NATS \S+: writers' broker/,
+      2,
+    ],
+  ] as const)(
+    'runs in --pubsub %s mode to a correct finish, pubsub far faster than polling',
+    async (name, pubsub, banner, brokers) => {
+      const run = demo([
+        '--duration',
+        '8',
+        '--shards',
+        '2',
+        '--rate',
+        '10',
+        '--pubsub-off-at',
+        '2',
+        '--pubsub-off-for',
+        '3',
+        '--pubsub',
+        pubsub,
+      ]);
+      const { code } = await run.exit;
+      const out = run.out();
+      expect(code, `${out}\n${run.err()}`).toBe(0);
+      expect(out).toMatch(banner);
+      expect(out).toMatch(new RegExp(`^pubsub: ${name} `, 'm'));
+      const brokerPids = [...out.matchAll(/\(pid (\d+)\)/g)].map((m) => Number(m[1]));
+      expect(brokerPids).toHaveLength(brokers);
+      // Readers were connected (pushes, not polls) while pubsub was on.
+      expect(out).toMatch(/^ +8 +on +.* 2\/2$/m);
+      const on = phase(out, 'pubsub on');
+      const off = phase(out, 'pubsub off');
+      const again = phase(out, 'pubsub on again');
+      for (const p of [on, off, again]) expect(p.applied).toBeGreaterThan(10);
+      expect(off.p50Ms).toBeGreaterThan(200);
+      expect(on.p50Ms).toBeLessThan(off.p50Ms / 3);
+      expect(again.p50Ms).toBeLessThan(off.p50Ms / 3);
+      expect(again.pollsPerS).toBe(0);
+      expect(out).toMatch(/^readers at the final head: 2\/2 /m);
+      expect(out).toMatch(/^errors: 0$/m);
+      expect(out).toMatch(/^result: OK$/m);
+      const workers =
+        out
+          .match(/\(pids ([\d ]+)\)/)?.[1]
+          ?.split(' ')
+          .map(Number) ?? [];
+      expect(workers).toHaveLength(4);
+      expect(await allGone([...brokerPids, ...workers], 3000)).toEqual([]);
+    },
+    90_000,
+  );
+
   it('SIGINT stops every child process, removes its directory and exits 130', async () => {
     const run = demo(['--duration', '120']);
     await run.waitFor(/^ +2 +on /m, 40_000);
@@ -192,6 +252,7 @@ describe('persist-pubsub demo', () => {
       /--pubsub-off-at plus --pubsub-off-for/,
     ],
     [['--consensus', 'mem:'], /--consensus must be shared between processes/],
+    [['--pubsub', 'grpc://127.0.0.1:1'], /--pubsub must be broker, nats:\/\/HOST:PORT or bridged:/],
   ])('rejects %j naming the flag', async (args, message) => {
     const run = demo(args as string[]);
     const { code } = await run.exit;

@@ -12,7 +12,34 @@ describe('parseDemoOptions', () => {
       consensus: undefined,
       pubsubOffAtS: 8,
       pubsubOffForS: 6,
+      pubsub: { kind: 'broker' },
     });
+  });
+
+  it('parses --pubsub: broker, NATS directly, brokers bridged by NATS', () => {
+    expect(parseDemoOptions({ ...raw, pubsub: 'nats://127.0.0.1:4222' }).pubsub).toEqual({
+      kind: 'nats',
+      url: 'nats://127.0.0.1:4222',
+    });
+    expect(parseDemoOptions({ ...raw, pubsub: 'bridged:nats://nats.local:4223/' }).pubsub).toEqual({
+      kind: 'bridged',
+      url: 'nats://nats.local:4223',
+    });
+    for (const bad of [
+      '',
+      'nats',
+      'grpc://127.0.0.1:1',
+      'nats://127.0.0.1',
+      'nats://h:4222/x',
+      'nats://u:p@h:4222',
+      'bridged:',
+      'bridged:broker',
+      'bridged:bridged:nats://h:1',
+    ]) {
+      expect(() => parseDemoOptions({ ...raw, pubsub: bad }), bad).toThrow(
+        /^--pubsub must be broker, nats:\/\/HOST:PORT or bridged:nats:\/\/HOST:PORT/,
+      );
+    }
   });
 
   it('accepts shared Consensus URLs and a run that never switches', () => {

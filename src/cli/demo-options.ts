@@ -15,7 +15,19 @@ export interface DemoOptions {
   pubsubOffAtS: number;
   /** For how long, in seconds; 0 never switches it off. @default 6 */
   pubsubOffForS: number;
+  /** Where pubsub runs (`--pubsub`). @default `{ kind: 'broker' }` */
+  pubsub: DemoPubsub;
 }
+
+/**
+ * The demo's pubsub topology: one broker process for every client (`broker`), clients on NATS
+ * directly with no broker (`nats://HOST:PORT`), or two brokers bridged through NATS with the
+ * writers on one and the readers on the other (`bridged:nats://HOST:PORT`).
+ */
+export type DemoPubsub =
+  | { kind: 'broker' }
+  | { kind: 'nats'; url: string }
+  | { kind: 'bridged'; url: string };
 
 /** What commander hands the action (strings as typed). */
 export interface RawDemoOptions {
@@ -25,6 +37,7 @@ export interface RawDemoOptions {
   consensus?: string | undefined;
   pubsubOffAt: string;
   pubsubOffFor: string;
+  pubsub: string;
 }
 
 export const DEMO_DEFAULTS = {
@@ -33,6 +46,7 @@ export const DEMO_DEFAULTS = {
   rate: '10',
   pubsubOffAt: '8',
   pubsubOffFor: '6',
+  pubsub: 'broker',
 } as const;
 
 export class DemoOptionError extends Error {
@@ -87,5 +101,26 @@ export function parseDemoOptions(raw: RawDemoOptions): DemoOptions {
       );
     }
   }
-  return { durationS, shards, rate, consensus, pubsubOffAtS, pubsubOffForS };
+  const pubsub = parsePubsub(raw.pubsub);
+  return { durationS, shards, rate, consensus, pubsubOffAtS, pubsubOffForS, pubsub };
+}
+
+/** `broker`, `nats://HOST:PORT` or `bridged:nats://HOST:PORT`; anything else names `--pubsub`. */
+function parsePubsub(raw: string): DemoPubsub {
+  if (raw === 'broker') return { kind: 'broker' };
+  const bridged = raw.startsWith('bridged:');
+  const url = bridged ? raw.slice('bridged:'.length) : raw;
+  const expected = 'must be broker, nats://HOST:PORT or bridged:nats://HOST:PORT';
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new DemoOptionError('--pubsub', `${expected}, got ${JSON.stringify(raw)}`);
+  }
+  const bare = u.username === '' && u.search === '' && u.hash === '' && /^\/?$/.test(u.pathname);
+  if (u.protocol !== 'nats:' || u.hostname === '' || u.port === '' || !bare) {
+    throw new DemoOptionError('--pubsub', `${expected}, got ${JSON.stringify(raw)}`);
+  }
+  const clean = `nats://${u.host}`;
+  return bridged ? { kind: 'bridged', url: clean } : { kind: 'nats', url: clean };
 }

@@ -9,6 +9,9 @@
  * commit → applied latency per commit. A live table shows each second. At `--pubsub-off-at`
  * it writes `persist_pubsub_client_enabled: false` to the flags file every client watches, and
  * back after `--pubsub-off-for`: latency rises to polling levels and recovers.
+ * `--pubsub nats://HOST:PORT` puts every client on NATS directly (no broker process);
+ * `--pubsub bridged:nats://HOST:PORT` starts two brokers with `--bridge`, writers on one and
+ * readers on the other, so every diff crosses NATS. Broker drops are summed over every broker.
  *
  * At the end writers stop, the heads are read from Consensus, readers must reach them, and
  * every reader's state must equal the state folded from Consensus. Exit 0 only if they do, no
@@ -84,6 +87,12 @@ export function registerDemo(program: Command): void {
       DEMO_DEFAULTS.pubsubOffAt,
     )
     .option('--pubsub-off-for <s>', 'for this many seconds (0: never)', DEMO_DEFAULTS.pubsubOffFor)
+    .option(
+      '--pubsub <mode>',
+      'broker (one broker process), nats://HOST:PORT (clients on NATS, no broker) or ' +
+        'bridged:nats://HOST:PORT (two brokers bridged by NATS: writers on one, readers on the other)',
+      DEMO_DEFAULTS.pubsub,
+    )
     .action(async (raw: RawDemoOptions) => {
       process.exitCode = await runDemo(parseDemoOptions(raw));
     });
@@ -166,30 +175,71 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
 
   const failures: string[] = [];
   let brokerErrors = 0;
-  let broker: BrokerChild | undefined;
+  const brokers: BrokerChild[] = [];
   const workers: WorkerChild[] = [];
   let expectedExit = false;
   try {
     const shards = Array.from({ length: opts.shards }, () => `s${randomUUID()}`);
+    const mode = opts.pubsub;
+    const procs = `${WRITERS} writer and ${READERS} reader processes`;
     out.line(
-      `persist-pubsub demo: starting the broker, ${WRITERS} writer and ${READERS} reader processes…`,
+      mode.kind === 'broker'
+        ? `persist-pubsub demo: starting the broker, ${procs}…`
+        : mode.kind === 'bridged'
+          ? `persist-pubsub demo: starting 2 brokers bridged through NATS ${mode.url}, ${procs}…`
+          : `persist-pubsub demo: starting ${procs} on NATS ${mode.url} (no broker)…`,
     );
-    broker = await withInterrupt(
-      startBrokerChild(['--drain-deadline-ms', '2000'], (line, raw) => {
-        if ((line.level ?? 0) >= 50) {
-          brokerErrors++;
-          process.stderr.write(`broker: ${raw}\n`);
+    const brokerNames = mode.kind === 'bridged' ? ['broker-w', 'broker-r'] : ['broker'];
+    if (mode.kind !== 'nats') {
+      for (const name of brokerNames) {
+        let bridgeUp: () => void = () => {};
+        const bridgeConnected = new Promise<void>((resolve) => {
+          bridgeUp = resolve;
+        });
+        const flags = ['--drain-deadline-ms', '2000'];
+        if (mode.kind === 'bridged') flags.push('--bridge', mode.url);
+        const b = await withInterrupt(
+          startBrokerChild(flags, (line, raw) => {
+            if (line.msg === 'nats bridge connected') bridgeUp();
+            if ((line.level ?? 0) >= 50) {
+              brokerErrors++;
+              process.stderr.write(`${name}: ${raw}\n`);
+            }
+          }),
+          interrupt.signal,
+        );
+        brokers.push(b);
+        void b.exited.then(({ code, signal }) => {
+          if (!expectedExit) {
+            failures.push(
+              `${mode.kind === 'bridged' ? name : 'the broker'} exited during the run (${signal ?? code})`,
+            );
+            interrupt.abort(new Error(`${name} exited`));
+          }
+        });
+        // A bridged broker forwards nothing until its NATS connection is up.
+        if (mode.kind === 'bridged') {
+          await withInterrupt(
+            Promise.race([
+              bridgeConnected,
+              new Promise<never>((_, reject) =>
+                setTimeout(
+                  () => reject(new Error(`${name}: no NATS bridge to ${mode.url} within 15 s`)),
+                  15_000,
+                ).unref(),
+              ),
+            ]),
+            interrupt.signal,
+          );
         }
-      }),
-      interrupt.signal,
-    );
-    const brokerChild = broker;
-    void broker.exited.then(({ code, signal }) => {
-      if (!expectedExit) {
-        failures.push(`the broker exited during the run (${signal ?? code})`);
-        interrupt.abort(new Error('the broker exited'));
       }
-    });
+    }
+    /** pubsub URL for a role: its broker's gRPC address, or NATS directly. */
+    const pubsubFor = (role: 'reader' | 'writer'): string => {
+      if (mode.kind === 'nats') return mode.url;
+      const b = brokers[role === 'reader' ? brokers.length - 1 : 0] as BrokerChild;
+      return `grpc://${b.grpc}`;
+    };
 
     // Latest cumulative counters per worker; commits joined with their applications.
     const latest = new Map<string, DemoCounters>();
@@ -237,7 +287,6 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     const intervalMs = (1000 * WRITERS) / opts.rate;
     const base = {
       consensus: consensusUrl,
-      pubsub: `grpc://${broker.grpc}`,
       flagsFile,
       shards,
       intervalMs,
@@ -247,12 +296,14 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       ...Array.from({ length: READERS }, (_, i) => ({
         ...base,
         role: 'reader' as const,
+        pubsub: pubsubFor('reader'),
         name: `reader-${i + 1}`,
         offsetMs: 0,
       })),
       ...Array.from({ length: WRITERS }, (_, i) => ({
         ...base,
         role: 'writer' as const,
+        pubsub: pubsubFor('writer'),
         name: `writer-${i + 1}`,
         // Every commit of every writer evenly spaced (see the spread in the worker).
         offsetMs: (i * intervalMs) / (WRITERS * opts.shards),
@@ -272,10 +323,25 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     const writers = workers.filter((w) => w.name.startsWith('writer'));
     await withInterrupt(Promise.all(workers.map((w) => w.next('ready', 30_000))), interrupt.signal);
 
-    out.line(
-      `persist-pubsub demo: broker (pid ${brokerChild.process.pid}) on grpc ${broker.grpc}, admin http://${broker.admin}; ` +
-        `${WRITERS} writers and ${READERS} readers (pids ${workers.map((w) => w.process.pid).join(' ')})`,
-    );
+    const workerPids = `(pids ${workers.map((w) => w.process.pid).join(' ')})`;
+    const [b0, b1] = brokers;
+    if (mode.kind === 'broker' && b0 !== undefined) {
+      out.line(
+        `persist-pubsub demo: broker (pid ${b0.process.pid}) on grpc ${b0.grpc}, admin http://${b0.admin}; ` +
+          `${WRITERS} writers and ${READERS} readers ${workerPids}`,
+      );
+    } else if (mode.kind === 'bridged' && b0 !== undefined && b1 !== undefined) {
+      out.line(
+        `persist-pubsub demo: brokers bridged through NATS ${mode.url}: writers' broker (pid ${b0.process.pid}) ` +
+          `on grpc ${b0.grpc}, admin http://${b0.admin}; readers' broker (pid ${b1.process.pid}) on grpc ${b1.grpc}, ` +
+          `admin http://${b1.admin}; ${WRITERS} writers and ${READERS} readers ${workerPids}`,
+      );
+    } else if (mode.kind === 'nats') {
+      out.line(
+        `persist-pubsub demo: clients on NATS ${mode.url} directly, no broker; ` +
+          `${WRITERS} writers and ${READERS} readers ${workerPids}`,
+      );
+    }
     out.line(
       `Consensus ${opts.consensus === undefined ? `${consensusUrl} (throwaway)` : consensusUrl}; ` +
         `${opts.shards} shards at ${opts.rate} commits/s each for ${opts.durationS} s; ` +
@@ -335,7 +401,10 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
         }
       }
       await sleepUntil(start + tickEnd, interrupt.signal);
-      brokerDrops = await scrapeBrokerDrops(brokerChild.admin);
+      brokerDrops = (await Promise.all(brokers.map((b) => scrapeBrokerDrops(b.admin)))).reduce(
+        (a, n) => a + n,
+        0,
+      );
       const t = totals();
       const lat = pending.map(([, l]) => l).sort((a, b) => a - b);
       const upd = pendingUpdateMs.sort((a, b) => a - b);
@@ -428,7 +497,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       if (ok) readersAtHead++;
     }
 
-    // Everything is done: stop the broker (it drains and exits 0) and let workers exit.
+    // Everything is done: stop the brokers (they drain and exit 0) and let workers exit.
     expectedExit = true;
     const exits = await Promise.all(
       workers.map(async (w) => {
@@ -438,9 +507,13 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
         return { name: w.name, ...e };
       }),
     );
-    await stopChild(brokerChild, 5000);
-    const brokerExit = await brokerChild.exited;
-    for (const e of [...exits, { name: 'broker', ...brokerExit }]) {
+    const brokerExits = await Promise.all(
+      brokers.map(async (b, i) => {
+        await stopChild(b, 5000);
+        return { name: brokerNames[i] ?? 'broker', ...(await b.exited) };
+      }),
+    );
+    for (const e of [...exits, ...brokerExits]) {
       if (e.code !== 0) failures.push(`${e.name} exited with ${e.signal ?? e.code}`);
     }
 
@@ -453,6 +526,13 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
         `${allSamples.length} applications in ${READERS} readers` +
         (negative > 0 ? ` (${negative} timed below 0 by clock skew, counted as 0)` : ''),
     );
+    if (mode.kind !== 'broker') {
+      out.line(
+        mode.kind === 'nats'
+          ? `pubsub: nats (clients on NATS ${mode.url} directly, no broker)`
+          : `pubsub: bridged (writers on one broker, readers on another, bridged through NATS ${mode.url})`,
+      );
+    }
     out.line(
       `latency: a writer's compare-and-set committed → applied in a reader, by the phase of the commit; ` +
         `commits in the ${SETTLE_MS} ms after a switch count as "switching"`,
