@@ -2,19 +2,27 @@
  * The broker under benchmark, as a child process (forked by `bench/broker.ts` with an IPC
  * channel): starts `createBroker()` on a free loopback port and answers `stats` requests with
  * its own CPU time, RSS and subscription count, so the figures are the broker's alone.
+ * With `--bridge nats://HOST:PORT` (the e2e benchmark's bridged mode) it is an edge bridged
+ * through NATS, like `persist-pubsub broker --bridge`, and reports ready once the bridge is up.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { createBroker } from '../src/broker/index.js';
+import { createBroker, createNatsBridge } from '../src/broker/index.js';
 
 type Request = { type: 'stats' } | { type: 'exit' };
 
 async function main(): Promise<void> {
+  const bridgeAt = process.argv.indexOf('--bridge');
+  const bridgeUrl = bridgeAt >= 0 ? process.argv[bridgeAt + 1] : undefined;
+  if (bridgeAt >= 0 && bridgeUrl === undefined) throw new Error('--bridge needs a nats:// URL');
+  const bridge = bridgeUrl === undefined ? undefined : createNatsBridge({ url: bridgeUrl });
   const broker = createBroker({
+    observer: bridge?.observer,
     listen: { host: '127.0.0.1', port: 0 },
     keepaliveTimeMs: 0,
     limits: { maxConnections: 100_000, maxQueueMessages: 4096, maxQueueBytes: 64 * 1024 * 1024 },
   });
   await broker.start();
+  await bridge?.start(broker, { signal: AbortSignal.timeout(15_000) });
   const loopDelay = monitorEventLoopDelay({ resolution: 1 });
   loopDelay.enable();
   const send = (m: unknown) => process.send?.(m);
@@ -48,6 +56,7 @@ async function main(): Promise<void> {
       });
       loopDelay.reset();
     } else if (m.type === 'exit') {
+      await bridge?.close();
       await broker.close({ deadlineMs: 200 });
       process.exit(0);
     }

@@ -1,15 +1,19 @@
 /**
  * `npm run bench -- e2e [--quick] [--shards 1000] [--rate 1.5] [--writers 2] [--readers 2]
- *   [--consensus postgres,sqlite] [--modes pubsub,polling] [--warmup-ms 5000]
+ *   [--consensus postgres,sqlite] [--modes pubsub,nats,bridged,polling] [--warmup-ms 5000]
  *   [--measure-ms 30000] [--drain-ms 3000] [--diff-min 100] [--diff-max 1024] [--cpu-prof]
  *   [--postgres-url URL] [--sqlite-synchronous normal|full] [--writer-pool-size 32]
- *   [--variant NAME]`
+ *   [--variant NAME] [--nats-url nats://127.0.0.1:4222]`
  *
  * End to end through the SDK: W writer and R reader processes (`e2e-worker.ts`, each a
  * `createPersistClient`) over S shards at a per-shard commit rate (the reference load: 1000
  * shards × 1.5 commits/s, diffs 100 B–1 KiB), every reader following every shard; with the
  * broker as its own process (`broker-server.ts`) and pubsub on, or with no pubsub (polling
- * only), on Postgres and on SQLite Consensus. For each phase, over the measurement window:
+ * only), on Postgres and on SQLite Consensus. Two more modes (not in the default `--modes`):
+ * `nats`, every client on NATS directly (`--nats-url`, no broker), and `bridged`, two broker
+ * processes bridged through NATS with the writers on one and the readers on the other. In both
+ * the nats-server's CPU (every client of it, so run nothing else on it) counts in the read path.
+ * For each phase, over the measurement window:
  * - latency of every (reader, commit) pair, HDR, from the commit's scheduled time (corrected
  *   for coordinated omission: a late writer's delay counts) and from the end of its
  *   compare-and-set (commit → observe proper); also the writers' compare-and-set time;
@@ -28,7 +32,8 @@
  * Results: `bench/results/e2e.json` (`bench/results/quick/` with `--quick`), and the report.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -57,7 +62,8 @@ export const e2eBench = {
   run,
 };
 
-export type E2eMode = 'pubsub' | 'polling';
+export type E2eMode = 'pubsub' | 'nats' | 'bridged' | 'polling';
+const E2E_MODES: readonly E2eMode[] = ['pubsub', 'nats', 'bridged', 'polling'];
 export type E2eConsensus = 'postgres' | 'sqlite';
 
 export interface E2ePhase {
@@ -92,7 +98,7 @@ export interface E2ePhase {
   cpuSeconds: CpuFigures;
   /** CPU µs per observed update (CPU over the window / observations in the window). */
   cpuUsPerObserved: CpuFigures & {
-    /** readers + broker + the readers' Postgres backends: what observing costs. */
+    /** readers + broker(s) + nats-server + the readers' Postgres backends: what observing costs. */
     readPath: number;
     /** writers + readers + broker + every postgres process. */
     allProcesses: number;
@@ -130,6 +136,8 @@ export interface CpuFigures {
   postgresReaders: number | null;
   postgresWriters: number | null;
   postgresAll: number | null;
+  /** The nats-server (nats and bridged modes), all of its clients; null otherwise. */
+  natsServer?: number | null;
 }
 
 interface Opts {
@@ -146,6 +154,36 @@ interface Opts {
   postgresUrl: string;
   sqliteSynchronous: 'full' | 'normal';
   writerPoolSize: number;
+  natsUrl: string;
+}
+
+/** Pids of every process whose command name is `comm` (from `/proc`). */
+function pidsNamed(comm: string): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      if (readFileSync(`/proc/${name}/comm`, 'utf8').trim() === comm) out.push(Number(name));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** True if a TCP connection to the NATS URL's host and port opens within 2 s. */
+function natsReachable(url: string): Promise<boolean> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const socket = netConnect({ host: u.hostname, port: Number(u.port || 4222) });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(2000, () => done(false));
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+  });
 }
 
 async function postgresReachable(url: string): Promise<boolean> {
@@ -182,6 +220,8 @@ interface Snapshot {
   brokerCpuUs: number | null;
   brokerRss: number | null;
   pg: Map<number, number> | null;
+  /** CPU seconds of the nats-server processes (nats and bridged modes). */
+  nats: Map<number, number> | null;
 }
 
 async function runPhase(
@@ -206,13 +246,29 @@ async function runPhase(
   const shards = Array.from({ length: o.shards }, (_, i) => `s${randomUUID().slice(0, 28)}${i}`);
   const children: Child[] = [];
   let broker: Child | undefined;
+  /** bridged: the readers' broker (`broker` is the writers'). */
+  let readersBroker: Child | undefined;
   try {
     let pubsub = 'none';
+    let readersPubsub: string | undefined;
     if (mode === 'pubsub') {
       broker = forkChild('./broker-server.js', [], { cpuProf: o.cpuProf });
       const ready = await broker.next<{ port: number }>('ready');
       pubsub = `grpc://127.0.0.1:${ready.port}`;
+    } else if (mode === 'nats') {
+      pubsub = o.natsUrl;
+    } else if (mode === 'bridged') {
+      const bridge = ['--bridge', o.natsUrl];
+      broker = forkChild('./broker-server.js', bridge, { cpuProf: o.cpuProf });
+      readersBroker = forkChild('./broker-server.js', bridge, { cpuProf: o.cpuProf });
+      const [w, r] = await Promise.all([
+        broker.next<{ port: number }>('ready'),
+        readersBroker.next<{ port: number }>('ready'),
+      ]);
+      pubsub = `grpc://127.0.0.1:${w.port}`;
+      readersPubsub = `grpc://127.0.0.1:${r.port}`;
     }
+    const natsPids = mode === 'nats' || mode === 'bridged' ? pidsNamed('nats-server') : null;
     const writerRecords: number[][] = [];
     const readerRecords: number[][] = [];
     const fork = (c: E2eWorkerConfig) => {
@@ -252,6 +308,7 @@ async function runPhase(
       readers.push(
         fork({
           ...base,
+          pubsub: readersPubsub ?? pubsub,
           consensus: consensusUrl('reader'),
           role: 'reader',
           name: `reader-${r}`,
@@ -263,7 +320,10 @@ async function runPhase(
     await Promise.all(children.slice(1).map((c) => c.next('ready', 180_000)));
     if (o.cpuProf !== undefined) {
       const names = children.map((c, i) => `${i < o.writers ? 'writer' : 'reader'} ${c.proc.pid}`);
-      console.log(`cpu profiles in ${o.cpuProf}: ${names.join(', ')}, broker ${broker?.proc.pid}`);
+      console.log(
+        `cpu profiles in ${o.cpuProf}: ${names.join(', ')}, broker ${broker?.proc.pid}` +
+          (readersBroker === undefined ? '' : `, readers' broker ${readersBroker.proc.pid}`),
+      );
     }
 
     const t0 = wallMs() + 300;
@@ -272,19 +332,26 @@ async function runPhase(
     const tB = tA + o.measureMs;
     const snapshot = async (): Promise<Snapshot> => {
       const pgPids = pgUid === undefined ? null : pidsOfUser(pgUid);
-      const [workers, b] = await Promise.all([
+      const [workers, b, b2] = await Promise.all([
         Promise.all(children.map((c) => c.request<E2eWorkerStats>({ type: 'stats' }, 'stats'))),
         broker?.request<{ cpu: { user: number; system: number }; rss: number }>(
           { type: 'stats' },
           'stats',
         ),
+        readersBroker?.request<{ cpu: { user: number; system: number }; rss: number }>(
+          { type: 'stats' },
+          'stats',
+        ),
       ]);
+      // bridged: both brokers together.
+      const b2Cpu = b2 === undefined ? 0 : b2.cpu.user + b2.cpu.system;
       return {
         at: wallMs(),
         workers,
-        brokerCpuUs: b === undefined ? null : b.cpu.user + b.cpu.system,
-        brokerRss: b?.rss ?? null,
+        brokerCpuUs: b === undefined ? null : b.cpu.user + b.cpu.system + b2Cpu,
+        brokerRss: b === undefined ? null : b.rss + (b2?.rss ?? 0),
         pg: pgPids === null ? null : cpuSnapshot(pgPids),
+        nats: natsPids === null ? null : cpuSnapshot(natsPids),
       };
     };
     await sleep(tA - wallMs());
@@ -363,7 +430,9 @@ async function runPhase(
       postgresReaders: pgOf(backends?.reader),
       postgresWriters: pgOf(backends?.writer),
       postgresAll: s0.pg === null || s1.pg === null ? null : cpuDelta(s0.pg, s1.pg),
+      natsServer: s0.nats === null || s1.nats === null ? null : cpuDelta(s0.nats, s1.nats),
     };
+    const natsCpu = cpu.natsServer ?? 0;
     const perObs = (s: number | null) =>
       s === null || observedDelta === 0 ? null : round((s * 1e6) / observedDelta, 2);
     const mib = (b: number) => round(b / 1024 / 1024, 1);
@@ -394,6 +463,7 @@ async function runPhase(
         postgresReaders: orNull(cpu.postgresReaders, (x) => round(x, 3)),
         postgresWriters: orNull(cpu.postgresWriters, (x) => round(x, 3)),
         postgresAll: orNull(cpu.postgresAll, (x) => round(x, 3)),
+        natsServer: orNull(cpu.natsServer ?? null, (x) => round(x, 3)),
       },
       cpuUsPerObserved: {
         writers: perObs(cpu.writers) ?? 0,
@@ -402,9 +472,13 @@ async function runPhase(
         postgresReaders: perObs(cpu.postgresReaders),
         postgresWriters: perObs(cpu.postgresWriters),
         postgresAll: perObs(cpu.postgresAll),
-        readPath: perObs(cpu.readers + (cpu.broker ?? 0) + (cpu.postgresReaders ?? 0)) ?? 0,
+        natsServer: perObs(cpu.natsServer ?? null),
+        readPath:
+          perObs(cpu.readers + (cpu.broker ?? 0) + natsCpu + (cpu.postgresReaders ?? 0)) ?? 0,
         allProcesses:
-          perObs(cpu.writers + cpu.readers + (cpu.broker ?? 0) + (cpu.postgresAll ?? 0)) ?? 0,
+          perObs(
+            cpu.writers + cpu.readers + (cpu.broker ?? 0) + natsCpu + (cpu.postgresAll ?? 0),
+          ) ?? 0,
       },
       pushDrops: delta('writer', (w) => w.pushDrops),
       catchUpFetches: delta('reader', (w) => w.gaps),
@@ -424,6 +498,7 @@ async function runPhase(
   } finally {
     await Promise.all(children.map((c) => c.stop()));
     await broker?.stop();
+    await readersBroker?.stop();
     rmSync(tmp, { recursive: true, force: true });
   }
 }
@@ -435,7 +510,7 @@ export function printPhase(p: E2ePhase): void {
   const l = (s: LatencySummary) =>
     `${s.p50Ms} / ${s.p90Ms} / ${s.p99Ms} / ${s.p999Ms} / ${s.maxMs}`;
   console.log(
-    `| ${p.consensus} | ${p.mode} | ${p.observations}/${p.expectedObservations} | ${l(p.scheduledToObserved)} | ${l(p.commitToObserved)} | ${p.writerUpdate.p50Ms} / ${p.writerUpdate.p99Ms} | ${p.readsPerSecond.readers} | ${p.cpuUsPerObserved.readers} | ${p.cpuUsPerObserved.broker ?? '–'} | ${p.cpuUsPerObserved.postgresReaders ?? '–'} | ${p.cpuUsPerObserved.readPath} | ${p.cpuUsPerObserved.writers} | ${p.pushDrops} | ${p.errors} |`,
+    `| ${p.consensus} | ${p.mode} | ${p.observations}/${p.expectedObservations} | ${l(p.scheduledToObserved)} | ${l(p.commitToObserved)} | ${p.writerUpdate.p50Ms} / ${p.writerUpdate.p99Ms} | ${p.readsPerSecond.readers} | ${p.cpuUsPerObserved.readers} | ${p.cpuUsPerObserved.broker ?? '–'} | ${p.cpuUsPerObserved.postgresReaders ?? '–'} | ${p.cpuUsPerObserved.readPath} | ${p.cpuUsPerObserved.writers} | ${p.pushDrops} | ${p.errors} | ${p.cpuUsPerObserved.natsServer ?? '–'} |`,
   );
 }
 
@@ -460,6 +535,7 @@ async function run(args: string[]): Promise<void> {
       'sqlite-synchronous': { type: 'string', default: 'normal' },
       'writer-pool-size': { type: 'string', default: '32' },
       variant: { type: 'string' },
+      'nats-url': { type: 'string', default: 'nats://127.0.0.1:4222' },
     },
   });
   const quick = values.quick;
@@ -487,6 +563,7 @@ async function run(args: string[]): Promise<void> {
     postgresUrl: values['postgres-url'],
     sqliteSynchronous: values['sqlite-synchronous'] as 'full' | 'normal',
     writerPoolSize: num('writer-pool-size', values['writer-pool-size'], true, 1),
+    natsUrl: values['nats-url'],
   };
   if (o.sqliteSynchronous !== 'full' && o.sqliteSynchronous !== 'normal') {
     throw new Error('--sqlite-synchronous must be full or normal');
@@ -501,8 +578,11 @@ async function run(args: string[]): Promise<void> {
     if (b !== 'postgres' && b !== 'sqlite') throw new Error('--consensus: postgres and/or sqlite');
   }
   for (const m of modes) {
-    if (m !== 'pubsub' && m !== 'polling') throw new Error('--modes: pubsub and/or polling');
+    if (!E2E_MODES.includes(m)) throw new Error(`--modes: one or more of ${E2E_MODES.join(',')}`);
   }
+  if (!/^nats:\/\/[^/?#]+$/.test(o.natsUrl)) throw new Error('--nats-url must be nats://HOST:PORT');
+  const natsOk =
+    modes.includes('nats') || modes.includes('bridged') ? await natsReachable(o.natsUrl) : false;
   const startedAt = new Date().toISOString();
   const loadBefore = loadAverage();
   console.log(
@@ -511,9 +591,9 @@ async function run(args: string[]): Promise<void> {
       'Latency columns: p50 / p90 / p99 / p99.9 / max in ms. CPU columns: µs per observed update.\n',
   );
   console.log(
-    "| consensus | mode | observed | scheduled→observed | commit→observed | writer update p50/p99 | reader Consensus reads/s | readers CPU | broker CPU | Postgres (readers' backends) CPU | read path CPU | writers CPU | push drops | errors |",
+    "| consensus | mode | observed | scheduled→observed | commit→observed | writer update p50/p99 | reader Consensus reads/s | readers CPU | broker CPU | Postgres (readers' backends) CPU | read path CPU | writers CPU | push drops | errors | nats-server CPU |",
   );
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   const runId = randomUUID().slice(0, 8);
   const phases: E2ePhase[] = [];
   const skipped: string[] = [];
@@ -525,6 +605,11 @@ async function run(args: string[]): Promise<void> {
       continue;
     }
     for (const m of modes) {
+      if ((m === 'nats' || m === 'bridged') && !natsOk) {
+        skipped.push(`${b} ${m}: NATS not reachable at ${o.natsUrl}`);
+        console.log(`| ${b} | ${m} | SKIPPED: NATS not reachable at ${o.natsUrl} |`);
+        continue;
+      }
       const p = await runPhase(b, m, o, runId);
       phases.push(p);
       printPhase(p);
