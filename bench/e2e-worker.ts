@@ -181,10 +181,11 @@ const sleepUntil = (wall: number): Promise<void> =>
     const ms = wall - wallMs();
     if (stop.signal.aborted) return resolve();
     if (ms <= 0) return void setImmediate(resolve);
+    // Rounded up: Node truncates a fractional delay, which would start a commit before its time.
     const t = setTimeout(() => {
       sleeping.delete(t);
       resolve();
-    }, ms);
+    }, Math.ceil(ms));
     sleeping.set(t, resolve);
   });
 
