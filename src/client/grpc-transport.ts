@@ -260,7 +260,14 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
       if (options.authToken !== undefined) md.set('authorization', `Bearer ${options.authToken}`);
       const call = client.makeBidiStreamRequest(PUBSUB_METHOD_PATH, identity, identity, md);
       let open = true;
-      let pending = 0;
+      // The sender channel bound (reference: a channel of 25 in front of a task that feeds the
+      // stream) counts pushes made while the stream is backpressured: `write()` said stop and
+      // the stream had still not drained by the next event-loop turn. A burst within one turn
+      // (a writer committing many shards at once) is never dropped for being a burst; a stream
+      // that stays behind gets at most the bound more, then pushes are dropped and counted.
+      let needsDrain = false;
+      let behind = false;
+      let pushedWhileBehind = 0;
       let accepted = false;
       let acceptWait: { resolve: () => void; reject: (err: Error) => void } | undefined;
       const finish = (err: Error | undefined): void => {
@@ -288,6 +295,11 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
         ),
       );
       call.on('end', () => finish(undefined));
+      call.on('drain', () => {
+        needsDrain = false;
+        behind = false;
+        pushedWhileBehind = 0;
+      });
       // The stream counts as connected once the broker accepted it: response headers arrived
       // (our broker sends them at once; a refusal such as UNAUTHENTICATED is trailers-only and
       // fails the attempt here, with connect backoff). A server that sends headers only with
@@ -320,10 +332,13 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
       const send = (msg: ProtoPubSubMessage['message'], isPush: boolean): SendResult => {
         if (!open) return false;
         const buf = encode(msg);
-        if (isPush) pending++;
-        call.write(buf, () => {
-          if (isPush) pending--;
-        });
+        if (isPush && behind) pushedWhileBehind++;
+        if (!call.write(buf) && !needsDrain) {
+          needsDrain = true;
+          setImmediate(() => {
+            if (needsDrain) behind = true;
+          }).unref();
+        }
         return buf.byteLength;
       };
       return {
@@ -361,7 +376,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
             },
             true,
           ),
-        pendingPushes: () => pending,
+        pendingPushes: () => pushedWhileBehind,
         close() {
           if (!open) return;
           open = false;

@@ -28,7 +28,11 @@ export interface PubSubConnection {
   subscribe(shardId: string, resumeAfterSeqno: bigint | undefined): SendResult;
   unsubscribe(shardId: string): SendResult;
   push(shardId: string, seqno: bigint, diff: Uint8Array, originTimestampMs: number): SendResult;
-  /** Diffs handed to `push` that the wire has not yet taken (for the sender channel bound). */
+  /**
+   * Diffs handed to `push` while the wire is behind (for the sender channel bound): a transport
+   * counts only pushes it must hold because the connection cannot keep up, not a burst it takes
+   * within one event-loop turn.
+   */
   pendingPushes(): number;
   /** Ends the connection; `onClose` is not called afterwards. Idempotent. */
   close(): void;
