@@ -163,8 +163,10 @@ async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<
   const total = Math.round((r.durationMs / 1000) * r.pushesPerSecond);
   while (sent < total) {
     // Paced: what is due by now (all of it once the duration is over, so every run sends `total`).
-    const elapsed = Math.min(r.durationMs, performance.now() - t0);
-    const due = Math.min(total, Math.floor((elapsed / 1000) * r.pushesPerSecond)) - sent;
+    const elapsed = performance.now() - t0;
+    const dueByNow =
+      elapsed >= r.durationMs ? total : Math.floor((elapsed / 1000) * r.pushesPerSecond);
+    const due = Math.min(total, dueByNow) - sent;
     if (due > 0 && !waiting) {
       const frames: Buffer[] = [];
       for (let k = 0; k < due; k++) {
