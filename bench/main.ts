@@ -13,8 +13,11 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
 };
 
 async function main(): Promise<void> {
-  const [name, ...rest] = process.argv.slice(2);
-  const names = name === undefined ? Object.keys(BENCHES) : [name];
+  const args = process.argv.slice(2);
+  // `npm run bench -- --quick`: no name, so every benchmark, each with the options.
+  const named = args[0] !== undefined && !args[0].startsWith('-');
+  const names = named ? [args[0]!] : Object.keys(BENCHES);
+  const rest = named ? args.slice(1) : args;
   for (const n of names) {
     const load = BENCHES[n];
     if (load === undefined) {
