@@ -363,7 +363,9 @@ async function run(args: string[]): Promise<void> {
     options: {
       fanouts: { type: 'string', default: '1,10,100' },
       rates: { type: 'string', default: '50000,100000,200000,300000,400000' },
-      'step-ms': { type: 'string', default: '3000' },
+      'step-ms': { type: 'string' },
+      /** A short run: 1 s steps and no RSS-at-scale step (unless the flags say otherwise). */
+      quick: { type: 'boolean', default: false },
       shards: { type: 'string', default: '100' },
       'sub-workers': { type: 'string', default: '1' },
       'skip-rss': { type: 'boolean', default: false },
@@ -375,7 +377,7 @@ async function run(args: string[]): Promise<void> {
   else if (values.server !== 'ours') throw new Error('--server must be ours or grpc-js');
   const fanouts = values.fanouts.split(',').map(Number);
   const rates = values.rates.split(',').map(Number);
-  const stepMs = Number(values['step-ms']);
+  const stepMs = Number(values['step-ms'] ?? (values.quick ? '1000' : '3000'));
   const shardCount = Number(values.shards);
   const subWorkers = Number(values['sub-workers']);
   for (const [name, v] of [
@@ -399,5 +401,5 @@ async function run(args: string[]): Promise<void> {
   for (const f of fanouts) {
     await runFanout(f, rates, stepMs, shardCount, subWorkers, values['cpu-prof']);
   }
-  if (!values['skip-rss']) await rssAtScale(values['cpu-prof']);
+  if (!values['skip-rss'] && !values.quick) await rssAtScale(values['cpu-prof']);
 }

@@ -44,7 +44,9 @@ async function run(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
     options: {
-      seconds: { type: 'string', default: '2' },
+      seconds: { type: 'string' },
+      /** A short run: 0.5 s per operation (unless --seconds says otherwise). */
+      quick: { type: 'boolean', default: false },
       backends: { type: 'string', default: BACKENDS.join(',') },
       postgres: {
         type: 'string',
@@ -59,7 +61,7 @@ async function run(args: string[]): Promise<void> {
       'sqlite-synchronous': { type: 'string', default: 'full' },
     },
   });
-  const seconds = Number(values.seconds);
+  const seconds = Number(values.seconds ?? (values.quick ? '0.5' : '2'));
   if (!(seconds > 0 && seconds <= 600)) throw new Error('--seconds must be in (0, 600]');
   const bytes = Number(values.bytes);
   if (!Number.isSafeInteger(bytes) || bytes < 0) throw new Error('--bytes must be an integer >= 0');
