@@ -23,6 +23,7 @@ import {
   type SqliteSynchronous,
 } from '../src/consensus/index.js';
 import { createPersistClient, type ShardHandle } from '../src/index.js';
+import { sumMetric } from '../src/util/index.js';
 import { type BenchState, benchModel, padFor, wallMs } from './e2e-model.js';
 
 export interface E2eWorkerConfig {
@@ -84,17 +85,6 @@ function fail(what: string, err: unknown): void {
 }
 
 const logger = pino({ level: 'error', base: { worker: config.name } }, pino.destination(2));
-
-async function sumMetric(
-  registry: Registry,
-  name: string,
-  keep: (labels: Partial<Record<string, string | number>>) => boolean = () => true,
-): Promise<number> {
-  const metric = registry.getSingleMetric(name);
-  if (metric === undefined) return 0;
-  const { values } = await metric.get();
-  return values.filter((v) => keep(v.labels)).reduce((a, v) => a + v.value, 0);
-}
 
 const pubsubOn = config.pubsub !== 'none';
 const registry = new Registry();

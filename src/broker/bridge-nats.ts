@@ -36,6 +36,7 @@ import {
 } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { raceSignal } from '../util/index.js';
 import { parseNatsUrl } from './bridge-nats-url.js';
 import {
   checkSubjectPrefix,
@@ -143,25 +144,6 @@ function bridgeMetrics(registry: Registry): BridgeMetrics {
       registers: [registry],
     }),
   };
-}
-
-/** `p`, or a rejection with `signal.reason` as soon as `signal` aborts. */
-function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
 }
 
 function sleep(ms: number): Promise<void> {
@@ -402,14 +384,14 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
             maxPingOut: 2,
           });
           try {
-            c = await abortable(attempt, signal);
+            c = await raceSignal(attempt, signal);
           } catch (err) {
             if (signal.aborted) {
               attempt.then((late) => late.close()).catch(() => {});
               throw signal.reason;
             }
             if (failures++ === 0) log?.warn({ err }, 'nats bridge cannot connect yet; retrying');
-            await abortable(sleep(reconnectTimeWait), signal);
+            await raceSignal(sleep(reconnectTimeWait), signal);
           }
         }
       } catch (err) {

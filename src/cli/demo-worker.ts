@@ -8,10 +8,10 @@
  * diffs applied/stale/out of order, lagged receives, e2e by path) to stderr at the end.
  */
 import pino from 'pino';
-import type { Registry } from 'prom-client';
 import type { PersistClient } from '../client/index.js';
 import { createPersistClient } from '../client/index.js';
 import type { ShardHandle } from '../shard-state/index.js';
+import { sumMetric } from '../util/index.js';
 import { type DemoState, demoModel, nextDemoState, wallMs } from './demo-model.js';
 import {
   type DemoApplied,
@@ -70,17 +70,6 @@ const logger = pino(
     },
   },
 );
-
-async function sumMetric(
-  registry: Registry,
-  name: string,
-  keep: (labels: Partial<Record<string, string | number>>) => boolean = () => true,
-): Promise<number> {
-  const metric = registry.getSingleMetric(name);
-  if (metric === undefined) return 0;
-  const { values } = await metric.get();
-  return values.filter((v) => keep(v.labels)).reduce((a, v) => a + v.value, 0);
-}
 
 async function readCounters(client: PersistClient): Promise<DemoCounters> {
   const r = client.registry;

@@ -24,6 +24,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { createPersistClient } from '../client/index.js';
+import { raceSignal } from '../util/index.js';
 import {
   type BrokerChild,
   checkBuilt,
@@ -198,7 +199,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
         });
         const flags = ['--drain-deadline-ms', '2000'];
         if (mode.kind === 'bridged') flags.push('--bridge', mode.url);
-        const b = await withInterrupt(
+        const b = await raceSignal(
           startBrokerChild(flags, (line, raw) => {
             if (line.msg === 'nats bridge connected') bridgeUp();
             if ((line.level ?? 0) >= 50) {
@@ -219,7 +220,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
         });
         // A bridged broker forwards nothing until its NATS connection is up.
         if (mode.kind === 'bridged') {
-          await withInterrupt(
+          await raceSignal(
             Promise.race([
               bridgeConnected,
               new Promise<never>((_, reject) =>
@@ -321,7 +322,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     }
     const readers = workers.filter((w) => w.name.startsWith('reader'));
     const writers = workers.filter((w) => w.name.startsWith('writer'));
-    await withInterrupt(Promise.all(workers.map((w) => w.next('ready', 30_000))), interrupt.signal);
+    await raceSignal(Promise.all(workers.map((w) => w.next('ready', 30_000))), interrupt.signal);
 
     const workerPids = `(pids ${workers.map((w) => w.process.pid).join(' ')})`;
     const [b0, b1] = brokers;
@@ -438,7 +439,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
 
     // Writers stop; the heads they left are what every reader must reach.
     for (const w of writers) w.send({ type: 'stop' });
-    const writerDone = await withInterrupt(
+    const writerDone = await raceSignal(
       Promise.all(writers.map((w) => w.next('done', 30_000))),
       interrupt.signal,
     );
@@ -466,7 +467,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
     }
     const heads = Object.fromEntries([...truth].map(([s, v]) => [s, String(v.seqno)]));
     for (const r of readers) r.send({ type: 'finish', heads });
-    const readerDone = await withInterrupt(
+    const readerDone = await raceSignal(
       Promise.all(readers.map((r) => r.next('done', 30_000))),
       interrupt.signal,
     );
@@ -584,7 +585,7 @@ async function scrapeBrokerDrops(admin: string): Promise<number> {
 }
 
 function sleepUntil(atMs: number, signal: AbortSignal): Promise<void> {
-  return withInterrupt(
+  return raceSignal(
     new Promise<void>((resolve) => {
       const t = setTimeout(done, Math.max(0, atMs - performance.now()));
       function done() {
@@ -596,23 +597,4 @@ function sleepUntil(atMs: number, signal: AbortSignal): Promise<void> {
     }),
     signal,
   );
-}
-
-/** `p`, or a rejection as soon as `signal` aborts. */
-function withInterrupt<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
 }

@@ -5,6 +5,7 @@
  */
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
+import { raceSignal } from '../util/index.js';
 import { systemClock } from './clock.js';
 import { DEFAULT_SHARD_STATE_CONFIG, mergeConfig, type ShardStateConfig } from './config.js';
 import { ShardStateError, throwIfAborted } from './errors.js';
@@ -169,7 +170,7 @@ class Cache implements ShardStateCache {
     const held = entry;
     held.refs++;
     try {
-      await abortable(held.ready, options?.signal, shardId);
+      await raceSignal(held.ready, options?.signal, abortedFor(shardId));
     } catch (err) {
       this.#release(shardId, held);
       if (err instanceof ShardStateError) throw err;
@@ -218,7 +219,7 @@ class Cache implements ShardStateCache {
     const entry = this.#shards.get(shardId);
     if (entry === undefined) return;
     const read = entry.ready.catch(() => {}).then(() => entry.shard.request(reason));
-    await abortable(read, options?.signal, shardId);
+    await raceSignal(read, options?.signal, abortedFor(shardId));
   }
 
   #callHook(name: string, fn: () => void): void {
@@ -240,31 +241,11 @@ class Cache implements ShardStateCache {
   }
 }
 
-/** Awaits `p`, rejecting with `aborted` if `signal` fires first. */
-function abortable<T>(p: Promise<T>, signal: AbortSignal | undefined, shardId: string): Promise<T> {
-  if (signal === undefined) return p;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () =>
-      reject(
-        new ShardStateError('aborted', 'the call was aborted', { shardId, cause: signal.reason }),
-      );
-    if (signal.aborted) {
-      onAbort();
-      return;
-    }
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (err) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
-  });
-}
+/** The error a call of `shardId` rejects with when its signal aborts. */
+const abortedFor =
+  (shardId: string) =>
+  (signal: AbortSignal): ShardStateError =>
+    new ShardStateError('aborted', 'the call was aborted', { shardId, cause: signal.reason });
 
 const CLOSED = Symbol('closed');
 
@@ -383,7 +364,7 @@ class Handle<S> implements ShardHandle<S> {
   async refresh(options?: SignalOptions): Promise<ShardVersion<S>> {
     this.#checkOpen();
     throwIfAborted(options?.signal, this.shardId);
-    await abortable(this.#shard.request('refresh'), options?.signal, this.shardId);
+    await raceSignal(this.#shard.request('refresh'), options?.signal, abortedFor(this.shardId));
     return this.#shard.snapshot();
   }
 
