@@ -24,12 +24,12 @@ import { ClientError } from './errors.js';
 import { EventQueue } from './event-queue.js';
 import { createFlags, type Flags, type PersistFlags } from './flags.js';
 import { clientMetrics } from './metrics.js';
-import type {
-  ConnectionStatus,
-  PubSubClient,
-  PubSubEvent,
-  SubscribeOptions,
-  SubscriptionToken,
+import {
+  type ConnectionStatus,
+  createSubscriptionToken,
+  type PubSubClient,
+  type PubSubEvent,
+  type SubscribeOptions,
 } from './pubsub-client.js';
 import { StatusFeed } from './status-feed.js';
 import type { InboundMessage, PubSubConnection, PubSubTransport } from './transport.js';
@@ -342,24 +342,12 @@ export function createPubSubClient(
       }
       sub.refs++;
       const owned = sub;
-      let released = false;
-      const release = (): void => {
-        if (released) return;
-        released = true;
+      return createSubscriptionToken(shardId, () => {
         owned.refs--;
         if (owned.refs > 0 || subs.get(shardId) !== owned) return;
         subs.delete(shardId);
         if (current !== undefined && !closed) count('unsubscribe', current.unsubscribe(shardId));
-      };
-      const token: SubscriptionToken = {
-        shardId,
-        get released() {
-          return released;
-        },
-        release,
-        [Symbol.dispose]: release,
-      };
-      return token;
+      });
     },
     subscribedShards: () => [...subs.keys()],
     events: () => events,

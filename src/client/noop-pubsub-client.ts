@@ -6,7 +6,7 @@ import { Registry } from 'prom-client';
 import { ClientError } from './errors.js';
 import { EventQueue } from './event-queue.js';
 import { clientMetrics } from './metrics.js';
-import type { PubSubClient, SubscriptionToken } from './pubsub-client.js';
+import { createSubscriptionToken, type PubSubClient } from './pubsub-client.js';
 import { StatusFeed } from './status-feed.js';
 
 export interface NoopPubSubClientOptions {
@@ -40,23 +40,11 @@ export function createNoopPubSubClient(options: NoopPubSubClientOptions = {}): P
       }
       if (closed) throw new ClientError('closed', 'the pubsub client is closed');
       refs.set(shardId, (refs.get(shardId) ?? 0) + 1);
-      let released = false;
-      const release = (): void => {
-        if (released) return;
-        released = true;
+      return createSubscriptionToken(shardId, () => {
         const n = (refs.get(shardId) ?? 1) - 1;
         if (n === 0) refs.delete(shardId);
         else refs.set(shardId, n);
-      };
-      const token: SubscriptionToken = {
-        shardId,
-        get released() {
-          return released;
-        },
-        release,
-        [Symbol.dispose]: release,
-      };
-      return token;
+      });
     },
     subscribedShards: () => [...refs.keys()],
     events: () => events,

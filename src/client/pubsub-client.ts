@@ -77,6 +77,24 @@ export interface SubscriptionToken extends Disposable {
   release(): void;
 }
 
+/** A token whose first `release()` (or dispose) calls `onRelease`; later ones do nothing. */
+export function createSubscriptionToken(shardId: string, onRelease: () => void): SubscriptionToken {
+  let released = false;
+  const release = (): void => {
+    if (released) return;
+    released = true;
+    onRelease();
+  };
+  return {
+    shardId,
+    get released() {
+      return released;
+    },
+    release,
+    [Symbol.dispose]: release,
+  };
+}
+
 export interface PubSubClient {
   /** Which transport this is: a metric label and a log field. */
   readonly transport: string;
