@@ -210,6 +210,22 @@ describe('createPersistClient', () => {
     broker.setFlags({ forwardPushes: true });
   });
 
+  it('polling only (pubsub omitted): commits count no dropped pushes, even with pushes flagged off', async () => {
+    const store = createMemoryConsensus();
+    const writer = await createPersistClient({ consensus: store });
+    cleanup.push(() => writer.close());
+    const wh = await writer.openShard(S, counterModel);
+    cleanup.push(() => wh.close());
+    for (let i = 0; i < 3; i++) await wh.update((s) => s + 1);
+    writer.flags.set({ persist_pubsub_push_diff_enabled: false });
+    await wh.update((s) => s + 1);
+    expect(wh.seqno).toBe(4n);
+    const dropped = await writer.registry
+      .getSingleMetric('persist_pubsub_client_pushes_dropped_total')
+      ?.get();
+    expect(dropped?.values).toEqual([]);
+  });
+
   it('rejects bad options naming the field', async () => {
     await expect(
       createPersistClient({ consensus: createMemoryConsensus(), pubsub: 'http://x:1' }),

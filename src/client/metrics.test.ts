@@ -45,7 +45,7 @@ describe('client metrics', () => {
     ]);
   });
 
-  it('the no-op client drops and counts pushes and refcounts subscriptions', async () => {
+  it('the no-op client drops pushes without counting them and refcounts subscriptions', async () => {
     const registry = new Registry();
     const c = createNoopPubSubClient({ registry });
     expect(c.push('s1', 1n, new Uint8Array())).toBe(false);
@@ -58,7 +58,8 @@ describe('client metrics', () => {
     const dropped = await registry
       .getSingleMetric('persist_pubsub_client_pushes_dropped_total')
       ?.get();
-    expect(dropped?.values[0]).toMatchObject({ value: 1, labels: { reason: 'disabled' } });
+    // Never meant to be sent (polling only): no drop is counted (issue 15, item 7a).
+    expect(dropped?.values).toEqual([]);
     const events = c.events()[Symbol.asyncIterator]();
     await c.close();
     expect(await events.next()).toEqual({ value: undefined, done: true });

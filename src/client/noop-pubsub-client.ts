@@ -1,6 +1,8 @@
 /**
- * The pubsub client for "no pubsub": pushes go nowhere (counted as dropped, reason `disabled`),
- * subscriptions are refcounted but never receive anything, and readers rely on polling alone.
+ * The pubsub client for "no pubsub": pushes go nowhere, subscriptions are refcounted but never
+ * receive anything, and readers rely on polling alone. A push here was never meant to be sent,
+ * so nothing counts it: `persist_pubsub_client_pushes_dropped_total` stays silent in a
+ * polling-only process, and an alert on drops fires only where pubsub is configured.
  */
 import { Registry } from 'prom-client';
 import { ClientError } from './errors.js';
@@ -15,7 +17,8 @@ export interface NoopPubSubClientOptions {
 }
 
 export function createNoopPubSubClient(options: NoopPubSubClientOptions = {}): PubSubClient {
-  const m = clientMetrics(options.registry ?? new Registry());
+  // Registers the client metrics (at zero) so dashboards see the same series everywhere.
+  clientMetrics(options.registry ?? new Registry());
   const refs = new Map<string, number>();
   const feed = new StatusFeed({ state: 'disabled' });
   const events = new EventQueue(
@@ -29,7 +32,6 @@ export function createNoopPubSubClient(options: NoopPubSubClientOptions = {}): P
       return feed.current;
     },
     push() {
-      m.pushesDropped.inc({ reason: closed ? 'closed' : 'disabled' });
       return false;
     },
     subscribe(shardId) {

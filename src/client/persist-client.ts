@@ -192,6 +192,7 @@ export async function createPersistClient(options: PersistClientOptions): Promis
     throw err;
   }
 
+  const pollingOnly = target === undefined || target === 'none';
   const tokens = new Map<string, SubscriptionToken>();
   const applied = new Map<string, bigint>();
   let cache: ShardStateCache;
@@ -215,6 +216,8 @@ export async function createPersistClient(options: PersistClientOptions): Promis
           applied.delete(shardId);
         },
         publish(event) {
+          // Polling only: there is nowhere to send to, so nothing is dropped (issue 15, 7a).
+          if (pollingOnly) return;
           if (!flags.get().persist_pubsub_push_diff_enabled) {
             m.pushesDropped.inc({ reason: 'push_disabled' });
             return;
