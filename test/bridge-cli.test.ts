@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { uniquePrefix, until } from './nats-support.js';
-import { openClient, type TestClient } from './support/grpc-clients.js';
+import { clientMissing, openClient, type TestClient } from './support/grpc-clients.js';
 import { requireService, SERVICE_URLS } from './support/services.js';
 
 const natsOk = await requireService('nats');
@@ -86,42 +86,45 @@ const seqnosOf = (c: TestClient, shardId: string): bigint[] =>
   );
 
 describe.skipIf(!natsOk || !built)('persist-pubsub broker --bridge', () => {
-  it('bridges a Python gRPC client on one broker and a grpc-js client on another', async () => {
-    const prefix = uniquePrefix('cli');
-    const A = await bridged(prefix);
-    const B = await bridged(prefix);
-    const S = `s${randomUUID()}`;
-    const py = await openClient('python', A.grpc, { callerId: 'python' });
-    const js = await openClient('grpc-js', B.grpc, { callerId: 'grpc-js' });
-    clients.push(py, js);
-    py.subscribe(S);
-    js.subscribe(S);
-    // Probes (seqno 0) until each direction is live: subscriptions travel broker → NATS.
-    for (const [from, to] of [
-      [py, js],
-      [js, py],
-    ] as const) {
-      const deadline = Date.now() + 10_000;
-      while (!seqnosOf(to, S).includes(0n)) {
-        if (Date.now() > deadline) throw new Error(`probe ${from.kind} → ${to.kind} lost`);
-        from.push(S, 0n, new Uint8Array());
-        await new Promise((r) => setTimeout(r, 30));
+  it.skipIf(clientMissing('python'))(
+    'bridges a Python gRPC client on one broker and a grpc-js client on another',
+    async () => {
+      const prefix = uniquePrefix('cli');
+      const A = await bridged(prefix);
+      const B = await bridged(prefix);
+      const S = `s${randomUUID()}`;
+      const py = await openClient('python', A.grpc, { callerId: 'python' });
+      const js = await openClient('grpc-js', B.grpc, { callerId: 'grpc-js' });
+      clients.push(py, js);
+      py.subscribe(S);
+      js.subscribe(S);
+      // Probes (seqno 0) until each direction is live: subscriptions travel broker → NATS.
+      for (const [from, to] of [
+        [py, js],
+        [js, py],
+      ] as const) {
+        const deadline = Date.now() + 10_000;
+        while (!seqnosOf(to, S).includes(0n)) {
+          if (Date.now() > deadline) throw new Error(`probe ${from.kind} → ${to.kind} lost`);
+          from.push(S, 0n, new Uint8Array());
+          await new Promise((r) => setTimeout(r, 30));
+        }
       }
-    }
-    for (let i = 1n; i <= 20n; i++) py.push(S, i, new Uint8Array([Number(i)]));
-    js.push(S, 100n, new Uint8Array([100]));
-    await until(() => seqnosOf(js, S).filter((x) => x > 0n).length >= 20, 10_000, 'js');
-    await until(() => seqnosOf(py, S).filter((x) => x > 0n).length >= 1, 10_000, 'py');
-    // Markers from each side prove nothing more was in flight.
-    py.push(S, 1000n, new Uint8Array());
-    js.push(S, 1001n, new Uint8Array());
-    await until(() => seqnosOf(js, S).includes(1000n) && seqnosOf(py, S).includes(1001n));
-    const real = (xs: bigint[]) => xs.filter((x) => x > 0n && x < 1000n);
-    expect(real(seqnosOf(js, S))).toEqual(Array.from({ length: 20 }, (_, i) => BigInt(i + 1)));
-    expect(real(seqnosOf(py, S))).toEqual([100n]);
-    expect(seqnosOf(py, S)).not.toContain(1000n);
-    expect(seqnosOf(js, S)).not.toContain(1001n);
-  });
+      for (let i = 1n; i <= 20n; i++) py.push(S, i, new Uint8Array([Number(i)]));
+      js.push(S, 100n, new Uint8Array([100]));
+      await until(() => seqnosOf(js, S).filter((x) => x > 0n).length >= 20, 10_000, 'js');
+      await until(() => seqnosOf(py, S).filter((x) => x > 0n).length >= 1, 10_000, 'py');
+      // Markers from each side prove nothing more was in flight.
+      py.push(S, 1000n, new Uint8Array());
+      js.push(S, 1001n, new Uint8Array());
+      await until(() => seqnosOf(js, S).includes(1000n) && seqnosOf(py, S).includes(1001n));
+      const real = (xs: bigint[]) => xs.filter((x) => x > 0n && x < 1000n);
+      expect(real(seqnosOf(js, S))).toEqual(Array.from({ length: 20 }, (_, i) => BigInt(i + 1)));
+      expect(real(seqnosOf(py, S))).toEqual([100n]);
+      expect(seqnosOf(py, S)).not.toContain(1000n);
+      expect(seqnosOf(js, S)).not.toContain(1001n);
+    },
+  );
 
   it('rejects a bad --bridge with exit 2, naming the flag', async () => {
     const r = run(['--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--bridge', 'x']);

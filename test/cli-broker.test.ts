@@ -14,6 +14,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { expectQuiet, openClient, type TestClient, until } from './support/grpc-clients.js';
+import { OPENSSL, requirePrerequisite } from './support/prerequisites.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const cli = join(root, 'dist', 'src', 'cli', 'main.js');
@@ -113,15 +114,7 @@ async function client(address: string, options = {}): Promise<TestClient> {
 const shard = () => `s${randomUUID()}`;
 
 /** The TLS test makes a throwaway certificate with the openssl command. */
-const hasOpenssl = (() => {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    console.warn('cli-broker: openssl not found; skipping the TLS test');
-    return false;
-  }
-})();
+const hasOpenssl = requirePrerequisite(OPENSSL);
 
 /** Subscribes `c` to `shardId` and waits until the broker lists a subscriber for it. */
 async function subscribed(b: BrokerRun, c: TestClient, shardId: string, count = 1) {

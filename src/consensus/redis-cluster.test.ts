@@ -1,9 +1,9 @@
 /**
  * The Redis backend against a real 3-primary Redis Cluster, started here from the local
- * `redis-server` binary on free loopback ports (and stopped after). Skipped loudly when the
- * binary is missing; the standalone suite in `redis.test.ts` is the one CI requires.
+ * `redis-server` binary on free loopback ports (and stopped after). Without the binaries it is
+ * skipped loudly, and fails under CI=true (`test/support/prerequisites.ts`).
  */
-import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { type AddressInfo, createServer, type Server } from 'node:net';
@@ -12,18 +12,12 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Cluster, Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REDIS_BINARIES, requirePrerequisite } from '../../test/support/prerequisites.js';
 import { describeConformance } from './conformance.test-suite.js';
 import { ConsensusError } from './errors.js';
 import { openRedisConsensus, redisKeys } from './redis.js';
 
-const haveBinaries =
-  spawnSync('redis-server', ['--version']).status === 0 &&
-  spawnSync('redis-cli', ['--version']).status === 0;
-if (!haveBinaries) {
-  console.warn(
-    '\n!!!!!!!! SKIPPING REDIS CLUSTER SUITE: no redis-server/redis-cli on PATH !!!!!!!!\n',
-  );
-}
+const haveBinaries = requirePrerequisite(REDIS_BINARIES);
 
 const run = promisify(execFile);
 

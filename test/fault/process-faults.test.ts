@@ -20,6 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Broker, createBroker } from '../../src/broker/index.js';
 import { type Consensus, openConsensus } from '../../src/consensus/index.js';
 import { runTraffic } from '../support/fault-traffic.js';
+import { POSTGRES_INITDB, REDIS_BINARIES, requirePrerequisite } from '../support/prerequisites.js';
 import { requireService, SERVICE_URLS, tcpReachable } from '../support/services.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -33,19 +34,12 @@ const pgUp = await requireService('postgres');
 
 /** The uid/gid of the postgres user, if initdb can run as it here. */
 function postgresUser(): { uid: number; gid: number } | undefined {
-  try {
-    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
-    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
-    execFileSync('runuser', ['-u', 'postgres', '--', 'initdb', '--version'], { stdio: 'ignore' });
-    return { uid, gid };
-  } catch {
-    console.warn(
-      '\n!!!! initdb cannot run as postgres here: skipping the private cluster restart !!!!\n',
-    );
-    return undefined;
-  }
+  if (!requirePrerequisite(POSTGRES_INITDB)) return undefined;
+  const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
+  const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+  return { uid, gid };
 }
-const pgUser = process.getuid?.() === 0 ? postgresUser() : undefined;
+const pgUser = postgresUser();
 
 async function freePort(): Promise<number> {
   const s = createServer();
@@ -150,60 +144,64 @@ describe('Consensus restarts mid-traffic', () => {
   });
   afterAll(() => broker.destroy());
 
-  it('a private redis-server killed with SIGKILL and restarted (AOF, fsync always)', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'fault-redis-'));
-    const port = await freePort();
-    const start = () =>
-      spawnChild('redis-server', [
-        '--port',
-        String(port),
-        '--bind',
-        '127.0.0.1',
-        '--save',
-        '',
-        '--appendonly',
-        'yes',
-        '--appendfsync',
-        'always',
-        '--dir',
-        dir,
-      ]);
-    const children = [start()];
-    await waitReachable(port, true);
-    const url = `redis://127.0.0.1:${port}`;
-    const check = await openConsensus(url);
-    try {
-      const r = await runTraffic({
-        consensusUrl: url,
-        checkConsensus: check,
-        pubsub: `grpc://127.0.0.1:${broker.address.port}`,
-        shardId: shard(),
-        writers: 2,
-        readers: 2,
-        versionsPerWriter: 25,
-        intervalMs: 10,
-        catchUpBoundMs: CATCH_UP_BOUND_MS,
-        async midway() {
-          const first = children[0] as Child;
-          first.proc.kill('SIGKILL');
-          await first.exited;
-          await waitReachable(port, false);
-          await sleep(400);
-          children.push(start());
-          await waitReachable(port, true);
-        },
-      });
-      console.log(`[faults] redis kill -9: ${JSON.stringify(r)}`);
-      expect(r.divergences).toEqual([]);
-      expect(r.processErrors).toEqual([]);
-      expect(r.commits).toBeGreaterThanOrEqual(50);
-      expect(r.commitsAtFaultEnd).toBeLessThan(r.commits); // the fault landed mid-traffic
-    } finally {
-      await check.close();
-      for (const c of children) c.proc.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }, 90_000);
+  it.skipIf(!requirePrerequisite(REDIS_BINARIES))(
+    'a private redis-server killed with SIGKILL and restarted (AOF, fsync always)',
+    async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'fault-redis-'));
+      const port = await freePort();
+      const start = () =>
+        spawnChild('redis-server', [
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--save',
+          '',
+          '--appendonly',
+          'yes',
+          '--appendfsync',
+          'always',
+          '--dir',
+          dir,
+        ]);
+      const children = [start()];
+      await waitReachable(port, true);
+      const url = `redis://127.0.0.1:${port}`;
+      const check = await openConsensus(url);
+      try {
+        const r = await runTraffic({
+          consensusUrl: url,
+          checkConsensus: check,
+          pubsub: `grpc://127.0.0.1:${broker.address.port}`,
+          shardId: shard(),
+          writers: 2,
+          readers: 2,
+          versionsPerWriter: 25,
+          intervalMs: 10,
+          catchUpBoundMs: CATCH_UP_BOUND_MS,
+          async midway() {
+            const first = children[0] as Child;
+            first.proc.kill('SIGKILL');
+            await first.exited;
+            await waitReachable(port, false);
+            await sleep(400);
+            children.push(start());
+            await waitReachable(port, true);
+          },
+        });
+        console.log(`[faults] redis kill -9: ${JSON.stringify(r)}`);
+        expect(r.divergences).toEqual([]);
+        expect(r.processErrors).toEqual([]);
+        expect(r.commits).toBeGreaterThanOrEqual(50);
+        expect(r.commitsAtFaultEnd).toBeLessThan(r.commits); // the fault landed mid-traffic
+      } finally {
+        await check.close();
+        for (const c of children) c.proc.kill('SIGKILL');
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+    90_000,
+  );
 
   it.skipIf(!pgUp)(
     'Postgres: every connection of this suite terminated, twice',

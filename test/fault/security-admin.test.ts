@@ -6,7 +6,7 @@
  * - on this host, an admin server on the default host refuses a non-loopback interface address.
  * (TLS-required, tokens and mTLS from a wrong CA are covered in test/broker-security.test.ts.)
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
@@ -18,21 +18,12 @@ import {
   DEFAULT_ADMIN_LISTEN,
   DEFAULT_LISTEN,
 } from '../../src/broker/index.js';
+import { requirePrerequisite, UNSHARE_NET } from '../support/prerequisites.js';
 import { tcpReachable } from '../support/services.js';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const CLI = join(ROOT, 'dist', 'src', 'cli', 'main.js');
 const BUILT = existsSync(CLI);
-
-function canUnshare(): boolean {
-  try {
-    execFileSync('unshare', ['-n', 'true'], { stdio: 'ignore', timeout: 10_000 });
-    return true;
-  } catch {
-    console.warn('\n!!!! unshare -n is not available: skipping the network-namespace check !!!!\n');
-    return false;
-  }
-}
 
 const nonLoopback = Object.values(networkInterfaces())
   .flat()
@@ -44,7 +35,7 @@ describe('loopback-only defaults', () => {
     expect(DEFAULT_LISTEN.host).toBe('127.0.0.1');
   });
 
-  it.skipIf(!BUILT || !canUnshare())(
+  it.skipIf(!BUILT || !requirePrerequisite(UNSHARE_NET))(
     'the CLI with no listen flags: reachable on 127.0.0.1, refused on another address',
     () => {
       // Runs wholly inside a fresh network namespace: the CLI, then a probe of both ports on
