@@ -10,6 +10,7 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
   e2e: async () => (await import('./e2e.js')).e2eBench,
   fanout: async () => (await import('./fanout-nats.js')).fanoutBench,
   scale: async () => (await import('./scale.js')).scaleBench,
+  sdk: async () => (await import('./sdk.js')).sdkBench,
 };
 
 async function main(): Promise<void> {

@@ -1,0 +1,353 @@
+/**
+ * `npm run bench -- sdk [--quick] [--shards 1000] [--rounds 20] [--chunk 16]
+ *   [--diff-min 100] [--diff-max 1024] [--writer-shards 200] [--writer-rounds 10]
+ *   [--backends memory,sqlite] [--sqlite-synchronous normal|full]`
+ *
+ * An in-process microbenchmark of the SDK's own cost per diff, with no network and no broker,
+ * so that each change to the client and shard state is measured in seconds:
+ *
+ * - **receive**: what a reader process spends per pushed diff from the transport's `onMessage`
+ *   up: the pubsub client's event delivery, the persist client's pump, `receiveDiff` (envelope
+ *   and model decode, apply), waking the reader's `waitForSeqno` loop (as `bench/e2e-worker.ts`
+ *   follows every shard, with one shared stop signal) and the metrics. A stub transport hands
+ *   the client ready `InboundMessage`s in chunks of `--chunk` per event-loop turn, like a socket
+ *   read. The `decode` row adds the transport's decode of each `ProtoPubSubMessage` first.
+ * - **write**: what a writer spends per commit: `update` (diff, envelope encode), the
+ *   compare-and-set on each backend, the local apply, and the push through the pubsub client to a
+ *   stub transport.
+ *
+ * Diffs are shaped like the e2e bench's (`bench/e2e-model.ts`: JSON states with a random pad,
+ * `--diff-min`–`--diff-max` bytes). Prints CPU µs per diff (user + system, `process.cpuUsage`)
+ * and bytes allocated per diff (the V8 heap's growth between and across GCs, from
+ * `v8.GCProfiler`), and the load average, since the machine may be shared.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { GCProfiler, getHeapStatistics } from 'node:v8';
+import { create, toBinary } from '@bufbuild/protobuf';
+import { Registry } from 'prom-client';
+import { decodeInbound } from '../src/client/grpc-transport.js';
+import {
+  createPubSubClient,
+  type InboundMessage,
+  type PubSubTransport,
+} from '../src/client/index.js';
+import {
+  type Consensus,
+  createMemoryConsensus,
+  openSqliteConsensus,
+  type SqliteSynchronous,
+} from '../src/consensus/index.js';
+import { ProtoPubSubMessageSchema } from '../src/gen/mz_persist_client/internal/service/pubsub_pb.js';
+import { createPersistClient, type PersistClient, type ShardHandle } from '../src/index.js';
+import { type BenchState, benchModel, padFor, wallMs } from './e2e-model.js';
+
+export const sdkBench = {
+  description: 'SDK CPU µs and bytes allocated per diff: receive path and writer path, in-process',
+  run,
+};
+
+interface Options {
+  shards: number;
+  rounds: number;
+  chunk: number;
+  diffMin: number;
+  diffMax: number;
+  writerShards: number;
+  writerRounds: number;
+  backends: string[];
+  sqliteSynchronous: SqliteSynchronous;
+}
+
+interface Pushed {
+  shardId: string;
+  seqno: bigint;
+  diff: Uint8Array;
+  originTimestampMs: number;
+}
+
+/** A transport with no wire: records pushes, and lets the bench deliver inbound messages. */
+interface StubTransport extends PubSubTransport {
+  readonly pushed: Pushed[];
+  deliver(message: InboundMessage): void;
+}
+
+function createStubTransport(): StubTransport {
+  let onMessage: ((m: InboundMessage) => void) | undefined;
+  const pushed: Pushed[] = [];
+  return {
+    kind: 'stub',
+    pushed,
+    deliver(message) {
+      onMessage?.(message);
+    },
+    async connect(options) {
+      onMessage = options.onMessage;
+      return {
+        subscribe: (shardId) => shardId.length,
+        unsubscribe: (shardId) => shardId.length,
+        push(shardId, seqno, diff, originTimestampMs) {
+          pushed.push({ shardId, seqno, diff, originTimestampMs });
+          return diff.byteLength;
+        },
+        pendingPushes: () => 0,
+        close() {
+          onMessage = undefined;
+        },
+      };
+    },
+  };
+}
+
+/** CPU and heap allocation over a span of work. */
+function startMeter(): () => { cpuUs: number; allocatedBytes: number; gcs: number } {
+  const profiler = new GCProfiler();
+  profiler.start();
+  const usedAtStart = getHeapStatistics().used_heap_size;
+  const cpu = process.cpuUsage();
+  return () => {
+    const c = process.cpuUsage(cpu);
+    const usedAtEnd = getHeapStatistics().used_heap_size;
+    const result = profiler.stop();
+    // Allocated = the heap's growth up to each GC, plus after the last one.
+    let allocated = 0;
+    let after = usedAtStart;
+    for (const s of result?.statistics ?? []) {
+      allocated += Math.max(0, s.beforeGC.heapStatistics.usedHeapSize - after);
+      after = s.afterGC.heapStatistics.usedHeapSize;
+    }
+    allocated += Math.max(0, usedAtEnd - after);
+    return {
+      cpuUs: c.user + c.system,
+      allocatedBytes: allocated,
+      gcs: result?.statistics.length ?? 0,
+    };
+  };
+}
+
+const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+function shardIdOf(i: number): string {
+  return `s00000000-0000-0000-0000-${String(i).padStart(12, '0')}`;
+}
+
+async function openClient(consensus: Consensus, transport: StubTransport): Promise<PersistClient> {
+  const registry = new Registry();
+  const pubsub = createPubSubClient(transport, { registry });
+  const client = await createPersistClient({ consensus, registry, pubsub });
+  for (let i = 0; i < 1000 && pubsub.status.state !== 'connected'; i++) await turn();
+  return client;
+}
+
+/** Commits `rounds` e2e-shaped diffs to every handle, shards side by side. */
+async function commitRounds(
+  handles: ShardHandle<BenchState>[],
+  rounds: number,
+  o: Options,
+): Promise<number> {
+  let commits = 0;
+  const span = o.diffMax - o.diffMin;
+  for (let k = 0; k < rounds; k++) {
+    await Promise.all(
+      handles.map(async (h) => {
+        const pad = padFor(o.diffMin + Math.random() * span);
+        const due = wallMs();
+        await h.update((s) => ({ n: s.n + 1, due, start: wallMs(), pad }));
+        commits++;
+      }),
+    );
+  }
+  return commits;
+}
+
+interface Row {
+  path: string;
+  diffs: number;
+  cpuUsPerDiff: number;
+  bytesPerDiff: number;
+  gcs: number;
+  note: string;
+}
+
+/** The receive path: `rounds` pushes for each of `shards` shards, followed by waiting readers. */
+async function receiveBench(o: Options, decode: boolean): Promise<Row> {
+  const consensus = createMemoryConsensus();
+  const writerTransport = createStubTransport();
+  const writer = await openClient(consensus, writerTransport);
+  const readerTransport = createStubTransport();
+  const reader = await openClient(consensus, readerTransport);
+  const ids = Array.from({ length: o.shards }, (_, i) => shardIdOf(i));
+  const readers = await Promise.all(ids.map((id) => reader.openShard(id, benchModel)));
+  const writers = await Promise.all(ids.map((id) => writer.openShard(id, benchModel)));
+  await commitRounds(writers, o.rounds, o);
+  // What the broker would forward: one ProtoPubSubMessage per push, in commit order.
+  const now = Date.now();
+  const messages = writerTransport.pushed.map((p) =>
+    toBinary(
+      ProtoPubSubMessageSchema,
+      create(ProtoPubSubMessageSchema, {
+        timestamp: { secs: BigInt(Math.floor(now / 1000)), nanos: (now % 1000) * 1e6 },
+        message: {
+          case: 'pushDiff',
+          value: {
+            shardId: p.shardId,
+            seqno: p.seqno,
+            diff: p.diff,
+            originTimestamp: {
+              secs: BigInt(Math.floor(p.originTimestampMs / 1000)),
+              nanos: Math.round((p.originTimestampMs % 1000) * 1e6),
+            },
+          },
+        },
+      }),
+    ),
+  );
+  const inbound = messages.map(decodeInbound);
+  for (let i = 0; i < 20; i++) await turn(); // the resync fetches after connecting settle
+
+  // Readers as in bench/e2e-worker.ts: one waitForSeqno loop per shard, one shared signal.
+  const stop = new AbortController();
+  let observed = 0;
+  const loops = readers.map(async (h) => {
+    let seqno = h.seqno;
+    while (!stop.signal.aborted) {
+      try {
+        seqno = (await h.waitForSeqno(seqno + 1n, { signal: stop.signal })).seqno;
+      } catch {
+        return;
+      }
+      observed++;
+    }
+  });
+  await turn();
+  const expected = messages.length;
+  const meter = startMeter();
+  for (let i = 0; i < expected; i += o.chunk) {
+    const end = Math.min(expected, i + o.chunk);
+    for (let j = i; j < end; j++) {
+      readerTransport.deliver(decode ? decodeInbound(messages[j]!) : inbound[j]!);
+    }
+    await turn();
+  }
+  for (let i = 0; i < 100 && observed < expected; i++) await turn();
+  const m = meter();
+  stop.abort();
+  await Promise.all(loops);
+  const applied = readers.reduce((n, h) => n + Number(h.seqno), 0);
+  for (const h of [...readers, ...writers]) h.close();
+  await Promise.all([reader.close(), writer.close()]);
+  return {
+    path: decode ? 'receive: decode + onMessage → observed' : 'receive: onMessage → observed',
+    diffs: expected,
+    cpuUsPerDiff: m.cpuUs / expected,
+    bytesPerDiff: m.allocatedBytes / expected,
+    gcs: m.gcs,
+    note: `${observed} wakes, ${applied}/${o.shards * o.rounds} applied`,
+  };
+}
+
+/** The writer path on one backend: update → encode → compare-and-set → apply → push. */
+async function writeBench(o: Options, backend: string, dir: string): Promise<Row> {
+  const consensus =
+    backend === 'memory'
+      ? createMemoryConsensus()
+      : await openSqliteConsensus(join(dir, `write-${Date.now()}.db`), {
+          synchronous: o.sqliteSynchronous,
+        });
+  const transport = createStubTransport();
+  const client = await openClient(consensus, transport);
+  const ids = Array.from({ length: o.writerShards }, (_, i) => shardIdOf(i));
+  const handles = await Promise.all(ids.map((id) => client.openShard(id, benchModel)));
+  await commitRounds(handles, 2, o); // warm-up (the first commit of a shard is a rollup)
+  const pushedBefore = transport.pushed.length;
+  const meter = startMeter();
+  const commits = await commitRounds(handles, o.writerRounds, o);
+  const m = meter();
+  const pushes = transport.pushed.length - pushedBefore;
+  for (const h of handles) h.close();
+  await client.close();
+  await consensus.close();
+  return {
+    path: `write: update → CAS (${backend}) → push`,
+    diffs: commits,
+    cpuUsPerDiff: m.cpuUs / commits,
+    bytesPerDiff: m.allocatedBytes / commits,
+    gcs: m.gcs,
+    note: `${pushes} pushes`,
+  };
+}
+
+async function run(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      quick: { type: 'boolean', default: false },
+      shards: { type: 'string' },
+      rounds: { type: 'string' },
+      chunk: { type: 'string', default: '16' },
+      'diff-min': { type: 'string', default: '100' },
+      'diff-max': { type: 'string', default: '1024' },
+      'writer-shards': { type: 'string' },
+      'writer-rounds': { type: 'string' },
+      backends: { type: 'string', default: 'memory,sqlite' },
+      'sqlite-synchronous': { type: 'string', default: 'normal' },
+    },
+  });
+  const quick = values.quick;
+  const int = (name: string, v: string, min: number): number => {
+    const n = Number(v);
+    if (!Number.isSafeInteger(n) || n < min)
+      throw new Error(`--${name} must be an integer >= ${min}`);
+    return n;
+  };
+  const o: Options = {
+    shards: int('shards', values.shards ?? (quick ? '200' : '1000'), 1),
+    rounds: int('rounds', values.rounds ?? (quick ? '10' : '20'), 1),
+    chunk: int('chunk', values.chunk, 1),
+    diffMin: int('diff-min', values['diff-min'], 64),
+    diffMax: int('diff-max', values['diff-max'], 64),
+    writerShards: int('writer-shards', values['writer-shards'] ?? (quick ? '100' : '200'), 1),
+    writerRounds: int('writer-rounds', values['writer-rounds'] ?? (quick ? '5' : '10'), 1),
+    backends: values.backends.split(',').map((b) => b.trim()),
+    sqliteSynchronous: values['sqlite-synchronous'] as SqliteSynchronous,
+  };
+  if (o.diffMax < o.diffMin || o.diffMax > 8192) {
+    throw new Error('--diff-max must be >= --diff-min and <= 8192');
+  }
+  for (const b of o.backends) {
+    if (b !== 'memory' && b !== 'sqlite') throw new Error(`unknown backend ${b}: memory, sqlite`);
+  }
+  if (o.sqliteSynchronous !== 'normal' && o.sqliteSynchronous !== 'full') {
+    throw new Error('--sqlite-synchronous must be normal or full');
+  }
+  console.log(
+    `receive: ${o.shards} shards × ${o.rounds} diffs, ${o.chunk} per turn; write: ${o.writerShards} shards × ${o.writerRounds} commits; diffs ${o.diffMin}–${o.diffMax} B; load average before: ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}\n`,
+  );
+  const dir = mkdtempSync(join(tmpdir(), 'persist-pubsub-bench-sdk-'));
+  const rows: Row[] = [];
+  try {
+    // Warm-up (JIT), not reported.
+    await receiveBench({ ...o, rounds: Math.max(2, Math.ceil(o.rounds / 4)) }, true);
+    rows.push(await receiveBench(o, false));
+    rows.push(await receiveBench(o, true));
+    for (const b of o.backends) rows.push(await writeBench(o, b, dir));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  console.log('| path | diffs | CPU µs/diff | bytes allocated/diff | GCs | note |');
+  console.log('|---|---:|---:|---:|---:|---|');
+  for (const r of rows) {
+    console.log(
+      `| ${r.path} | ${r.diffs} | ${r.cpuUsPerDiff.toFixed(1)} | ${Math.round(r.bytesPerDiff)} | ${r.gcs} | ${r.note} |`,
+    );
+  }
+  console.log(
+    `\nload average after: ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' ')}`,
+  );
+}
