@@ -4,7 +4,13 @@ export type { AdminErrorCode } from './admin-errors.js';
 export { AdminError } from './admin-errors.js';
 export type { MetricsServer, MetricsServerOptions } from './admin-metrics-server.js';
 export { createMetricsServer } from './admin-metrics-server.js';
-export type { AdminBroker, AdminServer, AdminServerOptions } from './admin-server.js';
+export type {
+  AdminBroker,
+  AdminServer,
+  AdminServerOptions,
+  ConnectionJson,
+  ShardJson,
+} from './admin-server.js';
 export { createAdminServer, DEFAULT_ADMIN_LISTEN } from './admin-server.js';
 export type { NatsBridge, NatsBridgeOptions, NatsBridgeState } from './bridge-nats.js';
 export {

@@ -6,6 +6,7 @@
 import { Command } from 'commander';
 import { registerBroker } from './broker.js';
 import { registerDemo } from './demo.js';
+import { registerListings } from './listings.js';
 
 const program = new Command()
   .name('persist-pubsub')
@@ -14,6 +15,7 @@ const program = new Command()
 
 registerDemo(program);
 registerBroker(program);
+registerListings(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(`persist-pubsub: ${err instanceof Error ? err.message : String(err)}`);
