@@ -5,6 +5,7 @@
  */
 import { Command } from 'commander';
 import { registerBroker } from './broker.js';
+import { registerConsensusCommands } from './consensus-commands.js';
 import { registerDemo } from './demo.js';
 import { registerListings } from './listings.js';
 
@@ -16,6 +17,7 @@ const program = new Command()
 registerDemo(program);
 registerBroker(program);
 registerListings(program);
+registerConsensusCommands(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(`persist-pubsub: ${err instanceof Error ? err.message : String(err)}`);

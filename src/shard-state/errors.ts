@@ -10,6 +10,8 @@ export type ShardStateErrorCode =
   | 'aborted'
   /** `open` was given a model other than the one the shard is held with. */
   | 'model_mismatch'
+  /** The version asked for is not in Consensus (never written, or truncated away). */
+  | 'not_found'
   /** A Consensus call failed determinately with an error that retrying cannot fix. */
   | 'consensus'
   /** Consensus holds versions this model cannot read or apply; the state stays at the last good one. */

@@ -20,6 +20,8 @@ export type { ShardStateErrorCode } from './errors.js';
 export { ShardStateError } from './errors.js';
 export type { FakeClock } from './fake-clock.js';
 export { createFakeClock } from './fake-clock.js';
+export type { InspectShardOptions, ShardInspection } from './inspect.js';
+export { INSPECT_PAGE_SIZE, inspectShard } from './inspect.js';
 export type {
   FieldDiff,
   Frontier,
