@@ -85,3 +85,4 @@ export {
   persistStateModel,
   ShardStateError,
 } from './shard-state/index.js';
+export type { Clock, Timer, TimerOptions } from './util/index.js';

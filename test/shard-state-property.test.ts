@@ -8,7 +8,6 @@ import { describe, expect, it } from 'vitest';
 import { createMemoryConsensus } from '../src/consensus/index.js';
 import { decodeEnvelope } from '../src/shard-state/envelope.js';
 import {
-  createFakeClock,
   createShardStateCache,
   type PersistState,
   type PublishEvent,
@@ -16,6 +15,7 @@ import {
   type ShardHandle,
   type StateModel,
 } from '../src/shard-state/index.js';
+import { createFakeClock } from '../src/util/index.js';
 
 const SHARD = 's00000000-0000-0000-0000-0000000000ff';
 

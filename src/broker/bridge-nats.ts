@@ -36,7 +36,7 @@ import {
 } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { raceSignal } from '../util/index.js';
+import { raceSignal, sleep } from '../util/index.js';
 import { parseNatsUrl } from './bridge-nats-url.js';
 import {
   checkSubjectPrefix,
@@ -144,10 +144,6 @@ function bridgeMetrics(registry: Registry): BridgeMetrics {
       registers: [registry],
     }),
   };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms).unref());
 }
 
 export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
@@ -391,7 +387,7 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
               throw signal.reason;
             }
             if (failures++ === 0) log?.warn({ err }, 'nats bridge cannot connect yet; retrying');
-            await raceSignal(sleep(reconnectTimeWait), signal);
+            await sleep(reconnectTimeWait, { signal, keepAlive: false });
           }
         }
       } catch (err) {

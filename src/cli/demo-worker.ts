@@ -11,7 +11,7 @@ import pino from 'pino';
 import type { PersistClient } from '../client/index.js';
 import { createPersistClient } from '../client/index.js';
 import type { ShardHandle } from '../shard-state/index.js';
-import { sumMetric } from '../util/index.js';
+import { sleep, sumMetric } from '../util/index.js';
 import { type DemoState, demoModel, nextDemoState, wallMs } from './demo-model.js';
 import {
   type DemoApplied,
@@ -107,18 +107,6 @@ async function tick(client: PersistClient): Promise<void> {
   });
 }
 
-const sleep = (ms: number, signal: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
-
 /** Commits to one shard every `intervalMs` until stopped; returns the commits made. */
 async function writeShard(h: ShardHandle<DemoState>, stop: AbortSignal): Promise<number> {
   const shard = shardIndex.get(h.shardId) ?? -1;
@@ -128,7 +116,8 @@ async function writeShard(h: ShardHandle<DemoState>, stop: AbortSignal): Promise
   const spreadMs = (cfg.intervalMs / cfg.shards.length) * shard;
   let due = performance.now() + cfg.offsetMs + spreadMs;
   while (!stop.aborted) {
-    await sleep(due - performance.now(), stop);
+    // A stop ends the sleep early; the loop condition then ends the loop.
+    await sleep(due - performance.now(), { signal: stop }).catch(() => {});
     if (stop.aborted) break;
     try {
       // No signal: aborting a compare-and-set in flight would leave it indeterminate.

@@ -24,7 +24,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { createPersistClient } from '../client/index.js';
-import { raceSignal } from '../util/index.js';
+import { raceSignal, sleep } from '../util/index.js';
 import {
   type BrokerChild,
   checkBuilt,
@@ -393,7 +393,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
         [onAtS, true],
       ] as const) {
         if (atS * 1000 < tickEnd && atS * 1000 >= (second - 1) * 1000 && pubsubOn !== enabled) {
-          await sleepUntil(start + atS * 1000, interrupt.signal);
+          await sleep(start + atS * 1000 - performance.now(), { signal: interrupt.signal });
           writeFlags(enabled);
           pubsubOn = enabled;
           if (enabled) switches.onAtMs = wallMs();
@@ -401,7 +401,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
           out.line(`       >>> persist_pubsub_client_enabled = ${enabled} (flags file)`);
         }
       }
-      await sleepUntil(start + tickEnd, interrupt.signal);
+      await sleep(start + tickEnd - performance.now(), { signal: interrupt.signal });
       brokerDrops = (await Promise.all(brokers.map((b) => scrapeBrokerDrops(b.admin)))).reduce(
         (a, n) => a + n,
         0,
@@ -582,19 +582,4 @@ async function scrapeBrokerDrops(admin: string): Promise<number> {
   } catch {
     return 0;
   }
-}
-
-function sleepUntil(atMs: number, signal: AbortSignal): Promise<void> {
-  return raceSignal(
-    new Promise<void>((resolve) => {
-      const t = setTimeout(done, Math.max(0, atMs - performance.now()));
-      function done() {
-        clearTimeout(t);
-        signal.removeEventListener('abort', done);
-        resolve();
-      }
-      signal.addEventListener('abort', done, { once: true });
-    }),
-    signal,
-  );
 }

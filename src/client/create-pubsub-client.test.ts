@@ -1,5 +1,6 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
+import { createFakeClock } from '../util/index.js';
 import { connectBackoffMs, createPubSubClient, jitterMs } from './create-pubsub-client.js';
 import { createFlags } from './flags.js';
 import type { ConnectionStatus, PubSubEvent } from './pubsub-client.js';
@@ -10,10 +11,21 @@ function fakeTransport() {
   const sent: string[] = [];
   const conns: { opts: ConnectOptions; closed: boolean }[] = [];
   let refuse = 0;
+  let hang = 0;
+  const attemptsAt: number[] = [];
+  const clock = createFakeClock();
   const transport: PubSubTransport = {
     kind: 'fake',
     async connect(opts) {
+      attemptsAt.push(clock.monotonicMs());
       opts.signal.throwIfAborted();
+      if (hang > 0) {
+        hang--;
+        // Never answers: only the attempt's signal (its timeout, a flag, close) ends it.
+        await new Promise((_, reject) => {
+          opts.signal.addEventListener('abort', () => reject(opts.signal.reason), { once: true });
+        });
+      }
       if (refuse > 0) {
         refuse--;
         throw new Error('refused');
@@ -34,20 +46,19 @@ function fakeTransport() {
   };
   return {
     transport,
+    /** The clock the client under test runs on: no real sleeps. */
+    clock,
     sent,
     conns,
+    /** When each connect attempt started, in fake monotonic ms. */
+    attemptsAt,
     refuseNext(n: number) {
       refuse = n;
     },
+    hangNext(n: number) {
+      hang = n;
+    },
   };
-}
-
-async function until(pred: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 2));
-  }
 }
 
 async function take(it: AsyncIterator<PubSubEvent>): Promise<PubSubEvent> {
@@ -59,8 +70,9 @@ async function take(it: AsyncIterator<PubSubEvent>): Promise<PubSubEvent> {
 describe('createPubSubClient', () => {
   it('refcounts subscriptions and unsubscribes on the last release', async () => {
     const f = fakeTransport();
-    const client = createPubSubClient(f.transport, { initialConnectBackoffMs: 1 });
-    await until(() => client.status.state === 'connected');
+    const client = createPubSubClient(f.transport, { clock: f.clock, initialConnectBackoffMs: 1 });
+    await f.clock.advance(0);
+    expect(client.status.state).toBe('connected');
     const a = client.subscribe('s1');
     const b = client.subscribe('s1');
     expect(f.sent).toEqual(['sub s1 -']);
@@ -83,6 +95,7 @@ describe('createPubSubClient', () => {
     f.refuseNext(2);
     const registry = new Registry();
     const client = createPubSubClient(f.transport, {
+      clock: f.clock,
       initialConnectBackoffMs: 1,
       registry,
       flags: createFlags({ persist_pubsub_reconnect_backoff_ms: 1 }),
@@ -90,7 +103,9 @@ describe('createPubSubClient', () => {
     let resume = 7n;
     client.subscribe('s1', { resumeAfterSeqno: () => resume });
     const events = client.events()[Symbol.asyncIterator]();
-    expect(await take(events)).toEqual({ kind: 'resync', shardIds: ['s1'], reconnect: false });
+    const first = take(events);
+    await f.clock.advance(3); // two failed attempts, each followed by a backoff of at most 2 ms
+    expect(await first).toEqual({ kind: 'resync', shardIds: ['s1'], reconnect: false });
     expect(f.sent).toEqual(['sub s1 7']);
     const attempts = await registry
       .getSingleMetric('persist_pubsub_client_connect_attempts_total')
@@ -99,7 +114,9 @@ describe('createPubSubClient', () => {
     // The connection drops: the loop reconnects and re-sends the subscription with the new seqno.
     resume = 9n;
     f.conns[0]!.opts.onClose(new Error('boom'));
-    expect(await take(events)).toEqual({ kind: 'resync', shardIds: ['s1'], reconnect: true });
+    const second = take(events);
+    await f.clock.advance(1);
+    expect(await second).toEqual({ kind: 'resync', shardIds: ['s1'], reconnect: true });
     expect(f.sent).toEqual(['sub s1 7', 'sub s1 9']);
     await client.close();
   });
@@ -108,9 +125,10 @@ describe('createPubSubClient', () => {
     const f = fakeTransport();
     const registry = new Registry();
     const flags = createFlags({ persist_pubsub_reconnect_backoff_ms: 60_000 });
-    const client = createPubSubClient(f.transport, { flags, registry });
+    const client = createPubSubClient(f.transport, { clock: f.clock, flags, registry });
     expect(client.push('s1', 1n, new Uint8Array(1))).toBe(false);
-    await until(() => client.status.state === 'connected');
+    await f.clock.advance(0);
+    expect(client.status.state).toBe('connected');
     client.subscribe('s1');
     const events = client.events()[Symbol.asyncIterator]();
     await take(events); // resync
@@ -129,7 +147,8 @@ describe('createPubSubClient', () => {
     expect(await take(events)).toMatchObject({ kind: 'diff', shardId: 's1', seqno: 2n });
     expect(client.push('s1', 3n, new Uint8Array(1), 123)).toBe(true);
     f.conns[0]!.opts.onClose(undefined);
-    await until(() => client.status.state === 'backoff');
+    await f.clock.advance(0);
+    expect(client.status.state).toBe('backoff');
     expect(client.push('s1', 4n, new Uint8Array(1))).toBe(false);
     const dropped = await registry
       .getSingleMetric('persist_pubsub_client_pushes_dropped_total')
@@ -141,8 +160,9 @@ describe('createPubSubClient', () => {
   it('turns off within the flag change and back on, resubscribing', async () => {
     const f = fakeTransport();
     const flags = createFlags();
-    const client = createPubSubClient(f.transport, { flags });
-    await until(() => client.status.state === 'connected');
+    const client = createPubSubClient(f.transport, { clock: f.clock, flags });
+    await f.clock.advance(0);
+    expect(client.status.state).toBe('connected');
     client.subscribe('s1');
     const seen: ConnectionStatus['state'][] = [];
     const watcher = (async () => {
@@ -152,9 +172,11 @@ describe('createPubSubClient', () => {
     // Synchronously: the connection is closed and pushes stop.
     expect(f.conns[0]!.closed).toBe(true);
     expect(client.push('s1', 1n, new Uint8Array(1))).toBe(false);
-    await until(() => client.status.state === 'disabled');
+    await f.clock.advance(0);
+    expect(client.status.state).toBe('disabled');
     flags.set({ persist_pubsub_client_enabled: true });
-    await until(() => client.status.state === 'connected');
+    await f.clock.advance(0);
+    expect(client.status.state).toBe('connected');
     expect(f.conns).toHaveLength(2);
     expect(f.sent).toEqual(['sub s1 -', 'sub s1 -']);
     flags.set({ persist_pubsub_push_diff_enabled: false });
@@ -169,9 +191,10 @@ describe('createPubSubClient', () => {
   it('a lagging consumer gets a gap instead of the dropped diffs', async () => {
     const f = fakeTransport();
     const flags = createFlags({ persist_pubsub_client_receiver_channel_size: 2 });
-    const client = createPubSubClient(f.transport, { flags });
+    const client = createPubSubClient(f.transport, { clock: f.clock, flags });
     client.subscribe('s1');
-    await until(() => client.status.state === 'connected');
+    await f.clock.advance(0);
+    expect(client.status.state).toBe('connected');
     for (let i = 1n; i <= 5n; i++) {
       f.conns[0]!.opts.onMessage({
         kind: 'diff',
@@ -196,6 +219,106 @@ describe('createPubSubClient', () => {
     expect(await events.next()).toEqual({ value: undefined, done: true });
   });
 
+  it('retries failed connects on the jittered doubling schedule, capped, on the injected clock', async () => {
+    const f = fakeTransport();
+    f.refuseNext(5);
+    const flags = createFlags({ persist_pubsub_connect_max_backoff_ms: 500 });
+    const states: string[] = [];
+    const client = createPubSubClient(f.transport, {
+      clock: f.clock,
+      flags,
+      initialConnectBackoffMs: 100,
+      random: () => 0, // the shortest jitter: half of each delay
+    });
+    const watcher = (async () => {
+      for await (const s of client.statusChanges()) {
+        states.push(s.state === 'backoff' ? `backoff ${s.delayMs}` : s.state);
+      }
+    })();
+    // 100, 200, 400, 500 (capped), 500, each halved by the jitter.
+    await f.clock.advance(50 + 100 + 200 + 250 + 249);
+    expect(f.attemptsAt).toEqual([0, 50, 150, 350, 600]);
+    expect(client.status.state).toBe('backoff');
+    await f.clock.advance(1);
+    expect(f.attemptsAt).toEqual([0, 50, 150, 350, 600, 850]);
+    expect(client.status.state).toBe('connected');
+    await client.close();
+    await watcher;
+    expect(states).toEqual([
+      'connecting',
+      'backoff 50',
+      'connecting',
+      'backoff 100',
+      'connecting',
+      'backoff 200',
+      'connecting',
+      'backoff 250',
+      'connecting',
+      'backoff 250',
+      'connecting',
+      'connected',
+      'closed',
+    ]);
+    expect(f.clock.pending()).toBe(0);
+  });
+
+  it('waits the reconnect backoff after an established connection fails, then resubscribes', async () => {
+    const f = fakeTransport();
+    const flags = createFlags({ persist_pubsub_reconnect_backoff_ms: 5000 });
+    const client = createPubSubClient(f.transport, { clock: f.clock, flags, random: () => 0.5 });
+    client.subscribe('s1');
+    await f.clock.advance(0);
+    expect(client.status).toMatchObject({ state: 'connected', sinceMs: f.clock.nowMs() });
+    f.conns[0]!.opts.onClose(new Error('reset'));
+    await f.clock.advance(0);
+    // Jitter 0.5 of [d/2, d]: 3750 ms.
+    expect(client.status).toMatchObject({ state: 'backoff', attempt: 0, delayMs: 3750 });
+    await f.clock.advance(3749);
+    expect(f.attemptsAt).toEqual([0]);
+    await f.clock.advance(1);
+    expect(f.attemptsAt).toEqual([0, 3750]);
+    expect(client.status.state).toBe('connected');
+    expect(f.sent).toEqual(['sub s1 -', 'sub s1 -']);
+    await client.close();
+  });
+
+  it('times out a connect attempt that never answers, then backs off', async () => {
+    const f = fakeTransport();
+    f.hangNext(1);
+    const flags = createFlags({ persist_pubsub_connect_attempt_timeout_ms: 5000 });
+    const client = createPubSubClient(f.transport, {
+      clock: f.clock,
+      flags,
+      initialConnectBackoffMs: 100,
+      random: () => 0.999,
+    });
+    await f.clock.advance(4999);
+    expect(client.status).toMatchObject({ state: 'connecting', attempt: 1 });
+    await f.clock.advance(1);
+    expect(client.status).toMatchObject({ state: 'backoff', attempt: 1, delayMs: 100 });
+    expect(client.status.state === 'backoff' && client.status.error).toMatch(/timed out/);
+    await f.clock.advance(100);
+    expect(client.status.state).toBe('connected');
+    expect(f.attemptsAt).toEqual([0, 5100]);
+    await client.close();
+    expect(f.clock.pending()).toBe(0);
+  });
+
+  it('close wakes a sleeping loop at once and leaves no timer behind', async () => {
+    const f = fakeTransport();
+    f.refuseNext(1);
+    const client = createPubSubClient(f.transport, {
+      clock: f.clock,
+      initialConnectBackoffMs: 60_000,
+    });
+    await f.clock.advance(0);
+    expect(client.status.state).toBe('backoff');
+    expect(f.clock.pending()).toBe(1);
+    await client.close();
+    expect(client.status.state).toBe('closed');
+    expect(f.clock.pending()).toBe(0);
+  });
+
   it('backs off exponentially with jitter, capped', () => {
     expect([1, 2, 3, 4, 10].map((n) => connectBackoffMs(n, 100, 1000))).toEqual([
       100, 200, 400, 800, 1000,
@@ -205,7 +328,8 @@ describe('createPubSubClient', () => {
   });
 
   it('rejects bad input with a clear error', () => {
-    const client = createPubSubClient(fakeTransport().transport);
+    const f = fakeTransport();
+    const client = createPubSubClient(f.transport, { clock: f.clock });
     expect(() => client.subscribe('')).toThrow(/shardId/);
     expect(() =>
       createPubSubClient(fakeTransport().transport, { initialConnectBackoffMs: -1 }),

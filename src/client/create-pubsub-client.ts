@@ -20,6 +20,7 @@
  */
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
+import { type Clock, systemClock, type Timer } from '../util/index.js';
 import { ClientError } from './errors.js';
 import { EventQueue } from './event-queue.js';
 import { createFlags, type Flags, type PersistFlags } from './flags.js';
@@ -45,8 +46,11 @@ export interface PubSubClientOptions {
   registry?: Registry | undefined;
   /** First backoff after a failed connect attempt, in ms; doubles up to the max. @default 100 */
   initialConnectBackoffMs?: number | undefined;
-  /** Wall clock in ms since the Unix epoch. @default Date.now */
-  now?: (() => number) | undefined;
+  /**
+   * Wall time (status `sinceMs`, push timestamps) and the timers of the loop: connect attempt
+   * timeouts and backoff sleeps, all unref'd. @default systemClock
+   */
+  clock?: Clock | undefined;
   /** Uniform in [0, 1), for jitter. @default Math.random */
   random?: (() => number) | undefined;
   /**
@@ -84,7 +88,7 @@ export function createPubSubClient(
       field: 'initialConnectBackoffMs',
     });
   }
-  const now = options.now ?? Date.now;
+  const clock = options.clock ?? systemClock;
   const random = options.random ?? Math.random;
   const log = options.logger?.child({ component: 'pubsub-client' });
   const m = clientMetrics(options.registry ?? new Registry());
@@ -145,10 +149,10 @@ export function createPubSubClient(
 
   const sleepOrWake = (ms: number): Promise<void> =>
     new Promise((resolve) => {
-      const t = setTimeout(done, ms);
-      t.unref();
+      // Unref'd: a background loop, nothing awaits it but `close`, which wakes it.
+      const t: Timer = clock.setTimer(done, ms);
       function done(): void {
-        clearTimeout(t);
+        t.cancel();
         wake = undefined;
         resolve();
       }
@@ -176,7 +180,7 @@ export function createPubSubClient(
       m.connectAttempts.inc({ transport: kind });
       const ac = new AbortController();
       attemptAbort = ac;
-      const timer = setTimeout(
+      const timer = clock.setTimer(
         () =>
           ac.abort(
             new ClientError(
@@ -186,7 +190,6 @@ export function createPubSubClient(
           ),
         f.persist_pubsub_connect_attempt_timeout_ms,
       );
-      timer.unref();
       let ended!: (why: Error | undefined | 'disabled' | 'closed') => void;
       const endedP = new Promise<Error | undefined | 'disabled' | 'closed'>((resolve) => {
         ended = resolve;
@@ -207,7 +210,7 @@ export function createPubSubClient(
           throw ac.signal.reason;
         }
       } catch (err) {
-        clearTimeout(timer);
+        timer.cancel();
         attemptAbort = undefined;
         if (closed || !flags.get().persist_pubsub_client_enabled) continue;
         if (reconfigured) {
@@ -228,7 +231,7 @@ export function createPubSubClient(
         await sleepOrWake(delayMs);
         continue;
       }
-      clearTimeout(timer);
+      timer.cancel();
       attemptAbort = undefined;
       reconfigured = false;
       failures = 0;
@@ -244,7 +247,7 @@ export function createPubSubClient(
       m.connected.set({ transport: kind }, 1);
       m.connectionsEstablished.inc({ transport: kind });
       log?.debug({ transport: kind }, 'pubsub connected');
-      setStatus({ state: 'connected', sinceMs: now(), connections });
+      setStatus({ state: 'connected', sinceMs: clock.nowMs(), connections });
       for (const [shardId, sub] of subs) count('subscribe', conn.subscribe(shardId, resumeOf(sub)));
       events.push({ kind: 'resync', shardIds: [...subs.keys()], reconnect: connections > 1 });
 
@@ -323,7 +326,7 @@ export function createPubSubClient(
         m.pushesDropped.inc({ reason: reason ?? 'disconnected' });
         return false;
       }
-      return count('push', current.push(shardId, seqno, diff, originTimestampMs ?? now()));
+      return count('push', current.push(shardId, seqno, diff, originTimestampMs ?? clock.nowMs()));
     },
     subscribe(shardId, subscribeOptions = {}) {
       if (typeof shardId !== 'string' || shardId.length === 0) {

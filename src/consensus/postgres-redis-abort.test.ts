@@ -1,15 +1,7 @@
-import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { createFakeClock, sleep } from '../util/index.js';
 import { ConsensusError } from './errors.js';
-import { abortableSleep, raceAbort } from './postgres-redis-abort.js';
-
-const built = join(
-  dirname(fileURLToPath(import.meta.url)),
-  '../../dist/src/consensus/postgres-redis-abort.js',
-);
+import { abortedError, raceAbort } from './postgres-redis-abort.js';
 
 function deferred<T>() {
   let resolve!: (v: T) => void;
@@ -65,22 +57,13 @@ describe('raceAbort', () => {
   });
 });
 
-describe('abortableSleep', () => {
+describe('the retry sleep (util sleep with abortedError)', () => {
   it('rejects aborted when its signal fires', async () => {
     const ac = new AbortController();
-    const slept = abortableSleep(60_000, ac.signal);
+    const clock = createFakeClock();
+    const slept = sleep(60_000, { clock, signal: ac.signal, abortError: abortedError });
     ac.abort();
     expect((await rejection(slept)).code).toBe('aborted');
-  });
-
-  it.skipIf(!existsSync(built))('keeps the process alive while a call awaits it', () => {
-    // With an unref'd timer Node would exit (code 13) before printing.
-    const script = `const { abortableSleep } = await import(${JSON.stringify(built)});
-await abortableSleep(50, undefined); process.stdout.write('slept');`;
-    const res = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-      encoding: 'utf8',
-    });
-    expect(res.status).toBe(0);
-    expect(res.stdout).toBe('slept');
+    expect(clock.pending()).toBe(0);
   });
 });

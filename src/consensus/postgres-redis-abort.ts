@@ -5,6 +5,10 @@
  */
 import { ConsensusError } from './errors.js';
 
+/** The error of a call whose signal fired before it was sent or while it waited to retry. */
+export const abortedError = (signal: AbortSignal): ConsensusError =>
+  new ConsensusError('aborted', 'the call was aborted', { cause: signal.reason });
+
 /**
  * Resolves with `promise` unless `signal` fires first; then rejects with `aborted`, or with
  * `indeterminate` if `inFlightWrite` (the write may still apply). `late` receives the value if
@@ -27,7 +31,7 @@ export function raceAbort<T>(
           ? new ConsensusError('indeterminate', 'aborted while the write was in flight', {
               cause: signal.reason,
             })
-          : new ConsensusError('aborted', 'the call was aborted', { cause: signal.reason }),
+          : abortedError(signal),
       );
     };
     if (signal.aborted) onAbort();
@@ -49,26 +53,5 @@ export function raceAbort<T>(
         }
       },
     );
-  });
-}
-
-/**
- * Sleeps `ms` (a retry backoff); rejects with `aborted` if `signal` fires first. The timer is
- * deliberately NOT unref()'d: a caller is awaiting it, and between attempts it may be the only
- * handle left (a `pg` pool with `allowExitOnIdle` unrefs idle sockets), so an unref'd timer
- * would let Node exit in the middle of the call.
- */
-export function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(new ConsensusError('aborted', 'the call was aborted', { cause: signal?.reason }));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    if (signal?.aborted) onAbort();
-    else signal?.addEventListener('abort', onAbort, { once: true });
   });
 }

@@ -23,6 +23,7 @@
 import pg from 'pg';
 import { type Logger, pino } from 'pino';
 import { Counter, type Registry } from 'prom-client';
+import { sleep } from '../util/index.js';
 import { ConsensusError } from './errors.js';
 import {
   decodePageToken,
@@ -34,7 +35,7 @@ import {
   validatePageSize,
   validateSeqno,
 } from './limits.js';
-import { abortableSleep, raceAbort } from './postgres-redis-abort.js';
+import { abortedError, raceAbort } from './postgres-redis-abort.js';
 import type {
   CallOptions,
   CasResult,
@@ -443,7 +444,12 @@ class PostgresConsensus implements Consensus {
           { op, attempt, code: pgCode(err.cause) },
           'retrying a serialization failure',
         );
-        await abortableSleep(backoffMs * (0.5 + Math.random()), options?.signal);
+        // Kept alive (sleep's default): between attempts this timer may be the only handle left
+        // (the pool's idle sockets are unref'd), and the caller is awaiting the call.
+        await sleep(backoffMs * (0.5 + Math.random()), {
+          signal: options?.signal,
+          abortError: abortedError,
+        });
         backoffMs = Math.min(backoffMs * 2, MAX_POSTGRES_RETRY_BACKOFF_MS);
       }
     }

@@ -2,8 +2,8 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createMemoryConsensus } from '../consensus/index.js';
+import { createFakeClock } from '../util/index.js';
 import { createShardStateCache } from './cache.js';
-import { createFakeClock } from './fake-clock.js';
 import { type PersistState, persistStateModel } from './persist-model.js';
 import type { PublishEvent } from './types.js';
 

@@ -5,8 +5,7 @@
  */
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { raceSignal } from '../util/index.js';
-import { systemClock } from './clock.js';
+import { linkSignals, raceSignal, systemClock } from '../util/index.js';
 import { DEFAULT_SHARD_STATE_CONFIG, mergeConfig, type ShardStateConfig } from './config.js';
 import { ShardStateError, throwIfAborted } from './errors.js';
 import { createShardStateMetrics, type ShardStateMetrics } from './metrics.js';
@@ -248,34 +247,6 @@ const abortedFor =
     new ShardStateError('aborted', 'the call was aborted', { shardId, cause: signal.reason });
 
 const CLOSED = Symbol('closed');
-
-/**
- * A signal aborted when `user` or `closing` aborts (the first aborted one's reason), detached
- * from both by `unlink()`. Not `AbortSignal.any`: on Node 20 every composite of a long-lived
- * source (a handle's `closing`) stays reachable from it, so one per update leaked about 1 KB
- * (nodejs/node#55351).
- */
-function linkSignals(
-  user: AbortSignal | undefined,
-  closing: AbortSignal,
-): { signal: AbortSignal; unlink(): void } {
-  const ac = new AbortController();
-  const sources = user === undefined ? [closing] : [user, closing];
-  const first = sources.find((s) => s.aborted);
-  if (first !== undefined) {
-    ac.abort(first.reason);
-    return { signal: ac.signal, unlink() {} };
-  }
-  const onAbort = (event: Event): void => {
-    unlink();
-    ac.abort((event.target as AbortSignal).reason);
-  };
-  const unlink = (): void => {
-    for (const s of sources) s.removeEventListener('abort', onAbort);
-  };
-  for (const s of sources) s.addEventListener('abort', onAbort, { once: true });
-  return { signal: ac.signal, unlink };
-}
 
 /** One opener's view of a shared shard; closing it releases one reference. */
 class Handle<S> implements ShardHandle<S> {

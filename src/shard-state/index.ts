@@ -7,8 +7,6 @@
  * pushes what the `publish` hook hands it. No gRPC and no broker here: only `Consensus`.
  */
 export { createShardStateCache } from './cache.js';
-export type { Clock, Timer, TimerOptions } from './clock.js';
-export { systemClock } from './clock.js';
 export type { ShardStateConfig } from './config.js';
 export {
   DEFAULT_SHARD_STATE_CONFIG,
@@ -18,8 +16,6 @@ export {
 } from './config.js';
 export type { ShardStateErrorCode } from './errors.js';
 export { ShardStateError } from './errors.js';
-export type { FakeClock } from './fake-clock.js';
-export { createFakeClock } from './fake-clock.js';
 export type { InspectShardOptions, ShardInspection } from './inspect.js';
 export { INSPECT_PAGE_SIZE, inspectShard } from './inspect.js';
 export type {

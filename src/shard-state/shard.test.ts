@@ -1,9 +1,9 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createMemoryConsensus } from '../consensus/index.js';
+import { createFakeClock } from '../util/index.js';
 import { createShardStateCache } from './cache.js';
 import { encodeEnvelope } from './envelope.js';
-import { createFakeClock } from './fake-clock.js';
 import { PERSIST_MODEL_NAME, type PersistState, persistStateModel } from './persist-model.js';
 import { createTestConsensus } from './test-consensus.test-support.js';
 import type { AppliedEvent, PublishEvent, ShardStateCacheOptions } from './types.js';

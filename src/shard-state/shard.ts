@@ -9,7 +9,7 @@
  */
 import type { Logger } from 'pino';
 import { type Consensus, ConsensusError, isIndeterminate } from '../consensus/index.js';
-import { type Clock, sleep, type Timer } from './clock.js';
+import { type Clock, sleep, type Timer } from '../util/index.js';
 import { jitter, pollDelayMs, type ShardStateConfig, writerDelayMs } from './config.js';
 import { decodeEnvelope, type Envelope, EnvelopeError, encodeEnvelope } from './envelope.js';
 import { ShardStateError, throwIfAborted } from './errors.js';
@@ -752,9 +752,10 @@ export class Shard<S, D> {
           if (readErr instanceof ConsensusError && readErr.code === 'aborted') break;
           if (readErr instanceof ConsensusError && readErr.code === 'closed') break;
           this.#log.warn({ err: readErr }, 're-read after an indeterminate error failed');
-          await sleep(this.#d.clock, this.#d.config().writerInitialBackoffMs, signal).catch(
-            () => {},
-          );
+          await sleep(this.#d.config().writerInitialBackoffMs, {
+            clock: this.#d.clock,
+            signal,
+          }).catch(() => {});
         }
       }
     }

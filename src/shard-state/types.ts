@@ -6,7 +6,7 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Consensus } from '../consensus/index.js';
-import type { Clock } from './clock.js';
+import type { Clock } from '../util/index.js';
 import type { ShardStateConfig } from './config.js';
 
 /**

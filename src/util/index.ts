@@ -1,3 +1,11 @@
 // Small helpers shared by every layer; this folder depends on nothing of the project's.
+export type { Clock, Timer, TimerOptions } from './clock.js';
+export { systemClock } from './clock.js';
+export type { FakeClock } from './fake-clock.js';
+export { createFakeClock } from './fake-clock.js';
+export type { LinkedSignal } from './link-signals.js';
+export { linkSignals } from './link-signals.js';
 export { raceSignal } from './race-signal.js';
+export type { SleepOptions } from './sleep.js';
+export { sleep } from './sleep.js';
 export { sumMetric } from './sum-metric.js';

@@ -1,23 +1,14 @@
 import { describe, expect, it } from 'vitest';
+import { countListeners } from './abort-listeners.test-support.js';
 import { raceSignal } from './race-signal.js';
 
 describe('raceSignal', () => {
   it('resolves with the promise when the signal stays quiet, and leaves no listener', async () => {
     const ac = new AbortController();
-    let listeners = 0;
-    const add = ac.signal.addEventListener.bind(ac.signal);
-    const remove = ac.signal.removeEventListener.bind(ac.signal);
-    ac.signal.addEventListener = ((...a: Parameters<typeof add>) => {
-      listeners++;
-      add(...a);
-    }) as typeof add;
-    ac.signal.removeEventListener = ((...a: Parameters<typeof remove>) => {
-      listeners--;
-      remove(...a);
-    }) as typeof remove;
+    const listeners = countListeners(ac.signal);
     expect(await raceSignal(Promise.resolve(7), ac.signal)).toBe(7);
     await expect(raceSignal(Promise.reject(new Error('x')), ac.signal)).rejects.toThrow('x');
-    expect(listeners).toBe(0);
+    expect(listeners()).toBe(0);
   });
 
   it('rejects with the reason, or the mapped error, as soon as the signal aborts', async () => {

@@ -22,6 +22,7 @@ import {
 } from '../../src/client/index.js';
 import { type Consensus, createMemoryConsensus, openConsensus } from '../../src/consensus/index.js';
 import type { ShardHandle } from '../../src/shard-state/index.js';
+import { systemClock } from '../../src/util/index.js';
 import { createChecker, type Divergence, trackProcessErrors } from './checker.js';
 import {
   type ConsensusFaultRates,
@@ -202,7 +203,7 @@ export async function runSchedule(seed: number): Promise<ScheduleResult> {
       const pubsub = createPubSubClient(transport, {
         flags,
         registry,
-        now,
+        clock: { ...systemClock, nowMs: now },
         random: () => crng.next(),
         initialConnectBackoffMs: 20,
       });

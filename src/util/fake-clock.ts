@@ -1,14 +1,21 @@
 import type { Clock, Timer } from './clock.js';
 
 /**
- * A manual clock for tests: time moves only through `advance`, which fires due timers in time
- * order and lets promise callbacks run between them.
+ * A manual clock for tests: time moves only through `advance`, `next` and `runAll`, which fire
+ * due timers in time order (ties in the order they were set) and let promise callbacks and
+ * I/O-free async chains run between them. Wall and monotonic time move together.
  */
 export interface FakeClock extends Clock {
   /** Moves time forward by `ms`, firing every timer that falls due on the way. */
   advance(ms: number): Promise<void>;
   /** Moves time to the next pending timer and fires it; false if none is pending. */
   next(): Promise<boolean>;
+  /**
+   * Fires pending timers, and those they set, until none is left; resolves with how many
+   * fired. Throws after `limit` (a timer that re-arms itself, like a keepalive, never ends).
+   * @default limit 1000
+   */
+  runAll(limit?: number): Promise<number>;
   /** How many timers are pending. */
   pending(): number;
 }
@@ -17,7 +24,6 @@ interface Entry {
   at: number;
   order: number;
   fn: () => void;
-  cancelled: boolean;
 }
 
 /** Lets queued promise callbacks and I/O-free async chains settle. */
@@ -25,6 +31,7 @@ async function settle(): Promise<void> {
   for (let i = 0; i < 20; i++) await new Promise<void>((r) => setImmediate(r));
 }
 
+/** A fake clock whose wall time starts at `startMs` and monotonic time at 0. */
 export function createFakeClock(startMs = 1_700_000_000_000): FakeClock {
   let now = startMs;
   let order = 0;
@@ -32,7 +39,7 @@ export function createFakeClock(startMs = 1_700_000_000_000): FakeClock {
   const due = (limit: number): Entry | undefined => {
     let best: Entry | undefined;
     for (const e of entries) {
-      if (e.cancelled || e.at > limit) continue;
+      if (e.at > limit) continue;
       if (best === undefined || e.at < best.at || (e.at === best.at && e.order < best.order)) {
         best = e;
       }
@@ -44,14 +51,22 @@ export function createFakeClock(startMs = 1_700_000_000_000): FakeClock {
     now = Math.max(now, e.at);
     e.fn();
   };
+  const next = async (): Promise<boolean> => {
+    await settle();
+    const e = due(Number.POSITIVE_INFINITY);
+    if (e === undefined) return false;
+    fire(e);
+    await settle();
+    return true;
+  };
   return {
     nowMs: () => now,
+    monotonicMs: () => now - startMs,
     setTimer(fn, delayMs): Timer {
-      const e: Entry = { at: now + Math.max(0, delayMs), order: order++, fn, cancelled: false };
+      const e: Entry = { at: now + Math.max(0, delayMs), order: order++, fn };
       entries.push(e);
       return {
         cancel() {
-          e.cancelled = true;
           const i = entries.indexOf(e);
           if (i >= 0) entries.splice(i, 1);
         },
@@ -67,14 +82,16 @@ export function createFakeClock(startMs = 1_700_000_000_000): FakeClock {
       now = target;
       await settle();
     },
-    async next() {
-      await settle();
-      const e = due(Number.POSITIVE_INFINITY);
-      if (e === undefined) return false;
-      fire(e);
-      await settle();
-      return true;
+    next,
+    async runAll(limit = 1000) {
+      let fired = 0;
+      while (await next()) {
+        if (++fired >= limit && entries.length > 0) {
+          throw new Error(`runAll: still ${entries.length} timer(s) pending after ${fired} fired`);
+        }
+      }
+      return fired;
     },
-    pending: () => entries.filter((e) => !e.cancelled).length,
+    pending: () => entries.length,
   };
 }
