@@ -27,7 +27,13 @@ export type ClientRequest =
       pushesPerSecond: number;
       durationMs: number;
       diffBytes: number;
+      /**
+       * One push per write at evenly spaced times (like e2e writers' commits), instead of
+       * everything due per 1 ms tick in one write.
+       */
+      spread?: boolean;
     }
+  | { type: 'cpu' }
   | { type: 'exit' };
 
 const nowMs = () => performance.timeOrigin + performance.now();
@@ -169,7 +175,8 @@ async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<
     const due = Math.min(total, dueByNow) - sent;
     if (due > 0 && !waiting) {
       const frames: Buffer[] = [];
-      for (let k = 0; k < due; k++) {
+      const batch = r.spread === true ? 1 : due;
+      for (let k = 0; k < batch; k++) {
         const i = next;
         next = (next + 1) % ids.length;
         seqnos[i]! += 1n;
@@ -179,13 +186,20 @@ async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<
         frames.push(frameMessage(Buffer.concat([PUSH_TAG, varint(pd.length), pd])));
       }
       const ok = stream.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
-      sent += due;
+      sent += batch;
       if (!ok) {
         waiting = true;
         stream.once('drain', () => {
           waiting = false;
         });
       }
+    }
+    if (r.spread === true) {
+      // One push per write: sleep until the next push is due (a timer, never a busy loop).
+      const nextDueMs = ((sent + 1) / r.pushesPerSecond) * 1000;
+      const wait = Math.max(0, nextDueMs - (performance.now() - t0));
+      await new Promise((res) => setTimeout(res, wait));
+      continue;
     }
     // A 1 ms timer, not a busy loop: the publisher must not steal a core from the others.
     await new Promise((res) => setTimeout(res, 1));
@@ -223,6 +237,9 @@ process.on('message', async (m: ClientRequest) => {
       send({ type: 'published', sent });
       break;
     }
+    case 'cpu':
+      send({ type: 'cpu', cpu: process.cpuUsage() });
+      break;
     case 'exit':
       for (const s of sessions) s.destroy();
       process.exit(0);

@@ -16,6 +16,14 @@
  * 10k shards (10 subscribers each), and one push per shard (filling the resume rings): RSS
  * before, after subscribing and after the pushes.
  *
+ * `--reference` instead reproduces the end-to-end benchmark's reference load at the broker alone:
+ * `--shards` (default 1000) shards, two publisher processes each pushing to its half of them at
+ * `--reference-rate / 2` pushes/s (default 1500 in all), one push per write, spread evenly in
+ * time like the e2e writers' commits, and two subscriber connections (each its own HTTP/2
+ * session, like two reader processes) subscribed to every shard: fan-out 2, 3000 deliveries/s.
+ * It prints the broker's CPU µs per delivery (its own `process.cpuUsage()`), its idle CPU with
+ * the same connections and default keepalive, and the clients' CPU (they must not be the limit).
+ *
  * `--cpu-prof` runs the broker under `node --cpu-prof` (profile written to .tmp/cpu-prof/).
  * `--server grpc-js` runs the same fan-out on grpc-js with pass-through serializers instead
  * (`broker-grpcjs-server.ts`): the measurement behind the choice of stack.
@@ -92,9 +100,12 @@ const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
 /** Which server runs as the broker: ours, or the grpc-js pass-through comparison point. */
 let serverModule = './broker-server.js';
 
-async function startBroker(cpuProf: boolean): Promise<{ child: Child; port: number }> {
+async function startBroker(
+  cpuProf: boolean,
+  args: string[] = ['--loop-resolution-ms', '1'],
+): Promise<{ child: Child; port: number }> {
   const execArgv = cpuProf ? ['--cpu-prof', '--cpu-prof-dir=.tmp/cpu-prof'] : [];
-  const child = new Child(fork(here(serverModule), [], { execArgv, stdio: 'inherit' }));
+  const child = new Child(fork(here(serverModule), args, { execArgv, stdio: 'inherit' }));
   const ready = await child.next<{ port: number }>('ready');
   return { child, port: ready.port };
 }
@@ -357,6 +368,105 @@ async function rssAtScale(cpuProf: boolean): Promise<void> {
   }
 }
 
+interface ClientCpu {
+  cpu: { user: number; system: number };
+}
+
+const cpuOf = (c: { user: number; system: number }) => c.user + c.system;
+
+/** The e2e reference load at the broker alone: see the header (`--reference`). */
+async function runReference(
+  shardCount: number,
+  pushesPerSecond: number,
+  durationMs: number,
+  cpuProf: boolean,
+): Promise<void> {
+  // No event-loop monitor here: its timer would be most of the idle figure.
+  const { child: broker, port } = await startBroker(cpuProf, ['--default-keepalive']);
+  const sub = await startClient();
+  const pubs = await Promise.all([startClient(), startClient()]);
+  try {
+    const shards = Array.from({ length: shardCount }, () => `s${randomUUID()}`);
+    await sub.request(
+      { type: 'subscribe', port, connections: [shards, shards], connectionsPerSession: 1 },
+      'subscribed',
+    );
+    await waitForSubscriptions(broker, shardCount * 2);
+    const half = Math.ceil(shardCount / 2);
+    const slices = [shards.slice(0, half), shards.slice(half)];
+    const publish = (ms: number, rate: number) =>
+      Promise.all(
+        pubs.map((p, i) =>
+          p.request<{ sent: number }>(
+            {
+              type: 'publish',
+              port,
+              shards: slices[i]!,
+              pushesPerSecond: rate / 2,
+              durationMs: ms,
+              diffBytes: 512,
+              spread: true,
+            },
+            'published',
+            ms + 30_000,
+          ),
+        ),
+      );
+    // Warm up the JIT on every side, then let the publishers' connections sit idle.
+    await sub.request({ type: 'reset' }, 'reset');
+    await publish(1000, pushesPerSecond);
+    await settle([sub]);
+    const idle0 = await stats(broker);
+    await sleep(durationMs);
+    const idle1 = await stats(broker);
+    const idleCpuUs = cpuOf(idle1.cpu) - cpuOf(idle0.cpu);
+
+    await sub.request({ type: 'reset' }, 'reset');
+    const clients0 = await Promise.all(
+      [sub, ...pubs].map((c) => c.request<ClientCpu>({ type: 'cpu' }, 'cpu')),
+    );
+    const before = await stats(broker);
+    const sent = (await publish(durationMs, pushesPerSecond)).reduce((a, r) => a + r.sent, 0);
+    const expected = sent * 2;
+    let report = { received: 0, histogram: '' };
+    const deadline = Date.now() + 2000;
+    for (;;) {
+      report = await sub.request<{ received: number; histogram: string }>(
+        { type: 'report' },
+        'report',
+      );
+      if (report.received >= expected || Date.now() > deadline) break;
+      await sleep(50);
+    }
+    const after = await stats(broker);
+    const clients1 = await Promise.all(
+      [sub, ...pubs].map((c) => c.request<ClientCpu>({ type: 'cpu' }, 'cpu')),
+    );
+    const h = hdr.decodeFromCompressedBase64(report.histogram);
+    const cpuUs = cpuOf(after.cpu) - cpuOf(before.cpu);
+    const clientCpu = clients1.map((c, i) => cpuOf(c.cpu) - cpuOf(clients0[i]!.cpu));
+    const seconds = durationMs / 1000;
+    const pct = (us: number) => `${((us / 1e6 / seconds) * 100).toFixed(1)}%`;
+    console.log(
+      '| shards | pushes/s | deliveries/s | delivered | broker CPU µs per delivery | broker CPU | broker user / system µs per delivery | broker idle CPU | p50 ms | p99 ms | max ms | subscriber CPU | publishers CPU |\n' +
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|\n' +
+        `| ${shardCount} | ${pushesPerSecond} | ${Math.round(report.received / seconds)} | ` +
+        `${((report.received / Math.max(1, expected)) * 100).toFixed(1)}% | ` +
+        `${(cpuUs / Math.max(1, report.received)).toFixed(1)} | ${pct(cpuUs)} | ` +
+        `${((after.cpu.user - before.cpu.user) / Math.max(1, report.received)).toFixed(1)} / ` +
+        `${((after.cpu.system - before.cpu.system) / Math.max(1, report.received)).toFixed(1)} | ` +
+        `${pct(idleCpuUs)} (${(idleCpuUs / seconds / 1000).toFixed(2)} ms/s) | ` +
+        `${(h.getValueAtPercentile(50) / 1000).toFixed(2)} | ${(h.getValueAtPercentile(99) / 1000).toFixed(2)} | ` +
+        `${(h.maxValue / 1000).toFixed(2)} | ` +
+        `${pct(clientCpu[0]!)} | ${pct(clientCpu[1]! + clientCpu[2]!)} |`,
+    );
+  } finally {
+    await Promise.all(pubs.map((p) => p.stop()));
+    await sub.stop();
+    await broker.stop();
+  }
+}
+
 async function run(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -366,11 +476,13 @@ async function run(args: string[]): Promise<void> {
       'step-ms': { type: 'string' },
       /** A short run: 1 s steps and no RSS-at-scale step (unless the flags say otherwise). */
       quick: { type: 'boolean', default: false },
-      shards: { type: 'string', default: '100' },
+      shards: { type: 'string' },
       'sub-workers': { type: 'string', default: '1' },
       'skip-rss': { type: 'boolean', default: false },
       'cpu-prof': { type: 'boolean', default: false },
       server: { type: 'string', default: 'ours' },
+      reference: { type: 'boolean', default: false },
+      'reference-rate': { type: 'string', default: '1500' },
     },
   });
   if (values.server === 'grpc-js') serverModule = './broker-grpcjs-server.js';
@@ -378,7 +490,7 @@ async function run(args: string[]): Promise<void> {
   const fanouts = values.fanouts.split(',').map(Number);
   const rates = values.rates.split(',').map(Number);
   const stepMs = Number(values['step-ms'] ?? (values.quick ? '1000' : '3000'));
-  const shardCount = Number(values.shards);
+  const shardCount = Number(values.shards ?? (values.reference ? '1000' : '100'));
   const subWorkers = Number(values['sub-workers']);
   for (const [name, v] of [
     ['step-ms', stepMs],
@@ -389,6 +501,20 @@ async function run(args: string[]): Promise<void> {
   }
   if ([...fanouts, ...rates].some((n) => !Number.isInteger(n) || n < 1)) {
     throw new Error('--fanouts and --rates must be positive integers');
+  }
+  if (values.reference) {
+    const rate = Number(values['reference-rate']);
+    if (!Number.isInteger(rate) || rate < 2) {
+      throw new Error('--reference-rate must be an integer >= 2');
+    }
+    const ms = Number(values['step-ms'] ?? (values.quick ? '3000' : '10000'));
+    console.log(
+      `server: ${values.server}. Reference load: 512 B diffs, ${ms} ms measured (and as long idle), ` +
+        'broker in its own process (CPU = its own user+system time), 1 subscriber process ' +
+        '(2 sessions), 2 publisher processes. CPU % is of one core.\n',
+    );
+    await runReference(shardCount, rate, ms, values['cpu-prof']);
+    return;
   }
   console.log(
     `server: ${values.server}. ${DIFF_BYTES} B diffs, ${shardCount} shards, ${stepMs} ms per step, broker in its own process ` +

@@ -252,13 +252,13 @@ async function runPhase(
     let pubsub = 'none';
     let readersPubsub: string | undefined;
     if (mode === 'pubsub') {
-      broker = forkChild('./broker-server.js', [], { cpuProf: o.cpuProf });
+      broker = forkChild('./broker-server.js', ['--default-keepalive'], { cpuProf: o.cpuProf });
       const ready = await broker.next<{ port: number }>('ready');
       pubsub = `grpc://127.0.0.1:${ready.port}`;
     } else if (mode === 'nats') {
       pubsub = o.natsUrl;
     } else if (mode === 'bridged') {
-      const bridge = ['--bridge', o.natsUrl];
+      const bridge = ['--bridge', o.natsUrl, '--default-keepalive'];
       broker = forkChild('./broker-server.js', bridge, { cpuProf: o.cpuProf });
       readersBroker = forkChild('./broker-server.js', bridge, { cpuProf: o.cpuProf });
       const [w, r] = await Promise.all([

@@ -111,7 +111,7 @@ interface Server {
 }
 
 async function startOurs(cpuProf: string | undefined): Promise<Server> {
-  const broker = forkChild('./broker-server.js', [], { cpuProf });
+  const broker = forkChild('./broker-server.js', ['--loop-resolution-ms', '1'], { cpuProf });
   const { port } = await broker.next<{ port: number }>('ready');
   let stall: number | undefined;
   const stats = async () => {
