@@ -19,22 +19,16 @@ import {
   MAX_SEQNO,
   openConsensus,
 } from '../consensus/index.js';
-import { inspectShard, persistStateModel, type StateModel } from '../shard-state/index.js';
+import { inspectShard, type StateModel } from '../shard-state/index.js';
 import { CliError } from './cli-error.js';
 import { addOutputOptions, type OutputFlags, runCommand, take } from './command-options.js';
 import { EXIT_USAGE } from './config/config-error.js';
 import { integerIn } from './config/parse-values.js';
-import { demoModel } from './demo-model.js';
 import { createRowWriter, toJsonText } from './output.js';
+import { CLI_MODELS, DEFAULT_CLI_MODEL } from './state-models.js';
 
 /** Keys asked for per `listKeys` page. */
 export const DEFAULT_KEYS_PAGE_SIZE = 1000;
-
-/** The state models `inspect --model` knows, by name. */
-export const INSPECT_MODELS: Readonly<Record<string, StateModel<unknown, unknown>>> = {
-  persist: persistStateModel as StateModel<unknown, unknown>,
-  demo: demoModel as StateModel<unknown, unknown>,
-};
 
 function consensusOption(): Option {
   return new Option(
@@ -177,8 +171,8 @@ Exit code 1: the store cannot be read; 2: bad flags.`,
     )
     .addOption(
       new Option('--model <name>', 'the state model the shard was written with')
-        .choices(Object.keys(INSPECT_MODELS))
-        .default('persist'),
+        .choices(Object.keys(CLI_MODELS))
+        .default(DEFAULT_CLI_MODEL),
     )
     .addHelpText(
       'after',
@@ -193,7 +187,7 @@ Exit code 1: no such shard or version, or the log cannot be read; 2: bad flags.`
     .action((shardId: string, flags: InspectFlags) =>
       runCommand('inspect', () =>
         withConsensus(flags.consensus, async (c) => {
-          const model = INSPECT_MODELS[flags.model] as StateModel<unknown, unknown>;
+          const model = CLI_MODELS[flags.model] as StateModel<unknown, unknown>;
           let v: Awaited<ReturnType<typeof inspectShard<unknown, unknown>>>;
           try {
             v = await inspectShard(c, shardId, model, { atSeqno: flags.at });

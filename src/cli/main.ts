@@ -8,6 +8,7 @@ import { registerBroker } from './broker.js';
 import { registerConsensusCommands } from './consensus-commands.js';
 import { registerDemo } from './demo.js';
 import { registerListings } from './listings.js';
+import { registerTail } from './tail.js';
 
 const program = new Command()
   .name('persist-pubsub')
@@ -18,6 +19,7 @@ registerDemo(program);
 registerBroker(program);
 registerListings(program);
 registerConsensusCommands(program);
+registerTail(program);
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(`persist-pubsub: ${err instanceof Error ? err.message : String(err)}`);

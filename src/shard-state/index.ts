@@ -17,7 +17,7 @@ export {
 export type { ShardStateErrorCode } from './errors.js';
 export { ShardStateError } from './errors.js';
 export type { InspectShardOptions, ShardInspection } from './inspect.js';
-export { INSPECT_PAGE_SIZE, inspectShard } from './inspect.js';
+export { decodePushedDiff, INSPECT_PAGE_SIZE, inspectShard } from './inspect.js';
 export type {
   FieldDiff,
   Frontier,

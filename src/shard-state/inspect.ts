@@ -126,3 +126,23 @@ export async function inspectShard<S, D>(
     retained: { versions, earliestSeqno, headSeqno, lastRollupSeqno },
   };
 }
+
+/**
+ * Decodes a diff as pubsub carries it (a version envelope without its rollup, see
+ * `envelope.ts`) into the model's diff, for display. Throws `corrupt_log` if the bytes are not
+ * an envelope of `model` for `seqno`.
+ */
+export function decodePushedDiff<S, D>(
+  model: StateModel<S, D>,
+  bytes: Uint8Array,
+  seqno: bigint,
+): { diff: D; wallTimeMs: number } {
+  try {
+    const env = decodeEnvelope(bytes, model.name, seqno);
+    return { diff: model.decodeDiff(env.diff), wallTimeMs: env.wallTimeMs };
+  } catch (err) {
+    throw new ShardStateError('corrupt_log', `diff ${seqno}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}

@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { persistStateModel, type StateModel } from '../shard-state/index.js';
+import { tailRow } from './tail.js';
+
+const model = persistStateModel as StateModel<unknown, unknown>;
+
+describe('tailRow', () => {
+  it('a diff: size, stamp latency and commit latency, clamped at 0 for a clock ahead', () => {
+    const row = tailRow(
+      {
+        kind: 'diff',
+        shardId: 's1',
+        seqno: 4n,
+        diff: new Uint8Array(10),
+        originTimestampMs: 900,
+        brokerTimestampMs: 1_200,
+      },
+      1_000,
+      undefined,
+    );
+    expect(row).toEqual({
+      event: 'diff',
+      atMs: 1_000,
+      shardId: 's1',
+      seqno: 4n,
+      bytes: 10,
+      latencyMs: 0,
+      commitLatencyMs: 100,
+    });
+  });
+
+  it('--decode of bytes the model cannot read shows the error instead of crashing', () => {
+    const row = tailRow(
+      {
+        kind: 'diff',
+        shardId: 's1',
+        seqno: 1n,
+        diff: new Uint8Array([0xff, 0xff]),
+        originTimestampMs: undefined,
+        brokerTimestampMs: undefined,
+      },
+      0,
+      model,
+    );
+    expect(row).toMatchObject({ latencyMs: undefined, decoded: { error: expect.any(String) } });
+  });
+
+  it('a gap is a row; a resync is not printed', () => {
+    expect(
+      tailRow({ kind: 'gap', shardId: 's1', reason: 'slow_consumer', fromSeqno: 3n }, 5, model),
+    ).toEqual({ event: 'gap', atMs: 5, shardId: 's1', reason: 'slow_consumer', fromSeqno: 3n });
+    expect(tailRow({ kind: 'resync', shardIds: ['s1'], reconnect: true }, 5, model)).toBe(
+      undefined,
+    );
+  });
+});
