@@ -96,3 +96,53 @@ describe('shard-state cache', () => {
 });
 
 const persistEq = (a: PersistState, b: PersistState) => persistStateModel.equals(a, b);
+
+describe('waiting on a shared signal', () => {
+  it('one signal shared by 300 listen loops adds one abort listener, not 300', async () => {
+    const consensus = createMemoryConsensus();
+    const cache = createShardStateCache({ consensus, clock: createFakeClock() });
+    const warnings: Error[] = [];
+    const onWarning = (w: Error) => warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      const ac = new AbortController();
+      let added = 0;
+      const add = ac.signal.addEventListener.bind(ac.signal);
+      ac.signal.addEventListener = ((...args: Parameters<typeof add>) => {
+        added++;
+        add(...args);
+      }) as typeof add;
+      const ids = Array.from({ length: 300 }, (_, i) => `s${String(i).padStart(4, '0')}`);
+      const handles = await Promise.all(ids.map((id) => cache.open<PersistState>(id)));
+      const seen = handles.map(() => [] as bigint[]);
+      const loops = handles.map(async (h, i) => {
+        for await (const v of h.listen({ signal: ac.signal })) seen[i]?.push(v.seqno);
+      });
+      await new Promise((r) => setImmediate(r));
+      // One shard moves on through a pushed diff: its loop sees it and waits again.
+      const id = ids[7] as string;
+      const published: Uint8Array[] = [];
+      const pushing = createShardStateCache({
+        consensus,
+        hooks: { publish: (e) => published.push(e.diff) },
+      });
+      const p = await pushing.open<PersistState>(id);
+      await p.update(addBatch('x'));
+      expect(cache.receiveDiff(id, 1n, published[0] as Uint8Array)).toBe('applied');
+      await new Promise((r) => setImmediate(r));
+      expect(seen[7]).toEqual([0n, 1n]);
+      ac.abort();
+      const results = await Promise.allSettled(loops);
+      expect(results.every((r) => r.status === 'rejected')).toBe(true);
+      expect(results[0]).toMatchObject({ reason: { code: 'aborted' } });
+      expect(added).toBe(1);
+      await new Promise((r) => setImmediate(r));
+      expect(warnings.filter((x) => x.name === 'MaxListenersExceededWarning')).toEqual([]);
+      p.close();
+      pushing.close();
+    } finally {
+      process.off('warning', onWarning);
+      cache.close();
+    }
+  });
+});

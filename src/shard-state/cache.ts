@@ -252,7 +252,7 @@ const CLOSED = Symbol('closed');
 class Handle<S> implements ShardHandle<S> {
   readonly #shard: Shard<S, unknown>;
   readonly #release: () => void;
-  /** Aborted on close: every pending wait of this handle listens to it. */
+  /** Aborted on close: pending updates listen to it (pending waits are released by the shard). */
   readonly #closing = new AbortController();
   #refs = 1;
 
@@ -288,13 +288,15 @@ class Handle<S> implements ShardHandle<S> {
     if (typeof fn !== 'function') {
       throw new ShardStateError('invalid_argument', 'update needs a function');
     }
-    const link = linkSignals(options?.signal, this.#closing.signal);
+    const user = options?.signal;
+    // With no signal of the caller's, the handle's own is enough: no linked signal per update.
+    const link = user === undefined ? undefined : linkSignals(user, this.#closing.signal);
     try {
-      return await this.#shard.update(fn, link.signal);
+      return await this.#shard.update(fn, link?.signal ?? this.#closing.signal);
     } catch (err) {
-      throw this.#mapAbort(err, options?.signal);
+      throw this.#mapAbort(err, user);
     } finally {
-      link.unlink();
+      link?.unlink();
     }
   }
 
@@ -303,19 +305,8 @@ class Handle<S> implements ShardHandle<S> {
     if (typeof seqno !== 'bigint') {
       throw new ShardStateError('invalid_argument', 'seqno must be a bigint');
     }
-    await this.#wait(seqno, options?.signal);
+    await this.#shard.waitFor(seqno, options?.signal, this);
     return this.#shard.snapshot();
-  }
-
-  async #wait(seqno: bigint, userSignal: AbortSignal | undefined): Promise<void> {
-    const link = linkSignals(userSignal, this.#closing.signal);
-    try {
-      await this.#shard.waitFor(seqno, link.signal);
-    } catch (err) {
-      throw this.#mapAbort(err, userSignal);
-    } finally {
-      link.unlink();
-    }
   }
 
   #mapAbort(err: unknown, userSignal: AbortSignal | undefined): unknown {
@@ -358,7 +349,7 @@ class Handle<S> implements ShardHandle<S> {
           continue;
         }
         try {
-          await this.#wait(last + 1n, signal);
+          await this.#shard.waitFor(last + 1n, signal, this);
         } catch (err) {
           if (err instanceof ShardStateError && err.code === 'closed') return;
           throw err;
@@ -377,6 +368,7 @@ class Handle<S> implements ShardHandle<S> {
   close(): void {
     if (this.#closing.signal.aborted) return;
     this.#closing.abort(CLOSED);
+    this.#shard.releaseWaiters(this);
     this.#unref();
   }
 

@@ -83,7 +83,7 @@ export function createShardStateMetrics(
     ),
     commits: counter(
       'persist_pubsub_state_commits_total',
-      'Writer compare-and-sets by outcome (committed, mismatch, indeterminate, error) and no-op updates',
+      'Writer compare-and-sets by outcome (committed, mismatch, unavailable, error; indeterminate, then what the re-read found) and no-op updates',
       ['outcome'],
     ),
     truncations: counter(

@@ -1,0 +1,140 @@
+/**
+ * A waiting reader's polling fallback (reference schedule, docs/architecture.md "Polling
+ * fallback"): while anyone waits for a newer version, Consensus is read on a timer: a first
+ * sleep of `pollFirstSleepMs`, then `pollInitialBackoffMs` doubling up to `pollMaxBackoffMs`
+ * after each poll that found nothing, each sleep jittered by `pollJitterRatio`. Progress (a
+ * version applied, from anywhere) starts the schedule over.
+ *
+ * State: `#phase`, one tagged union changed only by `#to`. The timer is a resource the phase
+ * asks for, armed lazily: progress moves the deadline, and a timer that fires before the
+ * deadline re-arms for the rest. So a reader applying a diff every few hundred milliseconds
+ * costs no timer churn per diff, yet every poll happens exactly when the schedule says.
+ */
+import type { Clock, Timer } from '../util/index.js';
+import { jitter, pollDelayMs, type ShardStateConfig } from './config.js';
+
+export type PollPhase =
+  /** Nobody waits: no polls. */
+  | { readonly kind: 'idle' }
+  /** Sleeping before poll number `attempt` (0-based), which is due at `sleepStartMs` + delay. */
+  | {
+      readonly kind: 'sleeping';
+      readonly attempt: number;
+      readonly sleepStartMs: number;
+      /** The jitter factor's uniform draw for this sleep. */
+      readonly jitterUnit: number;
+    }
+  /** Poll number `attempt` is reading Consensus. */
+  | { readonly kind: 'polling'; readonly attempt: number };
+
+export interface PollScheduleDeps {
+  clock: Clock;
+  random: () => number;
+  config: () => Readonly<ShardStateConfig>;
+  /** Reads Consensus for newer versions; never rejects. */
+  poll: () => Promise<void>;
+}
+
+const IDLE: PollPhase = Object.freeze({ kind: 'idle' });
+
+export class PollSchedule {
+  readonly #d: PollScheduleDeps;
+  #phase: PollPhase = IDLE;
+  #timer: Timer | undefined;
+  /** When `#timer` fires (monotonic clock ms). */
+  #timerAtMs = 0;
+
+  constructor(deps: PollScheduleDeps) {
+    this.#d = deps;
+  }
+
+  get phase(): PollPhase {
+    return this.#phase;
+  }
+
+  /** Someone waits: from idle, the first sleep starts now. */
+  start(): void {
+    if (this.#phase.kind === 'idle') this.#to(this.#sleep(0));
+  }
+
+  /** A version was applied: a waiting schedule starts over with a fresh first sleep. */
+  progress(): void {
+    if (this.#phase.kind !== 'idle') this.#to(this.#sleep(0));
+  }
+
+  /**
+   * Nobody waits any more (a wait was satisfied). The pending timer is left to lapse, so that a
+   * reader that waits again at once (a listen loop) reuses it.
+   */
+  idle(): void {
+    this.#to(IDLE);
+  }
+
+  /** Nobody waits, and the timer is cancelled (an abort, a close). */
+  stop(): void {
+    this.#to(IDLE);
+    this.#timer?.cancel();
+    this.#timer = undefined;
+  }
+
+  /** The configuration changed: a running sleep is re-timed under it (same start and jitter). */
+  configChanged(): void {
+    const p = this.#phase;
+    if (p.kind !== 'sleeping') return;
+    this.#timer?.cancel();
+    this.#timer = undefined;
+    this.#arm(this.#deadline(p));
+  }
+
+  #sleep(attempt: number): PollPhase {
+    return {
+      kind: 'sleeping',
+      attempt,
+      sleepStartMs: this.#d.clock.monotonicMs(),
+      jitterUnit: this.#d.random(),
+    };
+  }
+
+  /** The one transition: sets the phase and arms the timer a sleep needs. */
+  #to(next: PollPhase): void {
+    this.#phase = next;
+    if (next.kind === 'sleeping') this.#arm(this.#deadline(next));
+  }
+
+  #deadline(p: Extract<PollPhase, { kind: 'sleeping' }>): number {
+    const cfg = this.#d.config();
+    return (
+      p.sleepStartMs + jitter(pollDelayMs(cfg, p.attempt), cfg.pollJitterRatio, () => p.jitterUnit)
+    );
+  }
+
+  /** Makes sure a timer fires no later than `atMs`. */
+  #arm(atMs: number): void {
+    if (this.#timer !== undefined && this.#timerAtMs <= atMs) return;
+    this.#timer?.cancel();
+    const { clock } = this.#d;
+    this.#timerAtMs = atMs;
+    // Someone awaits this poll (a waitForSeqno or a listen loop): keep the process alive.
+    this.#timer = clock.setTimer(() => this.#fire(), Math.max(0, atMs - clock.monotonicMs()), {
+      keepAlive: true,
+    });
+  }
+
+  #fire(): void {
+    this.#timer = undefined;
+    const p = this.#phase;
+    if (p.kind !== 'sleeping') return;
+    const deadline = this.#deadline(p);
+    // The deadline moved on since this timer was armed (within a millisecond counts as due).
+    if (deadline - this.#d.clock.monotonicMs() >= 1) {
+      this.#arm(deadline);
+      return;
+    }
+    const polling: PollPhase = { kind: 'polling', attempt: p.attempt };
+    this.#to(polling);
+    void this.#d.poll().then(() => {
+      // Progress during the poll already started a new sleep; otherwise it found nothing.
+      if (this.#phase === polling) this.#to(this.#sleep(p.attempt + 1));
+    });
+  }
+}
