@@ -92,7 +92,7 @@ function createStubTransport(): StubTransport {
           pushed.push({ shardId, seqno, diff, originTimestampMs });
           return diff.byteLength;
         },
-        pendingPushes: () => 0,
+        bufferedBytes: () => 0,
         close() {
           onMessage = undefined;
         },

@@ -6,8 +6,7 @@
  */
 
 import { type AddressInfo, createServer, type Socket } from 'node:net';
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import * as grpc from '@grpc/grpc-js';
+import { create, toBinary } from '@bufbuild/protobuf';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFlags } from '../src/client/flags.js';
@@ -15,69 +14,11 @@ import { createGrpcPubSubClient } from '../src/client/grpc-pubsub-client.js';
 import type { PubSubClient, PubSubEvent } from '../src/client/pubsub-client.js';
 import {
   ProtoGapReason,
-  type ProtoPubSubMessage,
   ProtoPubSubMessageSchema,
 } from '../src/gen/mz_persist_client/internal/service/pubsub_pb.js';
+import { startTestServer } from './support/grpc-servers.js';
 
-const PATH = '/mz_persist_client.internal.service.ProtoPersistPubSub/PubSub';
-const id = (b: Buffer) => b;
-
-interface Conn {
-  call: grpc.ServerDuplexStream<Buffer, Buffer>;
-  metadata: grpc.Metadata;
-  received: ProtoPubSubMessage[];
-  subs: Set<string>;
-}
-
-async function startTinyBroker(port = 0) {
-  const conns: Conn[] = [];
-  const server = new grpc.Server();
-  server.addService(
-    {
-      PubSub: {
-        path: PATH,
-        requestStream: true,
-        responseStream: true,
-        requestSerialize: id,
-        requestDeserialize: id,
-        responseSerialize: id,
-        responseDeserialize: id,
-      },
-    },
-    {
-      PubSub: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
-        const conn: Conn = { call, metadata: call.metadata, received: [], subs: new Set() };
-        conns.push(conn);
-        call.on('data', (buf: Buffer) => {
-          const msg = fromBinary(ProtoPubSubMessageSchema, buf);
-          conn.received.push(msg);
-          if (msg.message.case === 'subscribe') conn.subs.add(msg.message.value.shardId);
-          if (msg.message.case === 'unsubscribe') conn.subs.delete(msg.message.value.shardId);
-          if (msg.message.case === 'pushDiff') {
-            const shard = msg.message.value.shardId;
-            for (const other of conns) {
-              if (other !== conn && other.subs.has(shard)) {
-                const fwd = create(ProtoPubSubMessageSchema, {
-                  timestamp: { secs: 1_700_000_000n, nanos: 500_000_000 },
-                  message: msg.message,
-                });
-                other.call.write(Buffer.from(toBinary(ProtoPubSubMessageSchema, fwd)));
-              }
-            }
-          }
-        });
-        call.on('error', () => {});
-        call.on('end', () => call.end());
-      },
-    },
-  );
-  const bound = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (e, p) =>
-      e ? reject(e) : resolve(p),
-    ),
-  );
-  return { server, conns, port: bound };
-}
+const startTinyBroker = (port = 0) => startTestServer('grpc-js', { port });
 
 async function until(pred: () => boolean, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -104,7 +45,7 @@ afterEach(async () => {
 describe('gRPC transport wire use', () => {
   it('sends headers, origin timestamps and resume seqnos; decodes diffs and gaps', async () => {
     const tiny = await startTinyBroker();
-    cleanup.push(() => tiny.server.forceShutdown());
+    cleanup.push(() => tiny.close());
     const flags = createFlags({ persist_pubsub_reconnect_backoff_ms: 10 });
     const url = `grpc://127.0.0.1:${tiny.port}`;
     const writer = createGrpcPubSubClient({
@@ -121,8 +62,8 @@ describe('gRPC transport wire use', () => {
     reader.subscribe(S, { resumeAfterSeqno: 41n });
     const events = reader.events()[Symbol.asyncIterator]();
     await nextOf(events, 'resync');
-    await until(() => writer.status.state === 'connected' && tiny.conns.length === 2);
-    await until(() => tiny.conns.some((c) => c.subs.has(S)));
+    await until(() => writer.status.state === 'connected' && tiny.calls.length === 2);
+    await until(() => tiny.calls.some((c) => c.subs.has(S)));
 
     expect(writer.push(S, 42n, new Uint8Array([1, 2, 3]), 1_700_000_000_123.5)).toBe(true);
     const diff = await nextOf(events, 'diff');
@@ -131,8 +72,8 @@ describe('gRPC transport wire use', () => {
     expect(diff.kind === 'diff' && diff.originTimestampMs).toBeCloseTo(1_700_000_000_123.5, 3);
     expect(diff.kind === 'diff' && diff.brokerTimestampMs).toBe(1_700_000_000_500);
 
-    const readerConn = tiny.conns.find((c) => c.subs.has(S))!;
-    const writerConn = tiny.conns.find((c) => c !== readerConn)!;
+    const readerConn = tiny.calls.find((c) => c.subs.has(S))!;
+    const writerConn = tiny.calls.find((c) => c !== readerConn)!;
     expect(readerConn.metadata.get('persist-pubsub-caller-id')).toEqual(['reader-1']);
     expect(readerConn.metadata.get('persist-pubsub-extensions')).toEqual(['1']);
     expect(readerConn.metadata.get('authorization')).toEqual([]);
@@ -152,7 +93,7 @@ describe('gRPC transport wire use', () => {
         value: { shardId: S, reason: ProtoGapReason.SLOW_CONSUMER, fromSeqno: 43n, dropped: 2n },
       },
     });
-    readerConn.call.write(Buffer.from(toBinary(ProtoPubSubMessageSchema, gap)));
+    readerConn.send(Buffer.from(toBinary(ProtoPubSubMessageSchema, gap)));
     expect(await nextOf(events, 'gap')).toEqual({
       kind: 'gap',
       shardId: S,
@@ -160,7 +101,7 @@ describe('gRPC transport wire use', () => {
       fromSeqno: 43n,
     });
     // Garbage from the broker is counted, never a crash; the stream stays up.
-    readerConn.call.write(Buffer.from([0xff, 0xff, 0xff]));
+    readerConn.send(Buffer.from([0xff, 0xff, 0xff]));
     writer.push(S, 43n, new Uint8Array([4]));
     expect(await nextOf(events, 'diff')).toMatchObject({ seqno: 43n });
   });
@@ -168,7 +109,7 @@ describe('gRPC transport wire use', () => {
   it('does not block the caller when the broker is down, and connects when it appears', async () => {
     const probe = await startTinyBroker();
     const port = probe.port;
-    probe.server.forceShutdown();
+    await probe.close();
     const flags = createFlags({ persist_pubsub_connect_max_backoff_ms: 50 });
     const t0 = performance.now();
     const client: PubSubClient = createGrpcPubSubClient({ url: `grpc://127.0.0.1:${port}`, flags });
@@ -180,8 +121,8 @@ describe('gRPC transport wire use', () => {
     cleanup.push(() => client.close());
     await until(() => client.status.state === 'backoff');
     const tiny = await startTinyBroker(port);
-    cleanup.push(() => tiny.server.forceShutdown());
-    await until(() => tiny.conns.some((c) => c.subs.has(S)));
+    cleanup.push(() => tiny.close());
+    await until(() => tiny.calls.some((c) => c.subs.has(S)));
     expect(client.status.state).toBe('connected');
   });
 

@@ -36,7 +36,7 @@ function fakeTransport() {
         subscribe: (s, r) => sent.push(`sub ${s} ${r ?? '-'}`) && 10,
         unsubscribe: (s) => sent.push(`unsub ${s}`) && 10,
         push: (s, n) => sent.push(`push ${s} ${n}`) && 20,
-        pendingPushes: () => 0,
+        bufferedBytes: () => 0,
         close: () => {
           rec.closed = true;
         },

@@ -11,7 +11,8 @@
  *   `persist_pubsub_reconnect_backoff_ms` (jittered) before the next attempt.
  * - After every (re)connect every live subscription is re-sent with its resume seqno, then one
  *   `resync` event lists the subscribed shards so the caller catches each up from Consensus.
- * - Pushes while disconnected (or disabled, or with a full send queue) are dropped and counted.
+ * - Pushes while disconnected (or disabled, or with `persist_pubsub_client_sender_buffer_bytes`
+ *   already waiting for the wire) are dropped and counted.
  * - Flags are read live: turning `persist_pubsub_client_enabled` off closes the stream
  *   synchronously inside `Flags.set` (status `disabled`); turning it on wakes the loop, which
  *   reconnects at once and resubscribes. `persist_pubsub_push_diff_enabled` gates `push`.
@@ -319,7 +320,7 @@ export function createPubSubClient(
       else if (!f.persist_pubsub_client_enabled) reason = 'disabled';
       else if (!f.persist_pubsub_push_diff_enabled) reason = 'push_disabled';
       else if (current === undefined) reason = 'disconnected';
-      else if (current.pendingPushes() >= f.persist_pubsub_client_sender_channel_size) {
+      else if (current.bufferedBytes() >= f.persist_pubsub_client_sender_buffer_bytes) {
         reason = 'queue_full';
       }
       if (reason !== undefined || current === undefined) {

@@ -16,6 +16,7 @@ describe('flags', () => {
     expect(f.persist_pubsub_connect_attempt_timeout_ms).toBe(5000);
     expect(f.persist_pubsub_connect_max_backoff_ms).toBe(60_000);
     expect(f.persist_pubsub_client_sender_channel_size).toBe(25);
+    expect(f.persist_pubsub_client_sender_buffer_bytes).toBe(4 * 1024 * 1024);
   });
 
   it('notifies listeners and rejects an invalid update as a whole', () => {

@@ -23,8 +23,20 @@ export interface PersistFlags {
   persist_pubsub_connect_attempt_timeout_ms: number;
   /** Cap of the exponential backoff between failed connect attempts, in ms. @default 60000 */
   persist_pubsub_connect_max_backoff_ms: number;
-  /** Pushes queued for the transport at most; more are dropped. @default 25 */
+  /**
+   * The reference's sender channel size, kept so that configs naming it stay valid. It bounds
+   * nothing here: the sender is bounded by bytes (`persist_pubsub_client_sender_buffer_bytes`),
+   * since a count says nothing about memory and a burst of small pushes is not a backlog.
+   * @default 25
+   */
   persist_pubsub_client_sender_channel_size: number;
+  /**
+   * Bytes handed to the transport that the wire has not taken yet, at most (this turn's
+   * coalesced write plus what flow control or a slow socket holds back); a push that finds
+   * this many waiting is dropped and counted (`reason="queue_full"`), and readers recover it
+   * from Consensus. @default 4194304 (4 MiB)
+   */
+  persist_pubsub_client_sender_buffer_bytes: number;
   /** Received events queued for the consumer at most; more become gaps. @default 25 */
   persist_pubsub_client_receiver_channel_size: number;
   /** A reader waiting for the next seqno first polls Consensus after this long, in ms. @default 1200 */
@@ -36,6 +48,9 @@ export interface PersistFlags {
 }
 
 export type FlagName = keyof PersistFlags;
+
+/** The default sender bound, `persist_pubsub_client_sender_buffer_bytes`: 4 MiB. */
+export const DEFAULT_SENDER_BUFFER_BYTES = 4 * 1024 * 1024;
 
 type FlagSpec =
   | { kind: 'boolean'; default: boolean }
@@ -73,6 +88,11 @@ export const FLAG_SPECS: Readonly<Record<FlagName, FlagSpec>> = {
   persist_pubsub_connect_attempt_timeout_ms: int(5000, 1),
   persist_pubsub_connect_max_backoff_ms: int(60_000, 1),
   persist_pubsub_client_sender_channel_size: int(25, 1, 1_000_000),
+  persist_pubsub_client_sender_buffer_bytes: int(
+    DEFAULT_SENDER_BUFFER_BYTES,
+    4096,
+    1024 * 1024 * 1024,
+  ),
   persist_pubsub_client_receiver_channel_size: int(25, 1, 1_000_000),
   persist_next_listen_batch_retryer_fixed_sleep_ms: int(1200),
   persist_next_listen_batch_retryer_initial_backoff_ms: int(100, 1),

@@ -8,7 +8,7 @@ export interface GrpcAddress {
   tls: boolean;
   host: string;
   port: number;
-  /** `host:port` as grpc-js takes it (brackets kept for IPv6). */
+  /** `host:port`, brackets kept for IPv6 (the HTTP/2 authority). */
   target: string;
 }
 

@@ -1,32 +1,49 @@
 /**
  * The gRPC transport: one bidi `PubSub` stream per connection to the broker, wire-compatible
- * with Materialize's `ProtoPersistPubSub`.
+ * with Materialize's `ProtoPersistPubSub`, written on `node:http2` with the same gRPC framing
+ * the broker uses (length-prefixed messages, `application/grpc`, status in trailers).
  *
- * Why grpc-js rather than connect-node's gRPC transport: measured ping-pong through a local
- * echo (`node test/fixtures/client-transport-pingpong.mjs 10000`, 256-byte diffs, loopback),
- * the two are within noise of each other (p50 43–65 µs for grpc-js vs 50–71 µs for
- * connect-node over two runs), so latency does not decide. grpc-js does: it exposes channel
- * keepalive, the connectivity state we wait on before declaring a connection, per-write flush
- * callbacks (our bounded send queue) and plain `Metadata`, and the broker itself runs on it.
- * Messages go through pass-through serializers and `@bufbuild/protobuf` `toBinary`/`fromBinary`,
- * so no proto loader and no second copy of the schema.
+ * Why not grpc-js: its client completes one write at a time, after the socket took it, so a
+ * writer that commits many shards in one turn either waits or drops (the old sender bound,
+ * counted in pushes, dropped under CPU load with the socket idle). Here every frame made in one
+ * event-loop turn is coalesced into one `write` (flushed in a `setImmediate`), and the sender
+ * is bounded by bytes that the wire has not taken yet (`bufferedBytes`, checked against
+ * `persist_pubsub_client_sender_buffer_bytes` above the seam): a push is dropped only when that
+ * many bytes really wait. Frames are encoded in one pass (`grpc-frames.ts`), not through
+ * protobuf-es reflection.
  *
- * Each connection attempt uses a fresh channel, closed when the connection ends: the reconnect
- * loop in `createPubSubClient` owns the backoff, not grpc-js's channel-internal one.
+ * Kept from the grpc-js transport: keepalive pings (`keepaliveTimeMs`, an unanswered ping ends
+ * the connection after `keepaliveTimeoutMs`), TLS and mTLS (ALPN h2, `serverName` override),
+ * the bearer token, the caller-id and extensions headers, a connection that counts as up only
+ * once the broker's HTTP/2 SETTINGS arrived (a TCP listener that never speaks HTTP/2 times out
+ * with the caller's attempt signal), a stream that counts as accepted once response headers
+ * arrive (or `acceptGraceMs` passes without an error, for servers that send headers with their
+ * first message), a trailers-only refusal (e.g. UNAUTHENTICATED) failing the attempt, and
+ * GOAWAY / RST_STREAM / a non-OK status ending the connection with an error so the reconnect
+ * loop takes over. Each connection is its own HTTP/2 session, closed when the connection ends:
+ * the reconnect loop in `createPubSubClient` owns the backoff.
  */
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import * as grpc from '@grpc/grpc-js';
+import {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  constants as h2,
+  connect as http2Connect,
+  type IncomingHttpHeaders,
+  type SecureClientSessionOptions,
+} from 'node:http2';
+import { isIP } from 'node:net';
+import { fromBinary } from '@bufbuild/protobuf';
+import { createFrameDecoder } from '../broker/frame-decoder.js';
 import {
   ProtoGapReason,
   type ProtoPubSubMessage,
   ProtoPubSubMessageSchema,
-  ProtoPushDiffSchema,
-  ProtoSubscribeSchema,
-  ProtoUnsubscribeSchema,
 } from '../gen/mz_persist_client/internal/service/pubsub_pb.js';
 import type { ProtoDuration } from '../gen/mz_proto/proto_pb.js';
+import { type Clock, systemClock, type Timer } from '../util/index.js';
 import { ClientError } from './errors.js';
 import { parseGrpcAddress } from './grpc-address.js';
+import { pushFrame, subscribeFrame, unsubscribeFrame } from './grpc-frames.js';
 import type { ReceivedGap } from './pubsub-client.js';
 import type {
   ConnectOptions,
@@ -80,23 +97,14 @@ export interface GrpcTransportOptions {
   acceptGraceMs?: number | undefined;
   /** Largest message received, in bytes. @default 4 MiB */
   maxMessageBytes?: number | undefined;
-  /** Wall clock in ms since the Unix epoch (message timestamps). @default Date.now */
-  now?: (() => number) | undefined;
+  /** Message timestamps, keepalive and accept-grace timers. @default systemClock */
+  clock?: Clock | undefined;
 }
 
-const identity = (b: Buffer): Buffer => b;
 const ASCII = /^[\x20-\x7e]*$/;
-
-/** Ms since the Unix epoch (fractional allowed; negative or non-finite taken as 0). */
-function durationFromMs(ms: number): ProtoDuration {
-  const t = Number.isFinite(ms) && ms > 0 ? ms : 0;
-  const secs = Math.floor(t / 1000);
-  return {
-    $typeName: 'mz_proto.ProtoDuration',
-    secs: BigInt(secs),
-    nanos: Math.min(999_999_999, Math.round((t - secs * 1000) * 1e6)),
-  };
-}
+/** Receive windows: a reader far behind holds up to this much in flight per connection. */
+const STREAM_WINDOW_BYTES = 1 << 20;
+const SESSION_WINDOW_BYTES = 4 << 20;
 
 function msFromDuration(d: ProtoDuration | undefined): number | undefined {
   if (d === undefined) return undefined;
@@ -157,6 +165,23 @@ function checkMs(name: string, v: number): void {
   }
 }
 
+/** A gRPC status from response headers or trailers, if they carry one. */
+function grpcStatusOf(headers: IncomingHttpHeaders): { code: number; message: string } | undefined {
+  const raw = headers['grpc-status'];
+  if (raw === undefined) return undefined;
+  const code = Number(raw);
+  let message = '';
+  const m = headers['grpc-message'];
+  if (typeof m === 'string') {
+    try {
+      message = decodeURIComponent(m);
+    } catch {
+      message = m;
+    }
+  }
+  return { code: Number.isInteger(code) ? code : 2, message };
+}
+
 export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransport {
   const address = parseGrpcAddress(options.url);
   const callerId = options.callerId ?? 'unknown';
@@ -187,202 +212,236 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
       field: 'tls',
     });
   }
-  const toBuf = (v: string | Buffer | undefined): Buffer | null =>
-    v === undefined ? null : typeof v === 'string' ? Buffer.from(v) : v;
-  const credentials = address.tls
-    ? grpc.credentials.createSsl(toBuf(tls?.ca), toBuf(tls?.key), toBuf(tls?.cert))
-    : grpc.credentials.createInsecure();
-  const channelOptions: grpc.ChannelOptions = {
-    'grpc.max_receive_message_length': maxMessageBytes,
-    'grpc.enable_retries': 0,
-    ...(keepaliveTimeMs > 0
+  const authority = `${address.tls ? 'https' : 'http'}://${address.target}`;
+  // SNI carries a name, never an IP; certificate checks use `servername` when set, else host.
+  const serverName = tls?.serverName ?? (isIP(address.host) === 0 ? address.host : undefined);
+  const sessionOptions: SecureClientSessionOptions = {
+    settings: { enablePush: false, initialWindowSize: STREAM_WINDOW_BYTES },
+    // nghttp2's own buffers (in MB): a bounded sender plus a full receive window fit.
+    maxSessionMemory: 64,
+    ...(address.tls
       ? {
-          'grpc.keepalive_time_ms': keepaliveTimeMs,
-          'grpc.keepalive_timeout_ms': keepaliveTimeoutMs,
-          'grpc.keepalive_permit_without_calls': 1,
+          ALPNProtocols: ['h2'],
+          ...(tls?.ca !== undefined ? { ca: tls.ca } : {}),
+          ...(tls?.cert !== undefined ? { cert: tls.cert, key: tls.key } : {}),
+          ...(serverName !== undefined ? { servername: serverName } : {}),
         }
       : {}),
-    ...(tls?.serverName !== undefined ? { 'grpc.ssl_target_name_override': tls.serverName } : {}),
   };
-  const now = options.now ?? Date.now;
+  const requestHeaders: Record<string, string> = {
+    [h2.HTTP2_HEADER_METHOD]: 'POST',
+    [h2.HTTP2_HEADER_PATH]: PUBSUB_METHOD_PATH,
+    [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
+    [h2.HTTP2_HEADER_TE]: 'trailers',
+    [h2.HTTP2_HEADER_USER_AGENT]: 'persist-pubsub-node',
+    'grpc-accept-encoding': 'identity',
+    [CALLER_ID_HEADER]: callerId,
+    [EXTENSIONS_HEADER]: '1',
+    ...(options.authToken !== undefined ? { authorization: `Bearer ${options.authToken}` } : {}),
+  };
+  const clock = options.clock ?? systemClock;
+  const now = (): number => clock.nowMs();
+  const unreachable = (why: string, cause?: unknown): ClientError =>
+    new ClientError('unavailable', `broker ${address.target} unreachable (${why})`, { cause });
 
-  const encode = (msg: ProtoPubSubMessage['message']): Buffer => {
-    const bin = toBinary(
-      ProtoPubSubMessageSchema,
-      create(ProtoPubSubMessageSchema, { timestamp: durationFromMs(now()), message: msg }),
-    );
-    return Buffer.from(bin.buffer, bin.byteOffset, bin.byteLength);
-  };
+  /** Resolves once the broker's SETTINGS arrived: the HTTP/2 connection is up. */
+  const openSession = (signal: AbortSignal): Promise<ClientHttp2Session> =>
+    new Promise((resolve, reject) => {
+      const session = http2Connect(authority, sessionOptions);
+      const settle = (err: Error | undefined): void => {
+        session.off('remoteSettings', onSettings);
+        session.off('error', onError);
+        session.off('close', onEarlyClose);
+        signal.removeEventListener('abort', onAbort);
+        if (err === undefined) {
+          resolve(session);
+        } else {
+          session.destroy();
+          reject(err);
+        }
+      };
+      const onSettings = (): void => settle(undefined);
+      const onError = (err: Error): void => settle(unreachable(err.message, err));
+      const onEarlyClose = (): void => settle(unreachable('connection closed'));
+      const onAbort = (): void => settle(signal.reason as Error);
+      session.once('remoteSettings', onSettings);
+      session.on('error', onError);
+      session.once('close', onEarlyClose);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
 
   return {
     kind: 'grpc',
     async connect({ signal, onMessage, onClose }: ConnectOptions): Promise<PubSubConnection> {
       signal.throwIfAborted();
-      const client = new grpc.Client(address.target, credentials, channelOptions);
+      const session = await openSession(signal);
+      session.setLocalWindowSize(SESSION_WINDOW_BYTES);
+      let stream: ClientHttp2Stream;
       try {
-        await new Promise<void>((resolve, reject) => {
-          const onAbort = (): void => reject(signal.reason);
-          signal.addEventListener('abort', onAbort, { once: true });
-          // Fail the attempt at the first TRANSIENT_FAILURE instead of waiting through
-          // grpc-js's own reconnect backoff: our loop owns the backoff. The attempt timeout is
-          // the caller's signal; grpc-js needs some deadline.
-          const channel = client.getChannel();
-          const check = (): void => {
-            if (signal.aborted) return;
-            const state = channel.getConnectivityState(true);
-            if (state === grpc.connectivityState.READY) {
-              signal.removeEventListener('abort', onAbort);
-              resolve();
-            } else if (
-              state === grpc.connectivityState.TRANSIENT_FAILURE ||
-              state === grpc.connectivityState.SHUTDOWN
-            ) {
-              signal.removeEventListener('abort', onAbort);
-              reject(
-                new ClientError(
-                  'unavailable',
-                  `broker ${address.target} unreachable (${grpc.connectivityState[state]})`,
-                ),
-              );
-            } else {
-              channel.watchConnectivityState(state, Date.now() + 24 * 3600_000, check);
-            }
-          };
-          check();
-        });
+        stream = session.request(requestHeaders, { endStream: false });
       } catch (err) {
-        client.close();
-        throw err;
+        session.destroy();
+        throw unreachable('cannot open the PubSub stream', err);
       }
-      const md = new grpc.Metadata();
-      md.set(CALLER_ID_HEADER, callerId);
-      md.set(EXTENSIONS_HEADER, '1');
-      if (options.authToken !== undefined) md.set('authorization', `Bearer ${options.authToken}`);
-      const call = client.makeBidiStreamRequest(PUBSUB_METHOD_PATH, identity, identity, md);
-      let open = true;
-      // The sender channel bound (reference: a channel of 25 in front of a task that feeds the
-      // stream) counts pushes made while the stream is backpressured: `write()` said stop and
-      // the stream had still not drained by the next event-loop turn. A burst within one turn
-      // (a writer committing many shards at once) is never dropped for being a burst; a stream
-      // that stays behind gets at most the bound more, then pushes are dropped and counted.
-      let needsDrain = false;
-      let behind = false;
-      let pushedWhileBehind = 0;
-      let accepted = false;
-      let acceptWait: { resolve: () => void; reject: (err: Error) => void } | undefined;
+
+      /**
+       * `accepting`: waiting for response headers (failures reject the attempt); `open`:
+       * connected (failures go to `onClose`); `closed`: ended, nothing more is delivered.
+       */
+      let state = 'accepting' as 'accepting' | 'open' | 'closed';
+      // (A function, so that TypeScript does not narrow `state` across the awaits below.)
+      const closed = (): boolean => state === 'closed';
+      let acceptWait: ((err: Error | undefined) => void) | undefined;
+      let trailerStatus: { code: number; message: string } | undefined;
+      let pingTimer: Timer | undefined;
+      let pongTimer: Timer | undefined;
+      // Frames made this turn, written together by one `setImmediate`.
+      let queued: Buffer[] = [];
+      let queuedBytes = 0;
+      let flushTimer: NodeJS.Immediate | undefined;
+
+      const teardown = (): void => {
+        pingTimer?.cancel();
+        pongTimer?.cancel();
+        if (flushTimer !== undefined) clearImmediate(flushTimer);
+        flushTimer = undefined;
+        queued = [];
+        queuedBytes = 0;
+        if (!stream.destroyed) stream.close(h2.NGHTTP2_CANCEL);
+        session.destroy();
+      };
+      /** The connection ended (by the peer, the network or a protocol error). */
       const finish = (err: Error | undefined): void => {
-        if (!open) return;
-        open = false;
-        call.removeAllListeners('data');
-        client.close();
-        if (!accepted) {
-          acceptWait?.reject(
+        if (state === 'closed') return;
+        const wasOpen = state === 'open';
+        state = 'closed';
+        teardown();
+        if (wasOpen) onClose(err);
+        else
+          acceptWait?.(
             err ??
               new ClientError('unavailable', 'the broker ended the stream before accepting it'),
           );
-          return;
-        }
-        onClose(err);
       };
-      call.on('data', (buf: Buffer) => {
-        if (open) onMessage(decodeInbound(buf));
+      const streamFailed = (why: string, cause?: unknown): ClientError =>
+        new ClientError('unavailable', `pubsub stream failed: ${why}`, { cause });
+
+      const decoder = createFrameDecoder(maxMessageBytes);
+      const onFrame = (message: Buffer): void => {
+        if (state === 'open') onMessage(decodeInbound(message));
+      };
+      stream.on('data', (chunk: Buffer) => {
+        if (state === 'closed') return;
+        const bad = decoder.push(chunk, onFrame);
+        if (bad !== undefined) finish(streamFailed(`bad frame from the broker (${bad.code})`));
       });
-      call.on('error', (err: grpc.ServiceError) =>
-        finish(
-          new ClientError('unavailable', `pubsub stream failed: ${err.code} ${err.details}`, {
-            cause: err,
-          }),
-        ),
-      );
-      call.on('end', () => finish(undefined));
-      call.on('drain', () => {
-        needsDrain = false;
-        behind = false;
-        pushedWhileBehind = 0;
-      });
-      // The stream counts as connected once the broker accepted it: response headers arrived
-      // (our broker sends them at once; a refusal such as UNAUTHENTICATED is trailers-only and
-      // fails the attempt here, with connect backoff). A server that sends headers only with
-      // its first message is taken as accepted after `acceptGraceMs` without an error.
-      await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => settle(), acceptGraceMs);
-        timer.unref();
-        const onAbort = (): void => settle(signal.reason as Error);
-        function settle(err?: Error): void {
-          clearTimeout(timer);
-          signal.removeEventListener('abort', onAbort);
-          if (acceptWait === undefined) return;
-          acceptWait = undefined;
-          if (err === undefined) resolve();
-          else reject(err);
+      stream.on('response', (headers) => {
+        const status = Number(headers[h2.HTTP2_HEADER_STATUS]);
+        const refusal = grpcStatusOf(headers);
+        if (status !== 200) {
+          finish(streamFailed(`HTTP status ${String(status)}`));
+        } else if (refusal !== undefined) {
+          // Trailers-only: the broker refused or ended the call at once.
+          trailerStatus = refusal;
+        } else {
+          acceptWait?.(undefined);
         }
-        acceptWait = { resolve: () => settle(), reject: (err) => settle(err) };
-        call.once('metadata', () => acceptWait?.resolve());
-        signal.addEventListener('abort', onAbort, { once: true });
-      }).catch((err: unknown) => {
-        if (open) {
-          open = false;
-          call.removeAllListeners('data');
-          call.cancel();
-          client.close();
+      });
+      stream.on('trailers', (headers) => {
+        trailerStatus = grpcStatusOf(headers) ?? { code: 2, message: 'trailers without a status' };
+      });
+      stream.on('error', (err: Error) => finish(streamFailed(err.message, err)));
+      // The response ends with the status (trailers, or trailers-only); our half of the stream
+      // is still open then, so 'close' would wait for us: the call is over at 'end'.
+      const ended = (): void => {
+        const st = trailerStatus;
+        if (st !== undefined && st.code === 0) finish(undefined);
+        else if (st !== undefined) finish(streamFailed(`${st.code} ${st.message}`));
+        else finish(streamFailed(`stream reset (HTTP/2 code ${stream.rstCode ?? 'none'})`));
+      };
+      stream.on('end', ended);
+      stream.on('close', ended);
+      session.on('error', (err: Error) => finish(streamFailed(err.message, err)));
+      session.on('goaway', (code: number) => {
+        // The broker is draining or refusing: our stream may still finish, but a new
+        // connection is the loop's business. Non-zero codes are errors.
+        if (code !== h2.NGHTTP2_NO_ERROR) finish(streamFailed(`GOAWAY (HTTP/2 code ${code})`));
+      });
+      session.on('close', () => finish(streamFailed('connection closed')));
+
+      const schedulePing = (): void => {
+        if (keepaliveTimeMs === 0 || state === 'closed') return;
+        pingTimer = clock.setTimer(() => {
+          if (state === 'closed') return;
+          pongTimer = clock.setTimer(
+            () => finish(streamFailed(`keepalive ping unanswered after ${keepaliveTimeoutMs} ms`)),
+            keepaliveTimeoutMs,
+          );
+          try {
+            session.ping((err) => {
+              pongTimer?.cancel();
+              if (err !== null) finish(streamFailed(`keepalive ping failed: ${err.message}`, err));
+              else schedulePing();
+            });
+          } catch (err) {
+            finish(streamFailed('keepalive ping failed', err));
+          }
+        }, keepaliveTimeMs);
+      };
+      schedulePing();
+
+      try {
+        await new Promise<void>((resolve, reject) => {
+          const timer = clock.setTimer(() => settle(undefined), acceptGraceMs);
+          const onAbort = (): void => settle(signal.reason as Error);
+          function settle(err: Error | undefined): void {
+            timer.cancel();
+            signal.removeEventListener('abort', onAbort);
+            if (acceptWait === undefined) return;
+            acceptWait = undefined;
+            if (err === undefined) resolve();
+            else reject(err);
+          }
+          acceptWait = settle;
+          signal.addEventListener('abort', onAbort, { once: true });
+        });
+      } catch (err) {
+        if (!closed()) {
+          state = 'closed';
+          teardown();
         }
         throw err;
-      });
-      accepted = true;
-      const send = (msg: ProtoPubSubMessage['message'], isPush: boolean): SendResult => {
-        if (!open) return false;
-        const buf = encode(msg);
-        if (isPush && behind) pushedWhileBehind++;
-        if (!call.write(buf) && !needsDrain) {
-          needsDrain = true;
-          setImmediate(() => {
-            if (needsDrain) behind = true;
-          }).unref();
-        }
-        return buf.byteLength;
+      }
+      if (closed()) throw streamFailed('ended while connecting');
+      state = 'open';
+
+      const flush = (): void => {
+        flushTimer = undefined;
+        if (state !== 'open' || queued.length === 0) return;
+        const buf =
+          queued.length === 1 ? (queued[0] as Buffer) : Buffer.concat(queued, queuedBytes);
+        queued = [];
+        queuedBytes = 0;
+        stream.write(buf);
+      };
+      const send = (frame: Buffer): SendResult => {
+        if (state !== 'open') return false;
+        queued.push(frame);
+        queuedBytes += frame.length;
+        flushTimer ??= setImmediate(flush);
+        return frame.length;
       };
       return {
         subscribe: (shardId, resumeAfterSeqno) =>
-          send(
-            {
-              case: 'subscribe',
-              value: create(ProtoSubscribeSchema, {
-                shardId,
-                ...(resumeAfterSeqno !== undefined ? { resumeAfterSeqno } : {}),
-              }),
-            },
-            false,
-          ),
-        unsubscribe: (shardId) =>
-          send(
-            {
-              case: 'unsubscribe',
-              value: create(ProtoUnsubscribeSchema, {
-                shardId,
-              }),
-            },
-            false,
-          ),
+          send(subscribeFrame(now(), shardId, resumeAfterSeqno)),
+        unsubscribe: (shardId) => send(unsubscribeFrame(now(), shardId)),
         push: (shardId, seqno, diff, originTimestampMs) =>
-          send(
-            {
-              case: 'pushDiff',
-              value: create(ProtoPushDiffSchema, {
-                shardId,
-                seqno,
-                diff,
-                originTimestamp: durationFromMs(originTimestampMs),
-              }),
-            },
-            true,
-          ),
-        pendingPushes: () => pushedWhileBehind,
+          send(pushFrame(now(), shardId, seqno, diff, originTimestampMs)),
+        bufferedBytes: () => queuedBytes + stream.writableLength,
         close() {
-          if (!open) return;
-          open = false;
-          call.removeAllListeners('data');
-          call.cancel();
-          client.close();
+          if (state === 'closed') return;
+          state = 'closed';
+          teardown();
         },
       };
     },

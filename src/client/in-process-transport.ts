@@ -90,7 +90,7 @@ export function createInProcessTransport(
         unsubscribe: (shardId) => attempt(() => conn.unsubscribe(shardId), shardId.length),
         push: (shardId, seqno, diff, originTimestampMs) =>
           attempt(() => conn.push(shardId, seqno, diff, originTimestampMs), diff.byteLength),
-        pendingPushes: () => 0,
+        bufferedBytes: () => 0,
         close() {
           if (!open) return;
           open = false;

@@ -349,7 +349,7 @@ export function createNatsTransport(options: NatsTransportOptions): PubSubTransp
           return bytes.byteLength;
         },
         // nats.js buffers writes itself and flushes them every turn; nothing waits here.
-        pendingPushes: () => 0,
+        bufferedBytes: () => 0,
         close() {
           if (!open) return;
           open = false;

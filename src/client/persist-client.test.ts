@@ -19,7 +19,7 @@ function recordingTransport() {
         subscribe: (s) => log.push(`sub ${s}`) && 1,
         unsubscribe: (s) => log.push(`unsub ${s}`) && 1,
         push: (s, n) => log.push(`push ${s} ${n}`) && 1,
-        pendingPushes: () => 0,
+        bufferedBytes: () => 0,
         close: () => {},
       };
     },

@@ -38,7 +38,7 @@ import { createNoopPubSubClient } from './noop-pubsub-client.js';
 import type { PubSubClient, SubscriptionToken } from './pubsub-client.js';
 
 /** gRPC to a broker, with TLS/token/keepalive options. */
-export type PubSubGrpcOptions = Omit<GrpcTransportOptions, 'callerId' | 'now'>;
+export type PubSubGrpcOptions = Omit<GrpcTransportOptions, 'callerId' | 'clock'>;
 
 /**
  * Where pubsub goes: a `grpc://` or `grpcs://` URL, a `nats://host:port` URL (clients meet on

@@ -15,7 +15,11 @@ export type InboundMessage =
 export interface ConnectOptions {
   /** Aborted when the attempt times out or the client closes/disables. */
   signal: AbortSignal;
-  /** Every message received on this connection, in order. */
+  /**
+   * Every message received on this connection, in order. Messages that arrived together (one
+   * network read) are delivered synchronously one after another, within one event-loop turn,
+   * so the caller can batch per turn.
+   */
   onMessage(message: InboundMessage): void;
   /** The connection ended (called at most once, never after `close()`). */
   onClose(error: Error | undefined): void;
@@ -29,11 +33,12 @@ export interface PubSubConnection {
   unsubscribe(shardId: string): SendResult;
   push(shardId: string, seqno: bigint, diff: Uint8Array, originTimestampMs: number): SendResult;
   /**
-   * Diffs handed to `push` while the wire is behind (for the sender channel bound): a transport
-   * counts only pushes it must hold because the connection cannot keep up, not a burst it takes
-   * within one event-loop turn.
+   * Bytes handed to this connection that the wire has not taken yet (queued for this turn's
+   * write, or written but held back by flow control or a slow socket): the sender bound
+   * (`persist_pubsub_client_sender_buffer_bytes`). A transport whose library buffers on its
+   * own and never holds the caller back reports 0.
    */
-  pendingPushes(): number;
+  bufferedBytes(): number;
   /** Ends the connection; `onClose` is not called afterwards. Idempotent. */
   close(): void;
 }

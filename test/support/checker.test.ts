@@ -86,7 +86,7 @@ describe('fault transport', () => {
           subscribe: () => 1,
           unsubscribe: () => 1,
           push: () => 1,
-          pendingPushes: () => 0,
+          bufferedBytes: () => 0,
           close() {},
         };
       },

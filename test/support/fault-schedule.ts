@@ -193,7 +193,7 @@ export async function runSchedule(seed: number): Promise<ScheduleResult> {
           callerId: name,
           keepaliveTimeMs: 300,
           keepaliveTimeoutMs: 600,
-          now,
+          clock: { ...systemClock, nowMs: now },
         }),
         seed,
         name,

@@ -248,7 +248,7 @@ export function createFaultTransport(
           }
           return conn.push(shardId, seqno, diff, originTimestampMs);
         },
-        pendingPushes: () => conn.pendingPushes(),
+        bufferedBytes: () => conn.bufferedBytes(),
         close() {
           stop();
           conn.close();

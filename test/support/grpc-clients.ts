@@ -208,7 +208,7 @@ class GrpcJsClient extends BaseClient implements TestClient {
 }
 
 /** An unbounded async queue feeding connect's request stream. */
-class AsyncQueue<T> implements AsyncIterable<T> {
+export class AsyncQueue<T> implements AsyncIterable<T> {
   private items: T[] = [];
   private done = false;
   private wake: (() => void) | undefined;
