@@ -2,9 +2,13 @@
  * The version envelope: what each Consensus entry of a shard holds and what pubsub carries
  * (`proto/persist_pubsub/state/v1/envelope.proto`). Parsed once here, at the edge, into a typed
  * value that the rest of shard state trusts.
+ *
+ * Hand-written, because every pushed diff and every version read is decoded here: one result
+ * object, the diff and rollup as views into the input (no copy), the model name compared as
+ * bytes (no string made), seqnos read as numbers below 2^53. `envelope.test.ts` checks both
+ * directions against the buf-generated schema (encode byte for byte). Unknown fields of any
+ * wire type are skipped, so an envelope from a newer writer still reads.
  */
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import { VersionEnvelopeSchema } from '../gen/persist_pubsub/state/v1/envelope_pb.js';
 
 export interface Envelope {
   /** Always `seqnoTo - 1`. */
@@ -27,52 +31,240 @@ export class EnvelopeError extends Error {
   }
 }
 
-export function encodeEnvelope(e: Envelope): Uint8Array {
-  return toBinary(
-    VersionEnvelopeSchema,
-    create(VersionEnvelopeSchema, {
-      seqnoFrom: e.seqnoFrom,
-      seqnoTo: e.seqnoTo,
-      wallTimeMs: BigInt(Math.max(0, Math.trunc(e.wallTimeMs))),
-      diff: e.diff,
-      ...(e.rollup === undefined ? {} : { rollup: e.rollup }),
-      model: e.model,
-    }),
-  );
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
+
+/** The UTF-8 bytes of each model name seen (a handful per process). */
+const modelBytes = new Map<string, Uint8Array>();
+function bytesOfModel(model: string): Uint8Array {
+  let b = modelBytes.get(model);
+  if (b === undefined) {
+    b = utf8.encode(model);
+    if (modelBytes.size < 64) modelBytes.set(model, b);
+  }
+  return b;
 }
+
+// ---- encoding ------------------------------------------------------------------------------
+
+/** Varint length of a non-negative integer below 2^64 (a number only below 2^53). */
+function varintSize(v: number | bigint): number {
+  if (typeof v === 'number') {
+    let n = 1;
+    while (v >= 128) {
+      v = Math.floor(v / 128);
+      n++;
+    }
+    return n;
+  }
+  let n = 1;
+  while (v >= 128n) {
+    v >>= 7n;
+    n++;
+  }
+  return n;
+}
+
+function writeVarint(buf: Uint8Array, at: number, v: number | bigint): number {
+  if (typeof v === 'bigint') {
+    if (v <= BigInt(Number.MAX_SAFE_INTEGER)) return writeVarint(buf, at, Number(v));
+    while (v >= 128n) {
+      buf[at++] = Number(v & 127n) | 128;
+      v >>= 7n;
+    }
+    buf[at++] = Number(v);
+    return at;
+  }
+  while (v >= 128) {
+    buf[at++] = (v % 128) | 128;
+    v = Math.floor(v / 128);
+  }
+  buf[at++] = v;
+  return at;
+}
+
+/** Encodes `e` exactly as the generated schema's `toBinary` does (proto3 defaults omitted). */
+export function encodeEnvelope(e: Envelope): Uint8Array {
+  const wall = Math.max(0, Math.trunc(e.wallTimeMs));
+  const model = e.model === '' ? undefined : bytesOfModel(e.model);
+  let size = 0;
+  if (e.seqnoFrom !== 0n) size += 1 + varintSize(e.seqnoFrom);
+  if (e.seqnoTo !== 0n) size += 1 + varintSize(e.seqnoTo);
+  if (wall !== 0) size += 1 + varintSize(wall);
+  if (e.diff.byteLength > 0) size += 1 + varintSize(e.diff.byteLength) + e.diff.byteLength;
+  if (e.rollup !== undefined) {
+    size += 1 + varintSize(e.rollup.byteLength) + e.rollup.byteLength;
+  }
+  if (model !== undefined) size += 1 + varintSize(model.byteLength) + model.byteLength;
+  const buf = new Uint8Array(size);
+  let at = 0;
+  if (e.seqnoFrom !== 0n) {
+    buf[at++] = 0x08;
+    at = writeVarint(buf, at, e.seqnoFrom);
+  }
+  if (e.seqnoTo !== 0n) {
+    buf[at++] = 0x10;
+    at = writeVarint(buf, at, e.seqnoTo);
+  }
+  if (wall !== 0) {
+    buf[at++] = 0x18;
+    at = writeVarint(buf, at, wall);
+  }
+  const bytesField = (tag: number, b: Uint8Array): void => {
+    buf[at++] = tag;
+    at = writeVarint(buf, at, b.byteLength);
+    buf.set(b, at);
+    at += b.byteLength;
+  };
+  if (e.diff.byteLength > 0) bytesField(0x22, e.diff);
+  if (e.rollup !== undefined) bytesField(0x2a, e.rollup);
+  if (model !== undefined) bytesField(0x32, model);
+  return buf;
+}
+
+// ---- decoding ------------------------------------------------------------------------------
+
+/** The read position; decoding is synchronous, so one module-level cursor serves every call. */
+let pos = 0;
+
+/** Reads a varint as a number (exact below 2^53), or -1 if malformed or truncated. */
+function readVarint(buf: Uint8Array, end: number): number {
+  let low = 0;
+  let shift = 0;
+  // The first four bytes (28 bits) in int32 arithmetic.
+  while (shift < 28) {
+    if (pos >= end) return -1;
+    const b = buf[pos++] as number;
+    low |= (b & 0x7f) << shift;
+    if (b < 0x80) return low >>> 0;
+    shift += 7;
+  }
+  let value = low >>> 0;
+  let scale = 2 ** 28;
+  for (let i = 0; i < 6; i++) {
+    if (pos >= end) return -1;
+    const b = buf[pos++] as number;
+    value += (b & 0x7f) * scale;
+    if (b < 0x80) return value;
+    scale *= 128;
+  }
+  return -1;
+}
+
+/** Reads a uint64 varint exactly, as a bigint. */
+function readVarint64(buf: Uint8Array, end: number): bigint | undefined {
+  const start = pos;
+  const n = readVarint(buf, end);
+  if (n >= 0 && n <= Number.MAX_SAFE_INTEGER) return BigInt(n);
+  pos = start;
+  let v = 0n;
+  let shift = 0n;
+  for (let i = 0; i < 10; i++) {
+    if (pos >= end) return undefined;
+    const b = buf[pos++] as number;
+    v |= BigInt(b & 0x7f) << shift;
+    if (b < 0x80) return v & 0xffff_ffff_ffff_ffffn;
+    shift += 7n;
+  }
+  return undefined;
+}
+
+function refuse(message: string): never {
+  throw new EnvelopeError('decode', `the envelope does not decode: ${message}`);
+}
+
+/** Skips a field of `wireType`; refuses groups and unknown wire types. */
+function skipField(buf: Uint8Array, end: number, wireType: number): void {
+  switch (wireType) {
+    case 0:
+      if (readVarint64(buf, end) === undefined) refuse('bad varint');
+      return;
+    case 1:
+      pos += 8;
+      break;
+    case 2: {
+      const len = readVarint(buf, end);
+      if (len < 0) refuse('bad length');
+      pos += len;
+      break;
+    }
+    case 5:
+      pos += 4;
+      break;
+    default:
+      refuse(`wire type ${wireType}`);
+  }
+  if (pos > end) refuse('truncated');
+}
+
+function sameBytes(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Array): boolean {
+  if (aEnd - aStart !== b.byteLength) return false;
+  for (let i = 0; i < b.byteLength; i++) if (a[aStart + i] !== b[i]) return false;
+  return true;
+}
+
+const EMPTY = new Uint8Array(0);
 
 /**
  * Decodes and checks an envelope: it must be of `model`, at `expectedSeqno` if given, with
  * `seqnoFrom + 1 === seqnoTo`. Throws `EnvelopeError` otherwise.
  */
 export function decodeEnvelope(bytes: Uint8Array, model: string, expectedSeqno?: bigint): Envelope {
-  let pb: ReturnType<typeof fromBinary<typeof VersionEnvelopeSchema>>;
-  try {
-    pb = fromBinary(VersionEnvelopeSchema, bytes);
-  } catch (err) {
-    throw new EnvelopeError('decode', 'the envelope does not decode', { cause: err });
+  const end = bytes.byteLength;
+  pos = 0;
+  let seqnoFrom = 0n;
+  let seqnoTo = 0n;
+  let wallTimeMs = 0;
+  let diff: Uint8Array = EMPTY;
+  let rollup: Uint8Array | undefined;
+  let modelStart = 0;
+  let modelEnd = 0;
+  while (pos < end) {
+    const tag = readVarint(bytes, end);
+    if (tag < 0) refuse('bad tag');
+    const field = Math.floor(tag / 8);
+    const wireType = tag & 7;
+    if (field === 0) refuse('field 0');
+    if (field <= 3 && wireType === 0) {
+      const v = readVarint64(bytes, end);
+      if (v === undefined) refuse('bad varint');
+      if (field === 1) seqnoFrom = v;
+      else if (field === 2) seqnoTo = v;
+      else wallTimeMs = Number(v);
+    } else if (field >= 4 && field <= 6 && wireType === 2) {
+      const len = readVarint(bytes, end);
+      if (len < 0 || pos + len > end) refuse('truncated');
+      const start = pos;
+      pos += len;
+      if (field === 4) diff = bytes.subarray(start, pos);
+      else if (field === 5) rollup = bytes.subarray(start, pos);
+      else {
+        modelStart = start;
+        modelEnd = pos;
+      }
+    } else if (field <= 6) {
+      refuse(`field ${field} has wire type ${wireType}`);
+    } else {
+      skipField(bytes, end, wireType);
+    }
   }
-  if (pb.model !== model) {
+  if (!sameBytes(bytes, modelStart, modelEnd, bytesOfModel(model))) {
+    let name: string;
+    try {
+      name = utf8Decoder.decode(bytes.subarray(modelStart, modelEnd));
+    } catch {
+      refuse('the model name is not UTF-8');
+    }
     throw new EnvelopeError(
       'decode',
-      `the envelope is of model ${JSON.stringify(pb.model)}, not ${model}`,
+      `the envelope is of model ${JSON.stringify(name)}, not ${model}`,
     );
   }
-  if (pb.seqnoTo < 1n || pb.seqnoFrom + 1n !== pb.seqnoTo) {
-    throw new EnvelopeError('seqno', `bad seqno range ${pb.seqnoFrom}..${pb.seqnoTo}`);
+  if (seqnoTo < 1n || seqnoFrom + 1n !== seqnoTo) {
+    throw new EnvelopeError('seqno', `bad seqno range ${seqnoFrom}..${seqnoTo}`);
   }
-  if (expectedSeqno !== undefined && pb.seqnoTo !== expectedSeqno) {
-    throw new EnvelopeError(
-      'seqno',
-      `the envelope is for seqno ${pb.seqnoTo}, not ${expectedSeqno}`,
-    );
+  if (expectedSeqno !== undefined && seqnoTo !== expectedSeqno) {
+    throw new EnvelopeError('seqno', `the envelope is for seqno ${seqnoTo}, not ${expectedSeqno}`);
   }
-  return {
-    seqnoFrom: pb.seqnoFrom,
-    seqnoTo: pb.seqnoTo,
-    wallTimeMs: Number(pb.wallTimeMs),
-    diff: pb.diff,
-    rollup: pb.rollup,
-    model: pb.model,
-  };
+  return { seqnoFrom, seqnoTo, wallTimeMs, diff, rollup, model };
 }
