@@ -9,6 +9,7 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
   consensus: async () => (await import('./consensus.js')).consensusBench,
   e2e: async () => (await import('./e2e.js')).e2eBench,
   fanout: async () => (await import('./fanout-nats.js')).fanoutBench,
+  'flags-file': async () => (await import('./flags-file.js')).flagsFileBench,
   scale: async () => (await import('./scale.js')).scaleBench,
   sdk: async () => (await import('./sdk.js')).sdkBench,
 };

@@ -29,7 +29,7 @@ import {
 } from './config/broker-options.js';
 import { createCliLogger } from './config/cli-logger.js';
 import { ConfigError, EXIT_USAGE } from './config/config-error.js';
-import { type FlagsFileWatcher, watchFlagsFile } from './config/flags-file.js';
+import { type BrokerFlagsFileWatcher, watchBrokerFlagsFile } from './config/flags-file.js';
 
 /** How long past the drain deadline the process waits before forcing its exit, in ms. */
 export const DRAIN_GRACE_MS = 2_000;
@@ -107,17 +107,16 @@ export async function startBrokerProcess(
     throw err;
   }
 
-  let watcher: FlagsFileWatcher | undefined;
+  let watcher: BrokerFlagsFileWatcher | undefined;
   if (config.flagsFile !== undefined) {
-    watcher = watchFlagsFile({
+    watcher = watchBrokerFlagsFile({
       path: config.flagsFile.path,
       base: config.baseFlags,
       initialText: config.flagsFile.text,
       apply: (flags) => broker.setFlags(flags),
       logger,
     });
-    // Catches a change made between the start-up read and the watch.
-    void watcher.reload();
+    // The watcher's first read (synchronous) catches a change made since the start-up read.
   }
 
   logger.info(

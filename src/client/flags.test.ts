@@ -2,6 +2,7 @@ import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { createFakeClock } from '../util/index.js';
 import { ClientError } from './errors.js';
 import { createFlags, defaultFlags, flagsFromEnv } from './flags.js';
 import { watchFlagsFile } from './flags-file.js';
@@ -62,47 +63,72 @@ describe('watchFlagsFile', () => {
   afterEach(() => {
     for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
   });
-
-  it('applies edits within 100 ms, keeps values on a bad file, restores defaults on removal', async () => {
+  /** A flags file turning push_diff off, fresh flags, and where the watcher's errors go. */
+  const setup = () => {
     const dir = mkdtempSync(join(tmpdir(), 'client-flags-'));
     dirs.push(dir);
     const path = join(dir, 'flags.json');
     writeFileSync(path, JSON.stringify({ persist_pubsub_push_diff_enabled: false }));
-    const flags = createFlags();
-    const errors: Error[] = [];
-    const watcher = watchFlagsFile(flags, path, { onError: (e) => errors.push(e) });
+    return { path, flags: createFlags(), errors: [] as Error[] };
+  };
+
+  it('applies edits within 100 ms, keeps values on a bad file, restores defaults on removal', async () => {
+    const { path, flags, errors } = setup();
+    const clock = createFakeClock();
+    const watcher = watchFlagsFile(flags, path, { onError: (e) => errors.push(e), clock });
     try {
       expect(flags.get().persist_pubsub_push_diff_enabled).toBe(false);
 
       const changed = new Promise<number>((resolve) => {
-        const t0 = performance.now();
+        const t0 = clock.monotonicMs();
         const off = flags.onChange(() => {
           off();
-          resolve(performance.now() - t0);
+          resolve(clock.monotonicMs() - t0);
         });
         // An atomic replace (write + rename), as config management tools do.
         writeFileSync(`${path}.tmp`, JSON.stringify({ persist_pubsub_client_enabled: false }));
         renameSync(`${path}.tmp`, path);
       });
-      // The target is 100 ms; the bound leaves room for a loaded CI machine (fs.watch, not a
-      // poll interval, is what makes it fast).
+      // The target is 100 ms: the first poll, at the 50 ms default interval, applies it.
+      await clock.advance(50);
       const ms = await changed;
-      console.log(`flags file change seen after ${ms.toFixed(1)} ms`);
-      expect(ms).toBeLessThan(1000);
+      expect(ms).toBe(50);
       expect(flags.get().persist_pubsub_client_enabled).toBe(false);
       // Removed from the file: back to its default.
       expect(flags.get().persist_pubsub_push_diff_enabled).toBe(true);
 
       writeFileSync(path, '{"persist_pubsub_client_enabled": "nope"');
-      watcher.reload();
+      await watcher.reload();
       writeFileSync(path, '{"persist_pubsub_client_enabled": "nope"}');
-      watcher.reload();
+      await watcher.reload();
       expect(errors.map((e) => (e as ClientError).code)).toEqual([
         'invalid_argument',
         'invalid_argument',
       ]);
       expect(errors[1]?.message).toMatch(/persist_pubsub_client_enabled/);
       expect(flags.get().persist_pubsub_client_enabled).toBe(false);
+    } finally {
+      watcher.close();
+    }
+  });
+
+  it('an empty file (a write caught half-way) changes nothing; a missing one restores defaults', async () => {
+    const { path, flags, errors } = setup();
+    const watcher = watchFlagsFile(flags, path, {
+      onError: (e) => errors.push(e),
+      clock: createFakeClock(),
+    });
+    try {
+      writeFileSync(path, '');
+      await watcher.reload();
+      expect(flags.get().persist_pubsub_push_diff_enabled).toBe(false);
+      rmSync(path);
+      await watcher.reload();
+      expect(flags.get().persist_pubsub_push_diff_enabled).toBe(true);
+      expect(errors).toEqual([]);
+      expect(() => watchFlagsFile(flags, path, { pollIntervalMs: 0.5 })).toThrow(
+        expect.objectContaining({ code: 'invalid_argument', field: 'pollIntervalMs' }),
+      );
     } finally {
       watcher.close();
     }

@@ -25,6 +25,7 @@ import {
   type ShardStateConfig,
   type StateModel,
 } from '../shard-state/index.js';
+import type { Clock } from '../util/index.js';
 import { createBrokerTransport } from './broker-transport.js';
 import { createPubSubClient } from './create-pubsub-client.js';
 import { ClientError } from './errors.js';
@@ -65,6 +66,11 @@ export interface PersistClientOptions {
   /** Shard-state settings that are not flags (reorder window, rollups, batch size). */
   shardState?: Partial<ShardStateConfig> | undefined;
   logger?: Logger | undefined;
+  /**
+   * Wall time and every timer of the client: the pubsub reconnect loop, shard-state polls and
+   * retries, the flags-file poll. Tests pass `createFakeClock()`. @default systemClock
+   */
+  clock?: Clock | undefined;
   /** Metrics go here (client, shard-state and, for a URL, Consensus). @default a new Registry */
   registry?: Registry | undefined;
 }
@@ -136,11 +142,12 @@ export async function createPersistClient(options: PersistClientOptions): Promis
       ? undefined
       : watchFlagsFile(flags, options.flagsFile, {
           logger,
+          clock: options.clock,
           onError: () => m.flagErrors.inc({ source: 'file' }),
         });
 
   // Pubsub first: it validates its options synchronously and never blocks.
-  const pubsubOpts = { flags, logger, registry };
+  const pubsubOpts = { flags, logger, registry, clock: options.clock };
   const target = options.pubsub;
   let pubsub: PubSubClient;
   try {
@@ -201,6 +208,7 @@ export async function createPersistClient(options: PersistClientOptions): Promis
       consensus,
       registry,
       logger,
+      clock: options.clock,
       config: { ...options.shardState, ...pollConfig(flags.get()) },
       hooks: {
         onSubscribe(shardId) {

@@ -3,6 +3,18 @@ export type { Clock, Timer, TimerOptions } from './clock.js';
 export { systemClock } from './clock.js';
 export type { FakeClock } from './fake-clock.js';
 export { createFakeClock } from './fake-clock.js';
+export type {
+  FlagsFileContent,
+  FlagsFileContentWatcher,
+  FlagsFileParse,
+  FlagsFileWatcherOptions,
+} from './flags-file.js';
+export {
+  DEFAULT_FLAGS_FILE_POLL_INTERVAL_MS,
+  MAX_FLAGS_FILE_BYTES,
+  parseFlagsFile,
+  watchFlagsFileContent,
+} from './flags-file.js';
 export type { LinkedSignal } from './link-signals.js';
 export { linkSignals } from './link-signals.js';
 export { raceSignal } from './race-signal.js';

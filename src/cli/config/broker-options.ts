@@ -24,7 +24,7 @@ import {
   type HostPort,
 } from '../../broker/index.js';
 import { ConfigError } from './config-error.js';
-import { parseFlagsFile } from './flags-file.js';
+import { parseBrokerFlagsFile } from './flags-file.js';
 import { integerIn, oneOf, parseBoolean, parseHostPort, parsePath } from './parse-values.js';
 
 /** Longest timer Node.js honours, in ms (~24.8 days). */
@@ -392,7 +392,7 @@ export async function resolveBrokerConfig(
         { cause: err },
       );
     }
-    const parsed = parseFlagsFile(text);
+    const parsed = parseBrokerFlagsFile(text);
     if (!parsed.ok) {
       throw new ConfigError('--flags-file', `--flags-file ${raw.flagsFile}: ${parsed.message}`);
     }

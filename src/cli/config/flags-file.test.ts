@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { BrokerFlags } from '../../broker/index.js';
-import { parseFlagsFile, watchFlagsFile } from './flags-file.js';
+import { createFakeClock } from '../../util/index.js';
+import { parseBrokerFlagsFile, watchBrokerFlagsFile } from './flags-file.js';
 
 function captureLogger() {
   const lines: Array<Record<string, unknown>> = [];
@@ -12,17 +13,13 @@ function captureLogger() {
   return { logger, lines };
 }
 
-/** Waits for `predicate`, checking every 10 ms, failing after `timeoutMs`. */
-async function until(predicate: () => boolean, timeoutMs = 5000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 const dirs: string[] = [];
 const closers: Array<() => void> = [];
+
+/** Resolves once `predicate` holds, checking after every turn of the event loop (no timers). */
+async function until(predicate: () => boolean): Promise<void> {
+  while (!predicate()) await new Promise<void>((r) => setImmediate(r));
+}
 afterEach(() => {
   for (const c of closers.splice(0)) c();
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
@@ -36,13 +33,13 @@ function tempFile(text: string): string {
   return path;
 }
 
-describe('parseFlagsFile', () => {
+describe('parseBrokerFlagsFile', () => {
   it('accepts known boolean flags and an empty object', () => {
-    expect(parseFlagsFile('{"forwardPushes": false}')).toEqual({
+    expect(parseBrokerFlagsFile('{"forwardPushes": false}')).toEqual({
       ok: true,
       flags: { forwardPushes: false },
     });
-    expect(parseFlagsFile('{}')).toEqual({ ok: true, flags: {} });
+    expect(parseBrokerFlagsFile('{}')).toEqual({ ok: true, flags: {} });
   });
 
   it.each([
@@ -54,35 +51,48 @@ describe('parseFlagsFile', () => {
     ['{"forwardPush": true}', 'unknown flag "forwardPush"'],
     [`{"x": "${'a'.repeat(70_000)}"}`, 'larger than'],
   ])('rejects %j', (text, why) => {
-    const r = parseFlagsFile(text);
+    const r = parseBrokerFlagsFile(text);
     expect(r.ok).toBe(false);
     if (!r.ok) expect(r.message).toContain(why);
   });
 });
 
-describe('watchFlagsFile', () => {
+describe('watchBrokerFlagsFile', () => {
   const base: BrokerFlags = { forwardPushes: true };
 
-  it('applies a change written in place and one renamed into place; rejects an invalid one', async () => {
+  it('the poll sees a change written in place and one renamed into place; rejects an invalid one', async () => {
     const path = tempFile('{}');
     const applied: BrokerFlags[] = [];
     const { logger, lines } = captureLogger();
-    const w = watchFlagsFile({
+    // Resolves at the next thing the watcher does (a log line: applied, rejected, unreadable).
+    const nextLine = () => {
+      const n = lines.length;
+      return until(() => lines.length > n);
+    };
+    const clock = createFakeClock();
+    const w = watchBrokerFlagsFile({
       path,
       base,
       initialText: '{}',
       apply: (f) => applied.push(f),
       logger,
       pollIntervalMs: 100,
+      clock,
     });
     closers.push(() => w.close());
+    const poll = async () => {
+      const line = nextLine();
+      await clock.advance(100);
+      await line;
+    };
 
     writeFileSync(path, '{"forwardPushes": false}');
-    await until(() => applied.length === 1);
+    await poll();
+    expect(applied).toHaveLength(1);
     expect(applied[0]).toEqual({ forwardPushes: false });
 
     writeFileSync(path, '{"forwardPushes": oops');
-    await until(() => lines.some((l) => String(l.msg).startsWith('flags file rejected')));
+    await poll();
     const rejected = lines.find((l) => String(l.msg).startsWith('flags file rejected'));
     expect(rejected?.level).toBe(50);
     expect(rejected?.path).toBe(path);
@@ -91,7 +101,8 @@ describe('watchFlagsFile', () => {
     const tmp = `${path}.tmp`;
     writeFileSync(tmp, '{}');
     renameSync(tmp, path);
-    await until(() => applied.length === 2);
+    await poll();
+    expect(applied).toHaveLength(2);
     expect(applied[1]).toEqual({ forwardPushes: true });
   });
 
@@ -99,7 +110,7 @@ describe('watchFlagsFile', () => {
     const path = tempFile('{"forwardPushes": false}');
     const applied: BrokerFlags[] = [];
     const { logger, lines } = captureLogger();
-    const w = watchFlagsFile({
+    const w = watchBrokerFlagsFile({
       path,
       base,
       initialText: '{"forwardPushes": false}',
@@ -120,5 +131,51 @@ describe('watchFlagsFile', () => {
     writeFileSync(path, '{"forwardPushes": true}');
     await w.reload();
     expect(applied).toEqual([]);
+  });
+
+  it('applies the first change the poll sees on its clock, and none before', async () => {
+    const path = tempFile('{}');
+    const applied: BrokerFlags[] = [];
+    const clock = createFakeClock();
+    let seen: () => void = () => {};
+    const w = watchBrokerFlagsFile({
+      path,
+      base,
+      initialText: '{}',
+      apply: (f) => {
+        applied.push(f);
+        seen();
+      },
+      logger: captureLogger().logger,
+      pollIntervalMs: 50,
+      clock,
+    });
+    closers.push(() => w.close());
+    writeFileSync(path, '{"forwardPushes": false}');
+    await clock.advance(49);
+    expect(applied).toEqual([]);
+    const polled = new Promise<void>((resolve) => {
+      seen = resolve;
+    });
+    await clock.advance(1);
+    await polled;
+    expect(applied).toEqual([{ forwardPushes: false }]);
+    w.close();
+    expect(clock.pending()).toBe(0);
+  });
+
+  it('reads a changed file at start that differs from the start-up text', () => {
+    const path = tempFile('{"forwardPushes": false}');
+    const applied: BrokerFlags[] = [];
+    const w = watchBrokerFlagsFile({
+      path,
+      base,
+      initialText: '{}',
+      apply: (f) => applied.push(f),
+      logger: captureLogger().logger,
+      clock: createFakeClock(),
+    });
+    w.close();
+    expect(applied).toEqual([{ forwardPushes: false }]);
   });
 });
