@@ -46,14 +46,14 @@
  * TLS via `http2.createSecureServer` (ALPN h2), optional mTLS (`tls.clientCa`: client
  * certificates are required and verified; a wrong CA fails the handshake), optional bearer
  * token (`authorization: Bearer <token>`, compared in constant time; missing or wrong →
- * UNAUTHENTICATED). Health calls are exempt from the token.
+ * UNAUTHENTICATED). Health and reflection (`reflection.ts`) calls are exempt from the token.
  *
  * ## Lifecycle
  * `start()` binds; `close({ deadlineMs })` drains: health turns NOT_SERVING, the listener stops
  * accepting, every session gets GOAWAY (no new streams), and streams still open at the deadline
  * end with UNAVAILABLE; `destroy()` is immediate. Keepalive pings find dead peers; an optional
  * max connection age (±10% jitter) ends a session's streams with UNAVAILABLE after GOAWAY so
- * clients reconnect elsewhere. Server reflection is not offered.
+ * clients reconnect elsewhere. Server reflection (`reflection.ts`) is on unless `reflection: false`.
  */
 
 import { createHash, timingSafeEqual } from 'node:crypto';
@@ -91,6 +91,7 @@ import { createBrokerMetrics, type RejectReason } from './metrics.js';
 import { DEFAULT_DRAIN_DEADLINE_MS, resolveBrokerOptions } from './options.js';
 import type { OutItem } from './outbound.js';
 import { smallestAfter } from './page-select.js';
+import { createReflectionService } from './reflection.js';
 import { checkShardIdBytes, checkShardIdString, sanitizeCallerId } from './shard-id.js';
 import type {
   Broker,
@@ -160,6 +161,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   );
   core = fan;
   const health = createHealthService(() => state === 'serving');
+  const reflection = o.reflection ? createReflectionService() : undefined;
 
   function reject(stream: ServerHttp2Stream, reason: RejectReason, status: CallStatus): void {
     metrics.rejected(reason);
@@ -375,6 +377,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
         path === HEALTH_LIST_PATH
       ) {
         health.handle(stream, path);
+      } else if (reflection?.handles(path)) {
+        reflection.handle(stream);
       } else {
         reject(stream, 'unimplemented', {
           code: GrpcStatus.UNIMPLEMENTED,

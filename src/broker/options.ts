@@ -57,6 +57,7 @@ export interface ResolvedBrokerOptions {
   logger: Logger;
   now: () => number;
   maxCallerIdLabels: number;
+  reflection: boolean;
 }
 
 function bad(field: string, message: string): never {
@@ -134,6 +135,8 @@ export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBroke
 
   const now = options.now ?? Date.now;
   if (typeof now !== 'function') bad('now', 'must be a function');
+  const reflection = options.reflection ?? true;
+  if (typeof reflection !== 'boolean') bad('reflection', 'must be a boolean');
 
   return {
     listen: { host: listen.host, port: listen.port },
@@ -164,5 +167,6 @@ export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBroke
       'maxCallerIdLabels',
       0,
     ),
+    reflection,
   };
 }

@@ -72,6 +72,11 @@ export interface BrokerOptions {
    */
   maxCallerIdLabels?: number | undefined;
   /**
+   * Serve gRPC server reflection (`grpc.reflection.v1` and `v1alpha`) on the gRPC port, so
+   * grpcurl can list and describe the services. @default true
+   */
+  reflection?: boolean | undefined;
+  /**
    * Hooks for a module that extends this broker, e.g. the NATS bridge (`createNatsBridge`).
    * @default none
    */

@@ -66,6 +66,7 @@ describe('broker flags', () => {
       keepaliveTimeoutMs: 10_000,
       maxConnectionAgeMs: 0,
       maxCallerIdLabels: 100,
+      reflection: true,
       flags: { forwardPushes: true },
     });
     expect(config.adminListen).toEqual({ host: '127.0.0.1', port: 6880 });
@@ -81,7 +82,7 @@ describe('broker flags', () => {
     expect(help).toContain('(default: 10000, env: PERSIST_PUBSUB_DRAIN_DEADLINE_MS)');
     expect(help).toContain('PERSIST_PUBSUB_AUTH_TOKEN');
     const flags = [...help.matchAll(/^ {2}(--[a-z-]+)/gm)].map((m) => m[1]);
-    expect(flags.length).toBe(24);
+    expect(flags.length).toBe(25);
     for (const line of help.split('\n').filter((l) => /^ {2}--/.test(l))) {
       expect(line, line).toMatch(/env: PERSIST_PUBSUB_/);
     }
@@ -94,6 +95,8 @@ describe('broker flags', () => {
     expect(a.maxConnections).toBe(9);
     const b = parse([], { PERSIST_PUBSUB_FORWARD_PUSHES: 'false' }).opts!;
     expect(b.forwardPushes).toBe(false);
+    const c = parse(['--reflection', 'false']).opts!;
+    expect((await resolveBrokerConfig(c, {})).broker.reflection).toBe(false);
   });
 
   it.each([

@@ -42,6 +42,7 @@ export const BROKER_CLI_DEFAULTS = {
   maxCallerIdLabels: 100,
   drainDeadlineMs: DEFAULT_DRAIN_DEADLINE_MS,
   forwardPushes: DEFAULT_FLAGS.forwardPushes,
+  reflection: true,
   logLevel: 'info' as LevelWithSilent,
   logFormat: 'auto' as LogFormat,
 } as const;
@@ -76,6 +77,7 @@ export interface RawBrokerOptions {
   maxCallerIdLabels: number;
   drainDeadlineMs: number;
   forwardPushes: boolean;
+  reflection: boolean;
   flagsFile?: string;
   logLevel: LevelWithSilent;
   logFormat: LogFormat;
@@ -259,6 +261,13 @@ export function addBrokerOptions(command: Command): Command {
       d.forwardPushes,
     ),
     opt(
+      '--reflection <bool>',
+      'PERSIST_PUBSUB_REFLECTION',
+      'serve gRPC server reflection (grpc.reflection.v1 and v1alpha) on --listen, for grpcurl',
+      parseBoolean,
+      d.reflection,
+    ),
+    opt(
       '--flags-file <path>',
       'PERSIST_PUBSUB_FLAGS_FILE',
       'JSON runtime flags such as {"forwardPushes": false}; reloaded when it changes and on SIGHUP (an invalid file is logged and ignored)',
@@ -349,6 +358,7 @@ export async function resolveBrokerConfig(
     keepaliveTimeoutMs: raw.keepaliveTimeoutMs,
     maxConnectionAgeMs: raw.maxConnectionAgeMs,
     maxCallerIdLabels: raw.maxCallerIdLabels,
+    reflection: raw.reflection,
   };
 
   if (raw.tlsCert !== undefined && raw.tlsKey !== undefined) {
