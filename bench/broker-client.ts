@@ -11,10 +11,14 @@
 import { type ClientHttp2Session, type ClientHttp2Stream, connect } from 'node:http2';
 import { performance } from 'node:perf_hooks';
 import * as hdr from 'hdr-histogram-js';
-import { decodePushDiff, encodePushDiff, frameMessage, parseEnvelope } from '../src/broker/wire.js';
-
-const PATH = '/mz_persist_client.internal.service.ProtoPersistPubSub/PubSub';
-const PUSH_TAG = Buffer.from([0x12]);
+import {
+  CALLER_ID_HEADER,
+  decodeMessage,
+  encodePush,
+  encodeSubscribe,
+  GRPC_CONTENT_TYPE,
+  PUBSUB_METHOD_PATH,
+} from '../src/protocol/index.js';
 
 export type ClientRequest =
   | { type: 'subscribe'; port: number; connections: string[][]; connectionsPerSession: number }
@@ -50,19 +54,17 @@ let recording = false;
 function openStream(session: ClientHttp2Session, callerId: string): ClientHttp2Stream {
   const stream = session.request({
     ':method': 'POST',
-    ':path': PATH,
-    'content-type': 'application/grpc',
+    ':path': PUBSUB_METHOD_PATH,
+    'content-type': GRPC_CONTENT_TYPE,
     te: 'trailers',
-    'persist-pubsub-caller-id': callerId,
+    [CALLER_ID_HEADER]: callerId,
   });
   stream.on('error', () => {});
   return stream;
 }
 
 function subscribeFrame(shardId: string): Buffer {
-  const id = Buffer.from(shardId, 'latin1');
-  const sub = Buffer.concat([Buffer.from([0x0a, id.length]), id]);
-  return frameMessage(Buffer.concat([Buffer.from([0x1a, sub.length]), sub]));
+  return encodeSubscribe(shardId, undefined, undefined, true);
 }
 
 /** Latency is sampled on one message in this many (every message is counted). */
@@ -71,11 +73,10 @@ let sampleCountdown = 0;
 
 /** Parses one forwarded message fully and records its latency. */
 function sample(message: Buffer, at: number): void {
-  const env = parseEnvelope(message);
-  if (!env.ok || env.value.kind !== 'push') return;
-  const push = decodePushDiff(env.value.pushDiff);
-  if (!push.ok || push.value.diff.length < 8) return;
-  const d = push.value.diff;
+  const push = decodeMessage(message);
+  if (push.kind !== 'push') return;
+  const d = push.diff;
+  if (d.length < 8) return;
   const sent = Buffer.from(d.buffer, d.byteOffset, 8).readDoubleLE(0);
   histogram.recordValue(Math.max(1, Math.round((at - sent) * 1000)));
 }
@@ -158,7 +159,7 @@ async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<
   session.on('error', () => {});
   sessions.push(session);
   const stream = openStream(session, `bench-pub-${process.pid}`);
-  const ids = r.shards.map((s) => Buffer.from(s, 'latin1'));
+  const ids = r.shards;
   const seqnos = r.shards.map(() => 0n);
   const diff = Buffer.alloc(r.diffBytes);
   for (let i = 8; i < diff.length; i++) diff[i] = i & 0xff;
@@ -181,9 +182,7 @@ async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<
         next = (next + 1) % ids.length;
         seqnos[i]! += 1n;
         diff.writeDoubleLE(nowMs(), 0);
-        const pd = encodePushDiff(ids[i]!, seqnos[i]!, diff, undefined);
-        // ProtoPubSubMessage { push_diff (field 2) = pd }
-        frames.push(frameMessage(Buffer.concat([PUSH_TAG, varint(pd.length), pd])));
+        frames.push(encodePush(ids[i]!, seqnos[i]!, diff, undefined, undefined, true));
       }
       const ok = stream.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
       sent += batch;
@@ -205,16 +204,6 @@ async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<
     await new Promise((res) => setTimeout(res, 1));
   }
   return sent;
-}
-
-function varint(n: number): Buffer {
-  const out: number[] = [];
-  while (n >= 0x80) {
-    out.push((n & 0x7f) | 0x80);
-    n = Math.floor(n / 128);
-  }
-  out.push(n);
-  return Buffer.from(out);
 }
 
 process.on('message', async (m: ClientRequest) => {

@@ -5,7 +5,7 @@
  * differs from `broker-server.ts`. Not a product: no limits, no queues, no metrics.
  */
 import * as grpc from '@grpc/grpc-js';
-import { encodeForwardFrame, GRPC_FRAME_HEADER_BYTES, parseEnvelope } from '../src/broker/wire.js';
+import { decodeMessage, encodeForward, PUBSUB_METHOD_PATH } from '../src/protocol/index.js';
 
 type Call = grpc.ServerDuplexStream<Buffer, Buffer>;
 
@@ -15,7 +15,7 @@ async function main(): Promise<void> {
   const identity = (b: Buffer) => b;
   const service: grpc.ServiceDefinition = {
     PubSub: {
-      path: '/mz_persist_client.internal.service.ProtoPersistPubSub/PubSub',
+      path: PUBSUB_METHOD_PATH,
       requestStream: true,
       responseStream: true,
       requestSerialize: identity,
@@ -29,11 +29,9 @@ async function main(): Promise<void> {
     PubSub(call: Call) {
       const mine = new Set<string>();
       call.on('data', (msg: Buffer) => {
-        const r = parseEnvelope(msg);
-        if (!r.ok) return;
-        const env = r.value;
-        if (env.kind === 'empty' || env.kind === 'gap') return;
-        const shardId = Buffer.from(env.shardId).toString('latin1');
+        const env = decodeMessage(msg);
+        if (env.kind !== 'subscribe' && env.kind !== 'push') return;
+        const shardId = env.shardId;
         if (env.kind === 'subscribe') {
           let set = subscribers.get(shardId);
           if (set === undefined) {
@@ -46,9 +44,7 @@ async function main(): Promise<void> {
         } else if (env.kind === 'push') {
           const set = subscribers.get(shardId);
           if (set === undefined) return;
-          const body = encodeForwardFrame(env.pushDiff, Date.now()).subarray(
-            GRPC_FRAME_HEADER_BYTES,
-          );
+          const body = encodeForward(env.pushDiff, Date.now(), false);
           for (const c of set) if (c !== call) c.write(body);
         }
       });

@@ -56,9 +56,15 @@ export {
   ConsensusError,
   createMemoryConsensus,
   isIndeterminate,
-  MAX_SEQNO,
   openConsensus,
 } from './consensus/index.js';
+export type { ShardId, ShardIdErrorReason } from './protocol/index.js';
+export {
+  DEFAULT_MAX_SHARD_ID_BYTES,
+  MAX_SEQNO,
+  parseShardId,
+  ShardIdError,
+} from './protocol/index.js';
 export type {
   AppliedEvent,
   FieldDiff,

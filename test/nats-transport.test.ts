@@ -10,7 +10,6 @@ import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { afterEach, describe, expect, it } from 'vitest';
-import { shardSubject } from '../src/broker/index.js';
 import {
   createFlags,
   createNatsTransport,
@@ -23,6 +22,7 @@ import {
   ProtoPubSubMessageSchema,
   ProtoPushDiffSchema,
 } from '../src/gen/mz_persist_client/internal/service/pubsub_pb.js';
+import { shardSubject } from '../src/protocol/index.js';
 import {
   collect,
   freePort,

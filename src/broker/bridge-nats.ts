@@ -10,7 +10,7 @@
  * notices.
  *
  * - Out: every diff a local client pushes is published on the shard's subject (see
- *   `bridge-subject.ts`) as the same `ProtoPubSubMessage` bytes a gRPC subscriber receives,
+ *   `src/protocol/nats-subject.ts`) as the same `ProtoPubSubMessage` bytes a gRPC subscriber receives,
  *   whether or not the shard has local subscribers (a reader may be on another broker).
  * - In: the bridge holds one NATS subscription per shard with at least one local subscriber,
  *   taken with the first and dropped with the last. A diff from NATS is pushed into the broker
@@ -36,15 +36,17 @@ import {
 } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
-import { raceSignal, sleep } from '../util/index.js';
-import { parseNatsUrl } from './bridge-nats-url.js';
 import {
   checkSubjectPrefix,
   DEFAULT_SUBJECT_PREFIX,
+  decodeMessage,
+  encodeForward,
   ORIGIN_HEADER,
   shardIdOfSubject,
   shardSubject,
-} from './bridge-subject.js';
+} from '../protocol/index.js';
+import { raceSignal, sleep } from '../util/index.js';
+import { parseNatsUrl } from './bridge-nats-url.js';
 import { BrokerError } from './errors.js';
 import type {
   Broker,
@@ -53,12 +55,6 @@ import type {
   InProcessConnection,
   ObservedPush,
 } from './types.js';
-import {
-  decodePushDiff,
-  encodeForwardFrame,
-  GRPC_FRAME_HEADER_BYTES,
-  parseEnvelope,
-} from './wire.js';
 
 /** How long `close()` waits for NATS to take buffered publishes, in ms. */
 const DRAIN_TIMEOUT_MS = 2000;
@@ -211,13 +207,8 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
       return;
     }
     const shardId = shardIdOfSubject(prefix, msg.subject);
-    const env = parseEnvelope(msg.data);
-    if (shardId === undefined || !env.ok || env.value.kind !== 'push') {
-      m?.dropped.inc({ reason: 'malformed' });
-      return;
-    }
-    const push = decodePushDiff(env.value.pushDiff);
-    if (!push.ok || Buffer.from(push.value.shardId).toString('utf8') !== shardId) {
+    const push = decodeMessage(msg.data);
+    if (shardId === undefined || push.kind !== 'push' || push.shardId !== shardId) {
       m?.dropped.inc({ reason: 'malformed' });
       return;
     }
@@ -226,7 +217,7 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
       return;
     }
     try {
-      conn.push(shardId, push.value.seqno, push.value.diff, push.value.originTimestampMs);
+      conn.push(shardId, push.seqno, push.diff, push.originTimestampMs);
       m?.messages.inc({ direction: 'in' });
     } catch (cause) {
       // An id the broker refuses (charset, length) or a diff over its limit; never a crash.
@@ -274,7 +265,7 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
         m?.dropped.inc({ reason: 'disconnected' });
         return;
       }
-      const payload = encodeForwardFrame(push.pushDiff, now()).subarray(GRPC_FRAME_HEADER_BYTES);
+      const payload = encodeForward(push.pushDiff, now(), false);
       const h = headers();
       h.set(ORIGIN_HEADER, brokerId);
       try {

@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import { decodeMessage, encodeForward } from '../protocol/index.js';
 import { createBroker } from './broker.js';
 import { BrokerError } from './errors.js';
 import type {
@@ -8,7 +9,6 @@ import type {
   InProcessMessage,
   ObservedPush,
 } from './types.js';
-import { decodePushDiff } from './wire.js';
 
 const brokers: Broker[] = [];
 afterEach(() => {
@@ -58,9 +58,9 @@ describe('broker observer hooks', () => {
     a.push('s1', 5n, new Uint8Array([1, 2]), 1_700_000_000_000);
     expect(pushes).toHaveLength(1);
     expect(pushes[0]).toMatchObject({ shardId: 's1', seqno: 5n, connId: a.connId });
-    const d = decodePushDiff(pushes[0]!.pushDiff);
-    expect(d.ok && [...d.value.diff]).toEqual([1, 2]);
-    expect(d.ok && d.value.originTimestampMs).toBe(1_700_000_000_000);
+    const d = decodeMessage(encodeForward(pushes[0]!.pushDiff, undefined, false));
+    expect(d.kind === 'push' && [...d.diff]).toEqual([1, 2]);
+    expect(d.kind === 'push' && d.originTimestampMs).toBe(1_700_000_000_000);
     broker.setFlags({ forwardPushes: false });
     a.push('s1', 6n, new Uint8Array([3]));
     expect(pushes).toHaveLength(1);

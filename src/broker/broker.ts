@@ -13,7 +13,7 @@
  *   than identity: a compressed message ends the call with UNIMPLEMENTED (we advertise
  *   `grpc-accept-encoding: identity`). `grpc-timeout` is ignored: a pubsub call lives as long
  *   as its connection.
- * - the envelope of each inbound message is parsed once by hand (`wire.ts`); a push keeps its
+ * - the envelope of each inbound message is decoded once by the protocol codec; a push keeps its
  *   raw `push_diff` bytes, which are forwarded verbatim (extension fields included) behind a
  *   fresh broker timestamp. That frame is encoded once per broadcast and the same Buffer goes
  *   to every subscriber (`fanout.ts`).
@@ -69,11 +69,22 @@ import {
 } from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
+import {
+  bearerToken,
+  CALLER_ID_HEADER,
+  createFrameDecoder,
+  decodeMessage,
+  EXTENSIONS_HEADER,
+  encodePushDiff,
+  isSeqno,
+  PUBSUB_METHOD_PATH,
+  parseShardId,
+  sanitizeCallerId,
+} from '../protocol/index.js';
 import { observeFanout, validateObserver } from './bridge-observer.js';
 import { Connection, type ConnectionSink } from './connection.js';
 import { BrokerError } from './errors.js';
 import { createFanoutCore, type FanoutCore } from './fanout.js';
-import { createFrameDecoder } from './frame-decoder.js';
 import {
   isGrpcContentType,
   respondTrailersOnly,
@@ -92,7 +103,6 @@ import { DEFAULT_DRAIN_DEADLINE_MS, resolveBrokerOptions } from './options.js';
 import type { OutItem } from './outbound.js';
 import { smallestAfter } from './page-select.js';
 import { createReflectionService } from './reflection.js';
-import { checkShardIdBytes, checkShardIdString, sanitizeCallerId } from './shard-id.js';
 import type {
   Broker,
   BrokerFlags,
@@ -106,11 +116,6 @@ import type {
   PageRequest,
   ShardInfo,
 } from './types.js';
-import { encodePushDiff, parseEnvelope } from './wire.js';
-
-export const PUBSUB_PATH = '/mz_persist_client.internal.service.ProtoPersistPubSub/PubSub';
-export const CALLER_ID_HEADER = 'persist-pubsub-caller-id';
-export const EXTENSIONS_HEADER = 'persist-pubsub-extensions';
 
 /** A stream that was asked to end gracefully is reset if its peer has not taken the trailers by then, in ms. */
 const END_GRACE_MS = 5_000;
@@ -119,7 +124,6 @@ const DEFAULT_PAGE_SIZE = 100;
 const STREAM_WINDOW_BYTES = 256 * 1024;
 const SESSION_WINDOW_BYTES = 1024 * 1024;
 const MAX_PAGE_SIZE = 1000;
-const MAX_SEQNO = 0xffffffffffffffffn;
 
 /** Creates a broker (not yet listening: call `start()`). Validates `options` at once. */
 export function createBroker(options: BrokerOptions = {}): Broker {
@@ -171,9 +175,9 @@ export function createBroker(options: BrokerOptions = {}): Broker {
 
   function authorized(headers: IncomingHttpHeaders): boolean {
     if (tokenDigest === undefined) return true;
-    const value = headers.authorization;
-    if (typeof value !== 'string' || !value.startsWith('Bearer ')) return false;
-    const given = createHash('sha256').update(value.slice(7).trim()).digest();
+    const token = bearerToken(headers.authorization);
+    if (token === undefined) return false;
+    const given = createHash('sha256').update(token).digest();
     return timingSafeEqual(given, tokenDigest);
   }
 
@@ -289,18 +293,18 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     const decoder = createFrameDecoder(limits.maxMessageBytes);
     const onMessage = (message: Buffer): void => {
       if (conn.state !== 'open') return;
-      const r = parseEnvelope(message);
-      if (!r.ok) {
-        metrics.parseError(r.code);
+      const env = decodeMessage(message);
+      if (env.kind === 'error') {
+        metrics.parseError(env.code);
         fail('malformed', {
           code: GrpcStatus.INVALID_ARGUMENT,
-          message: `malformed ProtoPubSubMessage (${r.code}): ${r.detail}`,
+          message: `malformed ProtoPubSubMessage (${env.code}): ${env.detail}`,
         });
         return;
       }
-      const env = r.value;
-      if (env.kind === 'empty' || env.kind === 'gap') return;
-      const id = checkShardIdBytes(env.shardId, limits.maxShardIdBytes);
+      // Notices a client sent are meaningless to the broker: ignored.
+      if (env.kind === 'empty' || env.kind === 'gap' || env.kind === 'refused') return;
+      const id = parseShardId(env.shardId, limits.maxShardIdBytes);
       if (!id.ok) {
         fail(id.reason, { code: GrpcStatus.INVALID_ARGUMENT, message: id.detail });
         return;
@@ -370,7 +374,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
         return;
       }
       const path = headers[':path'];
-      if (path === PUBSUB_PATH) onPubSubStream(stream, headers);
+      if (path === PUBSUB_METHOD_PATH) onPubSubStream(stream, headers);
       else if (
         path === HEALTH_CHECK_PATH ||
         path === HEALTH_WATCH_PATH ||
@@ -506,7 +510,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       if (conn.state !== 'open') throw new BrokerError('unavailable', 'connection is closed');
     };
     const shard = (shardId: string): string => {
-      const id = checkShardIdString(shardId, limits.maxShardIdBytes);
+      const id = parseShardId(shardId, limits.maxShardIdBytes);
       if (!id.ok) {
         metrics.rejected(id.reason);
         throw new BrokerError('invalid_argument', id.detail);
@@ -518,8 +522,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       push(shardId, seqno, diff, originTimestampMs) {
         open();
         const id = shard(shardId);
-        if (typeof seqno !== 'bigint' || seqno < 0n || seqno > MAX_SEQNO) {
-          throw new BrokerError('invalid_argument', 'seqno must be a bigint in [0, 2^64-1]');
+        if (!isSeqno(seqno)) {
+          throw new BrokerError('invalid_argument', 'seqno must be a bigint in [0, 2^63-1]');
         }
         if (!(diff instanceof Uint8Array)) {
           throw new BrokerError('invalid_argument', 'diff must be a Uint8Array');
@@ -542,21 +546,16 @@ export function createBroker(options: BrokerOptions = {}): Broker {
             'originTimestampMs must be a finite number >= 0',
           );
         }
-        const raw = encodePushDiff(Buffer.from(id, 'latin1'), seqno, diff, originTimestampMs);
+        const raw = encodePushDiff(id, seqno, diff, originTimestampMs);
         fan.push(conn, id, seqno, raw, { diff, originTimestampMs });
       },
       subscribe(shardId, resumeAfterSeqno) {
         open();
         const id = shard(shardId);
-        if (
-          resumeAfterSeqno !== undefined &&
-          (typeof resumeAfterSeqno !== 'bigint' ||
-            resumeAfterSeqno < 0n ||
-            resumeAfterSeqno > MAX_SEQNO)
-        ) {
+        if (resumeAfterSeqno !== undefined && !isSeqno(resumeAfterSeqno)) {
           throw new BrokerError(
             'invalid_argument',
-            'resumeAfterSeqno must be a bigint in [0, 2^64-1]',
+            'resumeAfterSeqno must be a bigint in [0, 2^63-1]',
           );
         }
         const refused = fan.subscribe(conn, id, resumeAfterSeqno);

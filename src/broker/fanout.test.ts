@@ -1,6 +1,7 @@
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { encodePushDiff } from '../protocol/index.js';
 import { Connection, type ConnectionSink } from './connection.js';
 import { createFanoutCore } from './fanout.js';
 import type { CallStatus } from './grpc-status.js';
@@ -8,7 +9,6 @@ import { createBrokerMetrics } from './metrics.js';
 import { DEFAULT_LIMITS } from './options.js';
 import type { OutItem } from './outbound.js';
 import type { BrokerLimits, InProcessMessage } from './types.js';
-import { encodePushDiff } from './wire.js';
 
 const log = pino({ level: 'silent' });
 const turn = () => new Promise((r) => setImmediate(r));
@@ -68,12 +68,7 @@ function setup(limits: Partial<BrokerLimits> = {}) {
     return { c, sink };
   };
   const push = (from: Connection, shardId: string, seqno: bigint) =>
-    core.push(
-      from,
-      shardId,
-      seqno,
-      encodePushDiff(Buffer.from(shardId), seqno, Uint8Array.of(1), undefined),
-    );
+    core.push(from, shardId, seqno, encodePushDiff(shardId, seqno, Uint8Array.of(1), undefined));
   return { core, conn, push, metrics, flags, registry };
 }
 

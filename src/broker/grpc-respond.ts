@@ -5,9 +5,8 @@
  * with END_STREAM) for a call that fails before any message.
  */
 import { constants, type ServerHttp2Stream } from 'node:http2';
+import { GRPC_CONTENT_TYPE } from '../protocol/index.js';
 import { type CallStatus, encodeGrpcMessage, GrpcStatus } from './grpc-status.js';
-
-export const GRPC_CONTENT_TYPE = 'application/grpc';
 
 /** True for the content types we serve: `application/grpc` and `application/grpc+proto`. */
 export function isGrpcContentType(value: string | undefined): boolean {

@@ -18,15 +18,13 @@ import {
   HealthListResponseSchema,
   HealthCheckResponse_ServingStatus as ServingStatus,
 } from '../gen/grpc/health/v1/health_pb.js';
-import { createFrameDecoder } from './frame-decoder.js';
+import { createFrameDecoder, frameMessage, PUBSUB_SERVICE_NAME } from '../protocol/index.js';
 import { respondTrailersOnly, startResponse } from './grpc-respond.js';
 import { type CallStatus, GrpcStatus } from './grpc-status.js';
-import { frameMessage } from './wire.js';
 
 export const HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
 export const HEALTH_WATCH_PATH = '/grpc.health.v1.Health/Watch';
 export const HEALTH_LIST_PATH = '/grpc.health.v1.Health/List';
-export const PUBSUB_SERVICE = 'mz_persist_client.internal.service.ProtoPersistPubSub';
 
 const MAX_HEALTH_REQUEST_BYTES = 4096;
 const OK: CallStatus = { code: GrpcStatus.OK, message: '' };
@@ -44,7 +42,7 @@ export function createHealthService(serving: () => boolean): HealthService {
   const watchers = new Map<ServerHttp2Stream, { service: string; last: ServingStatus }>();
 
   function statusOf(service: string): ServingStatus {
-    if (service !== '' && service !== PUBSUB_SERVICE) return ServingStatus.SERVICE_UNKNOWN;
+    if (service !== '' && service !== PUBSUB_SERVICE_NAME) return ServingStatus.SERVICE_UNKNOWN;
     return serving() ? ServingStatus.SERVING : ServingStatus.NOT_SERVING;
   }
 
@@ -80,7 +78,7 @@ export function createHealthService(serving: () => boolean): HealthService {
       stream.end(responseFrame(status));
     } else if (path === HEALTH_LIST_PATH) {
       const statuses: Record<string, { status: ServingStatus }> = {};
-      for (const s of ['', PUBSUB_SERVICE]) statuses[s] = { status: statusOf(s) };
+      for (const s of ['', PUBSUB_SERVICE_NAME]) statuses[s] = { status: statusOf(s) };
       startResponse(stream, () => OK);
       stream.end(
         frameMessage(

@@ -20,21 +20,12 @@ export {
 } from './bridge-nats.js';
 export type { NatsTarget } from './bridge-nats-url.js';
 export { parseNatsUrl } from './bridge-nats-url.js';
-export {
-  checkSubjectPrefix,
-  DEFAULT_SUBJECT_PREFIX,
-  ORIGIN_HEADER,
-  shardIdOfSubject,
-  shardSubject,
-} from './bridge-subject.js';
 export { createBroker } from './broker.js';
 export type { BrokerErrorCode } from './errors.js';
 export { BrokerError } from './errors.js';
 export {
   DEFAULT_DRAIN_DEADLINE_MS,
   DEFAULT_FLAGS,
-  DEFAULT_KEEPALIVE_TIME_MS,
-  DEFAULT_KEEPALIVE_TIMEOUT_MS,
   DEFAULT_LIMITS,
   DEFAULT_LISTEN,
   DEFAULT_MAX_CONNECTION_AGE_MS,

@@ -4,6 +4,13 @@
  */
 import { type Logger, pino } from 'pino';
 import { Registry } from 'prom-client';
+import {
+  DEFAULT_KEEPALIVE_TIME_MS,
+  DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_MAX_SHARD_ID_BYTES,
+  MAX_SHARD_ID_BYTES_LIMIT,
+} from '../protocol/index.js';
 import { BrokerError } from './errors.js';
 import type {
   BrokerFlags,
@@ -14,17 +21,13 @@ import type {
 } from './types.js';
 
 export const DEFAULT_LISTEN: HostPort = { host: '127.0.0.1', port: 6879 };
-export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_MAX_CONNECTIONS = 10_000;
 export const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION = 100_000;
-export const DEFAULT_MAX_SHARD_ID_BYTES = 256;
 export const DEFAULT_MAX_QUEUE_MESSAGES = 1024;
 export const DEFAULT_MAX_QUEUE_BYTES = 16 * 1024 * 1024;
 export const DEFAULT_STUCK_CONNECTION_TIMEOUT_MS = 30_000;
 export const DEFAULT_RESUME_RING_SIZE = 64;
 export const DEFAULT_MAX_RESUME_BYTES = 64 * 1024 * 1024;
-export const DEFAULT_KEEPALIVE_TIME_MS = 30_000;
-export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 10_000;
 export const DEFAULT_MAX_CONNECTION_AGE_MS = 0;
 export const DEFAULT_MAX_CALLER_ID_LABELS = 100;
 /** `close()` without a deadline waits this long before ending streams, in ms. */
@@ -116,7 +119,7 @@ export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBroke
   int(limits.maxMessageBytes, 'limits.maxMessageBytes', 64, 2 ** 31 - 1);
   int(limits.maxConnections, 'limits.maxConnections', 1);
   int(limits.maxSubscriptionsPerConnection, 'limits.maxSubscriptionsPerConnection', 1);
-  int(limits.maxShardIdBytes, 'limits.maxShardIdBytes', 1, 65_536);
+  int(limits.maxShardIdBytes, 'limits.maxShardIdBytes', 1, MAX_SHARD_ID_BYTES_LIMIT);
   int(limits.maxQueueMessages, 'limits.maxQueueMessages', 1);
   int(limits.maxQueueBytes, 'limits.maxQueueBytes', 1);
   int(limits.stuckConnectionTimeoutMs, 'limits.stuckConnectionTimeoutMs', 1);

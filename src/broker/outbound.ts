@@ -5,16 +5,17 @@
  * A broadcast's gRPC frame is encoded once, when it is created; the same Buffer is written to
  * every gRPC subscriber. Same-process subscribers get a decoded view, built at most once.
  */
-import { create, toBinary } from '@bufbuild/protobuf';
 import {
-  ProtoGapNoticeSchema,
-  ProtoGapReason,
-  ProtoPubSubMessageSchema,
-} from '../gen/mz_persist_client/internal/service/pubsub_pb.js';
+  decodeMessage,
+  encodeForward,
+  encodeGap,
+  GRPC_FRAME_HEADER_BYTES,
+  type GapReason as WireGapReason,
+} from '../protocol/index.js';
 import type { InProcessMessage } from './types.js';
-import { decodePushDiff, encodeForwardFrame, frameMessage } from './wire.js';
 
-export type GapReason = 'slow_consumer' | 'resume_unavailable' | 'not_forwarding';
+/** The gap reasons the broker sends (the wire's, without `unknown`). */
+export type GapReason = Exclude<WireGapReason, 'unknown'>;
 
 export class Broadcast {
   readonly kind = 'push';
@@ -39,7 +40,7 @@ export class Broadcast {
     readonly sender: object,
     local?: { diff: Uint8Array; originTimestampMs: number | undefined },
   ) {
-    this.frame = encodeForwardFrame(pushDiff, timestampMs);
+    this.frame = encodeForward(pushDiff, timestampMs, true);
     this.pushDiffBytes = pushDiff.length;
     if (local !== undefined) {
       this.local = {
@@ -65,26 +66,20 @@ export class Broadcast {
   /** The decoded message for same-process subscribers. */
   toMessage(): InProcessMessage {
     if (this.local === undefined) {
-      // Parsed once at the edge already, so this cannot fail; keep the Result anyway.
-      const r = decodePushDiff(this.pushDiff);
+      // Decoded once at the edge already, so this cannot fail; check the kind anyway.
+      const m = decodeMessage(this.frame.subarray(GRPC_FRAME_HEADER_BYTES));
       this.local = {
         kind: 'push',
         shardId: this.shardId,
         seqno: this.seqno,
-        diff: r.ok ? r.value.diff : new Uint8Array(0),
-        originTimestampMs: r.ok ? r.value.originTimestampMs : undefined,
+        diff: m.kind === 'push' ? m.diff : new Uint8Array(0),
+        originTimestampMs: m.kind === 'push' ? m.originTimestampMs : undefined,
         timestampMs: this.timestampMs,
       };
     }
     return this.local;
   }
 }
-
-const GAP_REASON_PROTO: Record<GapReason, ProtoGapReason> = {
-  slow_consumer: ProtoGapReason.SLOW_CONSUMER,
-  resume_unavailable: ProtoGapReason.RESUME_UNAVAILABLE,
-  not_forwarding: ProtoGapReason.NOT_FORWARDING,
-};
 
 export class GapItem {
   readonly kind = 'gap';
@@ -98,25 +93,14 @@ export class GapItem {
   ) {}
 
   get frame(): Buffer {
-    if (this.encoded === undefined) {
-      const secs = Math.floor(this.timestampMs / 1000);
-      const msg = create(ProtoPubSubMessageSchema, {
-        timestamp: {
-          secs: BigInt(secs),
-          nanos: Math.round((this.timestampMs - secs * 1000) * 1e6),
-        },
-        message: {
-          case: 'gap',
-          value: create(ProtoGapNoticeSchema, {
-            shardId: this.shardId,
-            reason: GAP_REASON_PROTO[this.reason],
-            fromSeqno: this.fromSeqno,
-            dropped: BigInt(this.dropped),
-          }),
-        },
-      });
-      this.encoded = frameMessage(toBinary(ProtoPubSubMessageSchema, msg));
-    }
+    this.encoded ??= encodeGap(
+      this.shardId,
+      this.reason,
+      this.fromSeqno,
+      this.dropped,
+      this.timestampMs,
+      true,
+    );
     return this.encoded;
   }
 

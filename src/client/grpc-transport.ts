@@ -9,8 +9,8 @@
  * event-loop turn is coalesced into one `write` (flushed in a `setImmediate`), and the sender
  * is bounded by bytes that the wire has not taken yet (`bufferedBytes`, checked against
  * `persist_pubsub_client_sender_buffer_bytes` above the seam): a push is dropped only when that
- * many bytes really wait. Frames are encoded in one pass (`grpc-frames.ts`), not through
- * protobuf-es reflection.
+ * many bytes really wait. Frames are encoded and decoded in one pass by the protocol codec
+ * (`src/protocol`), not through protobuf-es reflection.
  *
  * Kept from the grpc-js transport: keepalive pings (`keepaliveTimeMs`, an unanswered ping ends
  * the connection after `keepaliveTimeoutMs`), TLS and mTLS (ALPN h2, `serverName` override),
@@ -32,37 +32,32 @@ import {
   type SecureClientSessionOptions,
 } from 'node:http2';
 import { isIP } from 'node:net';
-import { fromBinary } from '@bufbuild/protobuf';
-import { createFrameDecoder } from '../broker/frame-decoder.js';
 import {
-  ProtoGapReason,
-  type ProtoPubSubMessage,
-  ProtoPubSubMessageSchema,
-} from '../gen/mz_persist_client/internal/service/pubsub_pb.js';
-import type { ProtoDuration } from '../gen/mz_proto/proto_pb.js';
+  AUTHORIZATION_HEADER,
+  bearerAuthorization,
+  CALLER_ID_HEADER,
+  createFrameDecoder,
+  DEFAULT_KEEPALIVE_TIME_MS,
+  DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  EXTENSIONS_HEADER,
+  encodePush,
+  encodeSubscribe,
+  encodeUnsubscribe,
+  GRPC_CONTENT_TYPE,
+  PUBSUB_METHOD_PATH,
+} from '../protocol/index.js';
 import { type Clock, systemClock, type Timer } from '../util/index.js';
 import { ClientError } from './errors.js';
 import { parseGrpcAddress } from './grpc-address.js';
-import { pushFrame, subscribeFrame, unsubscribeFrame } from './grpc-frames.js';
-import type { ReceivedGap } from './pubsub-client.js';
+import { decodeInbound } from './inbound.js';
 import type {
   ConnectOptions,
-  InboundMessage,
   PubSubConnection,
   PubSubTransport,
   SendResult,
 } from './transport.js';
 
-/** The HTTP/2 path of the reference's one method. */
-export const PUBSUB_METHOD_PATH = '/mz_persist_client.internal.service.ProtoPersistPubSub/PubSub';
-/** Request header naming the caller (reference). */
-export const CALLER_ID_HEADER = 'persist-pubsub-caller-id';
-/** Request header asking the broker for extension messages (gap notices). */
-export const EXTENSIONS_HEADER = 'persist-pubsub-extensions';
-
-export const DEFAULT_KEEPALIVE_TIME_MS = 30_000;
-export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 10_000;
-export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 export const DEFAULT_ACCEPT_GRACE_MS = 250;
 
 /** TLS for `grpcs://`: PEM contents (not paths). */
@@ -105,57 +100,6 @@ const ASCII = /^[\x20-\x7e]*$/;
 /** Receive windows: a reader far behind holds up to this much in flight per connection. */
 const STREAM_WINDOW_BYTES = 1 << 20;
 const SESSION_WINDOW_BYTES = 4 << 20;
-
-function msFromDuration(d: ProtoDuration | undefined): number | undefined {
-  if (d === undefined) return undefined;
-  return Number(d.secs) * 1000 + d.nanos / 1e6;
-}
-
-const GAP_REASONS: Record<ProtoGapReason, ReceivedGap['reason']> = {
-  [ProtoGapReason.UNSPECIFIED]: 'unknown',
-  [ProtoGapReason.SLOW_CONSUMER]: 'slow_consumer',
-  [ProtoGapReason.RESUME_UNAVAILABLE]: 'resume_unavailable',
-  [ProtoGapReason.NOT_FORWARDING]: 'not_forwarding',
-};
-
-/** Parses one inbound message at the edge; never throws. */
-export function decodeInbound(bytes: Uint8Array): InboundMessage {
-  let msg: ProtoPubSubMessage;
-  try {
-    msg = fromBinary(ProtoPubSubMessageSchema, bytes);
-  } catch {
-    return { kind: 'unknown', bytes: bytes.byteLength };
-  }
-  const brokerTimestampMs = msFromDuration(msg.timestamp);
-  switch (msg.message.case) {
-    case 'pushDiff': {
-      const p = msg.message.value;
-      if (p.shardId === '') return { kind: 'unknown', bytes: bytes.byteLength };
-      return {
-        kind: 'diff',
-        shardId: p.shardId,
-        seqno: p.seqno,
-        diff: p.diff,
-        originTimestampMs: msFromDuration(p.originTimestamp),
-        brokerTimestampMs,
-        bytes: bytes.byteLength,
-      };
-    }
-    case 'gap': {
-      const g = msg.message.value;
-      if (g.shardId === '') return { kind: 'unknown', bytes: bytes.byteLength };
-      return {
-        kind: 'gap',
-        shardId: g.shardId,
-        reason: GAP_REASONS[g.reason] ?? 'unknown',
-        fromSeqno: g.fromSeqno === 0n ? undefined : g.fromSeqno,
-        bytes: bytes.byteLength,
-      };
-    }
-    default:
-      return { kind: 'unknown', bytes: bytes.byteLength };
-  }
-}
 
 function checkMs(name: string, v: number): void {
   if (!Number.isInteger(v) || v < 0) {
@@ -231,13 +175,15 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
   const requestHeaders: Record<string, string> = {
     [h2.HTTP2_HEADER_METHOD]: 'POST',
     [h2.HTTP2_HEADER_PATH]: PUBSUB_METHOD_PATH,
-    [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc',
+    [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE,
     [h2.HTTP2_HEADER_TE]: 'trailers',
     [h2.HTTP2_HEADER_USER_AGENT]: 'persist-pubsub-node',
     'grpc-accept-encoding': 'identity',
     [CALLER_ID_HEADER]: callerId,
     [EXTENSIONS_HEADER]: '1',
-    ...(options.authToken !== undefined ? { authorization: `Bearer ${options.authToken}` } : {}),
+    ...(options.authToken !== undefined
+      ? { [AUTHORIZATION_HEADER]: bearerAuthorization(options.authToken) }
+      : {}),
   };
   const clock = options.clock ?? systemClock;
   const now = (): number => clock.nowMs();
@@ -433,10 +379,10 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
       };
       return {
         subscribe: (shardId, resumeAfterSeqno) =>
-          send(subscribeFrame(now(), shardId, resumeAfterSeqno)),
-        unsubscribe: (shardId) => send(unsubscribeFrame(now(), shardId)),
+          send(encodeSubscribe(shardId, resumeAfterSeqno, now(), true)),
+        unsubscribe: (shardId) => send(encodeUnsubscribe(shardId, now(), true)),
         push: (shardId, seqno, diff, originTimestampMs) =>
-          send(pushFrame(now(), shardId, seqno, diff, originTimestampMs)),
+          send(encodePush(shardId, seqno, diff, originTimestampMs, now(), true)),
         bufferedBytes: () => queuedBytes + stream.writableLength,
         close() {
           if (state === 'closed') return;

@@ -13,12 +13,7 @@ export { watchFlagsFile } from './flags-file.js';
 export type { GrpcPubSubClientOptions } from './grpc-pubsub-client.js';
 export { createGrpcPubSubClient } from './grpc-pubsub-client.js';
 export type { GrpcTlsOptions, GrpcTransportOptions } from './grpc-transport.js';
-export {
-  CALLER_ID_HEADER,
-  createGrpcTransport,
-  EXTENSIONS_HEADER,
-  PUBSUB_METHOD_PATH,
-} from './grpc-transport.js';
+export { createGrpcTransport } from './grpc-transport.js';
 export type { InProcessTransportOptions } from './in-process-transport.js';
 export { createInProcessTransport } from './in-process-transport.js';
 export type { ClientMetrics } from './metrics.js';

@@ -5,7 +5,7 @@
  */
 import type { Msg, NatsConnection, NodeConnectionOptions } from '@nats-io/transport-node';
 import { describe, expect, it } from 'vitest';
-import { ORIGIN_HEADER, shardSubject } from '../broker/index.js';
+import { ORIGIN_HEADER, shardSubject } from '../protocol/index.js';
 import { createNatsTransport } from './nats-transport.js';
 import type { InboundMessage } from './transport.js';
 
@@ -79,7 +79,8 @@ describe('NATS transport (injected connect)', () => {
       reconnect: false,
       name: 'persist-pubsub-me',
     });
-    const S = 'a.b *>';
+    // NATS subject syntax inside a valid shard id (a space is not one: src/protocol's rule).
+    const S = 'a.b*>';
     const subject = shardSubject('pp.t', S);
     expect(conn.subscribe(S, 5n)).toBe(subject.length);
     expect(conn.subscribe(S, undefined)).toBe(subject.length); // idempotent

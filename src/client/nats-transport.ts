@@ -4,9 +4,9 @@
  * transport, so refcounted tokens, flags, metrics, the bounded receive queue, reconnect with
  * backoff, resubscription and the `resync` catch-up after every (re)connect are the same code.
  *
- * - One subject per shard, `<subjectPrefix>.<base64url(shard id)>` (scheme in the broker's
- *   `bridge-subject.ts`, shared with the NATS bridge so NATS-direct clients and bridged brokers
- *   on one prefix see each other's diffs).
+ * - One subject per shard, `<subjectPrefix>.<base64url(shard id)>` (scheme in
+ *   `src/protocol/nats-subject.ts`, shared with the NATS bridge so NATS-direct clients and
+ *   bridged brokers on one prefix see each other's diffs).
  * - Every message is the gRPC path's envelope: one `ProtoPubSubMessage` with `timestamp` (the
  *   sender's clock) and `push_diff` (shard id, seqno, diff, origin commit timestamp), without
  *   the 5-byte gRPC frame prefix.
@@ -24,7 +24,6 @@
  *   than it (duplicates with live ones are possible and harmless). There are no gap notices from
  *   a server; a diff that skips ahead is recovered by the shard state's gap handling.
  */
-import { create, toBinary } from '@bufbuild/protobuf';
 import { type JetStreamClient, jetstream, jetstreamManager, StorageType } from '@nats-io/jetstream';
 import {
   headers,
@@ -36,21 +35,17 @@ import {
   nuid,
   type Subscription,
 } from '@nats-io/transport-node';
+import { parseNatsUrl } from '../broker/index.js';
 import {
   checkSubjectPrefix,
   DEFAULT_SUBJECT_PREFIX,
+  encodePush,
   ORIGIN_HEADER,
-  parseNatsUrl,
   shardIdOfSubject,
   shardSubject,
-} from '../broker/index.js';
-import {
-  ProtoPubSubMessageSchema,
-  ProtoPushDiffSchema,
-} from '../gen/mz_persist_client/internal/service/pubsub_pb.js';
-import type { ProtoDuration } from '../gen/mz_proto/proto_pb.js';
+} from '../protocol/index.js';
 import { ClientError } from './errors.js';
-import { decodeInbound } from './grpc-transport.js';
+import { decodeInbound } from './inbound.js';
 import type { ConnectOptions, PubSubConnection, PubSubTransport } from './transport.js';
 
 /** One NATS connect attempt, in ms (the client's attempt timeout also applies). @default 5000 */
@@ -96,15 +91,6 @@ export interface NatsTransportOptions {
   now?: (() => number) | undefined;
   /** The nats.js connect function, injectable for tests. @default connect from @nats-io/transport-node */
   connect?: ((options: NodeConnectionOptions) => Promise<NatsConnection>) | undefined;
-}
-
-function durationFromMs(ms: number): ProtoDuration {
-  const secs = Math.floor(ms / 1000);
-  return {
-    $typeName: 'mz_proto.ProtoDuration',
-    secs: BigInt(secs),
-    nanos: Math.min(999_999_999, Math.max(0, Math.round((ms - secs * 1000) * 1e6))),
-  };
 }
 
 interface ResolvedJetStream {
@@ -323,21 +309,7 @@ export function createNatsTransport(options: NatsTransportOptions): PubSubTransp
         },
         push(shardId, seqno, diff, originTimestampMs) {
           if (!open) return false;
-          const bytes = toBinary(
-            ProtoPubSubMessageSchema,
-            create(ProtoPubSubMessageSchema, {
-              timestamp: durationFromMs(now()),
-              message: {
-                case: 'pushDiff',
-                value: create(ProtoPushDiffSchema, {
-                  shardId,
-                  seqno,
-                  diff,
-                  originTimestamp: durationFromMs(originTimestampMs),
-                }),
-              },
-            }),
-          );
+          const bytes = encodePush(shardId, seqno, diff, originTimestampMs, now(), false);
           const h = headers();
           h.set(ORIGIN_HEADER, origin);
           try {

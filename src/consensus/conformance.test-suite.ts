@@ -11,8 +11,9 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
+import { MAX_SEQNO } from '../protocol/index.js';
 import { ConsensusError, type ConsensusErrorCode } from './errors.js';
-import { MAX_DATA_BYTES, MAX_KEY_BYTES, MAX_SEQNO } from './limits.js';
+import { MAX_DATA_BYTES, MAX_KEY_BYTES } from './limits.js';
 import type { Consensus, VersionedData } from './types.js';
 
 const encoder = new TextEncoder();

@@ -12,7 +12,6 @@ export {
   MAX_KEY_BYTES,
   MAX_LIST_PAGE_SIZE,
   MAX_SCAN_LIMIT,
-  MAX_SEQNO,
 } from './limits.js';
 export { createMemoryConsensus } from './memory.js';
 export { CONSENSUS_URL_FORMS, openConsensus } from './open.js';

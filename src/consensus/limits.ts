@@ -1,10 +1,12 @@
+import { isSeqno, MAX_SHARD_ID_BYTES_LIMIT } from '../protocol/index.js';
 import { ConsensusError } from './errors.js';
 import type { CallOptions, VersionedData } from './types.js';
 
-/** The largest seqno any backend stores: Postgres `bigint` and SQLite `INTEGER` are signed. */
-export const MAX_SEQNO = (1n << 63n) - 1n;
-/** A key's size limit, in UTF-8 bytes. Shard ids are 37 bytes. */
-export const MAX_KEY_BYTES = 512;
+/**
+ * A key's size limit, in UTF-8 bytes: the largest shard id limit any layer may be configured
+ * with (src/protocol). Real shard ids are 37 bytes.
+ */
+export const MAX_KEY_BYTES = MAX_SHARD_ID_BYTES_LIMIT;
 /** A version's data size limit, in bytes. */
 export const MAX_DATA_BYTES = 32 * 1024 * 1024;
 /** The largest `scan` limit. */
@@ -46,7 +48,7 @@ export function validateSeqno(seqno: unknown, what = 'seqno'): bigint {
   if (typeof seqno !== 'bigint') {
     throw new ConsensusError('invalid_argument', `${what} must be a bigint`);
   }
-  if (seqno < 0n || seqno > MAX_SEQNO) {
+  if (!isSeqno(seqno)) {
     throw new ConsensusError('invalid_argument', `${what} ${seqno} is outside [0, 2^63-1]`);
   }
   return seqno;

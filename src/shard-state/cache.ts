@@ -5,6 +5,7 @@
  */
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
+import { toShardId } from '../protocol/index.js';
 import { linkSignals, raceSignal, systemClock } from '../util/index.js';
 import { DEFAULT_SHARD_STATE_CONFIG, mergeConfig, type ShardStateConfig } from './config.js';
 import { ShardStateError, throwIfAborted } from './errors.js';
@@ -26,7 +27,6 @@ import type {
   UpdateResult,
 } from './types.js';
 
-const MAX_SHARD_ID_BYTES = 512;
 const FETCH_NOW_REASONS: ReadonlySet<string> = new Set(['gap_notice', 'reconnect', 'refresh']);
 
 interface Entry {
@@ -80,22 +80,6 @@ function checkModel(model: unknown, what: string): void {
   }
 }
 
-function checkShardId(shardId: unknown): string {
-  if (
-    typeof shardId !== 'string' ||
-    shardId.length === 0 ||
-    Buffer.byteLength(shardId) > MAX_SHARD_ID_BYTES ||
-    shardId.includes('\u0000') ||
-    !shardId.isWellFormed()
-  ) {
-    throw new ShardStateError(
-      'invalid_argument',
-      `shardId must be a non-empty string of at most ${MAX_SHARD_ID_BYTES} bytes`,
-    );
-  }
-  return shardId;
-}
-
 class Cache implements ShardStateCache {
   readonly #options: ShardStateCacheOptions;
   readonly #shards = new Map<string, Entry>();
@@ -144,7 +128,8 @@ class Cache implements ShardStateCache {
     options?: OpenOptions,
   ): Promise<ShardHandle<S>> {
     if (this.#closed) throw new ShardStateError('closed', 'the shard-state cache is closed');
-    checkShardId(shardId);
+    // The one shard id rule (src/protocol): refused here, before Consensus or pubsub sees it.
+    toShardId(shardId);
     if (model !== undefined) checkModel(model, 'model');
     throwIfAborted(options?.signal, shardId);
     const wanted = (model ?? this.#defaultModel) as StateModel<S, D>;

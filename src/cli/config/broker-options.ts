@@ -16,13 +16,16 @@ import {
   DEFAULT_ADMIN_LISTEN,
   DEFAULT_DRAIN_DEADLINE_MS,
   DEFAULT_FLAGS,
-  DEFAULT_KEEPALIVE_TIME_MS,
-  DEFAULT_KEEPALIVE_TIMEOUT_MS,
   DEFAULT_LIMITS,
   DEFAULT_LISTEN,
   DEFAULT_MAX_CONNECTION_AGE_MS,
   type HostPort,
 } from '../../broker/index.js';
+import {
+  DEFAULT_KEEPALIVE_TIME_MS,
+  DEFAULT_KEEPALIVE_TIMEOUT_MS,
+  MAX_SHARD_ID_BYTES_LIMIT,
+} from '../../protocol/index.js';
 import { ConfigError } from './config-error.js';
 import { parseBrokerFlagsFile } from './flags-file.js';
 import { integerIn, oneOf, parseBoolean, parseHostPort, parsePath } from './parse-values.js';
@@ -180,7 +183,7 @@ export function addBrokerOptions(command: Command): Command {
       '--max-shard-id-bytes <n>',
       'PERSIST_PUBSUB_MAX_SHARD_ID_BYTES',
       'longest shard id, in bytes',
-      integerIn(1, 65_536),
+      integerIn(1, MAX_SHARD_ID_BYTES_LIMIT),
       L.maxShardIdBytes,
     ),
     opt(

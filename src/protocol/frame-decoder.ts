@@ -6,7 +6,7 @@
  * The size limit is checked on the prefix, before any byte of an oversized message is
  * buffered, so a peer cannot make the broker hold more than `maxMessageBytes` + one chunk.
  */
-import { GRPC_FRAME_HEADER_BYTES } from './wire.js';
+import { GRPC_FRAME_HEADER_BYTES } from './grpc.js';
 
 export type FrameDecodeError =
   | { code: 'too_large'; length: number }

@@ -5,7 +5,7 @@ import {
   DEFAULT_SUBJECT_PREFIX,
   shardIdOfSubject,
   shardSubject,
-} from './bridge-subject.js';
+} from './nats-subject.js';
 
 describe('NATS subject scheme', () => {
   it('maps a real shard id to one base64url token under the prefix', () => {

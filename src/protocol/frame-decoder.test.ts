@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { createFrameDecoder } from './frame-decoder.js';
-import { frameMessage } from './wire.js';
+import { frameMessage } from './grpc.js';
 
 function collect(chunks: Buffer[], max = 1000) {
   const d = createFrameDecoder(max);
