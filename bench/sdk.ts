@@ -28,7 +28,7 @@ import { parseArgs } from 'node:util';
 import { GCProfiler, getHeapStatistics } from 'node:v8';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { Registry } from 'prom-client';
-import { decodeInbound } from '../src/client/grpc-transport.js';
+import { decodeInbound } from '../src/client/inbound.js';
 import {
   createPubSubClient,
   type InboundMessage,

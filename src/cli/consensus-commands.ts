@@ -13,12 +13,8 @@
 import { existsSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { type Command, InvalidArgumentError, Option } from 'commander';
-import {
-  type Consensus,
-  MAX_LIST_PAGE_SIZE,
-  MAX_SEQNO,
-  openConsensus,
-} from '../consensus/index.js';
+import { type Consensus, MAX_LIST_PAGE_SIZE, openConsensus } from '../consensus/index.js';
+import { MAX_SEQNO } from '../protocol/index.js';
 import { inspectShard, type StateModel } from '../shard-state/index.js';
 import { CliError } from './cli-error.js';
 import { addOutputOptions, type OutputFlags, runCommand, take } from './command-options.js';

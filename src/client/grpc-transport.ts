@@ -51,12 +51,7 @@ import { type Clock, systemClock, type Timer } from '../util/index.js';
 import { ClientError } from './errors.js';
 import { parseGrpcAddress } from './grpc-address.js';
 import { decodeInbound } from './inbound.js';
-import type {
-  ConnectOptions,
-  PubSubConnection,
-  PubSubTransport,
-  SendResult,
-} from './transport.js';
+import type { ConnectOptions, PubSubConnection, PubSubTransport, SendResult } from './transport.js';
 
 export const DEFAULT_ACCEPT_GRACE_MS = 250;
 
