@@ -31,10 +31,9 @@ import {
 } from '../gen/grpc/reflection/v1/reflection_pb.js';
 import { file_grpc_reflection_v1alpha_reflection } from '../gen/grpc/reflection/v1alpha/reflection_pb.js';
 import { file_mz_persist_client_internal_service_pubsub } from '../gen/mz_persist_client/internal/service/pubsub_pb.js';
-import { createFrameDecoder } from './frame-decoder.js';
+import { createFrameDecoder, frameMessage } from '../protocol/index.js';
 import { respondTrailersOnly, startResponse } from './grpc-respond.js';
 import { type CallStatus, GrpcStatus } from './grpc-status.js';
-import { frameMessage } from './wire.js';
 
 export const REFLECTION_V1_PATH = '/grpc.reflection.v1.ServerReflection/ServerReflectionInfo';
 export const REFLECTION_V1ALPHA_PATH =
