@@ -2,7 +2,7 @@
  * The one implementation of the pubsub client lifecycle, shared by every transport (gRPC,
  * same-process delegate, NATS). It follows the reference client (Materialize `rpc.rs`
  * `GrpcPubSubClient::reconnect_to_server` and `SubscriptionTracker`) and goes further where
- * DESIGN says so:
+ * docs/architecture.md "Client" says so:
  *
  * - Connecting never blocks the caller: `createPubSubClient` returns at once and one loop
  *   connects in the background: attempt (timeout `persist_pubsub_connect_attempt_timeout_ms`),

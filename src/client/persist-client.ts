@@ -3,7 +3,7 @@
  * Consensus (the truth), the shard-state cache (one shared state per shard in this process) and
  * a pubsub client (the side channel), under runtime flags.
  *
- * Wiring (DESIGN "Client"):
+ * Wiring (docs/architecture.md "Client"):
  * - the cache's `onSubscribe`/`onUnsubscribe` hooks hold one pubsub token per open shard, whose
  *   resume seqno is the shard's latest applied seqno;
  * - the cache's `publish` hook pushes every committed diff with its commit time (unless

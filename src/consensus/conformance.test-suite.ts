@@ -1,5 +1,5 @@
 /**
- * The one conformance suite every Consensus backend passes (DESIGN "Consensus semantics").
+ * The one conformance suite every Consensus backend passes (docs/architecture.md "Consensus semantics").
  *
  *   describeConformance('sqlite', () => openSqliteConsensus(path));
  *

@@ -66,7 +66,7 @@ export interface PostgresConsensusOptions extends OpenConsensusOptions {
    * a digit. Tests use a table per run. @default 'consensus'
    */
   table?: string | undefined;
-  /** Connections in the pool, in [1, 1000]. @default 10 */
+  /** Connections in the pool, in [1, 1000]. @default 10 (`DEFAULT_POSTGRES_POOL_SIZE`) */
   poolSize?: number | undefined;
   /** How long to wait for a pooled connection before failing `unavailable`. @default 5000 */
   connectTimeoutMs?: number | undefined;
@@ -77,10 +77,14 @@ export interface PostgresConsensusOptions extends OpenConsensusOptions {
   statementTimeoutMs?: number | undefined;
   /**
    * Attempts of a statement that fails with a serialization failure or deadlock (Postgres'
-   * serializable isolation also raises them for unrelated keys on one index page). @default 10
+   * serializable isolation also raises them for unrelated keys on one index page), in
+   * [1, 100]; creating the table gets at least 5. @default 50 (`DEFAULT_POSTGRES_MAX_ATTEMPTS`)
    */
   maxAttempts?: number | undefined;
-  /** Backoff before the first such retry, doubling to 200 ms, with ±50% jitter. @default 2 */
+  /**
+   * Backoff before the first such retry, in ms, doubling to `MAX_POSTGRES_RETRY_BACKOFF_MS`
+   * (100 ms), each sleep jittered ±50%. @default 1 (`DEFAULT_POSTGRES_RETRY_BACKOFF_MS`)
+   */
   retryBackoffMs?: number | undefined;
 }
 
