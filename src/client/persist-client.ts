@@ -25,7 +25,7 @@ import {
   type ShardStateConfig,
   type StateModel,
 } from '../shard-state/index.js';
-import type { Clock } from '../util/index.js';
+import { type Clock, systemClock } from '../util/index.js';
 import { createBrokerTransport } from './broker-transport.js';
 import { createPubSubClient } from './create-pubsub-client.js';
 import { ClientError } from './errors.js';
@@ -132,6 +132,7 @@ export async function createPersistClient(options: PersistClientOptions): Promis
   const log = logger?.child({ component: 'persist-client' });
   const flags = isFlags(options.config) ? options.config : createFlags(options.config ?? {});
   const callerId = options.callerId ?? 'unknown';
+  const clock = options.clock ?? systemClock;
   const m = clientMetrics(registry);
   if (options.flagsFile !== undefined && typeof options.flagsFile !== 'string') {
     throw new ClientError('invalid_argument', 'flagsFile must be a path', { field: 'flagsFile' });
@@ -142,12 +143,12 @@ export async function createPersistClient(options: PersistClientOptions): Promis
       ? undefined
       : watchFlagsFile(flags, options.flagsFile, {
           logger,
-          clock: options.clock,
+          clock,
           onError: () => m.flagErrors.inc({ source: 'file' }),
         });
 
   // Pubsub first: it validates its options synchronously and never blocks.
-  const pubsubOpts = { flags, logger, registry, clock: options.clock };
+  const pubsubOpts = { flags, logger, registry, clock };
   const target = options.pubsub;
   let pubsub: PubSubClient;
   try {
@@ -208,7 +209,7 @@ export async function createPersistClient(options: PersistClientOptions): Promis
       consensus,
       registry,
       logger,
-      clock: options.clock,
+      clock,
       config: { ...options.shardState, ...pollConfig(flags.get()) },
       hooks: {
         onSubscribe(shardId) {
@@ -268,7 +269,7 @@ export async function createPersistClient(options: PersistClientOptions): Promis
       if (next.done) break;
       const ev = next.value;
       if (ev.kind === 'diff') {
-        const receivedAtMs = Date.now();
+        const receivedAtMs = clock.nowMs();
         const outcome = cache.receiveDiff(ev.shardId, ev.seqno, ev.diff, {
           originTimestampMs: ev.originTimestampMs,
           receivedAtMs,
@@ -276,7 +277,9 @@ export async function createPersistClient(options: PersistClientOptions): Promis
         if (outcome === 'applied') {
           m.applyFastPath.inc();
           if (ev.brokerTimestampMs !== undefined) {
-            m.approxDiffApplyLatency.observe(Math.max(0, Date.now() - ev.brokerTimestampMs) / 1000);
+            m.approxDiffApplyLatency.observe(
+              Math.max(0, clock.nowMs() - ev.brokerTimestampMs) / 1000,
+            );
           }
         } else if (outcome === 'held') m.applySlowPathSucceeded.inc();
         else if (outcome === 'stale' || outcome === 'refetch') m.applySlowPathFailed.inc();
