@@ -2,7 +2,7 @@ import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { counterModel } from '../../test/support/counter-model.js';
 import { createMemoryConsensus } from '../consensus/index.js';
-import { createFakeClock } from '../util/index.js';
+import { createFakeClock, type FakeClock } from '../util/index.js';
 import { createPubSubClient } from './create-pubsub-client.js';
 import { createFlags } from './flags.js';
 import { createPersistClient } from './persist-client.js';
@@ -28,20 +28,9 @@ function recordingTransport() {
   return { transport, log, conns };
 }
 
-async function until(pred: () => boolean, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
-
-async function untilAsync(pred: () => Promise<boolean>, timeoutMs = 2000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await pred())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 2));
-  }
+/** Lets `clock`'s due timers and pending async work run until `pred` holds (no real sleeps). */
+async function until(clock: FakeClock, pred: () => boolean | Promise<boolean>): Promise<void> {
+  while (!(await pred())) await clock.advance(0);
 }
 
 const reads = async (registry: Registry, reason: string) =>
@@ -58,11 +47,18 @@ describe('createPersistClient wiring', () => {
     const rec = recordingTransport();
     const flags = createFlags();
     const registry = new Registry();
-    const pubsub = createPubSubClient(rec.transport, { flags, registry });
-    const client = await createPersistClient({ consensus: store, pubsub, config: flags, registry });
+    const clock = createFakeClock();
+    const pubsub = createPubSubClient(rec.transport, { flags, registry, clock });
+    const client = await createPersistClient({
+      consensus: store,
+      pubsub,
+      config: flags,
+      registry,
+      clock,
+    });
     const h1 = await client.openShard(S, counterModel);
     const h2 = await client.openShard(S, counterModel);
-    await until(() => pubsub.status.state === 'connected');
+    await until(clock, () => pubsub.status.state === 'connected');
     expect(rec.log.filter((l) => l.startsWith('sub'))).toEqual([`sub ${S}`]);
 
     await h1.update((s) => s + 1);
@@ -80,7 +76,7 @@ describe('createPersistClient wiring', () => {
       fromSeqno: 3n,
       bytes: 1,
     });
-    await untilAsync(async () => (await reads(registry, 'gap_notice')) === gapReadsBefore + 1);
+    await until(clock, async () => (await reads(registry, 'gap_notice')) === gapReadsBefore + 1);
 
     // Another writer commits; a pushed diff that does not decode is counted and answered by a
     // refetch, so the reader still gets there.
@@ -108,8 +104,8 @@ describe('createPersistClient wiring', () => {
     const before = await reads(registry, 'reconnect');
     rec.conns[0]!.onClose(new Error('gone'));
     flags.set({ persist_pubsub_reconnect_backoff_ms: 0 });
-    await until(() => rec.conns.length === 2 && pubsub.status.state === 'connected');
-    await untilAsync(async () => (await reads(registry, 'reconnect')) === before + 1);
+    await until(clock, () => rec.conns.length === 2 && pubsub.status.state === 'connected');
+    await until(clock, async () => (await reads(registry, 'reconnect')) === before + 1);
     th.close();
 
     await client.close();
