@@ -93,14 +93,13 @@ function stampOf(s: { ino: bigint; size: bigint; mtimeNs: bigint }): Stamp {
   return `${s.ino}:${s.size}:${s.mtimeNs}`;
 }
 
-function contentOf(read: () => string): FlagsFileContent {
-  try {
-    const text = read();
-    return text.trim() === '' ? { kind: 'empty' } : { kind: 'text', text };
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
-    return { kind: 'unreadable', error: err as Error };
-  }
+function contentOfText(text: string): FlagsFileContent {
+  return text.trim() === '' ? { kind: 'empty' } : { kind: 'text', text };
+}
+
+function contentOfError(err: unknown): FlagsFileContent {
+  if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { kind: 'missing' };
+  return { kind: 'unreadable', error: err as Error };
 }
 
 function sameContent(a: FlagsFileContent | undefined, b: FlagsFileContent): boolean {
@@ -136,7 +135,13 @@ export function watchFlagsFileContent(options: FlagsFileWatcherOptions): FlagsFi
   } catch {
     stamp = MISSING;
   }
-  report(contentOf(() => readFileSync(path, 'utf8')));
+  let first: FlagsFileContent;
+  try {
+    first = contentOfText(readFileSync(path, 'utf8'));
+  } catch (err) {
+    first = contentOfError(err);
+  }
+  report(first);
 
   const poll = async (force: boolean): Promise<void> => {
     if (closed) return;
@@ -148,19 +153,13 @@ export function watchFlagsFileContent(options: FlagsFileWatcherOptions): FlagsFi
     }
     if (!force && next === stamp) return;
     stamp = next;
-    let text: string | undefined;
-    let error: unknown;
+    let content: FlagsFileContent;
     try {
-      text = await readFile(path, 'utf8');
+      content = contentOfText(await readFile(path, 'utf8'));
     } catch (err) {
-      error = err;
+      content = contentOfError(err);
     }
-    report(
-      contentOf(() => {
-        if (text === undefined) throw error;
-        return text;
-      }),
-    );
+    report(content);
   };
 
   const enqueue = (force: boolean): Promise<void> => {
