@@ -112,7 +112,10 @@ export class WriterLoop<S, D> {
       }
       if (outcome === 'committed') {
         host.applyCommitted(seqnoTo, next, nowMs);
-        const pushed = encodeEnvelope({ ...envelope, rollup: undefined });
+        // What other processes get is the version without its rollup: for most versions that
+        // is exactly what was stored, so it is encoded once.
+        const pushed =
+          envelope.rollup === undefined ? data : encodeEnvelope({ ...envelope, rollup: undefined });
         // The commit time is when the compare-and-set returned, not when the diff was built
         // (`wallTimeMs`, stored in the envelope before the write): e2e latency then measures
         // commit -> applied, without the Consensus write itself.
