@@ -1,17 +1,26 @@
 /**
- * The bounded queue between a transport and the one consumer of `PubSubClient.events()`.
- * Backpressure decision (as the reference's bounded broadcast channel): the transport never
- * waits; when the queue is full a diff is dropped and counted, and its shard is remembered so
- * the consumer gets one `gap` (reason `client_lagged`) for it as soon as there is room, which
- * makes it fetch that shard from Consensus. Gaps and resyncs are never dropped: they are few
- * and each replaces any number of diffs.
+ * The bounded queue between a transport and the one consumer of `PubSubClient.events()` (one
+ * event at a time) or `eventBatches()` (everything queued, at once). Backpressure decision (as
+ * the reference's bounded broadcast channel): the transport never waits; when the queue is full
+ * a diff is dropped and counted, and its shard is remembered so the consumer gets one `gap`
+ * (reason `client_lagged`) for it as soon as there is room, which makes it fetch that shard from
+ * Consensus. Gaps and resyncs are never dropped: they are few and each replaces any number of
+ * diffs.
+ *
+ * What counts against the bound is what waits for a busy consumer. A batch consumer that is
+ * waiting takes everything the transport delivers in this event-loop turn (one network read,
+ * `ConnectOptions.onMessage`) at its next step, so that turn's messages are all accepted: a read
+ * of a hundred diffs is one batch, not 25 diffs and 75 gaps.
  */
 import type { PubSubEvent } from './pubsub-client.js';
 
 export class EventQueue implements AsyncIterable<PubSubEvent> {
-  readonly #items: PubSubEvent[] = [];
+  #items: PubSubEvent[] = [];
   readonly #lagged = new Set<string>();
-  #waiter: ((r: IteratorResult<PubSubEvent>) => void) | undefined;
+  /** Wakes the waiting consumer. */
+  #wake: (() => void) | undefined;
+  /** A batch consumer waits (or was woken and has not run yet): it takes this turn's all. */
+  #batchWaiting = false;
   #closed = false;
   #iterating = false;
 
@@ -23,18 +32,17 @@ export class EventQueue implements AsyncIterable<PubSubEvent> {
   /** Queues an event; returns false if it was dropped (its shard then gets a gap). */
   push(event: PubSubEvent): boolean {
     if (this.#closed) return false;
-    if (this.#waiter !== undefined) {
-      const w = this.#waiter;
-      this.#waiter = undefined;
-      w({ value: event, done: false });
-      return true;
-    }
-    if (event.kind === 'diff' && this.#items.length >= this.capacity()) {
+    if (event.kind === 'diff' && !this.#batchWaiting && this.#items.length >= this.capacity()) {
       this.#lagged.add(event.shardId);
       this.onDrop(event);
       return false;
     }
     this.#items.push(event);
+    const w = this.#wake;
+    if (w !== undefined) {
+      this.#wake = undefined;
+      w();
+    }
     return true;
   }
 
@@ -46,9 +54,9 @@ export class EventQueue implements AsyncIterable<PubSubEvent> {
     this.#closed = true;
     this.#items.length = 0;
     this.#lagged.clear();
-    const w = this.#waiter;
-    this.#waiter = undefined;
-    w?.({ value: undefined, done: true });
+    const w = this.#wake;
+    this.#wake = undefined;
+    w?.();
   }
 
   #next(): PubSubEvent | undefined {
@@ -60,24 +68,79 @@ export class EventQueue implements AsyncIterable<PubSubEvent> {
     return this.#items.shift();
   }
 
-  [Symbol.asyncIterator](): AsyncIterator<PubSubEvent> {
+  /** Everything queued (lagged shards' gaps first), or undefined if nothing is. */
+  #takeAll(): PubSubEvent[] | undefined {
+    if (this.#lagged.size === 0) {
+      if (this.#items.length === 0) return undefined;
+      const all = this.#items;
+      this.#items = [];
+      return all;
+    }
+    const all: PubSubEvent[] = [];
+    for (const shardId of this.#lagged) {
+      all.push({ kind: 'gap', shardId, reason: 'client_lagged', fromSeqno: undefined });
+    }
+    this.#lagged.clear();
+    for (const e of this.#items) all.push(e);
+    this.#items = [];
+    return all;
+  }
+
+  #claim(): void {
     if (this.#iterating) throw new Error('PubSubClient.events() has one consumer');
     this.#iterating = true;
+  }
+
+  #release(): IteratorResult<never, undefined> {
+    this.#iterating = false;
+    this.#batchWaiting = false;
+    const w = this.#wake;
+    this.#wake = undefined;
+    w?.();
+    return { value: undefined, done: true };
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<PubSubEvent> {
+    this.#claim();
     return {
       next: () => {
         const item = this.#next();
         if (item !== undefined) return Promise.resolve({ value: item, done: false });
         if (this.#closed) return Promise.resolve({ value: undefined, done: true });
         return new Promise((resolve) => {
-          this.#waiter = resolve;
+          this.#wake = () => {
+            const it = this.#iterating ? this.#next() : undefined;
+            resolve(
+              it === undefined ? { value: undefined, done: true } : { value: it, done: false },
+            );
+          };
         });
       },
-      return: () => {
-        this.#iterating = false;
-        const w = this.#waiter;
-        this.#waiter = undefined;
-        w?.({ value: undefined, done: true });
-        return Promise.resolve({ value: undefined, done: true });
+      return: () => Promise.resolve(this.#release()),
+    };
+  }
+
+  /** The queued events a batch at a time: each batch is what arrived since the last one. */
+  batches(): AsyncIterable<readonly PubSubEvent[]> {
+    return {
+      [Symbol.asyncIterator]: () => {
+        this.#claim();
+        const next = async (): Promise<IteratorResult<readonly PubSubEvent[], undefined>> => {
+          for (;;) {
+            if (!this.#iterating) return { value: undefined, done: true };
+            const batch = this.#takeAll();
+            if (batch !== undefined) {
+              this.#batchWaiting = false;
+              return { value: batch, done: false };
+            }
+            if (this.#closed) return { value: undefined, done: true };
+            this.#batchWaiting = true;
+            await new Promise<void>((resolve) => {
+              this.#wake = resolve;
+            });
+          }
+        };
+        return { next, return: () => Promise.resolve(this.#release()) };
       },
     };
   }

@@ -8,9 +8,12 @@
  * pushes by reason, catch-up fetches and flag reload errors.
  *
  * Metrics live on the injected registry, created once per registry (several clients in one
- * process share them), never on prom-client's global registry.
+ * process share them), never on prom-client's global registry. Those updated per message or
+ * per diff are tallies (`src/util/tally.ts`): the caller keeps a cell per label set and the hot
+ * path is a number addition, folded into prom-client at scrape.
  */
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from 'prom-client';
+import { TallyCounter, TallyHistogram } from '../util/index.js';
 
 /** 50 µs to 10 s: loopback pubsub is sub-millisecond, a polling reader is seconds. */
 export const E2E_LATENCY_BUCKETS_SECONDS: readonly number[] = [
@@ -32,23 +35,23 @@ export interface ClientMetrics {
   /** Transport errors (reference `..._grpc_error_count`). */
   errors: Counter<'transport'>;
   /** Reference `mz_persist_pubsub_client_call_succeeded{call}`. */
-  callSucceeded: Counter<'transport' | 'call'>;
+  callSucceeded: TallyCounter<'transport' | 'call'>;
   /** Reference `mz_persist_pubsub_client_call_failed{call}`. */
   callFailed: Counter<'transport' | 'call'>;
   /** Reference `mz_persist_pubsub_client_call_bytes_sent{call}`. */
-  callBytesSent: Counter<'transport' | 'call'>;
+  callBytesSent: TallyCounter<'transport' | 'call'>;
   /** Reference `mz_persist_pubsub_client_call_received{call}`: push, gap, unknown. */
-  received: Counter<'transport' | 'call'>;
+  received: TallyCounter<'transport' | 'call'>;
   /** Broker stamp → applied (reference `..._approx_diff_apply_latency_seconds`). */
-  approxDiffApplyLatency: Histogram<never>;
+  approxDiffApplyLatency: TallyHistogram;
   /** Reference `..._receiver_state_push_diff_fast_path`: applied directly. */
-  applyFastPath: Counter<never>;
+  applyFastPath: TallyCounter;
   /** Reference `..._receiver_state_push_diff_slow_path_succeeded`. */
-  applySlowPathSucceeded: Counter<never>;
+  applySlowPathSucceeded: TallyCounter;
   /** Reference `..._receiver_state_push_diff_slow_path_failed`. */
-  applySlowPathFailed: Counter<never>;
+  applySlowPathFailed: TallyCounter;
   /** Origin commit time → applied in this process. */
-  e2eLatency: Histogram<'path'>;
+  e2eLatency: TallyHistogram<'path'>;
   /** Pushes not sent, by reason: disconnected, disabled, push_disabled, queue_full, closed. */
   pushesDropped: Counter<'reason'>;
   /** Consensus catch-up fetches asked for by pubsub events: gap, resync. */
@@ -95,7 +98,7 @@ export function clientMetrics(registry: Registry): ClientMetrics {
       labelNames: ['transport'],
       registers,
     }),
-    callSucceeded: new Counter({
+    callSucceeded: new TallyCounter({
       name: 'persist_pubsub_client_call_succeeded_total',
       help: 'pubsub client calls sent',
       labelNames: ['transport', 'call'],
@@ -107,44 +110,44 @@ export function clientMetrics(registry: Registry): ClientMetrics {
       labelNames: ['transport', 'call'],
       registers,
     }),
-    callBytesSent: new Counter({
+    callBytesSent: new TallyCounter({
       name: 'persist_pubsub_client_call_sent_bytes_total',
       help: 'bytes sent by pubsub client calls',
       labelNames: ['transport', 'call'],
       registers,
     }),
-    received: new Counter({
+    received: new TallyCounter({
       name: 'persist_pubsub_client_call_received_total',
       help: 'messages received by the pubsub client, by kind (push, gap, unknown)',
       labelNames: ['transport', 'call'],
       registers,
     }),
-    approxDiffApplyLatency: new Histogram({
+    approxDiffApplyLatency: new TallyHistogram({
       name: 'persist_pubsub_client_approx_diff_apply_latency_seconds',
       help: 'latency from the broker forwarding a diff to this process applying it',
-      buckets: [...E2E_LATENCY_BUCKETS_SECONDS],
+      buckets: E2E_LATENCY_BUCKETS_SECONDS,
       registers,
     }),
-    applyFastPath: new Counter({
+    applyFastPath: new TallyCounter({
       name: 'persist_pubsub_client_receiver_state_push_diff_fast_path_total',
       help: 'received diffs applied directly to the cached shard state',
       registers,
     }),
-    applySlowPathSucceeded: new Counter({
+    applySlowPathSucceeded: new TallyCounter({
       name: 'persist_pubsub_client_receiver_state_push_diff_slow_path_succeeded_total',
       help: 'received diffs that needed the slow path (shard not cached, or held for a gap) and succeeded',
       registers,
     }),
-    applySlowPathFailed: new Counter({
+    applySlowPathFailed: new TallyCounter({
       name: 'persist_pubsub_client_receiver_state_push_diff_slow_path_failed_total',
       help: 'received diffs that were not applied (stale, out of order, undecodable)',
       registers,
     }),
-    e2eLatency: new Histogram({
+    e2eLatency: new TallyHistogram({
       name: 'persist_pubsub_e2e_latency_seconds',
       help: 'latency from a version being committed (origin time) to it being applied in this process, by path (pubsub, poll)',
       labelNames: ['path'],
-      buckets: [...E2E_LATENCY_BUCKETS_SECONDS],
+      buckets: E2E_LATENCY_BUCKETS_SECONDS,
       registers,
     }),
     pushesDropped: new Counter({

@@ -116,6 +116,12 @@ export interface PubSubClient {
    * the consumer falls behind, diffs are dropped, counted and replaced by a `gap` per shard.
    */
   events(): AsyncIterable<PubSubEvent>;
+  /**
+   * The same events a batch at a time: each batch is everything received since the last one
+   * (a network read's worth), so a consumer handles a turn's diffs in one step. The same one
+   * consumer as `events()` (use one or the other). Optional: without it, consume `events()`.
+   */
+  eventBatches?(): AsyncIterable<readonly PubSubEvent[]>;
   /** Every status change from now on (the current one first); ends when the client closes. */
   statusChanges(): AsyncIterable<ConnectionStatus>;
   /** Stops reconnecting, ends the stream and both iterables. Idempotent. */

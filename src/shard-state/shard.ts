@@ -19,7 +19,7 @@ import { pollDelayMs, type ShardStateConfig } from './config.js';
 import { decodeEnvelope, EnvelopeError } from './envelope.js';
 import { ShardStateError } from './errors.js';
 import { foldPage, type PageEnd } from './log-reader.js';
-import type { FetchPath, ShardStateMetrics } from './metrics.js';
+import type { FetchPath, ShardCells, ShardStateMetrics } from './metrics.js';
 import { PollSchedule } from './poll-schedule.js';
 import { ReorderBuffer } from './reorder-buffer.js';
 import type {
@@ -70,6 +70,7 @@ export class Shard<S, D> {
   readonly model: StateModel<S, D>;
   readonly #d: ShardDeps<S, D>;
   readonly #log: Logger;
+  readonly #cells: ShardCells;
   #seqno = 0n;
   #state: S;
   #loaded = false;
@@ -96,6 +97,7 @@ export class Shard<S, D> {
     this.model = deps.model;
     this.#state = deps.model.initial();
     this.#log = deps.logger.child({ component: 'shard-state', shardId: deps.shardId });
+    this.#cells = deps.metrics.forShard(deps.shardId);
     this.#poll = new PollSchedule({
       clock: deps.clock,
       random: deps.random,
@@ -157,9 +159,8 @@ export class Shard<S, D> {
 
   receive(seqno: bigint, bytes: Uint8Array, options: ReceiveDiffOptions = {}): ReceiveOutcome {
     if (this.#closed) return 'not_open';
-    const m = this.#d.metrics;
     if (this.#loaded && seqno <= this.#seqno) {
-      m.diffStale.inc({ shard: this.shardId });
+      this.#cells.stale.value++;
       return 'stale';
     }
     const receivedAtMs = options.receivedAtMs ?? this.#d.clock.nowMs();
@@ -176,11 +177,11 @@ export class Shard<S, D> {
     }
     if (this.#loaded && seqno === this.#seqno + 1n) {
       if (!this.#applyHeld(seqno, held)) return 'refetch';
-      m.diffApplied.inc({ shard: this.shardId });
+      this.#cells.applied.value++;
       this.#drainHeld();
       return 'applied';
     }
-    if (this.#loaded) m.diffOutOfOrder.inc({ shard: this.shardId });
+    if (this.#loaded) this.#cells.outOfOrder.value++;
     if (this.#held.size >= this.#d.config().maxHeldDiffs && !this.#held.has(seqno)) {
       // Too far behind to hold more: read the gap now rather than grow without bound.
       this.#log.debug({ seqno: String(seqno) }, 'held diffs at their limit; fetching the gap now');
@@ -221,7 +222,7 @@ export class Shard<S, D> {
         const held = this.#held.take(next);
         if (held === undefined) break;
         if (!this.#applyHeld(next, held)) return;
-        this.#d.metrics.diffApplied.inc({ shard: this.shardId });
+        this.#cells.applied.value++;
       }
     }
     this.#discardHeld('pubsub');
@@ -427,12 +428,12 @@ export class Shard<S, D> {
       );
     }
     if (this.#waiters.size > 0) {
-      const via = reason === 'poll' ? 'timer' : 'watch';
+      const woken = reason === 'poll' ? this.#d.metrics.wokenByTimer : this.#d.metrics.wokenByWatch;
       for (const w of this.#waiters) {
         if (w.seqno > seqno) continue;
         this.#waiters.delete(w);
         if (w.signal !== undefined) unwatchAbort(w.signal, w);
-        this.#d.metrics.listenWoken.inc({ via });
+        woken.value++;
         w.resolve();
       }
       if (this.#waiters.size === 0) this.#poll.idle();
@@ -530,9 +531,11 @@ export class Shard<S, D> {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    const closed = new ShardStateError('closed', 'the shard was released', {
-      shardId: this.shardId,
-    });
+    // Made only when someone waits: an Error's stack costs microseconds per shard released.
+    const closed =
+      this.#waiters.size === 0
+        ? undefined
+        : new ShardStateError('closed', 'the shard was released', { shardId: this.shardId });
     for (const w of this.#waiters) {
       if (w.signal !== undefined) unwatchAbort(w.signal, w);
       w.reject(closed);

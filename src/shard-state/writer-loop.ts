@@ -106,7 +106,8 @@ export class WriterLoop<S, D> {
           { seqno: seqnoTo, data },
           { signal },
         );
-        metrics.commits.inc({ outcome });
+        if (outcome === 'committed') metrics.committed.value++;
+        else metrics.commits.inc({ outcome });
       } catch (err) {
         outcome = await this.#afterCasError(err, seqnoTo, data, signal);
       }

@@ -21,3 +21,10 @@ export { raceSignal } from './race-signal.js';
 export type { SleepOptions } from './sleep.js';
 export { sleep } from './sleep.js';
 export { sumMetric } from './sum-metric.js';
+export type {
+  CounterCell,
+  HistogramCell,
+  TallyCounterOptions,
+  TallyHistogramOptions,
+} from './tally.js';
+export { TallyCounter, TallyHistogram } from './tally.js';
