@@ -44,6 +44,7 @@ import {
   shardIdOfSubject,
   shardSubject,
 } from '../protocol/index.js';
+import { type Clock, systemClock } from '../util/index.js';
 import { ClientError } from './errors.js';
 import { decodeInbound } from './inbound.js';
 import type { ConnectOptions, PubSubConnection, PubSubTransport } from './transport.js';
@@ -87,8 +88,8 @@ export interface NatsTransportOptions {
   pingIntervalMs?: number | undefined;
   /** Resume from a seqno through a JetStream stream. @default off (core NATS only) */
   jetstream?: NatsJetStreamOptions | undefined;
-  /** Wall clock in ms since the Unix epoch (message timestamps). @default Date.now */
-  now?: (() => number) | undefined;
+  /** Message timestamps (its wall time). @default systemClock */
+  clock?: Clock | undefined;
   /** The nats.js connect function, injectable for tests. @default connect from @nats-io/transport-node */
   connect?: ((options: NodeConnectionOptions) => Promise<NatsConnection>) | undefined;
 }
@@ -154,7 +155,8 @@ export function createNatsTransport(options: NatsTransportOptions): PubSubTransp
     throw bad('pingIntervalMs', 'must be an integer >= 1');
   }
   const js = resolveJetStream(options.jetstream);
-  const now = options.now ?? Date.now;
+  const clock = options.clock ?? systemClock;
+  const now = (): number => clock.nowMs();
   const connectFn = options.connect ?? natsConnect;
   /** This client's id in the origin header (one per transport: every connection it opens). */
   const origin = nuid.next();

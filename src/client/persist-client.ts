@@ -155,20 +155,29 @@ export async function createPersistClient(options: PersistClientOptions): Promis
     if (target === undefined || target === 'none') {
       pubsub = createNoopPubSubClient({ registry });
     } else if (typeof target === 'string' && /^(nats|tls):\/\//i.test(target)) {
-      pubsub = createPubSubClient(createNatsTransport({ url: target, callerId }), pubsubOpts);
+      pubsub = createPubSubClient(
+        createNatsTransport({ url: target, callerId, clock }),
+        pubsubOpts,
+      );
     } else if (typeof target === 'string') {
-      pubsub = createPubSubClient(createGrpcTransport({ url: target, callerId }), pubsubOpts);
+      pubsub = createPubSubClient(
+        createGrpcTransport({ url: target, callerId, clock }),
+        pubsubOpts,
+      );
     } else if (typeof target === 'object' && target !== null && isBroker(target)) {
-      pubsub = createPubSubClient(createBrokerTransport(target, { flags, callerId }), {
-        ...pubsubOpts,
-        reconnectOn: (next, prev) =>
-          next.persist_pubsub_same_process_delegate_enabled !==
-          prev.persist_pubsub_same_process_delegate_enabled,
-      });
+      pubsub = createPubSubClient(
+        createBrokerTransport(target, { flags, callerId, grpc: { clock } }),
+        {
+          ...pubsubOpts,
+          reconnectOn: (next, prev) =>
+            next.persist_pubsub_same_process_delegate_enabled !==
+            prev.persist_pubsub_same_process_delegate_enabled,
+        },
+      );
     } else if (typeof target === 'object' && target !== null && isPubSubClient(target)) {
       pubsub = target;
     } else if (typeof target === 'object' && target !== null && typeof target.url === 'string') {
-      pubsub = createPubSubClient(createGrpcTransport({ ...target, callerId }), pubsubOpts);
+      pubsub = createPubSubClient(createGrpcTransport({ ...target, callerId, clock }), pubsubOpts);
     } else {
       throw new ClientError(
         'invalid_argument',
