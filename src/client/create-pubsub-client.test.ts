@@ -12,6 +12,8 @@ function fakeTransport() {
   const conns: { opts: ConnectOptions; closed: boolean }[] = [];
   let refuse = 0;
   let hang = 0;
+  /** What the live connection reports as waiting for the wire. */
+  let buffered = 0;
   const attemptsAt: number[] = [];
   const clock = createFakeClock();
   const transport: PubSubTransport = {
@@ -36,7 +38,7 @@ function fakeTransport() {
         subscribe: (s, r) => sent.push(`sub ${s} ${r ?? '-'}`) && 10,
         unsubscribe: (s) => sent.push(`unsub ${s}`) && 10,
         push: (s, n) => sent.push(`push ${s} ${n}`) && 20,
-        bufferedBytes: () => 0,
+        bufferedBytes: () => buffered,
         close: () => {
           rec.closed = true;
         },
@@ -57,6 +59,9 @@ function fakeTransport() {
     },
     hangNext(n: number) {
       hang = n;
+    },
+    setBuffered(bytes: number) {
+      buffered = bytes;
     },
   };
 }
@@ -154,6 +159,35 @@ describe('createPubSubClient', () => {
       .getSingleMetric('persist_pubsub_client_pushes_dropped_total')
       ?.get();
     expect(dropped?.values.find((v) => v.labels.reason === 'disconnected')?.value).toBe(2);
+    await client.close();
+  });
+
+  it('drops a push only once the sender byte bound is full, counted as queue_full', async () => {
+    const f = fakeTransport();
+    const registry = new Registry();
+    const flags = createFlags({ persist_pubsub_client_sender_buffer_bytes: 4096 });
+    const client = createPubSubClient(f.transport, { clock: f.clock, flags, registry });
+    await f.clock.advance(0);
+    expect(client.status.state).toBe('connected');
+    // Any number of pushes while the wire keeps up: a burst is not a backlog.
+    for (let i = 1; i <= 100; i++)
+      expect(client.push('s1', BigInt(i), new Uint8Array(100))).toBe(true);
+    f.setBuffered(4095);
+    expect(client.push('s1', 101n, new Uint8Array(100))).toBe(true);
+    f.setBuffered(4096);
+    expect(client.push('s1', 102n, new Uint8Array(100))).toBe(false);
+    flags.set({ persist_pubsub_client_sender_buffer_bytes: 8192 });
+    expect(client.push('s1', 103n, new Uint8Array(100))).toBe(true);
+    const dropped = await registry
+      .getSingleMetric('persist_pubsub_client_pushes_dropped_total')
+      ?.get();
+    expect(dropped?.values).toEqual([
+      expect.objectContaining({
+        labels: expect.objectContaining({ reason: 'queue_full' }),
+        value: 1,
+      }),
+    ]);
+    expect(f.sent.filter((x) => x.startsWith('push')).length).toBe(102);
     await client.close();
   });
 
