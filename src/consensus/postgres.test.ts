@@ -3,9 +3,14 @@ import pg from 'pg';
 import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
 import { requireService, SERVICE_URLS } from '../../test/support/services.js';
+import { type Clock, sumMetric, systemClock } from '../util/index.js';
 import { describeConformance } from './conformance.test-suite.js';
 import { ConsensusError } from './errors.js';
-import { openPostgresConsensus } from './postgres.js';
+import {
+  DEFAULT_POSTGRES_RETRY_BACKOFF_MS,
+  MAX_POSTGRES_RETRY_BACKOFF_MS,
+  openPostgresConsensus,
+} from './postgres.js';
 import type { Consensus } from './types.js';
 
 const ok = await requireService('postgres');
@@ -241,8 +246,19 @@ describe.skipIf(!ok)('postgres consensus', () => {
 
   it('counts serialization retries in an injected registry shared by several handles', async () => {
     const registry = new Registry();
+    // The system clock, recording the retry sleeps asked of it.
+    const sleeps: number[] = [];
+    const clock: Clock = {
+      ...systemClock,
+      setTimer(fn, delayMs, o) {
+        sleeps.push(delayMs);
+        return systemClock.setTimer(fn, delayMs, o);
+      },
+    };
     const handles = await Promise.all(
-      Array.from({ length: 4 }, () => openPostgresConsensus(URL, { table: TABLE, registry })),
+      Array.from({ length: 4 }, () =>
+        openPostgresConsensus(URL, { table: TABLE, registry, clock }),
+      ),
     );
     try {
       const base = `retries-${randomUUID()}`;
@@ -266,6 +282,13 @@ describe.skipIf(!ok)('postgres consensus', () => {
         pageToken = page.nextPageToken;
       } while (pageToken !== undefined);
       expect(mine).toBe(100);
+      // Every retry sleep is on the documented schedule: 1 ms doubling to 100 ms, ±50%.
+      const retries = await sumMetric(registry, 'persist_pubsub_consensus_backend_retries_total');
+      expect(sleeps).toHaveLength(retries);
+      for (const ms of sleeps) {
+        expect(ms).toBeGreaterThanOrEqual(DEFAULT_POSTGRES_RETRY_BACKOFF_MS * 0.5);
+        expect(ms).toBeLessThan(MAX_POSTGRES_RETRY_BACKOFF_MS * 1.5);
+      }
     } finally {
       await Promise.all(handles.map((h) => h.close()));
     }

@@ -23,7 +23,7 @@
 import pg from 'pg';
 import { type Logger, pino } from 'pino';
 import { Counter, type Registry } from 'prom-client';
-import { sleep } from '../util/index.js';
+import { type Clock, sleep, systemClock } from '../util/index.js';
 import { ConsensusError } from './errors.js';
 import {
   decodePageToken,
@@ -86,6 +86,8 @@ export interface PostgresConsensusOptions extends OpenConsensusOptions {
    * (100 ms), each sleep jittered ±50%. @default 1 (`DEFAULT_POSTGRES_RETRY_BACKOFF_MS`)
    */
   retryBackoffMs?: number | undefined;
+  /** The retry backoff sleeps run on it. @default systemClock */
+  clock?: Clock | undefined;
 }
 
 type Op = 'head' | 'compare_and_set' | 'scan' | 'truncate' | 'list_keys' | 'schema';
@@ -123,7 +125,7 @@ export async function openPostgresConsensus(
   pool.on('connect', (client) => {
     client.on('error', (err) => logger.debug({ err }, 'Postgres connection failed'));
   });
-  const consensus = new PostgresConsensus(pool, config, logger, options.registry);
+  const consensus = new PostgresConsensus(pool, config, logger, options);
   try {
     await consensus.init();
   } catch (err) {
@@ -277,14 +279,21 @@ class PostgresConsensus implements Consensus {
   readonly #logger: Logger;
   readonly #sql: Statements;
   readonly #retries: Counter<'backend' | 'op'> | undefined;
+  readonly #clock: Clock;
   #closed = false;
 
-  constructor(pool: pg.Pool, config: ResolvedConfig, logger: Logger, registry?: Registry) {
+  constructor(
+    pool: pg.Pool,
+    config: ResolvedConfig,
+    logger: Logger,
+    options: Pick<PostgresConsensusOptions, 'registry' | 'clock'>,
+  ) {
     this.#pool = pool;
     this.#config = config;
     this.#logger = logger;
     this.#sql = statements(config.table);
-    this.#retries = registry === undefined ? undefined : retriesCounter(registry);
+    this.#retries = options.registry === undefined ? undefined : retriesCounter(options.registry);
+    this.#clock = options.clock ?? systemClock;
   }
 
   /** Creates the table (racing other processes safely) and checks the isolation level. */
@@ -451,6 +460,7 @@ class PostgresConsensus implements Consensus {
         // Kept alive (sleep's default): between attempts this timer may be the only handle left
         // (the pool's idle sockets are unref'd), and the caller is awaiting the call.
         await sleep(backoffMs * (0.5 + Math.random()), {
+          clock: this.#clock,
           signal: options?.signal,
           abortError: abortedError,
         });
