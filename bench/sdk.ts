@@ -1,7 +1,8 @@
 /**
  * `npm run bench -- sdk [--quick] [--shards 1000] [--rounds 20] [--chunk 16]
  *   [--diff-min 100] [--diff-max 1024] [--writer-shards 200] [--writer-rounds 10]
- *   [--backends memory,sqlite] [--sqlite-synchronous normal|full]`
+ *   [--backends memory,sqlite] [--sqlite-synchronous normal|full] [--paths receive,write]
+ *   [--cpu-prof]`
  *
  * An in-process microbenchmark of the SDK's own cost per diff, with no network and no broker,
  * so that each change to the client and shard state is measured in seconds:
@@ -19,9 +20,11 @@
  * Diffs are shaped like the e2e bench's (`bench/e2e-model.ts`: JSON states with a random pad,
  * `--diff-min`–`--diff-max` bytes). Prints CPU µs per diff (user + system, `process.cpuUsage`)
  * and bytes allocated per diff (the V8 heap's growth between and across GCs, from
- * `v8.GCProfiler`), and the load average, since the machine may be shared.
+ * `v8.GCProfiler`), and the load average, since the machine may be shared. `--cpu-prof` profiles
+ * each measured span alone (`.tmp/cpu-prof/sdk-*.cpuprofile`, for `bench/report-profile.ts`).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -50,6 +53,8 @@ export const sdkBench = {
 };
 
 interface Options {
+  /** Profile the measured spans only, into `.tmp/cpu-prof/sdk-PATH.cpuprofile`. */
+  cpuProf: boolean;
   shards: number;
   rounds: number;
   chunk: number;
@@ -98,6 +103,24 @@ function createStubTransport(): StubTransport {
         },
       };
     },
+  };
+}
+
+/** A CPU profile of a measured span (`--cpu-prof`), written when it ends. */
+async function startProfile(on: boolean, name: string): Promise<() => Promise<void>> {
+  if (!on) return async () => {};
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.setSamplingInterval', { interval: 100 });
+  await session.post('Profiler.start');
+  return async () => {
+    const { profile } = await session.post('Profiler.stop');
+    session.disconnect();
+    mkdirSync('.tmp/cpu-prof', { recursive: true });
+    const file = join('.tmp/cpu-prof', `sdk-${name}.cpuprofile`);
+    writeFileSync(file, JSON.stringify(profile));
+    console.log(`profile: ${file}`);
   };
 }
 
@@ -223,6 +246,7 @@ async function receiveBench(o: Options, decode: boolean): Promise<Row> {
   });
   await turn();
   const expected = messages.length;
+  const stopProfile = await startProfile(o.cpuProf, decode ? 'receive-decode' : 'receive');
   const meter = startMeter();
   for (let i = 0; i < expected; i += o.chunk) {
     const end = Math.min(expected, i + o.chunk);
@@ -233,6 +257,7 @@ async function receiveBench(o: Options, decode: boolean): Promise<Row> {
   }
   for (let i = 0; i < 100 && observed < expected; i++) await turn();
   const m = meter();
+  await stopProfile();
   stop.abort();
   await Promise.all(loops);
   const applied = readers.reduce((n, h) => n + Number(h.seqno), 0);
@@ -262,9 +287,11 @@ async function writeBench(o: Options, backend: string, dir: string): Promise<Row
   const handles = await Promise.all(ids.map((id) => client.openShard(id, benchModel)));
   await commitRounds(handles, 2, o); // warm-up (the first commit of a shard is a rollup)
   const pushedBefore = transport.pushed.length;
+  const stopProfile = await startProfile(o.cpuProf, `write-${backend}`);
   const meter = startMeter();
   const commits = await commitRounds(handles, o.writerRounds, o);
   const m = meter();
+  await stopProfile();
   const pushes = transport.pushed.length - pushedBefore;
   for (const h of handles) h.close();
   await client.close();
@@ -284,6 +311,7 @@ async function run(args: string[]): Promise<void> {
     args,
     options: {
       quick: { type: 'boolean', default: false },
+      'cpu-prof': { type: 'boolean', default: false },
       shards: { type: 'string' },
       rounds: { type: 'string' },
       chunk: { type: 'string', default: '16' },
@@ -293,6 +321,8 @@ async function run(args: string[]): Promise<void> {
       'writer-rounds': { type: 'string' },
       backends: { type: 'string', default: 'memory,sqlite' },
       'sqlite-synchronous': { type: 'string', default: 'normal' },
+      /** Which paths to run: receive, write (for a profile of one). */
+      paths: { type: 'string', default: 'receive,write' },
     },
   });
   const quick = values.quick;
@@ -303,6 +333,7 @@ async function run(args: string[]): Promise<void> {
     return n;
   };
   const o: Options = {
+    cpuProf: values['cpu-prof'],
     shards: int('shards', values.shards ?? (quick ? '200' : '1000'), 1),
     rounds: int('rounds', values.rounds ?? (quick ? '10' : '20'), 1),
     chunk: int('chunk', values.chunk, 1),
@@ -330,11 +361,17 @@ async function run(args: string[]): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'persist-pubsub-bench-sdk-'));
   const rows: Row[] = [];
   try {
-    // Warm-up (JIT), not reported.
-    await receiveBench({ ...o, rounds: Math.max(2, Math.ceil(o.rounds / 4)) }, true);
-    rows.push(await receiveBench(o, false));
-    rows.push(await receiveBench(o, true));
-    for (const b of o.backends) rows.push(await writeBench(o, b, dir));
+    const paths = values.paths.split(',').map((p) => p.trim());
+    if (paths.includes('receive')) {
+      // Warm-up (JIT), not reported.
+      await receiveBench(
+        { ...o, cpuProf: false, rounds: Math.max(2, Math.ceil(o.rounds / 4)) },
+        true,
+      );
+      rows.push(await receiveBench(o, false));
+      rows.push(await receiveBench(o, true));
+    }
+    if (paths.includes('write')) for (const b of o.backends) rows.push(await writeBench(o, b, dir));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

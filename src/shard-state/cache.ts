@@ -237,8 +237,12 @@ const CLOSED = Symbol('closed');
 class Handle<S> implements ShardHandle<S> {
   readonly #shard: Shard<S, unknown>;
   readonly #release: () => void;
-  /** Aborted on close: pending updates listen to it (pending waits are released by the shard). */
-  readonly #closing = new AbortController();
+  #closed = false;
+  /**
+   * Aborted on close: pending updates listen to it (pending waits are released by the shard).
+   * Made on the first update: a reader's handle needs none.
+   */
+  #closingController: AbortController | undefined;
   #refs = 1;
 
   constructor(shard: Shard<S, unknown>, release: () => void) {
@@ -263,7 +267,7 @@ class Handle<S> implements ShardHandle<S> {
   }
 
   #checkOpen(): void {
-    if (this.#closing.signal.aborted) {
+    if (this.#closed) {
       throw new ShardStateError('closed', 'the handle is closed', { shardId: this.shardId });
     }
   }
@@ -275,9 +279,11 @@ class Handle<S> implements ShardHandle<S> {
     }
     const user = options?.signal;
     // With no signal of the caller's, the handle's own is enough: no linked signal per update.
-    const link = user === undefined ? undefined : linkSignals(user, this.#closing.signal);
+    this.#closingController ??= new AbortController();
+    const closing = this.#closingController.signal;
+    const link = user === undefined ? undefined : linkSignals(user, closing);
     try {
-      return await this.#shard.update(fn, link?.signal ?? this.#closing.signal);
+      return await this.#shard.update(fn, link?.signal ?? closing);
     } catch (err) {
       throw this.#mapAbort(err, user);
     } finally {
@@ -296,7 +302,7 @@ class Handle<S> implements ShardHandle<S> {
 
   #mapAbort(err: unknown, userSignal: AbortSignal | undefined): unknown {
     if (err instanceof ShardStateError && err.code !== 'aborted') return err;
-    if (this.#closing.signal.aborted && !userSignal?.aborted) {
+    if (this.#closed && !userSignal?.aborted) {
       return new ShardStateError('closed', 'the handle was closed', { shardId: this.shardId });
     }
     if (userSignal?.aborted) {
@@ -326,7 +332,7 @@ class Handle<S> implements ShardHandle<S> {
     try {
       let last = -1n;
       for (;;) {
-        if (this.#closing.signal.aborted) return;
+        if (this.#closed) return;
         const snap = this.#shard.snapshot();
         if (snap.seqno > last) {
           last = snap.seqno;
@@ -351,8 +357,9 @@ class Handle<S> implements ShardHandle<S> {
   }
 
   close(): void {
-    if (this.#closing.signal.aborted) return;
-    this.#closing.abort(CLOSED);
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#closingController?.abort(CLOSED);
     this.#shard.releaseWaiters(this);
     this.#unref();
   }

@@ -226,11 +226,16 @@ export function decodeEnvelope(bytes: Uint8Array, model: string, expectedSeqno?:
     const wireType = tag & 7;
     if (field === 0) refuse('field 0');
     if (field <= 3 && wireType === 0) {
+      if (field === 3) {
+        // A number: exact below 2^53 ms (year 287396), which every wall time is.
+        wallTimeMs = readVarint(bytes, end);
+        if (wallTimeMs < 0) refuse('bad varint');
+        continue;
+      }
       const v = readVarint64(bytes, end);
       if (v === undefined) refuse('bad varint');
       if (field === 1) seqnoFrom = v;
-      else if (field === 2) seqnoTo = v;
-      else wallTimeMs = Number(v);
+      else seqnoTo = v;
     } else if (field >= 4 && field <= 6 && wireType === 2) {
       const len = readVarint(bytes, end);
       if (len < 0 || pos + len > end) refuse('truncated');

@@ -413,10 +413,10 @@ export class Shard<S, D> {
     this.#loaded = true;
     this.#discardHeld(source === 'fetch' ? 'fetch' : 'pubsub');
     const appliedAtMs = this.#d.clock.nowMs();
-    const { onApplied } = this.#d.hooks;
-    if (onApplied !== undefined) {
-      this.#callHook('onApplied', () =>
-        onApplied({
+    const { hooks } = this.#d;
+    if (hooks.onApplied !== undefined) {
+      try {
+        hooks.onApplied({
           shardId: this.shardId,
           seqno,
           source,
@@ -424,8 +424,10 @@ export class Shard<S, D> {
           originTimestampMs: originMs,
           receivedAtMs,
           appliedAtMs,
-        }),
-      );
+        });
+      } catch (err) {
+        this.#log.error({ err, hook: 'onApplied' }, 'a shard-state hook threw');
+      }
     }
     if (this.#waiters.size > 0) {
       const woken = reason === 'poll' ? this.#d.metrics.wokenByTimer : this.#d.metrics.wokenByWatch;
