@@ -8,29 +8,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createBroker, createMetricsServer } from '../src/broker/index.js';
 import { createPersistClient, type PersistClient } from '../src/client/index.js';
-import { type Consensus, createMemoryConsensus } from '../src/consensus/index.js';
+import { createMemoryConsensus } from '../src/consensus/index.js';
 import { counterModel } from './support/counter-model.js';
-
-/** Counts the reads (head, scan) made through it. */
-function countingConsensus(inner: Consensus) {
-  const counts = { reads: 0 };
-  const c: Consensus = {
-    backend: inner.backend,
-    head: (...a) => {
-      counts.reads++;
-      return inner.head(...a);
-    },
-    scan: (...a) => {
-      counts.reads++;
-      return inner.scan(...a);
-    },
-    compareAndSet: (...a) => inner.compareAndSet(...a),
-    truncate: (...a) => inner.truncate(...a),
-    listKeys: (...a) => inner.listKeys(...a),
-    close: () => inner.close(),
-  };
-  return { consensus: c, counts };
-}
+import { countingConsensus } from './support/counting-consensus.js';
 
 const cleanup: (() => unknown)[] = [];
 afterEach(async () => {

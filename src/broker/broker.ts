@@ -38,9 +38,12 @@
  * - A BigInt comparison is a V8 runtime call (~330 ns): none on the per-push path.
  *
  * ## Extensions and old clients
- * Gap notices (oneof field 5) go only to clients that showed they understand extensions: a
- * request header `persist-pubsub-extensions: 1`, or a subscribe carrying `resume_after_seqno`
- * (from then on). A reference client never sees an unknown variant.
+ * Gap notices (oneof field 5) and refusal notices (field 6) go only to clients that showed they
+ * understand extensions: a request header `persist-pubsub-extensions: 1`, or a subscribe
+ * carrying `resume_after_seqno` (from then on). A reference client never sees an unknown
+ * variant. A subscribe or push that breaks the shard id rule, or a subscribe over the
+ * subscription limit, gets such a client a refusal notice for that shard and its stream stays
+ * open; a reference client's stream ends with INVALID_ARGUMENT / RESOURCE_EXHAUSTED, as before.
  *
  * ## Security
  * TLS via `http2.createSecureServer` (ALPN h2), optional mTLS (`tls.clientCa`: client
@@ -306,6 +309,19 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       if (env.kind === 'empty' || env.kind === 'gap' || env.kind === 'refused') return;
       const id = parseShardId(env.shardId, limits.maxShardIdBytes);
       if (!id.ok) {
+        // A client that speaks extensions loses only this shard: a refusal notice for a
+        // subscribe or push, nothing for an unsubscribe. A reference client cannot be told,
+        // so its stream ends, as before (its ids are `s` + UUID: it never gets here).
+        if (conn.extensions) {
+          metrics.rejected(id.reason);
+          conn.log.debug({ reason: id.reason, detail: id.detail }, 'refused a shard id');
+          // Echo the id as the client wrote it (the codec hands it over as latin1).
+          const asSent = Buffer.from(env.shardId, 'latin1').toString('utf8');
+          if (env.kind !== 'unsubscribe') {
+            fan.refuse(conn, asSent, 'invalid_shard_id', id.detail);
+          }
+          return;
+        }
         fail(id.reason, { code: GrpcStatus.INVALID_ARGUMENT, message: id.detail });
         return;
       }
@@ -314,7 +330,9 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       } else if (env.kind === 'subscribe') {
         const refused = fan.subscribe(conn, id.shardId, env.resumeAfterSeqno);
         // Counted by the core already.
-        if (refused !== undefined) fail(undefined, refused);
+        if (refused === undefined) return;
+        if (conn.extensions) fan.refuse(conn, id.shardId, 'subscription_limit', refused.message);
+        else fail(undefined, refused);
       } else {
         fan.unsubscribe(conn, id.shardId);
       }

@@ -234,6 +234,27 @@ describe('fan-out core', () => {
     expect(core.subscribe(a.c, 's3')?.code).toBe(8);
   });
 
+  it('refuse queues one notice for that connection; its stream and other shards carry on', async () => {
+    const { core, conn, push } = setup();
+    const pub = conn();
+    const sub = conn(true);
+    core.subscribe(sub.c, 's');
+    core.refuse(sub.c, 'bad id', 'invalid_shard_id', 'shard id has a space');
+    push(pub.c, 's', 3n);
+    await turn();
+    expect(sub.sink.got).toEqual([
+      {
+        kind: 'refused',
+        shardId: 'bad id',
+        reason: 'invalid_shard_id',
+        detail: 'shard id has a space',
+      },
+      expect.objectContaining({ kind: 'push', seqno: 3n }),
+    ]);
+    expect(sub.c.state).toBe('open');
+    expect(sub.sink.ended).toBeUndefined();
+  });
+
   it('forwardPushes off: pushes are dropped and counted; extension subscribers get a gap notice', async () => {
     const { core, conn, push, flags, metrics } = setup();
     const pub = conn();

@@ -23,7 +23,7 @@ import { performance } from 'node:perf_hooks';
 import type { Connection } from './connection.js';
 import { type CallStatus, GrpcStatus } from './grpc-status.js';
 import type { BrokerMetrics } from './metrics.js';
-import { Broadcast, GapItem, type GapReason, type OutItem } from './outbound.js';
+import { Broadcast, GapItem, type GapReason, type OutItem, RefusalItem } from './outbound.js';
 import { createResumeStore, type ResumeStore } from './resume-ring.js';
 import { createSubscriptionTable, type SubscriptionTable } from './subscription-table.js';
 import type { BrokerFlags, BrokerLimits } from './types.js';
@@ -47,6 +47,11 @@ export interface FanoutCore {
   ): void;
   /** Returns an error status if a limit refuses the subscription. */
   subscribe(conn: Connection, shardId: string, resumeAfterSeqno?: bigint): CallStatus | undefined;
+  /**
+   * Queues a refusal notice of one subscribe or push for `conn` (which speaks extensions),
+   * instead of ending its stream. A full queue drops it (counted, as any diff).
+   */
+  refuse(conn: Connection, shardId: string, reason: RefusalItem['reason'], detail: string): void;
   unsubscribe(conn: Connection, shardId: string): void;
   /**
    * Sends a gap notice (`resume_unavailable`) for `shardId` to every subscriber that
@@ -320,6 +325,11 @@ export function createFanoutCore(options: {
       }
       stats.opSeconds.subscribe += (performance.now() - t0) / 1000;
       return undefined;
+    },
+    refuse(conn, shardId, reason, detail) {
+      if (conn.state !== 'open') return;
+      const item = new RefusalItem(shardId, reason, detail, now());
+      enqueue(conn, item, item.bytes);
     },
     unsubscribe(conn, shardId) {
       const t0 = performance.now();

@@ -1,6 +1,7 @@
 /**
  * What sits in a connection's outbound queue: a broadcast (one pushed diff, shared by every
- * subscriber it goes to and by the shard's resume ring) or a gap notice (one subscriber's).
+ * subscriber it goes to and by the shard's resume ring), a gap notice or a refusal notice (one
+ * subscriber's).
  *
  * A broadcast's gRPC frame is encoded once, when it is created; the same Buffer is written to
  * every gRPC subscriber. Same-process subscribers get a decoded view, built at most once.
@@ -9,7 +10,9 @@ import {
   decodeMessage,
   encodeForward,
   encodeGap,
+  encodeRefusal,
   GRPC_FRAME_HEADER_BYTES,
+  type RefusalReason,
   type GapReason as WireGapReason,
 } from '../protocol/index.js';
 import type { InProcessMessage } from './types.js';
@@ -119,4 +122,30 @@ export class GapItem {
   }
 }
 
-export type OutItem = Broadcast | GapItem;
+/**
+ * Extension: the broker refused one subscribe or push of `shardId` and keeps the stream open
+ * (sent only to a client that speaks extensions; a reference client's stream is ended instead).
+ */
+export class RefusalItem {
+  readonly kind = 'refused';
+  readonly frame: Buffer;
+  constructor(
+    /** The id as the client sent it (so that it can match its own subscription). */
+    readonly shardId: string,
+    readonly reason: Exclude<RefusalReason, 'unknown'>,
+    readonly detail: string,
+    timestampMs: number,
+  ) {
+    this.frame = encodeRefusal(shardId, reason, detail, timestampMs, true);
+  }
+
+  get bytes(): number {
+    return this.frame.length;
+  }
+
+  toMessage(): InProcessMessage {
+    return { kind: 'refused', shardId: this.shardId, reason: this.reason, detail: this.detail };
+  }
+}
+
+export type OutItem = Broadcast | GapItem | RefusalItem;

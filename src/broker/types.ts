@@ -138,6 +138,13 @@ export type InProcessMessage =
       fromSeqno: bigint;
       /** Diffs not delivered (0 if unknown). */
       dropped: number;
+    }
+  | {
+      /** The broker refused a subscribe or push of `shardId`; the connection stays open. */
+      kind: 'refused';
+      shardId: string;
+      reason: 'invalid_shard_id' | 'subscription_limit';
+      detail: string;
     };
 
 export interface InProcessConnectOptions {

@@ -316,6 +316,56 @@ describe('createPubSubClient', () => {
     await client.close();
   });
 
+  it('a refused shard is marked once, its pushes dropped, never re-sent; the others are', async () => {
+    const f = fakeTransport();
+    const registry = new Registry();
+    const flags = createFlags({ persist_pubsub_reconnect_backoff_ms: 10 });
+    const client = createPubSubClient(f.transport, { clock: f.clock, flags, registry });
+    client.subscribe('s1');
+    const refused = client.subscribe('s2');
+    await f.clock.advance(0);
+    const events = client.events()[Symbol.asyncIterator]();
+    expect(await take(events)).toMatchObject({ kind: 'resync', shardIds: ['s1', 's2'] });
+    const refuse = () =>
+      f.conns[0]!.opts.onMessage({
+        kind: 'refused',
+        shardId: 's2',
+        reason: 'invalid_shard_id',
+        detail: 'too long',
+        bytes: 30,
+      });
+    refuse();
+    refuse(); // a second notice (a push in flight) changes nothing
+    expect(await take(events)).toEqual({
+      kind: 'refused',
+      shardId: 's2',
+      reason: 'invalid_shard_id',
+      detail: 'too long',
+    });
+    expect(client.push('s2', 1n, new Uint8Array(1))).toBe(false);
+    expect(client.push('s1', 1n, new Uint8Array(1))).toBe(true);
+    // The connection stays; a reconnect re-sends s1 only.
+    f.conns[0]!.opts.onClose(new Error('reset'));
+    await f.clock.advance(10);
+    expect(client.status.state).toBe('connected');
+    expect(await take(events)).toMatchObject({ kind: 'resync', shardIds: ['s1'], reconnect: true });
+    expect(f.sent).toEqual(['sub s1 -', 'sub s2 -', 'push s1 1', 'sub s1 -']);
+    // Released: no unsubscribe for a shard the broker never took.
+    refused.release();
+    expect(f.sent).toHaveLength(4);
+    const value = async (name: string, labels: Record<string, string>) =>
+      (await registry.getSingleMetric(name)?.get())?.values.find((v) =>
+        Object.entries(labels).every(([k, x]) => v.labels[k] === x),
+      )?.value;
+    expect(
+      await value('persist_pubsub_client_shards_refused_total', { reason: 'invalid_shard_id' }),
+    ).toBe(1);
+    expect(await value('persist_pubsub_client_pushes_dropped_total', { reason: 'refused' })).toBe(
+      1,
+    );
+    await client.close();
+  });
+
   it('times out a connect attempt that never answers, then backs off', async () => {
     const f = fakeTransport();
     f.hangNext(1);
@@ -364,7 +414,12 @@ describe('createPubSubClient', () => {
   it('rejects bad input with a clear error', () => {
     const f = fakeTransport();
     const client = createPubSubClient(f.transport, { clock: f.clock });
-    expect(() => client.subscribe('')).toThrow(/shardId/);
+    expect(() => client.subscribe('')).toThrow(
+      expect.objectContaining({ code: 'invalid_shard_id' }),
+    );
+    expect(() => client.subscribe('a b')).toThrow(
+      expect.objectContaining({ code: 'invalid_shard_id', reason: 'shard_id_charset' }),
+    );
     expect(() =>
       createPubSubClient(fakeTransport().transport, { initialConnectBackoffMs: -1 }),
     ).toThrow(/initialConnectBackoffMs/);

@@ -21,6 +21,7 @@
  */
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
+import { toShardId } from '../protocol/index.js';
 import { type Clock, systemClock, type Timer } from '../util/index.js';
 import { ClientError } from './errors.js';
 import { EventQueue } from './event-queue.js';
@@ -65,6 +66,8 @@ export interface PubSubClientOptions {
 interface Subscription {
   refs: number;
   resume: SubscribeOptions['resumeAfterSeqno'];
+  /** The broker refused this shard: not re-sent on reconnect, its pushes not sent. */
+  refused: boolean;
 }
 
 /** Jitters `delayMs` to uniform in `[delayMs / 2, delayMs]`. */
@@ -154,6 +157,22 @@ export function createPubSubClient(
     if (conn !== current) return;
     if (msg.kind === 'unknown') {
       cells.receivedUnknown.value++;
+      return;
+    }
+    if (msg.kind === 'refused') {
+      // Rare (once per refused shard): the labelled counter, no cell.
+      m.received.inc({ transport: kind, call: 'refused' });
+      const sub = subs.get(msg.shardId);
+      // Once per subscription: pushes in flight may bring more notices for the same shard.
+      if (sub === undefined || sub.refused) return;
+      sub.refused = true;
+      m.shardsRefused.inc({ transport: kind, reason: msg.reason });
+      log?.warn(
+        { shardId: msg.shardId, reason: msg.reason, broker: { detail: msg.detail } },
+        'the broker refused this shard: pubsub is off for it, its readers poll',
+      );
+      const { bytes: _bytes, ...event } = msg;
+      events.push(event);
       return;
     }
     if (msg.kind === 'diff') cells.receivedPush.value++;
@@ -278,8 +297,13 @@ export function createPubSubClient(
       m.connectionsEstablished.inc({ transport: kind });
       log?.debug({ transport: kind }, 'pubsub connected');
       setStatus({ state: 'connected', sinceMs: clock.nowMs(), connections });
-      for (const [shardId, sub] of subs) count('subscribe', conn.subscribe(shardId, resumeOf(sub)));
-      events.push({ kind: 'resync', shardIds: [...subs.keys()], reconnect: connections > 1 });
+      const live: string[] = [];
+      for (const [shardId, sub] of subs) {
+        if (sub.refused) continue;
+        live.push(shardId);
+        count('subscribe', conn.subscribe(shardId, resumeOf(sub)));
+      }
+      events.push({ kind: 'resync', shardIds: live, reconnect: connections > 1 });
 
       const why = await endedP;
       if (current === conn) current = undefined;
@@ -349,6 +373,7 @@ export function createPubSubClient(
       else if (!f.persist_pubsub_client_enabled) reason = 'disabled';
       else if (!f.persist_pubsub_push_diff_enabled) reason = 'push_disabled';
       else if (current === undefined) reason = 'disconnected';
+      else if (subs.get(shardId)?.refused === true) reason = 'refused';
       else if (current.bufferedBytes() >= f.persist_pubsub_client_sender_buffer_bytes) {
         reason = 'queue_full';
       }
@@ -359,15 +384,12 @@ export function createPubSubClient(
       return count('push', current.push(shardId, seqno, diff, originTimestampMs ?? clock.nowMs()));
     },
     subscribe(shardId, subscribeOptions = {}) {
-      if (typeof shardId !== 'string' || shardId.length === 0) {
-        throw new ClientError('invalid_argument', 'shardId must be a non-empty string', {
-          field: 'shardId',
-        });
-      }
+      // The one shard id rule (src/protocol): a ShardIdError, before anything is sent.
+      toShardId(shardId);
       if (closed) throw new ClientError('closed', 'the pubsub client is closed');
       let sub = subs.get(shardId);
       if (sub === undefined) {
-        sub = { refs: 0, resume: subscribeOptions.resumeAfterSeqno };
+        sub = { refs: 0, resume: subscribeOptions.resumeAfterSeqno, refused: false };
         subs.set(shardId, sub);
         if (current !== undefined) count('subscribe', current.subscribe(shardId, resumeOf(sub)));
       } else if (subscribeOptions.resumeAfterSeqno !== undefined) {
@@ -379,7 +401,9 @@ export function createPubSubClient(
         owned.refs--;
         if (owned.refs > 0 || subs.get(shardId) !== owned) return;
         subs.delete(shardId);
-        if (current !== undefined && !closed) count('unsubscribe', current.unsubscribe(shardId));
+        if (current !== undefined && !closed && !owned.refused) {
+          count('unsubscribe', current.unsubscribe(shardId));
+        }
       });
     },
     subscribedShards: () => [...subs.keys()],

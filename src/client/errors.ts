@@ -11,7 +11,9 @@ export type ClientErrorCode =
   /** The transport failed: the broker is unreachable, refused or ended the stream. */
   | 'unavailable'
   /** The call was aborted through its `AbortSignal`. */
-  | 'aborted';
+  | 'aborted'
+  /** The broker refused one shard (extension refusal notice); that shard polls. */
+  | 'refused';
 
 export class ClientError extends Error {
   override readonly name = 'ClientError';

@@ -5,7 +5,12 @@
  * are the broker's, exactly as for a gRPC peer. The connection lives as long as the broker
  * serves; when the broker closes, the shared reconnect loop retries as it would for gRPC.
  */
-import type { Broker, InProcessConnection, InProcessMessage } from '../broker/index.js';
+import {
+  type Broker,
+  BrokerError,
+  type InProcessConnection,
+  type InProcessMessage,
+} from '../broker/index.js';
 import { ClientError } from './errors.js';
 import type {
   ConnectOptions,
@@ -29,6 +34,15 @@ function toInbound(msg: InProcessMessage): InboundMessage {
       originTimestampMs: msg.originTimestampMs,
       brokerTimestampMs: msg.timestampMs,
       bytes: msg.diff.byteLength,
+    };
+  }
+  if (msg.kind === 'refused') {
+    return {
+      kind: 'refused',
+      shardId: msg.shardId,
+      reason: msg.reason,
+      detail: msg.detail,
+      bytes: 0,
     };
   }
   return {
@@ -75,21 +89,48 @@ export function createInProcessTransport(
           cause,
         });
       }
-      const attempt = (fn: () => void, bytes: number): number | false => {
+      /**
+       * A subscribe or push the broker refuses (it throws) is reported as the gRPC path's
+       * refusal notice, after the call returns: the shard is refused, the connection stays.
+       */
+      const attempt = (
+        fn: () => void,
+        bytes: number,
+        shardId: string,
+        refusable: readonly BrokerError['code'][],
+      ): number | false => {
         if (!open) return false;
         try {
           fn();
           return bytes;
-        } catch {
+        } catch (err) {
+          if (err instanceof BrokerError && refusable.includes(err.code)) {
+            const reason =
+              err.code === 'invalid_argument' ? 'invalid_shard_id' : 'subscription_limit';
+            queueMicrotask(() => {
+              if (open) {
+                onMessage({ kind: 'refused', shardId, reason, detail: err.message, bytes: 0 });
+              }
+            });
+          }
           return false;
         }
       };
       return {
         subscribe: (shardId, resume) =>
-          attempt(() => conn.subscribe(shardId, resume), shardId.length),
-        unsubscribe: (shardId) => attempt(() => conn.unsubscribe(shardId), shardId.length),
+          attempt(() => conn.subscribe(shardId, resume), shardId.length, shardId, [
+            'invalid_argument',
+            'resource_exhausted',
+          ]),
+        unsubscribe: (shardId) =>
+          attempt(() => conn.unsubscribe(shardId), shardId.length, shardId, []),
         push: (shardId, seqno, diff, originTimestampMs) =>
-          attempt(() => conn.push(shardId, seqno, diff, originTimestampMs), diff.byteLength),
+          attempt(
+            () => conn.push(shardId, seqno, diff, originTimestampMs),
+            diff.byteLength,
+            shardId,
+            ['invalid_argument'],
+          ),
         bufferedBytes: () => 0,
         close() {
           if (!open) return;

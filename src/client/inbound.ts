@@ -30,6 +30,15 @@ export function decodeInbound(bytes: Uint8Array): InboundMessage {
         fromSeqno: m.fromSeqno === 0n ? undefined : m.fromSeqno,
         bytes: bytes.byteLength,
       };
+    case 'refused':
+      // Not checked against the rule: a refused id may be one only the broker refuses.
+      return {
+        kind: 'refused',
+        shardId: m.shardId,
+        reason: m.reason,
+        detail: m.detail,
+        bytes: bytes.byteLength,
+      };
   }
   return { kind: 'unknown', bytes: bytes.byteLength };
 }

@@ -52,12 +52,17 @@ export interface ClientMetrics {
   applySlowPathFailed: TallyCounter;
   /** Origin commit time → applied in this process. */
   e2eLatency: TallyHistogram<'path'>;
-  /** Pushes not sent, by reason: disconnected, disabled, push_disabled, queue_full, closed. */
+  /** Pushes not sent, by reason: disconnected, disabled, push_disabled, queue_full, closed, refused. */
   pushesDropped: Counter<'reason'>;
   /** Consensus catch-up fetches asked for by pubsub events: gap, resync. */
   catchUpFetches: Counter<'reason'>;
   /** Flag sources (environment, file) whose values were rejected. */
   flagErrors: Counter<'source'>;
+  /**
+   * Shards the broker refused (extension refusal notices), by reason: `invalid_shard_id`,
+   * `subscription_limit`. Each such shard is served by polling only.
+   */
+  shardsRefused: Counter<'transport' | 'reason'>;
 }
 
 const cache = new WeakMap<Registry, ClientMetrics>();
@@ -166,6 +171,12 @@ export function clientMetrics(registry: Registry): ClientMetrics {
       name: 'persist_pubsub_client_flag_errors_total',
       help: 'runtime flag updates rejected as invalid, by source',
       labelNames: ['source'],
+      registers,
+    }),
+    shardsRefused: new Counter({
+      name: 'persist_pubsub_client_shards_refused_total',
+      help: 'shards the broker refused to serve (their readers poll), by reason',
+      labelNames: ['transport', 'reason'],
       registers,
     }),
   };

@@ -5,6 +5,7 @@
  * polling-only process, and an alert on drops fires only where pubsub is configured.
  */
 import { Registry } from 'prom-client';
+import { toShardId } from '../protocol/index.js';
 import { ClientError } from './errors.js';
 import { EventQueue } from './event-queue.js';
 import { clientMetrics } from './metrics.js';
@@ -35,11 +36,8 @@ export function createNoopPubSubClient(options: NoopPubSubClientOptions = {}): P
       return false;
     },
     subscribe(shardId) {
-      if (typeof shardId !== 'string' || shardId.length === 0) {
-        throw new ClientError('invalid_argument', 'shardId must be a non-empty string', {
-          field: 'shardId',
-        });
-      }
+      // The one shard id rule (src/protocol): a ShardIdError, before anything is sent.
+      toShardId(shardId);
       if (closed) throw new ClientError('closed', 'the pubsub client is closed');
       refs.set(shardId, (refs.get(shardId) ?? 0) + 1);
       return createSubscriptionToken(shardId, () => {

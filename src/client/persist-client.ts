@@ -299,6 +299,16 @@ export async function createPersistClient(options: PersistClientOptions): Promis
     } else if (ev.kind === 'gap') {
       m.catchUpFetches.inc({ reason: 'gap' });
       void cache.fetchNow(ev.shardId, 'gap_notice');
+    } else if (ev.kind === 'refused') {
+      // Counted and logged by the pubsub client; the handles show it, the shard polls.
+      cache.setPubSubStatus(ev.shardId, {
+        state: 'refused',
+        reason: ev.reason,
+        error: new ClientError(
+          'refused',
+          `the broker refused shard ${ev.shardId} (${ev.reason}): ${ev.detail}`,
+        ),
+      });
     } else {
       const open = new Set(cache.openShards());
       for (const shardId of ev.shardIds) {

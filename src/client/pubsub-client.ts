@@ -35,6 +35,21 @@ export interface ReceivedGap {
 }
 
 /**
+ * The broker refused this client's subscription to (or push of) a shard and kept the stream
+ * open for every other shard (extension): its shard id breaks the broker's rule (e.g. a broker
+ * with a smaller `--max-shard-id-bytes`), or the connection holds the broker's limit of
+ * subscriptions. The client stops using pubsub for that shard (it is not re-sent on reconnect;
+ * readers of it poll) until the shard is subscribed anew.
+ */
+export interface ReceivedRefusal {
+  kind: 'refused';
+  shardId: string;
+  reason: 'invalid_shard_id' | 'subscription_limit' | 'unknown';
+  /** The broker's explanation, for logs. */
+  detail: string;
+}
+
+/**
  * The connection was (re)established and every live subscription re-sent. Shards in `shardIds`
  * may have moved while the stream was down: fetch each from Consensus once.
  */
@@ -45,7 +60,7 @@ export interface ReceivedResync {
   reconnect: boolean;
 }
 
-export type PubSubEvent = ReceivedDiff | ReceivedGap | ReceivedResync;
+export type PubSubEvent = ReceivedDiff | ReceivedGap | ReceivedRefusal | ReceivedResync;
 
 /**
  * The connection state, one tagged union. `disabled`: the runtime flag turned the client off

@@ -4,12 +4,13 @@
  * same-process delegate, NATS. A transport only knows how to open one connection and move
  * messages over it; everything about lifecycle lives in one place above it.
  */
-import type { ReceivedDiff, ReceivedGap } from './pubsub-client.js';
+import type { ReceivedDiff, ReceivedGap, ReceivedRefusal } from './pubsub-client.js';
 
 /** A message a connection received, already parsed and validated. */
 export type InboundMessage =
   | (ReceivedDiff & { bytes: number })
   | (ReceivedGap & { bytes: number })
+  | (ReceivedRefusal & { bytes: number })
   | { kind: 'unknown'; bytes: number };
 
 export interface ConnectOptions {

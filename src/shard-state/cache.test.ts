@@ -76,6 +76,28 @@ describe('shard-state cache', () => {
     expect(text).toMatch(/persist_pubsub_state_diff_stale_total\{shard="[^"]+"\} 1/);
   });
 
+  it('refuses a bad shard id before Consensus; shows the pubsub status on every handle', async () => {
+    const consensus = createMemoryConsensus();
+    const cache = createShardStateCache({ consensus });
+    await expect(cache.open('orders 2024')).rejects.toMatchObject({
+      code: 'invalid_shard_id',
+      reason: 'shard_id_charset',
+    });
+    expect((await consensus.listKeys()).keys).toEqual([]);
+    const a = await cache.open<PersistState>(SHARD);
+    const b = await cache.open<PersistState>(SHARD);
+    expect(a.pubsubStatus).toEqual({ state: 'ok' });
+    const error = new Error('refused by the broker');
+    cache.setPubSubStatus(SHARD, { state: 'refused', reason: 'invalid_shard_id', error });
+    expect(b.pubsubStatus).toEqual({ state: 'refused', reason: 'invalid_shard_id', error });
+    a.close();
+    b.close();
+    // Reopened: a new subscription, a fresh status.
+    const c = await cache.open<PersistState>(SHARD);
+    expect(c.pubsubStatus).toEqual({ state: 'ok' });
+    c.close();
+  });
+
   it('logs refused diffs through the injected pino logger', async () => {
     const lines: string[] = [];
     const logger = pino({ level: 'debug' }, { write: (line: string) => void lines.push(line) });

@@ -15,6 +15,7 @@ import { Shard, type ShardDeps } from './shard.js';
 import type {
   FetchNowReason,
   OpenOptions,
+  PubSubShardStatus,
   ReceiveDiffOptions,
   ReceiveOutcome,
   ShardHandle,
@@ -34,7 +35,10 @@ interface Entry {
   shard: Shard<any, any>;
   refs: number;
   ready: Promise<void>;
+  pubsub: PubSubShardStatus;
 }
+
+const PUBSUB_OK: PubSubShardStatus = Object.freeze({ state: 'ok' });
 
 /**
  * Creates a shard-state cache over `consensus`. Validates its options once, here; a bad field
@@ -122,6 +126,11 @@ class Cache implements ShardStateCache {
     return [...this.#shards.keys()];
   }
 
+  setPubSubStatus(shardId: string, status: PubSubShardStatus): void {
+    const entry = this.#shards.get(shardId);
+    if (entry !== undefined) entry.pubsub = status;
+  }
+
   async open<S = unknown, D = unknown>(
     shardId: string,
     model?: StateModel<S, D>,
@@ -143,7 +152,7 @@ class Cache implements ShardStateCache {
     }
     if (entry === undefined) {
       const shard = new Shard<S, D>({ ...this.#deps, shardId, model: wanted });
-      const created: Entry = { shard, refs: 0, ready: Promise.resolve() };
+      const created: Entry = { shard, refs: 0, ready: Promise.resolve(), pubsub: PUBSUB_OK };
       entry = created;
       this.#shards.set(shardId, created);
       this.#callHook('onSubscribe', () => this.#options.hooks?.onSubscribe?.(shardId));
@@ -163,7 +172,9 @@ class Cache implements ShardStateCache {
         cause: err,
       });
     }
-    return new Handle<S>(held.shard as Shard<S, unknown>, () => this.#release(shardId, held));
+    return new Handle<S>(held as Entry & { shard: Shard<S, unknown> }, () =>
+      this.#release(shardId, held),
+    );
   }
 
   #release(shardId: string, entry: Entry): void {
@@ -235,6 +246,7 @@ const CLOSED = Symbol('closed');
 
 /** One opener's view of a shared shard; closing it releases one reference. */
 class Handle<S> implements ShardHandle<S> {
+  readonly #entry: Entry;
   readonly #shard: Shard<S, unknown>;
   readonly #release: () => void;
   #closed = false;
@@ -245,9 +257,14 @@ class Handle<S> implements ShardHandle<S> {
   #closingController: AbortController | undefined;
   #refs = 1;
 
-  constructor(shard: Shard<S, unknown>, release: () => void) {
-    this.#shard = shard;
+  constructor(entry: Entry & { shard: Shard<S, unknown> }, release: () => void) {
+    this.#entry = entry;
+    this.#shard = entry.shard;
     this.#release = release;
+  }
+
+  get pubsubStatus(): PubSubShardStatus {
+    return this.#entry.pubsub;
   }
 
   get shardId(): string {

@@ -35,6 +35,7 @@ export type {
   FetchNowReason,
   OpenOptions,
   PublishEvent,
+  PubSubShardStatus,
   ReceiveDiffOptions,
   ReceiveOutcome,
   ShardHandle,

@@ -74,11 +74,22 @@ export interface UpdateResult<S> {
 }
 
 /**
+ * Whether the push path serves a shard. `refused`: the pubsub broker refused it (its shard id
+ * breaks the broker's rule, or a subscription limit), so its state moves by polling only; set
+ * by the pubsub layer above (`ShardStateCache.setPubSubStatus`), which shard-state only reports.
+ */
+export type PubSubShardStatus =
+  | { readonly state: 'ok' }
+  | { readonly state: 'refused'; readonly reason: string; readonly error: Error };
+
+/**
  * A handle on one shard's shared state. Several handles of one cache share one state; the
  * state is released (and `onUnsubscribe` called) when the last handle closes.
  */
 export interface ShardHandle<S> extends Disposable {
   readonly shardId: string;
+  /** Whether pushed diffs can reach this shard; `{ state: 'ok' }` unless pubsub refused it. */
+  readonly pubsubStatus: PubSubShardStatus;
   /** The current shared state (read-only). */
   readonly state: S;
   /** The seqno of `state`; 0 for a shard with no versions. */
@@ -247,6 +258,11 @@ export interface ShardStateCache {
   readonly config: Readonly<ShardStateConfig>;
   /** Ids of the shards some handle holds. */
   openShards(): string[];
+  /**
+   * Records what the pubsub layer says of `shardId` (every handle's `pubsubStatus` shows it,
+   * until the last handle closes). No-op for a shard no handle holds.
+   */
+  setPubSubStatus(shardId: string, status: PubSubShardStatus): void;
   /** Closes every handle and stops every timer. Does not close the Consensus. Idempotent. */
   close(): void;
 }

@@ -141,7 +141,6 @@ describe('broker: random and mutated frames', () => {
       }),
     );
     expect(ends.map((e) => e.grpcStatus)).toEqual(Array(n).fill('3'));
-    expect(ends.every((e) => /UTF-8|0x|shard id/i.test(e.grpcMessage ?? ''))).toBe(true);
     const after = await counter('persist_pubsub_server_rejections_total', {
       limit: 'shard_id_charset',
     });
@@ -167,7 +166,6 @@ describe('broker: random and mutated frames', () => {
       }),
     );
     expect(ends.map((e) => e.grpcStatus)).toEqual(Array(n).fill('3'));
-    expect(ends.every((e) => /long|bytes|limit/i.test(e.grpcMessage ?? ''))).toBe(true);
     const after = await counter('persist_pubsub_server_rejections_total', {
       limit: 'shard_id_length',
     });
@@ -179,6 +177,13 @@ describe('broker: random and mutated frames', () => {
     const rng = createRng(SEED).fork('varint');
     const n = 90;
     const before = await counter('persist_pubsub_server_parse_errors_total');
+    const byCode = async () => ({
+      bad_varint: await counter('persist_pubsub_server_parse_errors_total', { code: 'bad_varint' }),
+      length_overflow: await counter('persist_pubsub_server_parse_errors_total', {
+        code: 'length_overflow',
+      }),
+    });
+    const codesBefore = await byCode();
     const bodies: Uint8Array[] = [];
     for (let i = 0; i < n; i++) {
       const kind = i % 3;
@@ -201,15 +206,12 @@ describe('broker: random and mutated frames', () => {
       }),
     );
     expect(ends.map((e) => e.grpcStatus)).toEqual(Array(n).fill('3'));
-    expect(ends.every((e) => /malformed ProtoPubSubMessage/.test(e.grpcMessage ?? ''))).toBe(true);
     const after = await counter('persist_pubsub_server_parse_errors_total');
     expect(after - before).toBe(n);
-    expect(
-      await counter('persist_pubsub_server_parse_errors_total', { code: 'bad_varint' }),
-    ).toBeGreaterThan(0);
-    expect(
-      await counter('persist_pubsub_server_parse_errors_total', { code: 'length_overflow' }),
-    ).toBeGreaterThan(0);
+    // Every case counted under its stable code: two thirds over-long varints, one third lengths.
+    const codesAfter = await byCode();
+    expect(codesAfter.bad_varint - codesBefore.bad_varint).toBe((2 * n) / 3);
+    expect(codesAfter.length_overflow - codesBefore.length_overflow).toBe(n / 3);
     await healthyPair();
   });
 
