@@ -1,22 +1,18 @@
 import { describe, expect, it } from 'vitest';
+import { countListeners } from '../util/abort-listeners.test-support.js';
 import { unwatchAbort, watchAbort } from './abort-watch.js';
 
 describe('abort watch', () => {
   it('adds one listener per signal, whatever the number of watchers', () => {
     const ac = new AbortController();
-    let added = 0;
-    const add = ac.signal.addEventListener.bind(ac.signal);
-    ac.signal.addEventListener = ((...args: Parameters<typeof add>) => {
-      added++;
-      add(...args);
-    }) as typeof add;
+    const listeners = countListeners(ac.signal);
     const reasons: unknown[] = [];
     const watchers = Array.from({ length: 300 }, (_, i) => ({
       onAbort: (r: unknown) => reasons.push([i, r]),
     }));
     for (const w of watchers) watchAbort(ac.signal, w);
     for (const w of watchers.slice(0, 100)) unwatchAbort(ac.signal, w);
-    expect(added).toBe(1);
+    expect(listeners()).toBe(1);
     ac.abort('stop');
     expect(reasons.length).toBe(200);
     expect(reasons[0]).toEqual([100, 'stop']);

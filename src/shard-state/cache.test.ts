@@ -2,6 +2,7 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createMemoryConsensus } from '../consensus/index.js';
+import { countListeners } from '../util/abort-listeners.test-support.js';
 import { createFakeClock } from '../util/index.js';
 import { createShardStateCache } from './cache.js';
 import { type PersistState, persistStateModel } from './persist-model.js';
@@ -128,12 +129,7 @@ describe('waiting on a shared signal', () => {
     process.on('warning', onWarning);
     try {
       const ac = new AbortController();
-      let added = 0;
-      const add = ac.signal.addEventListener.bind(ac.signal);
-      ac.signal.addEventListener = ((...args: Parameters<typeof add>) => {
-        added++;
-        add(...args);
-      }) as typeof add;
+      const listeners = countListeners(ac.signal);
       const ids = Array.from({ length: 300 }, (_, i) => `s${String(i).padStart(4, '0')}`);
       const handles = await Promise.all(ids.map((id) => cache.open<PersistState>(id)));
       const seen = handles.map(() => [] as bigint[]);
@@ -153,11 +149,11 @@ describe('waiting on a shared signal', () => {
       expect(cache.receiveDiff(id, 1n, published[0] as Uint8Array)).toBe('applied');
       await new Promise((r) => setImmediate(r));
       expect(seen[7]).toEqual([0n, 1n]);
+      expect(listeners()).toBe(1);
       ac.abort();
       const results = await Promise.allSettled(loops);
       expect(results.every((r) => r.status === 'rejected')).toBe(true);
       expect(results[0]).toMatchObject({ reason: { code: 'aborted' } });
-      expect(added).toBe(1);
       await new Promise((r) => setImmediate(r));
       expect(warnings.filter((x) => x.name === 'MaxListenersExceededWarning')).toEqual([]);
       p.close();

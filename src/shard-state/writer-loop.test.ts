@@ -1,29 +1,17 @@
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
+import { counterModel } from '../../test/support/counter-model.js';
 import { createMemoryConsensus } from '../consensus/index.js';
 import { createFakeClock } from '../util/index.js';
 import { DEFAULT_SHARD_STATE_CONFIG } from './config.js';
 import { ShardStateError } from './errors.js';
 import { createShardStateMetrics } from './metrics.js';
 import { createTestConsensus } from './test-consensus.test-support.js';
-import type { PublishEvent, StateModel } from './types.js';
+import type { PublishEvent } from './types.js';
 import { type WriterHost, WriterLoop } from './writer-loop.js';
 
-const enc = new TextEncoder();
-const dec = new TextDecoder();
-const model: StateModel<number, number> = {
-  name: 'writer-loop-test',
-  initial: () => 0,
-  apply: (s, d) => s + d,
-  diff: (a, b) => b - a,
-  isEmptyDiff: (d) => d === 0,
-  equals: (a, b) => a === b,
-  encodeState: (s) => enc.encode(String(s)),
-  decodeState: (b) => Number(dec.decode(b)),
-  encodeDiff: (d) => enc.encode(String(d)),
-  decodeDiff: (b) => Number(dec.decode(b)),
-};
+const model = counterModel;
 
 function setup() {
   const consensus = createTestConsensus(createMemoryConsensus());
