@@ -92,7 +92,6 @@ describe.each<ClientKind>(['grpc-js', 'python'])('limits (%s)', (kind) => {
     for (let i = 0; i < 4; i++) c.subscribe(shard());
     const end = await c.ended;
     expect(end.code).toBe('RESOURCE_EXHAUSTED');
-    expect(end.details).toMatch(/too many subscriptions/);
     expect(await rejections('subscriptions')).toBe(before + 1);
   });
 
@@ -146,21 +145,28 @@ describe('malformed input', () => {
   });
 
   it('garbage protobuf → INVALID_ARGUMENT with a parse-error metric', async () => {
+    const parseErrors = async () => {
+      const m = (await broker.registry.metrics()).match(
+        /parse_errors_total\{code="truncated"\} (\d+)/,
+      );
+      return m ? Number(m[1]) : 0;
+    };
+    const before = await parseErrors();
     const raw = openRaw(address);
     raw.sendMessage(Uint8Array.of(0x12, 0x05, 0x0a));
     const end = await raw.ended;
     expect(end.grpcStatus).toBe('3');
-    expect(end.grpcMessage).toMatch(/malformed ProtoPubSubMessage \(truncated\)/);
     raw.close();
-    expect(await broker.registry.metrics()).toMatch(/parse_errors_total\{code="truncated"\} [1-9]/);
+    expect(await parseErrors()).toBe(before + 1);
   });
 
   it('a compressed message → UNIMPLEMENTED; a bad flag → INTERNAL', async () => {
+    const before = await rejections('compressed');
     const gz = openRaw(address, { headers: { 'grpc-encoding': 'gzip' } });
     gz.sendMessage(Uint8Array.of(1, 2, 3), 1);
     const e1 = await gz.ended;
     expect(e1.grpcStatus).toBe('12');
-    expect(e1.grpcMessage).toMatch(/compressed messages are not supported \(grpc-encoding gzip\)/);
+    expect(await rejections('compressed')).toBe(before + 1);
     gz.close();
     const bad = openRaw(address);
     bad.sendMessage(Uint8Array.of(1), 9);

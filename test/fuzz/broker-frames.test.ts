@@ -313,7 +313,6 @@ describe('broker: random and mutated frames', () => {
       code: 'truncated_frame',
     });
     expect(afterFrames - beforeFrames).toBe(n / 2);
-    expect(ends[1]?.grpcMessage).toMatch(/ended inside a gRPC message/);
     await healthyPair();
   });
 
