@@ -110,13 +110,16 @@ for (const b of backends) {
 }
 
 describe('keys / inspect usage errors', () => {
-  it('a missing --consensus, a bad --at and a missing SQLite file are refused', async () => {
+  it('a missing --consensus, a bad --at or shard id and a missing SQLite file are refused', async () => {
     const missing = await runCli(['keys'], { env: { PERSIST_PUBSUB_CONSENSUS: '' } });
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/--consensus/);
     const at = await runCli(['inspect', '--consensus', 'sqlite::memory:', '--at', '-1', 's1']);
     expect(at.code).toBe(2);
     expect(at.stderr).toMatch(/--at/);
+    const id = await runCli(['inspect', '--consensus', 'sqlite::memory:', '']);
+    expect(id.code).toBe(2);
+    expect(id.stderr).toMatch(/shard id is empty/);
     const file = await runCli(['keys', '--consensus', `sqlite:${join(work, 'nope.db')}`]);
     expect(file.code).toBe(1);
     expect(file.stderr).toMatch(/no SQLite file at/);

@@ -131,12 +131,16 @@ describe('persist-pubsub tail (real process)', () => {
     );
   });
 
-  it('a bad --pubsub URL or no shard is a usage error (exit 2)', async () => {
+  it('a bad --pubsub URL, no shard or a bad shard id is a usage error (exit 2)', async () => {
     const bad = spawnCli(['tail', '--pubsub', 'http://x:1', 's1']);
     expect((await bad.exit).code).toBe(2);
     expect(bad.stderr()).toMatch(/--pubsub/);
     const none = spawnCli(['tail', '--pubsub', 'grpc://127.0.0.1:1']);
     expect((await none.exit).code).toBe(2);
+    // The one shard id rule (src/protocol/shard-id.ts), before anything connects.
+    const badId = spawnCli(['tail', '--pubsub', 'grpc://127.0.0.1:1', 's1', 'not a shard']);
+    expect((await badId.exit).code).toBe(2);
+    expect(badId.stderr()).toMatch(/printable ASCII/);
   });
 
   it.skipIf(!natsOk)('over NATS: prints what a NATS writer pushes', async () => {

@@ -3,7 +3,8 @@
  * the `--json` and `--limit` flags, usage errors exiting 2 (as `broker` does), and one action
  * wrapper that prints a failure as `persist-pubsub CMD: message` and exits 1.
  */
-import { type Command, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { parseShardId, type ShardId } from '../protocol/index.js';
 import { CliError } from './cli-error.js';
 import { EXIT_USAGE } from './config/config-error.js';
 import { integerIn } from './config/parse-values.js';
@@ -53,4 +54,16 @@ export async function* take<T>(items: AsyncIterable<T>, limit: number | undefine
     yield item;
     if (++n >= limit) return;
   }
+}
+
+/** A shard id argument, checked by the one shard id rule (`protocol/shard-id.ts`); exit 2. */
+export function parseShardArg(value: string): ShardId {
+  const r = parseShardId(value);
+  if (!r.ok) throw new InvalidArgumentError(r.detail);
+  return r.shardId;
+}
+
+/** `parseShardArg` for a variadic argument: collects each checked id. */
+export function collectShardArgs(value: string, previous: ShardId[] | undefined): ShardId[] {
+  return [...(previous ?? []), parseShardArg(value)];
 }

@@ -17,7 +17,13 @@ import { type Consensus, MAX_LIST_PAGE_SIZE, openConsensus } from '../consensus/
 import { MAX_SEQNO } from '../protocol/index.js';
 import { inspectShard, type StateModel } from '../shard-state/index.js';
 import { CliError } from './cli-error.js';
-import { addOutputOptions, type OutputFlags, runCommand, take } from './command-options.js';
+import {
+  addOutputOptions,
+  type OutputFlags,
+  parseShardArg,
+  runCommand,
+  take,
+} from './command-options.js';
 import { EXIT_USAGE } from './config/config-error.js';
 import { integerIn } from './config/parse-values.js';
 import { createRowWriter, toJsonText } from './output.js';
@@ -157,7 +163,7 @@ Exit code 1: the store cannot be read; 2: bad flags.`,
     .description(
       "print a shard's state from Consensus as JSON: seqno, retained versions, newest rollup",
     )
-    .argument('<shard>', 'the shard id (the Consensus key)')
+    .argument('<shard>', 'the shard id (the Consensus key)', parseShardArg)
     .addOption(consensusOption())
     .addOption(
       new Option(

@@ -20,7 +20,12 @@ import {
 } from '../client/index.js';
 import { decodePushedDiff, type StateModel } from '../shard-state/index.js';
 import { CliError } from './cli-error.js';
-import { addOutputOptions, type OutputFlags, runCommand } from './command-options.js';
+import {
+  addOutputOptions,
+  collectShardArgs,
+  type OutputFlags,
+  runCommand,
+} from './command-options.js';
 import { type Column, createRowWriter, toJsonText } from './output.js';
 import { CLI_MODELS, DEFAULT_CLI_MODEL } from './state-models.js';
 
@@ -230,7 +235,7 @@ export function registerTail(program: Command): void {
   const command = program
     .command('tail')
     .description("print shards' diffs as they arrive over pubsub (gRPC broker or NATS)")
-    .argument('<shard...>', 'shard ids to subscribe to')
+    .argument('<shard...>', 'shard ids to subscribe to', collectShardArgs)
     .addOption(
       new Option('--pubsub <url>', 'grpc://HOST:PORT (a broker), grpcs://… or nats://HOST:PORT')
         .env('PERSIST_PUBSUB_PUBSUB')
