@@ -86,6 +86,15 @@ describe('poll schedule', () => {
     expect(t.schedule.phase).toEqual({ kind: 'idle' });
   });
 
+  it('idle cancels a timer due later than one first sleep (a long backoff)', async () => {
+    const t = setup();
+    t.schedule.start();
+    await t.clock.advance(1200 + 100 + 200 + 400 + 800 + 1600); // five empty polls
+    expect(t.schedule.phase).toMatchObject({ kind: 'sleeping', attempt: 6 });
+    t.schedule.idle(); // the next poll was 3.2 s away
+    expect(t.clock.pending()).toBe(0);
+  });
+
   it('re-times a running sleep under a new config at once', async () => {
     const t = setup();
     t.schedule.start();

@@ -63,11 +63,20 @@ export class PollSchedule {
   }
 
   /**
-   * Nobody waits any more (a wait was satisfied). The pending timer is left to lapse, so that a
-   * reader that waits again at once (a listen loop) reuses it.
+   * Nobody waits any more (a wait was satisfied). A pending timer due within one first sleep is
+   * left to lapse, so that a reader that waits again at once (a listen loop) reuses it; it keeps
+   * the process alive until then (at most ~1.3 s by default). A later one (a long backoff) is
+   * cancelled.
    */
   idle(): void {
     this.#to(IDLE);
+    if (this.#timer === undefined) return;
+    const cfg = this.#d.config();
+    const firstSleepMs = cfg.pollFirstSleepMs * (1 + cfg.pollJitterRatio);
+    if (this.#timerAtMs - this.#d.clock.monotonicMs() > firstSleepMs) {
+      this.#timer.cancel();
+      this.#timer = undefined;
+    }
   }
 
   /** Nobody waits, and the timer is cancelled (an abort, a close). */
