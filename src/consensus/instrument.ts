@@ -1,5 +1,11 @@
 import { performance } from 'node:perf_hooks';
-import { Counter, Histogram, type Registry } from 'prom-client';
+import type { Registry } from 'prom-client';
+import {
+  type CounterCell,
+  type HistogramCell,
+  TallyCounter,
+  TallyHistogram,
+} from '../util/index.js';
 import { ConsensusError } from './errors.js';
 import type { CallOptions, Consensus, ListKeysOptions, VersionedData } from './types.js';
 
@@ -24,9 +30,16 @@ export interface InstrumentConsensusOptions {
 }
 
 interface Metrics {
-  ops: Counter<'op' | 'backend' | 'result'>;
-  duration: Histogram<'op' | 'backend'>;
-  mismatches: Counter<'backend'>;
+  ops: TallyCounter<'op' | 'backend' | 'result'>;
+  duration: TallyHistogram<'op' | 'backend'>;
+  mismatches: TallyCounter<'backend'>;
+}
+
+/** One operation's cells, taken once per instance: the hot path only adds to numbers. */
+interface OpCells {
+  duration: HistogramCell;
+  /** By result (`ok`, `committed`, `mismatch`, an error code), made on first use. */
+  results: Map<string, CounterCell>;
 }
 
 /**
@@ -41,6 +54,8 @@ interface Metrics {
  *
  * The metrics are created once per registry: several Consensus instances on one registry share
  * them (distinguished by `backend`). `openConsensus` applies this when given a `registry`.
+ * Each call costs a few number additions (`src/util` tally cells, folded in at a scrape), not
+ * prom-client's label hashing.
  */
 export function instrumentConsensus(
   inner: Consensus,
@@ -49,6 +64,17 @@ export function instrumentConsensus(
   const metrics = metricsFor(options.registry);
   const nowMs = options.nowMs ?? (() => performance.now());
   const backend = inner.backend;
+
+  const cells = new Map<ConsensusOp, OpCells>();
+  const cellsOf = (op: ConsensusOp): OpCells => {
+    let c = cells.get(op);
+    if (c === undefined) {
+      c = { duration: metrics.duration.cell({ op, backend }), results: new Map() };
+      cells.set(op, c);
+    }
+    return c;
+  };
+  const mismatches = metrics.mismatches.cell({ backend });
 
   async function timed<T>(op: ConsensusOp, call: () => Promise<T>, result: (v: T) => string) {
     const start = nowMs();
@@ -61,9 +87,15 @@ export function instrumentConsensus(
       if (err instanceof ConsensusError) outcome = err.code;
       throw err;
     } finally {
-      metrics.duration.observe({ op, backend }, Math.max(0, nowMs() - start) / 1000);
-      metrics.ops.inc({ op, backend, result: outcome });
-      if (outcome === 'mismatch') metrics.mismatches.inc({ backend });
+      const c = cellsOf(op);
+      c.duration.observe(Math.max(0, nowMs() - start) / 1000);
+      let r = c.results.get(outcome);
+      if (r === undefined) {
+        r = metrics.ops.cell({ op, backend, result: outcome });
+        c.results.set(outcome, r);
+      }
+      r.value++;
+      if (outcome === 'mismatch') mismatches.value++;
     }
   }
   const ok = () => 'ok';
@@ -91,44 +123,45 @@ export function instrumentConsensus(
   };
 }
 
+const byRegistry = new WeakMap<Registry, Metrics>();
+
 /** The registry's Consensus metrics, created on first use and reused afterwards. */
 function metricsFor(registry: Registry): Metrics {
-  return {
-    ops: reuse(registry, CONSENSUS_OPS_TOTAL, Counter, () => ({
+  const known = byRegistry.get(registry);
+  if (known !== undefined) return known;
+  for (const name of [
+    CONSENSUS_OPS_TOTAL,
+    CONSENSUS_OP_DURATION_SECONDS,
+    CONSENSUS_CAS_MISMATCHES_TOTAL,
+  ]) {
+    if (registry.getSingleMetric(name) !== undefined) {
+      throw new ConsensusError(
+        'invalid_argument',
+        `registry: metric ${name} is already registered with another type`,
+      );
+    }
+  }
+  const metrics: Metrics = {
+    ops: new TallyCounter({
       name: CONSENSUS_OPS_TOTAL,
       help: 'Consensus operations by operation, backend and result.',
       labelNames: ['op', 'backend', 'result'] as const,
       registers: [registry],
-    })),
-    duration: reuse(registry, CONSENSUS_OP_DURATION_SECONDS, Histogram, () => ({
+    }),
+    duration: new TallyHistogram({
       name: CONSENSUS_OP_DURATION_SECONDS,
       help: 'Duration of Consensus operations, failed ones included, in seconds.',
       labelNames: ['op', 'backend'] as const,
       buckets: CONSENSUS_DURATION_BUCKETS_SECONDS,
       registers: [registry],
-    })),
-    mismatches: reuse(registry, CONSENSUS_CAS_MISMATCHES_TOTAL, Counter, () => ({
+    }),
+    mismatches: new TallyCounter({
       name: CONSENSUS_CAS_MISMATCHES_TOTAL,
       help: 'Compare-and-set calls that lost the race: the head was not the expected seqno.',
       labelNames: ['backend'] as const,
       registers: [registry],
-    })),
+    }),
   };
-}
-
-function reuse<M, C>(
-  registry: Registry,
-  name: string,
-  Kind: new (config: C) => M,
-  config: () => C,
-): M {
-  const existing = registry.getSingleMetric(name);
-  if (existing === undefined) return new Kind(config());
-  if (!(existing instanceof Kind)) {
-    throw new ConsensusError(
-      'invalid_argument',
-      `registry: metric ${name} is already registered with another type`,
-    );
-  }
-  return existing;
+  byRegistry.set(registry, metrics);
+  return metrics;
 }
