@@ -7,7 +7,9 @@
  * gRPC frames or calls a same-process callback.
  */
 import type { Logger } from 'pino';
+import type { Timer } from '../util/index.js';
 import type { CallStatus } from './grpc-status.js';
+import type { RejectReason } from './metrics.js';
 import type { GapReason, OutItem } from './outbound.js';
 
 export interface ConnectionSink {
@@ -23,6 +25,20 @@ export interface ConnectionSink {
 }
 
 export type ConnectionState = 'open' | 'ending' | 'closed';
+
+/** How a transport (gRPC stream, same-process) admits and opens connections on the broker. */
+export interface ConnectionOpener {
+  /** Why a new connection is refused right now (not serving, at the limit), if it is. */
+  refusal(): { reason: RejectReason; status: CallStatus } | undefined;
+  /** Opens one (after `refusal()` said none) and adds it to the fan-out core. */
+  open(
+    kind: 'grpc' | 'local',
+    callerId: string,
+    remoteAddress: string,
+    sink: ConnectionSink,
+    extensions: boolean,
+  ): Connection;
+}
 
 export interface PendingGap {
   reason: GapReason;
@@ -44,7 +60,7 @@ export class Connection {
   /** Gap notices owed, by shard (only for connections that understand extensions). */
   gaps: Map<string, PendingGap> | undefined;
   /** Set while the queue is full; fires the stuck-connection close. */
-  stuckTimer: NodeJS.Timeout | undefined;
+  stuckTimer: Timer | undefined;
   /** Per-caller metric keys, precomputed. */
   readonly callerKeys: { push: string; subscribe: string; unsubscribe: string };
   /** Final status, once ending. */

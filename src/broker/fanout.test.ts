@@ -1,80 +1,7 @@
-import { pino } from 'pino';
-import { Registry } from 'prom-client';
-import { afterEach, describe, expect, it, vi } from 'vitest';
-import { encodePushDiff } from '../protocol/index.js';
-import { Connection, type ConnectionSink } from './connection.js';
-import { createFanoutCore } from './fanout.js';
-import type { CallStatus } from './grpc-status.js';
-import { createBrokerMetrics } from './metrics.js';
-import { DEFAULT_LIMITS } from './options.js';
-import type { OutItem } from './outbound.js';
-import type { BrokerLimits, InProcessMessage } from './types.js';
+import { describe, expect, it } from 'vitest';
+import { setupFanout as setup } from './fanout.test-support.js';
 
-const log = pino({ level: 'silent' });
 const turn = () => new Promise((r) => setImmediate(r));
-
-class FakeSink implements ConnectionSink {
-  got: InProcessMessage[] = [];
-  writes = 0;
-  accept = true;
-  ended: CallStatus | undefined;
-  aborted: CallStatus | undefined;
-  write(items: OutItem[]): boolean {
-    this.writes++;
-    for (const it of items) this.got.push(it.toMessage());
-    return this.accept;
-  }
-  end(status: CallStatus): void {
-    this.ended = status;
-  }
-  abort(status: CallStatus): void {
-    this.aborted = status;
-  }
-  pushes(): bigint[] {
-    return this.got.flatMap((m) => (m.kind === 'push' ? [m.seqno] : []));
-  }
-  gaps() {
-    return this.got.filter((m) => m.kind === 'gap');
-  }
-}
-
-function setup(limits: Partial<BrokerLimits> = {}) {
-  const registry = new Registry();
-  const zero = () => 0;
-  const metrics = createBrokerMetrics(
-    registry,
-    {
-      activeConnections: zero,
-      shards: zero,
-      subscriptions: zero,
-      queuedMessages: zero,
-      queuedBytes: zero,
-      resumeRingBytes: zero,
-    },
-    10,
-  );
-  const flags = { forwardPushes: true };
-  const core = createFanoutCore({
-    limits: { ...DEFAULT_LIMITS, ...limits },
-    flags,
-    metrics,
-    now: () => 1000,
-  });
-  let seq = 0;
-  const conn = (extensions = false, kind: 'grpc' | 'local' = 'grpc') => {
-    const sink = new FakeSink();
-    const c = new Connection(++seq, `c${seq}`, 'test', 'test', 'x', 0, kind, sink, log, extensions);
-    core.add(c);
-    return { c, sink };
-  };
-  const push = (from: Connection, shardId: string, seqno: bigint) =>
-    core.push(from, shardId, seqno, encodePushDiff(shardId, seqno, Uint8Array.of(1), undefined));
-  return { core, conn, push, metrics, flags, registry };
-}
-
-afterEach(() => {
-  vi.useRealTimers();
-});
 
 describe('fan-out core', () => {
   it('delivers to every subscriber but the sender, coalescing one write per turn', async () => {
@@ -174,8 +101,10 @@ describe('fan-out core', () => {
   });
 
   it('closes a connection stuck full past stuckConnectionTimeoutMs with RESOURCE_EXHAUSTED', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-    const { core, conn, push } = setup({ maxQueueMessages: 1, stuckConnectionTimeoutMs: 1000 });
+    const { core, conn, push, clock } = setup({
+      maxQueueMessages: 1,
+      stuckConnectionTimeoutMs: 1000,
+    });
     const pub = conn();
     const sub = conn();
     core.subscribe(sub.c, 's');
@@ -184,15 +113,17 @@ describe('fan-out core', () => {
     await turn();
     push(pub.c, 's', 2n);
     push(pub.c, 's', 3n);
-    vi.advanceTimersByTime(999);
+    await clock.advance(999);
     expect(sub.sink.aborted).toBeUndefined();
-    vi.advanceTimersByTime(1);
+    await clock.advance(1);
     expect(sub.sink.aborted?.code).toBe(8);
   });
 
   it('a drain before the deadline cancels the stuck close', async () => {
-    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
-    const { core, conn, push } = setup({ maxQueueMessages: 1, stuckConnectionTimeoutMs: 1000 });
+    const { core, conn, push, clock } = setup({
+      maxQueueMessages: 1,
+      stuckConnectionTimeoutMs: 1000,
+    });
     const pub = conn();
     const sub = conn();
     core.subscribe(sub.c, 's');
@@ -201,11 +132,11 @@ describe('fan-out core', () => {
     await turn();
     push(pub.c, 's', 2n);
     push(pub.c, 's', 3n);
-    vi.advanceTimersByTime(500);
+    await clock.advance(500);
     sub.sink.accept = true;
     core.drained(sub.c);
     await turn();
-    vi.advanceTimersByTime(5000);
+    await clock.advance(5000);
     expect(sub.sink.aborted).toBeUndefined();
   });
 

@@ -20,6 +20,7 @@
  *   transport keeps up.
  */
 import { performance } from 'node:perf_hooks';
+import type { Clock } from '../util/index.js';
 import type { Connection } from './connection.js';
 import { type CallStatus, GrpcStatus } from './grpc-status.js';
 import type { BrokerMetrics } from './metrics.js';
@@ -74,9 +75,14 @@ export function createFanoutCore(options: {
   limits: BrokerLimits;
   flags: BrokerFlags;
   metrics: BrokerMetrics;
+  /** Wall time for the forwarded timestamps, ms since the Unix epoch. */
   now: () => number;
+  /** For the stuck-connection timers. */
+  clock: Clock;
+  /** A connection was removed (the broker's drain waits on this). */
+  onRemoved?: (() => void) | undefined;
 }): FanoutCore {
-  const { limits, flags, metrics, now } = options;
+  const { limits, flags, metrics, now, clock } = options;
   const { stats } = metrics;
   const table = createSubscriptionTable<Connection>();
   const resume = createResumeStore<Broadcast>({
@@ -132,7 +138,7 @@ export function createFanoutCore(options: {
       if (!ok) conn.writable = false;
     }
     if (conn.stuckTimer !== undefined) {
-      clearTimeout(conn.stuckTimer);
+      conn.stuckTimer.cancel();
       conn.stuckTimer = undefined;
     }
     // The subscriber can receive again: tell it what it missed.
@@ -200,8 +206,7 @@ export function createFanoutCore(options: {
       conn.dropped++;
       if (item instanceof Broadcast) recordGap(conn, item.shardId, 'slow_consumer', item.seqno);
       if (conn.stuckTimer === undefined) {
-        conn.stuckTimer = setTimeout(stuck, limits.stuckConnectionTimeoutMs, conn);
-        conn.stuckTimer.unref();
+        conn.stuckTimer = clock.setTimer(() => stuck(conn), limits.stuckConnectionTimeoutMs);
       }
       return false;
     }
@@ -225,7 +230,7 @@ export function createFanoutCore(options: {
     if (conn.state !== 'open') return;
     conn.status = status;
     conn.transition('ending', status.message);
-    if (conn.stuckTimer !== undefined) clearTimeout(conn.stuckTimer);
+    conn.stuckTimer?.cancel();
     conn.stuckTimer = undefined;
     if (how === 'end' && conn.writable && conn.queue.length > 0) {
       // Write what is queued before the status (graceful).
@@ -247,7 +252,7 @@ export function createFanoutCore(options: {
   function remove(conn: Connection, why: string): void {
     if (conn.state === 'closed') return;
     const t0 = performance.now();
-    if (conn.stuckTimer !== undefined) clearTimeout(conn.stuckTimer);
+    conn.stuckTimer?.cancel();
     conn.stuckTimer = undefined;
     conn.queue = [];
     conn.queueBytes = 0;
@@ -256,6 +261,7 @@ export function createFanoutCore(options: {
     connections.delete(conn.connId);
     conn.transition('closed', why);
     stats.opSeconds.connection_cleanup += (performance.now() - t0) / 1000;
+    options.onRemoved?.();
   }
 
   return {
@@ -369,7 +375,7 @@ export function createFanoutCore(options: {
       if (flushScheduled !== undefined) clearImmediate(flushScheduled);
       flushScheduled = undefined;
       for (const c of connections.values()) {
-        if (c.stuckTimer !== undefined) clearTimeout(c.stuckTimer);
+        c.stuckTimer?.cancel();
         c.stuckTimer = undefined;
       }
     },

@@ -9,6 +9,7 @@ function setup(maxCallerIdLabels: number) {
     registry,
     {
       activeConnections: () => conns,
+      tcpConnections: () => 0,
       shards: () => 0,
       subscriptions: () => 0,
       queuedMessages: () => 0,

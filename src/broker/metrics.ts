@@ -31,7 +31,9 @@ export type RejectReason =
   | 'compressed'
   | 'content_type'
   | 'unimplemented'
-  | 'draining';
+  | 'draining'
+  | 'tcp_connections'
+  | 'handshake_timeout';
 export type CallKind = 'push' | 'subscribe' | 'unsubscribe';
 export type OpKind = CallKind | 'connection_cleanup';
 
@@ -59,6 +61,7 @@ export interface BrokerMetrics {
 
 export interface BrokerGaugeSources {
   activeConnections(): number;
+  tcpConnections(): number;
   shards(): number;
   subscriptions(): number;
   queuedMessages(): number;
@@ -92,6 +95,7 @@ export function createBrokerMetrics(
       },
     });
   gauge('active_connections', 'Open pubsub connections (streams).', gauges.activeConnections);
+  gauge('tcp_connections', 'Open TCP connections to the gRPC port.', gauges.tcpConnections);
   gauge('shards', 'Shards with at least one subscriber.', gauges.shards);
   gauge('subscriptions', 'Subscriptions across all connections.', gauges.subscriptions);
   gauge('queued_messages', 'Messages waiting in outbound queues.', gauges.queuedMessages);
@@ -185,7 +189,7 @@ export function createBrokerMetrics(
   });
   const closed = new Counter({
     name: `${METRIC_PREFIX}connections_closed_total`,
-    help: 'Pubsub connections ended, by final gRPC status.',
+    help: 'Pubsub connections ended, by final gRPC status (RESET: the TCP connection was reset or lost before any status).',
     labelNames: ['status'],
     registers,
   });

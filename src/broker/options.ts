@@ -11,6 +11,7 @@ import {
   DEFAULT_MAX_SHARD_ID_BYTES,
   MAX_SHARD_ID_BYTES_LIMIT,
 } from '../protocol/index.js';
+import { type Clock, systemClock } from '../util/index.js';
 import { BrokerError } from './errors.js';
 import type {
   BrokerFlags,
@@ -22,6 +23,8 @@ import type {
 
 export const DEFAULT_LISTEN: HostPort = { host: '127.0.0.1', port: 6879 };
 export const DEFAULT_MAX_CONNECTIONS = 10_000;
+export const DEFAULT_MAX_TCP_CONNECTIONS = 10_000;
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 export const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION = 100_000;
 export const DEFAULT_MAX_QUEUE_MESSAGES = 1024;
 export const DEFAULT_MAX_QUEUE_BYTES = 16 * 1024 * 1024;
@@ -36,6 +39,7 @@ export const DEFAULT_DRAIN_DEADLINE_MS = 10_000;
 export const DEFAULT_LIMITS: Readonly<BrokerLimits> = Object.freeze({
   maxMessageBytes: DEFAULT_MAX_MESSAGE_BYTES,
   maxConnections: DEFAULT_MAX_CONNECTIONS,
+  maxTcpConnections: DEFAULT_MAX_TCP_CONNECTIONS,
   maxSubscriptionsPerConnection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
   maxShardIdBytes: DEFAULT_MAX_SHARD_ID_BYTES,
   maxQueueMessages: DEFAULT_MAX_QUEUE_MESSAGES,
@@ -56,9 +60,11 @@ export interface ResolvedBrokerOptions {
   keepaliveTimeMs: number;
   keepaliveTimeoutMs: number;
   maxConnectionAgeMs: number;
+  handshakeTimeoutMs: number;
   registry: Registry;
   logger: Logger;
   now: () => number;
+  clock: Clock;
   maxCallerIdLabels: number;
   reflection: boolean;
 }
@@ -118,6 +124,7 @@ export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBroke
   }
   int(limits.maxMessageBytes, 'limits.maxMessageBytes', 64, 2 ** 31 - 1);
   int(limits.maxConnections, 'limits.maxConnections', 1);
+  int(limits.maxTcpConnections, 'limits.maxTcpConnections', 1);
   int(limits.maxSubscriptionsPerConnection, 'limits.maxSubscriptionsPerConnection', 1);
   int(limits.maxShardIdBytes, 'limits.maxShardIdBytes', 1, MAX_SHARD_ID_BYTES_LIMIT);
   int(limits.maxQueueMessages, 'limits.maxQueueMessages', 1);
@@ -136,7 +143,16 @@ export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBroke
     }
   }
 
-  const now = options.now ?? Date.now;
+  const clock = options.clock ?? systemClock;
+  if (
+    typeof clock !== 'object' ||
+    clock === null ||
+    typeof clock.nowMs !== 'function' ||
+    typeof clock.setTimer !== 'function'
+  ) {
+    bad('clock', 'must be a Clock');
+  }
+  const now = options.now ?? (() => clock.nowMs());
   if (typeof now !== 'function') bad('now', 'must be a function');
   const reflection = options.reflection ?? true;
   if (typeof reflection !== 'boolean') bad('reflection', 'must be a boolean');
@@ -162,9 +178,15 @@ export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBroke
       'maxConnectionAgeMs',
       0,
     ),
+    handshakeTimeoutMs: int(
+      options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+      'handshakeTimeoutMs',
+      1,
+    ),
     registry: options.registry ?? new Registry(),
     logger: options.logger ?? pino({ level: 'silent' }),
     now,
+    clock,
     maxCallerIdLabels: int(
       options.maxCallerIdLabels ?? DEFAULT_MAX_CALLER_ID_LABELS,
       'maxCallerIdLabels',

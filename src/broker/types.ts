@@ -5,6 +5,7 @@
  */
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import type { Clock } from '../util/index.js';
 
 /** A listen address. Port 0 picks a free port (read the bound one from `Broker.address`). */
 export interface HostPort {
@@ -31,6 +32,11 @@ export interface BrokerLimits {
   maxMessageBytes: number;
   /** Open connections at most; more are refused with RESOURCE_EXHAUSTED. @default 10000 */
   maxConnections: number;
+  /**
+   * TCP connections at most (each carries any number of calls up to HTTP/2's stream limit);
+   * more are closed at once. @default 10000
+   */
+  maxTcpConnections: number;
   /** Subscriptions one connection may hold. @default 100000 */
   maxSubscriptionsPerConnection: number;
   /** Longest shard id, in bytes. @default 256 */
@@ -61,11 +67,18 @@ export interface BrokerOptions {
   keepaliveTimeoutMs?: number | undefined;
   /** Close connections older than this (with ±10% jitter) by GOAWAY, in ms. 0: never. @default 0 */
   maxConnectionAgeMs?: number | undefined;
+  /**
+   * A TCP connection must send its first request (TLS handshake and HTTP/2 preface included)
+   * within this long, or it is closed, in ms. @default 10000
+   */
+  handshakeTimeoutMs?: number | undefined;
   /** Metrics go here; never the global registry. @default a new Registry */
   registry?: Registry | undefined;
   logger?: Logger | undefined;
-  /** Wall clock, ms since the Unix epoch, injectable for tests. @default Date.now */
+  /** Wall clock for forwarded timestamps, ms since the Unix epoch. @default clock.nowMs */
   now?: (() => number) | undefined;
+  /** Time and timers (keepalive, max age, drain, stuck connections, grace periods). @default systemClock */
+  clock?: Clock | undefined;
   /**
    * Distinct caller ids that get their own metric label; later ones are counted as `other`.
    * @default 100

@@ -65,6 +65,7 @@ describe('broker flags', () => {
       keepaliveTimeMs: 30_000,
       keepaliveTimeoutMs: 10_000,
       maxConnectionAgeMs: 0,
+      handshakeTimeoutMs: 10_000,
       maxCallerIdLabels: 100,
       reflection: true,
       flags: { forwardPushes: true },
@@ -82,7 +83,7 @@ describe('broker flags', () => {
     expect(help).toContain('(default: 10000, env: PERSIST_PUBSUB_DRAIN_DEADLINE_MS)');
     expect(help).toContain('PERSIST_PUBSUB_AUTH_TOKEN');
     const flags = [...help.matchAll(/^ {2}(--[a-z-]+)/gm)].map((m) => m[1]);
-    expect(flags.length).toBe(25);
+    expect(flags.length).toBe(27);
     for (const line of help.split('\n').filter((l) => /^ {2}--/.test(l))) {
       expect(line, line).toMatch(/env: PERSIST_PUBSUB_/);
     }
@@ -97,6 +98,10 @@ describe('broker flags', () => {
     expect(b.forwardPushes).toBe(false);
     const c = parse(['--reflection', 'false']).opts!;
     expect((await resolveBrokerConfig(c, {})).broker.reflection).toBe(false);
+    const d = parse(['--handshake-timeout-ms', '500'], {
+      PERSIST_PUBSUB_MAX_TCP_CONNECTIONS: '7',
+    }).opts!;
+    expect([d.maxTcpConnections, d.handshakeTimeoutMs]).toEqual([7, 500]);
   });
 
   it.each([

@@ -16,6 +16,7 @@ import {
   DEFAULT_ADMIN_LISTEN,
   DEFAULT_DRAIN_DEADLINE_MS,
   DEFAULT_FLAGS,
+  DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_LIMITS,
   DEFAULT_LISTEN,
   DEFAULT_MAX_CONNECTION_AGE_MS,
@@ -41,6 +42,7 @@ export const BROKER_CLI_DEFAULTS = {
   keepaliveTimeMs: DEFAULT_KEEPALIVE_TIME_MS,
   keepaliveTimeoutMs: DEFAULT_KEEPALIVE_TIMEOUT_MS,
   maxConnectionAgeMs: DEFAULT_MAX_CONNECTION_AGE_MS,
+  handshakeTimeoutMs: DEFAULT_HANDSHAKE_TIMEOUT_MS,
   /** As the broker's `DEFAULT_MAX_CALLER_ID_LABELS` (not exported by the broker). */
   maxCallerIdLabels: 100,
   drainDeadlineMs: DEFAULT_DRAIN_DEADLINE_MS,
@@ -67,6 +69,7 @@ export interface RawBrokerOptions {
   authTokenFile?: string;
   maxMessageBytes: number;
   maxConnections: number;
+  maxTcpConnections: number;
   maxSubscriptionsPerConnection: number;
   maxShardIdBytes: number;
   maxQueueMessages: number;
@@ -77,6 +80,7 @@ export interface RawBrokerOptions {
   keepaliveTimeMs: number;
   keepaliveTimeoutMs: number;
   maxConnectionAgeMs: number;
+  handshakeTimeoutMs: number;
   maxCallerIdLabels: number;
   drainDeadlineMs: number;
   forwardPushes: boolean;
@@ -173,6 +177,13 @@ export function addBrokerOptions(command: Command): Command {
       L.maxConnections,
     ),
     opt(
+      '--max-tcp-connections <n>',
+      'PERSIST_PUBSUB_MAX_TCP_CONNECTIONS',
+      'open TCP connections at most (each carries up to 1000 calls); more are closed at once',
+      count,
+      L.maxTcpConnections,
+    ),
+    opt(
       '--max-subscriptions-per-connection <n>',
       'PERSIST_PUBSUB_MAX_SUBSCRIPTIONS_PER_CONNECTION',
       'subscriptions one connection may hold',
@@ -241,6 +252,13 @@ export function addBrokerOptions(command: Command): Command {
       'close connections older than this (±10% jitter) by GOAWAY, in ms (0: never)',
       ms,
       d.maxConnectionAgeMs,
+    ),
+    opt(
+      '--handshake-timeout-ms <ms>',
+      'PERSIST_PUBSUB_HANDSHAKE_TIMEOUT_MS',
+      'close a TCP connection that has not sent its first request (TLS and HTTP/2 handshakes included) this long after connecting, in ms',
+      positiveMs,
+      d.handshakeTimeoutMs,
     ),
     opt(
       '--max-caller-id-labels <n>',
@@ -349,6 +367,7 @@ export async function resolveBrokerConfig(
     limits: {
       maxMessageBytes: raw.maxMessageBytes,
       maxConnections: raw.maxConnections,
+      maxTcpConnections: raw.maxTcpConnections,
       maxSubscriptionsPerConnection: raw.maxSubscriptionsPerConnection,
       maxShardIdBytes: raw.maxShardIdBytes,
       maxQueueMessages: raw.maxQueueMessages,
@@ -360,6 +379,7 @@ export async function resolveBrokerConfig(
     keepaliveTimeMs: raw.keepaliveTimeMs,
     keepaliveTimeoutMs: raw.keepaliveTimeoutMs,
     maxConnectionAgeMs: raw.maxConnectionAgeMs,
+    handshakeTimeoutMs: raw.handshakeTimeoutMs,
     maxCallerIdLabels: raw.maxCallerIdLabels,
     reflection: raw.reflection,
   };
