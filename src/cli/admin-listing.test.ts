@@ -38,6 +38,23 @@ describe('listAdmin', () => {
     expect(requests[0]?.searchParams.get('page_size')).toBe('2');
   });
 
+  it('refuses a listing that hands back the token it was given (it would never end)', async () => {
+    let calls = 0;
+    const fetch = (async () => {
+      calls++;
+      return Response.json({ shards: [calls], next_page_token: 'same' });
+    }) as typeof globalThis.fetch;
+    const seen: unknown[] = [];
+    await expect(
+      (async () => {
+        for await (const x of listAdmin({ admin: 'http://a:1', path: '/p', key: 'shards', fetch }))
+          seen.push(x);
+      })(),
+    ).rejects.toMatchObject({ code: 'bad_response' });
+    expect(calls).toBe(2);
+    expect(seen).toEqual([1]);
+  });
+
   it('stops when no token comes back', async () => {
     let calls = 0;
     const fetch = (async () => {

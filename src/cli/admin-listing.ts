@@ -80,6 +80,13 @@ export async function* listAdmin<T>(options: AdminListingOptions): AsyncGenerato
     if (next !== undefined && typeof next !== 'string') {
       throw new CliError('bad_response', `${url}: next_page_token is not a string`);
     }
+    if (next !== undefined && next !== '' && next === token) {
+      // A broker that hands back the token it was given would keep this loop going forever.
+      throw new CliError(
+        'bad_response',
+        `${url}: next_page_token repeats the page token asked for`,
+      );
+    }
     for (const item of items) yield item as T;
     token = next === '' ? undefined : next;
   } while (token !== undefined);
