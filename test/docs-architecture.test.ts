@@ -54,4 +54,12 @@ describe('docs/architecture.md', () => {
     }
     expect(cited).toEqual([]);
   });
+
+  it('is what comments cite, not a design file outside the repository', () => {
+    const stale = files(join(root, 'src'))
+      .filter((f) => f.endsWith('.ts') && !f.includes(join('src', 'gen')))
+      .filter((f) => /\bDESIGN\b/.test(readFileSync(f, 'utf8')))
+      .map((f) => relative(root, f));
+    expect(stale).toEqual([]);
+  });
 });

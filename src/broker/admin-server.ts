@@ -9,12 +9,13 @@
  *   GET /v1/shards?page_size=&page_token=       {"shards": [...], "next_page_token"?}
  *   GET /v1/connections?page_size=&page_token=  {"connections": [...], "next_page_token"?}
  *
- * Listings carry the AIP "soft" guarantees of Consensus `listKeys` (DESIGN): every item that
- * exists for the whole listing appears at least once, order is not guaranteed, an item may
- * repeat across pages and a page may be empty while a token is still returned. No
- * `next_page_token` means the listing is done. JSON field names are snake_case, like the query
- * parameters. Errors are `{"error": {"code", "message"}}`: 400 for a bad query parameter or page
- * token, 404 for an unknown path, 405 (with `Allow`) for a method other than GET or HEAD.
+ * Listings carry the AIP "soft" guarantees of Consensus `listKeys` (docs/architecture.md
+ * "Consensus semantics"): every item that exists for the whole listing appears at least once,
+ * order is not guaranteed, an item may repeat across pages and a page may be empty while a
+ * token is still returned. No `next_page_token` means the listing is done. JSON field names
+ * are snake_case, like the query parameters. Errors are `{"error": {"code", "message"}}`: 400
+ * for a bad query parameter or page token, 404 for an unknown path, 405 (with `Allow`) for a
+ * method other than GET or HEAD.
  *
  * Binds 127.0.0.1:6880 by default; this port has no authentication, so a non-loopback bind is
  * logged as a warning.

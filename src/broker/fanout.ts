@@ -2,7 +2,7 @@
  * The fan-out core: subscriptions, broadcasts, bounded queues, gap notices, resume. It knows
  * connections only through `ConnectionSink`, so it is tested with no network.
  *
- * Semantics (reference: Materialize persist pubsub server, DESIGN "Reference behaviour"):
+ * Semantics (reference: Materialize persist pubsub server, docs/architecture.md "Broker"):
  * - A push goes to every connection subscribed to its shard except its sender; nothing is
  *   replayed to late subscribers, except on an explicit resume (extension).
  * - Subscribe/unsubscribe are idempotent and O(1); a closed connection loses all its
