@@ -12,6 +12,7 @@ import { ShardStateError, throwIfAborted } from './errors.js';
 import { createShardStateMetrics, type ShardStateMetrics } from './metrics.js';
 import { persistStateModel } from './persist-model.js';
 import { Shard, type ShardDeps } from './shard.js';
+import { TimerQueue } from './timer-queue.js';
 import type {
   FetchNowReason,
   OpenOptions,
@@ -102,9 +103,12 @@ class Cache implements ShardStateCache {
       options.registry ?? new Registry(),
       () => this.#shards.size,
     );
+    const clock = options.clock ?? systemClock;
     this.#deps = {
       consensus: options.consensus,
-      clock: options.clock ?? systemClock,
+      clock,
+      // Polls are awaited (a waitForSeqno, a listen loop): their timer keeps the process alive.
+      pollTimers: new TimerQueue(clock, true),
       random: options.random ?? Math.random,
       logger: options.logger ?? pino({ level: 'silent' }),
       metrics: this.#metrics,

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { createFakeClock } from '../util/index.js';
 import { DEFAULT_SHARD_STATE_CONFIG, mergeConfig, type ShardStateConfig } from './config.js';
 import { PollSchedule } from './poll-schedule.js';
+import { TimerQueue } from './timer-queue.js';
 
 function setup(partial: Partial<ShardStateConfig> = {}) {
   const clock = createFakeClock(0);
@@ -10,6 +11,7 @@ function setup(partial: Partial<ShardStateConfig> = {}) {
   let onPoll: () => void = () => {};
   const schedule = new PollSchedule({
     clock,
+    timers: new TimerQueue(clock, true),
     random: () => 0.5,
     config: () => config,
     poll: async () => {
@@ -116,6 +118,7 @@ describe('poll schedule', () => {
     const config = mergeConfig(DEFAULT_SHARD_STATE_CONFIG, { pollJitterRatio: 0.1 });
     const s = new PollSchedule({
       clock,
+      timers: new TimerQueue(clock, true),
       random: () => draws.shift() ?? 0.5,
       config: () => config,
       poll: async () => {

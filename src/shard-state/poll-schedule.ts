@@ -10,8 +10,9 @@
  * deadline re-arms for the rest. So a reader applying a diff every few hundred milliseconds
  * costs no timer churn per diff, yet every poll happens exactly when the schedule says.
  */
-import type { Clock, Timer } from '../util/index.js';
+import type { Clock } from '../util/index.js';
 import { jitter, pollDelayMs, type ShardStateConfig } from './config.js';
+import type { QueuedTimer, TimerQueue } from './timer-queue.js';
 
 export type PollPhase =
   /** Nobody waits: no polls. */
@@ -29,6 +30,8 @@ export type PollPhase =
 
 export interface PollScheduleDeps {
   clock: Clock;
+  /** Where the poll timer lives: one queue (one clock timer) for every shard of a cache. */
+  timers: TimerQueue;
   random: () => number;
   config: () => Readonly<ShardStateConfig>;
   /** Reads Consensus for newer versions; never rejects. */
@@ -40,9 +43,7 @@ const IDLE: PollPhase = Object.freeze({ kind: 'idle' });
 export class PollSchedule {
   readonly #d: PollScheduleDeps;
   #phase: PollPhase = IDLE;
-  #timer: Timer | undefined;
-  /** When `#timer` fires (monotonic clock ms). */
-  #timerAtMs = 0;
+  #timer: QueuedTimer | undefined;
 
   constructor(deps: PollScheduleDeps) {
     this.#d = deps;
@@ -73,7 +74,7 @@ export class PollSchedule {
     if (this.#timer === undefined) return;
     const cfg = this.#d.config();
     const firstSleepMs = cfg.pollFirstSleepMs * (1 + cfg.pollJitterRatio);
-    if (this.#timerAtMs - this.#d.clock.monotonicMs() > firstSleepMs) {
+    if (this.#timer.atMs - this.#d.clock.monotonicMs() > firstSleepMs) {
       this.#timer.cancel();
       this.#timer = undefined;
     }
@@ -119,14 +120,9 @@ export class PollSchedule {
 
   /** Makes sure a timer fires no later than `atMs`. */
   #arm(atMs: number): void {
-    if (this.#timer !== undefined && this.#timerAtMs <= atMs) return;
+    if (this.#timer !== undefined && this.#timer.atMs <= atMs) return;
     this.#timer?.cancel();
-    const { clock } = this.#d;
-    this.#timerAtMs = atMs;
-    // Someone awaits this poll (a waitForSeqno or a listen loop): keep the process alive.
-    this.#timer = clock.setTimer(() => this.#fire(), Math.max(0, atMs - clock.monotonicMs()), {
-      keepAlive: true,
-    });
+    this.#timer = this.#d.timers.set(() => this.#fire(), atMs);
   }
 
   #fire(): void {

@@ -22,6 +22,7 @@ import { foldPage, type PageEnd } from './log-reader.js';
 import type { FetchPath, ShardCells, ShardStateMetrics } from './metrics.js';
 import { PollSchedule } from './poll-schedule.js';
 import { ReorderBuffer } from './reorder-buffer.js';
+import type { TimerQueue } from './timer-queue.js';
 import type {
   AppliedSource,
   ConsensusReadReason,
@@ -40,6 +41,8 @@ export interface ShardDeps<S, D> {
   consensus: Consensus;
   model: StateModel<S, D>;
   clock: Clock;
+  /** The poll timers of every shard of the cache, on one clock timer. */
+  pollTimers: TimerQueue;
   random: () => number;
   logger: Logger;
   metrics: ShardStateMetrics;
@@ -100,6 +103,7 @@ export class Shard<S, D> {
     this.#cells = deps.metrics.forShard(deps.shardId);
     this.#poll = new PollSchedule({
       clock: deps.clock,
+      timers: deps.pollTimers,
       random: deps.random,
       config: deps.config,
       poll: () => this.#request('poll'),
