@@ -273,6 +273,23 @@ describe('decodeMessage', () => {
     expect(Buffer.from(r.pushDiff).equals(extended)).toBe(true);
   });
 
+  it('shard id cache: ids that share their hashed tail, and a reused input buffer, decode right', () => {
+    const tail = '-0000-0000-0000-000000000001';
+    const ids = ['a', 'b', 'c'].map((p) => `${p}${tail}`);
+    for (let round = 0; round < 3; round++) {
+      for (const id of ids) {
+        expect(decodeMessage(encodeUnsubscribe(id, undefined, false))).toMatchObject({
+          shardId: id,
+        });
+      }
+    }
+    // The cache keeps a copy: overwriting the decoded bytes in place changes the next result.
+    const bytes = encodeUnsubscribe(ids[0]!, undefined, false);
+    expect(decodeMessage(bytes)).toMatchObject({ shardId: ids[0] });
+    bytes[4] = 0x7a; // the id's first character
+    expect(decodeMessage(bytes)).toMatchObject({ shardId: `z${tail}` });
+  });
+
   it('refuses a seqno above 2^63-1 (push, resume, gap) with seqno_range', () => {
     const big = MAX_SEQNO + 1n;
     const cases: ProtoPubSubMessage['message'][] = [

@@ -259,8 +259,38 @@ function seqnoOfVarint(name: string): bigint | undefined {
   return (BigInt(vhi) << 32n) | BigInt(vlo);
 }
 
+/**
+ * Shard ids recently decoded, direct-mapped by a hash of their bytes: a process sees the same
+ * few thousand ids over and over, so most decodes return the string made last time (no native
+ * call, no allocation, and a string whose hash V8 has already computed for the Map lookups that
+ * follow). Bounded: `ID_CACHE_SLOTS` strings of at most `ID_CACHE_MAX_BYTES` characters.
+ */
+const ID_CACHE_SLOTS = 4096;
+const ID_CACHE_MAX_BYTES = 64;
+const idCacheStrings: string[] = new Array<string>(ID_CACHE_SLOTS).fill('');
+/** The bytes of each cached string (compared as bytes: ~3x cheaper than `charCodeAt`). */
+const idCacheBytes: Uint8Array[] = new Array<Uint8Array>(ID_CACHE_SLOTS).fill(new Uint8Array(0));
+
 function latin1(buf: Uint8Array, start: number, end: number): string {
-  return start === end ? '' : latin1Slice.call(buf, start, end);
+  const n = end - start;
+  if (n === 0) return '';
+  if (n > ID_CACHE_MAX_BYTES) return latin1Slice.call(buf, start, end);
+  // FNV-1a over the length and the last 16 bytes (where ids differ: `s` + UUID); the full
+  // compare below makes a collision a miss, never a wrong id.
+  let h = Math.imul(0x811c9dc5 ^ n, 0x01000193);
+  for (let i = n > 16 ? end - 16 : start; i < end; i++) h = Math.imul(h ^ buf[i]!, 0x01000193);
+  const slot = (h >>> 0) & (ID_CACHE_SLOTS - 1);
+  const cached = idCacheBytes[slot]!;
+  if (cached.length === n) {
+    let i = 0;
+    while (i < n && cached[i] === buf[start + i]) i++;
+    if (i === n) return idCacheStrings[slot]!;
+  }
+  const str = latin1Slice.call(buf, start, end);
+  idCacheStrings[slot] = str;
+  // A copy: the input may be a view of a large chunk that is reused or should be collected.
+  idCacheBytes[slot] = new Uint8Array(buf.subarray(start, end));
+  return str;
 }
 
 /** `ProtoPubSubMessage` oneof field numbers. */
@@ -528,22 +558,24 @@ function writeDuration(out: Uint8Array, at: number): number {
   return at;
 }
 
-/** UTF-8 length of `s` (the length itself for ASCII, without a native call). */
-function utf8Length(s: string): number {
-  const n = s.length;
-  for (let i = 0; i < n; i++) {
-    if (s.charCodeAt(i) >= 0x80) return Buffer.byteLength(s, 'utf8');
-  }
-  return n;
-}
+/**
+ * The UTF-8 bytes of a string field. Shard ids repeat: those of at most `ID_CACHE_MAX_BYTES`
+ * are kept (bounded: the map is cleared when it holds `ID_CACHE_SLOTS`), so an encode copies
+ * cached bytes instead of walking the string.
+ */
+const encodedIds = new Map<string, Uint8Array>();
+const NO_BYTES = new Uint8Array(0);
 
-function writeString(out: Buffer, at: number, s: string, byteLength: number): number {
-  if (byteLength === s.length) {
-    for (let i = 0; i < byteLength; i++) out[at + i] = s.charCodeAt(i);
-  } else {
-    out.write(s, at, byteLength, 'utf8');
+function bytesOf(s: string): Uint8Array {
+  if (s.length === 0) return NO_BYTES;
+  let b = encodedIds.get(s);
+  if (b !== undefined) return b;
+  b = Buffer.from(s, 'utf8');
+  if (s.length <= ID_CACHE_MAX_BYTES) {
+    if (encodedIds.size >= ID_CACHE_SLOTS) encodedIds.clear();
+    encodedIds.set(s, b);
   }
-  return at + byteLength;
+  return b;
 }
 
 /** Size of a length-delimited field with a body of `n` bytes (tag of one byte). */
@@ -552,22 +584,18 @@ function lenFieldSize(n: number): number {
 }
 
 /** Size of a string field (omitted when empty, as proto3 does). */
-function stringFieldSize(byteLength: number): number {
-  return byteLength > 0 ? lenFieldSize(byteLength) : 0;
+function stringFieldSize(bytes: Uint8Array): number {
+  return bytes.length > 0 ? lenFieldSize(bytes.length) : 0;
 }
 
 /** Writes a string field (tag of one byte) unless empty; returns the new position. */
-function writeStringField(
-  out: Buffer,
-  at: number,
-  tag: number,
-  s: string,
-  byteLength: number,
-): number {
-  if (byteLength === 0) return at;
+function writeStringField(out: Buffer, at: number, tag: number, bytes: Uint8Array): number {
+  const n = bytes.length;
+  if (n === 0) return at;
   out[at++] = tag;
-  at = writeVarint(out, at, byteLength);
-  return writeString(out, at, s, byteLength);
+  at = writeVarint(out, at, n);
+  out.set(bytes, at);
+  return at + n;
 }
 
 /** Writes a varint field (tag of one byte) unless 0; returns the new position. */
@@ -620,12 +648,12 @@ const TAG_REFUSED = 0x32;
 
 /** Size of a `ProtoPushDiff` body. */
 function pushDiffSize(
-  shardIdBytes: number,
+  shardId: Uint8Array,
   seqno: bigint,
   diffLen: number,
   originTimestampMs: number | undefined,
 ): number {
-  let size = stringFieldSize(shardIdBytes);
+  let size = stringFieldSize(shardId);
   if (seqno !== 0n) size += 1 + varintSize64(seqno);
   if (diffLen > 0) size += lenFieldSize(diffLen);
   if (originTimestampMs !== undefined) size += lenFieldSize(splitDuration(originTimestampMs));
@@ -635,13 +663,12 @@ function pushDiffSize(
 function writePushDiff(
   out: Buffer,
   at: number,
-  shardId: string,
-  shardIdBytes: number,
+  shardId: Uint8Array,
   seqno: bigint,
   diff: Uint8Array,
   originTimestampMs: number | undefined,
 ): void {
-  at = writeStringField(out, at, 0x0a, shardId, shardIdBytes);
+  at = writeStringField(out, at, 0x0a, shardId);
   if (seqno !== 0n) {
     out[at++] = 0x10;
     at = writeVarint64(out, at, seqno);
@@ -672,10 +699,10 @@ export function encodePush(
   timestampMs: number | undefined,
   framed: boolean,
 ): Buffer {
-  const idBytes = utf8Length(shardId);
-  const body = pushDiffSize(idBytes, seqno, diff.length, originTimestampMs);
+  const id = bytesOf(shardId);
+  const body = pushDiffSize(id, seqno, diff.length, originTimestampMs);
   const out = envelope(TAG_PUSH_DIFF, body, timestampMs, framed);
-  writePushDiff(out, bodyAt, shardId, idBytes, seqno, diff, originTimestampMs);
+  writePushDiff(out, bodyAt, id, seqno, diff, originTimestampMs);
   return out;
 }
 
@@ -686,9 +713,9 @@ export function encodePushDiff(
   diff: Uint8Array,
   originTimestampMs: number | undefined,
 ): Buffer {
-  const idBytes = utf8Length(shardId);
-  const out = Buffer.allocUnsafe(pushDiffSize(idBytes, seqno, diff.length, originTimestampMs));
-  writePushDiff(out, 0, shardId, idBytes, seqno, diff, originTimestampMs);
+  const id = bytesOf(shardId);
+  const out = Buffer.allocUnsafe(pushDiffSize(id, seqno, diff.length, originTimestampMs));
+  writePushDiff(out, 0, id, seqno, diff, originTimestampMs);
   return out;
 }
 
@@ -713,12 +740,12 @@ export function encodeSubscribe(
   timestampMs: number | undefined,
   framed: boolean,
 ): Buffer {
-  const idBytes = utf8Length(shardId);
-  let body = stringFieldSize(idBytes);
+  const id = bytesOf(shardId);
+  let body = stringFieldSize(id);
   // `optional`: written when set, even as 0.
   if (resumeAfterSeqno !== undefined) body += 1 + varintSize64(resumeAfterSeqno);
   const out = envelope(TAG_SUBSCRIBE, body, timestampMs, framed);
-  const at = writeStringField(out, bodyAt, 0x0a, shardId, idBytes);
+  const at = writeStringField(out, bodyAt, 0x0a, id);
   if (resumeAfterSeqno !== undefined) {
     out[at] = 0x10;
     writeVarint64(out, at + 1, resumeAfterSeqno);
@@ -732,9 +759,9 @@ export function encodeUnsubscribe(
   timestampMs: number | undefined,
   framed: boolean,
 ): Buffer {
-  const idBytes = utf8Length(shardId);
-  const out = envelope(TAG_UNSUBSCRIBE, stringFieldSize(idBytes), timestampMs, framed);
-  writeStringField(out, bodyAt, 0x0a, shardId, idBytes);
+  const id = bytesOf(shardId);
+  const out = envelope(TAG_UNSUBSCRIBE, stringFieldSize(id), timestampMs, framed);
+  writeStringField(out, bodyAt, 0x0a, id);
   return out;
 }
 
@@ -754,15 +781,15 @@ export function encodeGap(
   timestampMs: number | undefined,
   framed: boolean,
 ): Buffer {
-  const idBytes = utf8Length(shardId);
+  const id = bytesOf(shardId);
   const r = GAP_REASON_NUMBER[reason] ?? 0;
   const n = Number.isSafeInteger(dropped) && dropped > 0 ? dropped : 0;
-  let body = stringFieldSize(idBytes);
+  let body = stringFieldSize(id);
   if (r !== 0) body += 1 + varintSize(r);
   if (fromSeqno !== 0n) body += 1 + varintSize64(fromSeqno);
   if (n !== 0) body += 1 + varintSize(n);
   const out = envelope(TAG_GAP, body, timestampMs, framed);
-  let at = writeStringField(out, bodyAt, 0x0a, shardId, idBytes);
+  let at = writeStringField(out, bodyAt, 0x0a, id);
   at = writeVarintField(out, at, 0x10, r);
   if (fromSeqno !== 0n) {
     out[at++] = 0x18;
@@ -786,14 +813,14 @@ export function encodeRefusal(
   timestampMs: number | undefined,
   framed: boolean,
 ): Buffer {
-  const idBytes = utf8Length(shardId);
-  const detailBytes = utf8Length(detail);
+  const id = bytesOf(shardId);
+  const detailBytes = Buffer.from(detail, 'utf8');
   const r = REFUSAL_REASON_NUMBER[reason] ?? 0;
-  let body = stringFieldSize(idBytes) + stringFieldSize(detailBytes);
+  let body = stringFieldSize(id) + stringFieldSize(detailBytes);
   if (r !== 0) body += 1 + varintSize(r);
   const out = envelope(TAG_REFUSED, body, timestampMs, framed);
-  let at = writeStringField(out, bodyAt, 0x0a, shardId, idBytes);
+  let at = writeStringField(out, bodyAt, 0x0a, id);
   at = writeVarintField(out, at, 0x10, r);
-  writeStringField(out, at, 0x1a, detail, detailBytes);
+  writeStringField(out, at, 0x1a, detailBytes);
   return out;
 }

@@ -44,6 +44,13 @@ export class ShardIdError extends Error {
   }
 }
 
+/**
+ * Ids whose characters passed, so that the ids a process sees over and over (every message
+ * names one) are checked by one hash lookup instead of a walk. Bounded: cleared when full.
+ */
+const charsetChecked = new Set<string>();
+const CHARSET_CHECKED_MAX = 4096;
+
 function describe(value: string): string {
   return JSON.stringify(value.length > 64 ? `${value.slice(0, 64)}…` : value);
 }
@@ -69,15 +76,19 @@ export function parseShardId(
       detail: `shard id ${describe(value)} is ${len} characters, more than the limit of ${maxBytes} bytes`,
     };
   }
-  for (let i = 0; i < len; i++) {
-    const c = value.charCodeAt(i);
-    if (c < 0x21 || c > 0x7e) {
-      return {
-        ok: false,
-        reason: 'shard_id_charset',
-        detail: `shard id ${describe(value)} has character ${i} U+${c.toString(16).padStart(4, '0')}: only printable ASCII without spaces (0x21-0x7E) is allowed`,
-      };
+  if (!charsetChecked.has(value)) {
+    for (let i = 0; i < len; i++) {
+      const c = value.charCodeAt(i);
+      if (c < 0x21 || c > 0x7e) {
+        return {
+          ok: false,
+          reason: 'shard_id_charset',
+          detail: `shard id ${describe(value)} has character ${i} U+${c.toString(16).padStart(4, '0')}: only printable ASCII without spaces (0x21-0x7E) is allowed`,
+        };
+      }
     }
+    if (charsetChecked.size >= CHARSET_CHECKED_MAX) charsetChecked.clear();
+    charsetChecked.add(value);
   }
   return { ok: true, shardId: value as ShardId };
 }
