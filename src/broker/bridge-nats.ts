@@ -42,11 +42,11 @@ import {
   decodeMessage,
   encodeForward,
   ORIGIN_HEADER,
+  parseNatsUrl,
   shardIdOfSubject,
   shardSubject,
 } from '../protocol/index.js';
 import { raceSignal, sleep } from '../util/index.js';
-import { parseNatsUrl } from './bridge-nats-url.js';
 import { BrokerError } from './errors.js';
 import type {
   Broker,

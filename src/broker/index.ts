@@ -18,8 +18,6 @@ export {
   DEFAULT_BRIDGE_CONNECT_TIMEOUT_MS,
   DEFAULT_BRIDGE_RECONNECT_TIME_WAIT_MS,
 } from './bridge-nats.js';
-export type { NatsTarget } from './bridge-nats-url.js';
-export { parseNatsUrl } from './bridge-nats-url.js';
 export { createBroker } from './broker.js';
 export type { BrokerErrorCode } from './errors.js';
 export { BrokerError } from './errors.js';

@@ -35,12 +35,12 @@ import {
   nuid,
   type Subscription,
 } from '@nats-io/transport-node';
-import { parseNatsUrl } from '../broker/index.js';
 import {
   checkSubjectPrefix,
   DEFAULT_SUBJECT_PREFIX,
   encodePush,
   ORIGIN_HEADER,
+  parseNatsUrl,
   shardIdOfSubject,
   shardSubject,
 } from '../protocol/index.js';

@@ -54,6 +54,8 @@ export {
   shardIdOfSubject,
   shardSubject,
 } from './nats-subject.js';
+export type { NatsTarget } from './nats-url.js';
+export { parseNatsUrl } from './nats-url.js';
 export { isSeqno, MAX_SEQNO } from './seqno.js';
 export type { ShardId, ShardIdErrorReason, ShardIdResult } from './shard-id.js';
 export {

@@ -1,5 +1,6 @@
 /**
- * Parses a NATS target as given to `--bridge` or as a client `pubsub` target:
+ * Parses a NATS target as given to the broker's `--bridge` or as a client's `pubsub` target (one
+ * form for both, so a bridged broker and a NATS-direct client name a server the same way):
  * `nats://host:port`, or several comma-separated (`nats://a:4222,nats://b:4222`) for a cluster.
  * `tls://` asks for TLS. Credentials in the URL (`nats://user:pass@host`) are passed to nats.js
  * as given. The port defaults to 4222.
