@@ -17,10 +17,16 @@
 import { type Command, Option } from 'commander';
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
-import type { AdminServer } from '../broker/admin-server.js';
-import { createAdminServer } from '../broker/admin-server.js';
-import { createBroker, createNatsBridge, type NatsBridge } from '../broker/index.js';
-import type { Broker, BrokerOptions, HostPort } from '../broker/types.js';
+import {
+  type AdminServer,
+  type Broker,
+  type BrokerOptions,
+  createAdminServer,
+  createBroker,
+  createNatsBridge,
+  type HostPort,
+  type NatsBridge,
+} from '../broker/index.js';
 import {
   addBrokerOptions,
   type BrokerCliConfig,
