@@ -73,6 +73,7 @@ export type {
   LeasedReader,
   PersistState,
   PersistStateDiff,
+  PubSubShardStatus,
   ShardHandle,
   ShardStateCache,
   ShardStateCacheOptions,

@@ -40,6 +40,7 @@ export type {
   PubSubEvent,
   ReceivedDiff,
   ReceivedGap,
+  ReceivedRefusal,
   ReceivedResync,
   SubscribeOptions,
   SubscriptionToken,
