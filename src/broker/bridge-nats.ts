@@ -37,12 +37,12 @@ import {
 import type { Logger } from 'pino';
 import { Counter, Gauge, type Registry } from 'prom-client';
 import {
-  checkSubjectPrefix,
   DEFAULT_SUBJECT_PREFIX,
   decodeMessage,
   encodeForward,
   ORIGIN_HEADER,
   parseNatsUrl,
+  parseSubjectPrefix,
   shardIdOfSubject,
   shardSubject,
 } from '../protocol/index.js';
@@ -150,13 +150,14 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
   let prefix: string;
   try {
     servers = parseNatsUrl(options.url, 'NatsBridgeOptions.url').servers;
-    prefix = checkSubjectPrefix(
-      options.subjectPrefix ?? DEFAULT_SUBJECT_PREFIX,
-      'NatsBridgeOptions.subjectPrefix',
-    );
   } catch (err) {
     throw new BrokerError('invalid_argument', (err as Error).message);
   }
+  const p = parseSubjectPrefix(options.subjectPrefix ?? DEFAULT_SUBJECT_PREFIX);
+  if (!p.ok) {
+    throw new BrokerError('invalid_argument', `NatsBridgeOptions.subjectPrefix ${p.detail}`);
+  }
+  prefix = p.prefix;
   const brokerId = options.brokerId ?? nuid.next();
   if (typeof brokerId !== 'string' || !/^[\x21-\x7e]+$/.test(brokerId)) {
     throw new BrokerError(

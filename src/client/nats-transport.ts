@@ -36,11 +36,11 @@ import {
   type Subscription,
 } from '@nats-io/transport-node';
 import {
-  checkSubjectPrefix,
   DEFAULT_SUBJECT_PREFIX,
   encodePush,
   ORIGIN_HEADER,
   parseNatsUrl,
+  parseSubjectPrefix,
   shardIdOfSubject,
   shardSubject,
 } from '../protocol/index.js';
@@ -137,11 +137,9 @@ export function createNatsTransport(options: NatsTransportOptions): PubSubTransp
   } catch (err) {
     throw bad('url', (err as Error).message.replace(/^url:? ?/, ''));
   }
-  try {
-    prefix = checkSubjectPrefix(options.subjectPrefix ?? DEFAULT_SUBJECT_PREFIX, 'subjectPrefix');
-  } catch (err) {
-    throw bad('subjectPrefix', (err as Error).message.replace(/^subjectPrefix ?/, ''));
-  }
+  const p = parseSubjectPrefix(options.subjectPrefix ?? DEFAULT_SUBJECT_PREFIX);
+  if (!p.ok) throw bad('subjectPrefix', p.detail);
+  prefix = p.prefix;
   const callerId = options.callerId ?? 'unknown';
   if (typeof callerId !== 'string' || !/^[\x20-\x7e]*$/.test(callerId)) {
     throw bad('callerId', 'must be printable ASCII');

@@ -47,10 +47,11 @@ export {
   PUBSUB_SERVICE_NAME,
   sanitizeCallerId,
 } from './grpc.js';
+export type { SubjectPrefixResult } from './nats-subject.js';
 export {
-  checkSubjectPrefix,
   DEFAULT_SUBJECT_PREFIX,
   ORIGIN_HEADER,
+  parseSubjectPrefix,
   shardIdOfSubject,
   shardSubject,
 } from './nats-subject.js';

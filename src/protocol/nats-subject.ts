@@ -21,19 +21,25 @@ export const ORIGIN_HEADER = 'Persist-Pubsub-Origin';
 
 const TOKEN = /^[^\s.*>]+$/;
 
-/** Throws a message naming `field` if `prefix` is not a literal NATS subject (no wildcards). */
-export function checkSubjectPrefix(prefix: unknown, field: string): string {
+export type SubjectPrefixResult = { ok: true; prefix: string } | { ok: false; detail: string };
+
+/**
+ * Parses a subject prefix: a literal NATS subject (dot-separated tokens of printable ASCII
+ * without spaces, `*` or `>`). Never throws; the caller names its own field in its error.
+ */
+export function parseSubjectPrefix(prefix: unknown): SubjectPrefixResult {
   if (typeof prefix !== 'string' || prefix.length === 0) {
-    throw new TypeError(`${field} must be a non-empty NATS subject`);
+    return { ok: false, detail: 'must be a non-empty NATS subject' };
   }
   for (const token of prefix.split('.')) {
     if (!TOKEN.test(token) || /[^\x21-\x7e]/.test(token)) {
-      throw new TypeError(
-        `${field} must be dot-separated tokens of printable ASCII without spaces, '*' or '>', got ${JSON.stringify(prefix)}`,
-      );
+      return {
+        ok: false,
+        detail: `must be dot-separated tokens of printable ASCII without spaces, '*' or '>', got ${JSON.stringify(prefix)}`,
+      };
     }
   }
-  return prefix;
+  return { ok: true, prefix };
 }
 
 /** The subject of one shard. */
