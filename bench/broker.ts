@@ -25,6 +25,8 @@
  * the same connections and default keepalive, and the clients' CPU (they must not be the limit).
  *
  * `--cpu-prof` runs the broker under `node --cpu-prof` (profile written to .tmp/cpu-prof/).
+ * `--server floor` runs it on bare `node:http2` and the protocol codec (`broker-floor-server.ts`):
+ * what the stack itself costs, below which no broker logic can go.
  * `--server grpc-js` runs the same fan-out on grpc-js with pass-through serializers instead
  * (`broker-grpcjs-server.ts`): the measurement behind the choice of stack.
  */
@@ -486,7 +488,8 @@ async function run(args: string[]): Promise<void> {
     },
   });
   if (values.server === 'grpc-js') serverModule = './broker-grpcjs-server.js';
-  else if (values.server !== 'ours') throw new Error('--server must be ours or grpc-js');
+  else if (values.server === 'floor') serverModule = './broker-floor-server.js';
+  else if (values.server !== 'ours') throw new Error('--server must be ours, grpc-js or floor');
   const fanouts = values.fanouts.split(',').map(Number);
   const rates = values.rates.split(',').map(Number);
   const stepMs = Number(values['step-ms'] ?? (values.quick ? '1000' : '3000'));

@@ -195,7 +195,7 @@ export function createBrokerMetrics(
   });
   const fanoutLatency = new Histogram({
     name: `${METRIC_PREFIX}fanout_latency_seconds`,
-    help: 'From receiving a push to writing it to a subscriber (oldest queued frame per flush), in seconds.',
+    help: 'From receiving a push to writing it to a subscriber (oldest queued frame per flush; one flush in 8 is sampled), in seconds.',
     buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1],
     registers,
   });
