@@ -24,7 +24,8 @@
  * It prints the broker's CPU µs per delivery (its own `process.cpuUsage()`), its idle CPU with
  * the same connections and default keepalive, and the clients' CPU (they must not be the limit).
  *
- * `--cpu-prof` runs the broker under `node --cpu-prof` (profile written to .tmp/cpu-prof/).
+ * `--cpu-prof` runs the broker under `node --cpu-prof` (profile written to .tmp/cpu-prof/);
+ * `--trace-gc` under `node --trace-gc` (each pause printed).
  * `--server floor` runs it on bare `node:http2` and the protocol codec (`broker-floor-server.ts`):
  * what the stack itself costs, below which no broker logic can go.
  * `--server grpc-js` runs the same fan-out on grpc-js with pass-through serializers instead
@@ -101,12 +102,16 @@ const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
 
 /** Which server runs as the broker: ours, or the grpc-js pass-through comparison point. */
 let serverModule = './broker-server.js';
+/** Run the broker under `node --trace-gc` (`--trace-gc`). */
+let traceGc = false;
 
 async function startBroker(
   cpuProf: boolean,
   args: string[] = ['--loop-resolution-ms', '1'],
 ): Promise<{ child: Child; port: number }> {
   const execArgv = cpuProf ? ['--cpu-prof', '--cpu-prof-dir=.tmp/cpu-prof'] : [];
+  // `--trace-gc`: the broker prints each GC pause (is a stall a collection?).
+  if (traceGc) execArgv.push('--trace-gc');
   const child = new Child(fork(here(serverModule), args, { execArgv, stdio: 'inherit' }));
   const ready = await child.next<{ port: number }>('ready');
   return { child, port: ready.port };
@@ -485,8 +490,10 @@ async function run(args: string[]): Promise<void> {
       server: { type: 'string', default: 'ours' },
       reference: { type: 'boolean', default: false },
       'reference-rate': { type: 'string', default: '1500' },
+      'trace-gc': { type: 'boolean', default: false },
     },
   });
+  traceGc = values['trace-gc'];
   if (values.server === 'grpc-js') serverModule = './broker-grpcjs-server.js';
   else if (values.server === 'floor') serverModule = './broker-floor-server.js';
   else if (values.server !== 'ours') throw new Error('--server must be ours, grpc-js or floor');

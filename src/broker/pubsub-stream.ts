@@ -57,19 +57,19 @@ export interface PubSubStreams {
   endSession(session: Http2Session, status: CallStatus): void;
 }
 
-/** Writes a batch as one DATA write: a concatenation when there is more than one frame. */
+/**
+ * Writes a batch as one native write: corked, so that the frames go down as one writev of the
+ * shared broadcast buffers. No copy: concatenating them into a fresh Buffer per flush allocated
+ * external memory at the delivery rate (60 MB/s at fan-out 10 and 200k deliveries/s), and V8
+ * answered with a full mark-compact every few hundred ms, each a 6-18 ms event-loop stall.
+ */
 function writeBatch(stream: ServerHttp2Stream, items: OutItem[]): boolean {
   if (items.length === 1) return stream.write(items[0]!.frame);
-  let total = 0;
-  for (const it of items) total += it.frame.length;
-  const buf = Buffer.allocUnsafe(total);
-  let pos = 0;
-  for (const it of items) {
-    const f = it.frame;
-    f.copy(buf, pos);
-    pos += f.length;
-  }
-  return stream.write(buf);
+  stream.cork();
+  let ok = true;
+  for (const it of items) ok = stream.write(it.frame);
+  stream.uncork();
+  return ok;
 }
 
 export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
