@@ -8,6 +8,7 @@
 import type { Consensus } from '../consensus/index.js';
 import { decodeEnvelope } from './envelope.js';
 import { ShardStateError } from './errors.js';
+import { foldPage, type LogCursor } from './log-reader.js';
 import type { StateModel } from './types.js';
 
 /** Entries read per Consensus scan. */
@@ -53,16 +54,15 @@ export async function inspectShard<S, D>(
 ): Promise<ShardInspection<S>> {
   const { atSeqno, signal } = options;
   const pageSize = options.pageSize ?? INSPECT_PAGE_SIZE;
-  let state: S | undefined;
-  let stateSeqno: bigint | undefined;
+  // The fold is the one shard state uses to open a shard (`foldPage`, from the log's start);
+  // this adds the cut at `atSeqno` and the tallies of what is retained.
+  let cursor: LogCursor<S> = { seqno: 0n, state: model.initial(), loaded: false };
   let wallTimeMs = 0;
   let fromRollupSeqno = 0n;
   let versions = 0;
   let earliestSeqno: bigint | undefined;
   let headSeqno = 0n;
   let lastRollupSeqno: bigint | undefined;
-  const corrupt = (message: string, cause?: unknown) =>
-    new ShardStateError('corrupt_log', message, { shardId, cause });
 
   for (let from = 0n; ; ) {
     const entries = await consensus.scan(shardId, from, pageSize, { signal });
@@ -70,39 +70,33 @@ export async function inspectShard<S, D>(
       versions++;
       earliestSeqno ??= entry.seqno;
       headSeqno = entry.seqno;
-      let env: ReturnType<typeof decodeEnvelope>;
+      let rollup: boolean;
       try {
-        env = decodeEnvelope(entry.data, model.name, entry.seqno);
+        rollup = decodeEnvelope(entry.data, model.name, entry.seqno).rollup !== undefined;
       } catch (err) {
-        throw corrupt(`version ${entry.seqno} is unreadable: ${(err as Error).message}`, err);
-      }
-      if (env.rollup !== undefined) lastRollupSeqno = entry.seqno;
-      if (atSeqno !== undefined && entry.seqno > atSeqno) continue;
-      if (env.rollup !== undefined) {
-        try {
-          state = model.decodeState(env.rollup);
-        } catch (err) {
-          throw corrupt(`the rollup at ${entry.seqno} does not decode`, err);
-        }
-        fromRollupSeqno = entry.seqno;
-      } else if (stateSeqno !== undefined && env.seqnoFrom === stateSeqno) {
-        try {
-          state = model.apply(state as S, model.decodeDiff(env.diff));
-        } catch (err) {
-          throw corrupt(`version ${entry.seqno} does not apply`, err);
-        }
-      } else {
-        throw corrupt(
-          `version ${entry.seqno} neither follows ${stateSeqno ?? 'a rollup'} nor carries a rollup`,
+        throw new ShardStateError(
+          'corrupt_log',
+          `version ${entry.seqno} is unreadable: ${(err as Error).message}`,
+          { shardId, cause: err },
         );
       }
-      stateSeqno = entry.seqno;
-      wallTimeMs = env.wallTimeMs;
+      if (rollup) lastRollupSeqno = entry.seqno;
     }
+    const wanted = atSeqno === undefined ? entries : entries.filter((e) => e.seqno <= atSeqno);
+    const fold = foldPage(model, cursor, wanted, { shardId, fromStart: true });
+    for (const step of fold.steps) {
+      cursor = { seqno: step.seqno, state: step.state, loaded: true };
+      wallTimeMs = step.wallTimeMs;
+      if (step.slow) fromRollupSeqno = step.seqno;
+    }
+    // From the start there is no reload: a version that does not follow is `failed`.
+    if (fold.end.kind === 'failed') throw fold.end.error;
     const last = entries.at(-1);
     if (last === undefined || entries.length < pageSize) break;
     from = last.seqno + 1n;
   }
+  const stateSeqno = cursor.loaded ? cursor.seqno : undefined;
+  const state = cursor.state;
 
   if (earliestSeqno === undefined) {
     throw new ShardStateError('not_found', `shard ${shardId} has no versions in Consensus`, {
