@@ -45,6 +45,22 @@ describe('tailRow', () => {
     expect(row).toMatchObject({ latencyMs: undefined, decoded: { error: expect.any(String) } });
   });
 
+  it("a refusal is a row naming the reason and the broker's detail", () => {
+    expect(
+      tailRow(
+        { kind: 'refused', shardId: 's1', reason: 'invalid_shard_id', detail: 'too long' },
+        5,
+        model,
+      ),
+    ).toEqual({
+      event: 'refused',
+      atMs: 5,
+      shardId: 's1',
+      reason: 'invalid_shard_id',
+      detail: 'too long',
+    });
+  });
+
   it('a gap is a row; a resync is not printed', () => {
     expect(
       tailRow({ kind: 'gap', shardId: 's1', reason: 'slow_consumer', fromSeqno: 3n }, 5, model),

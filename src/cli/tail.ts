@@ -32,7 +32,7 @@ import { CLI_MODELS, DEFAULT_CLI_MODEL } from './state-models.js';
 /** The caller id `tail` sends (brokers log it and label metrics with it). */
 export const TAIL_CALLER_ID = 'persist-pubsub-tail';
 
-/** One printed line: a diff or a gap notice. */
+/** One printed line: a diff, a gap notice, or a broker's refusal of a shard. */
 export type TailRow =
   | {
       event: 'diff';
@@ -52,6 +52,14 @@ export type TailRow =
       shardId: string;
       reason: string;
       fromSeqno: bigint | undefined;
+    }
+  | {
+      /** The broker refused this shard (e.g. an id it does not accept): nothing will arrive. */
+      event: 'refused';
+      atMs: number;
+      shardId: string;
+      reason: string;
+      detail: string;
     };
 
 const ms = (v: number | undefined) => (v === undefined ? '-' : `${v.toFixed(2)}ms`);
@@ -63,7 +71,8 @@ export const TAIL_COLUMNS: readonly Column<TailRow>[] = [
     header: 'SEQNO',
     width: 8,
     align: 'right',
-    value: (r) => (r.event === 'diff' ? String(r.seqno) : `${r.fromSeqno ?? '?'}..`),
+    value: (r) =>
+      r.event === 'diff' ? String(r.seqno) : r.event === 'gap' ? `${r.fromSeqno ?? '?'}..` : '-',
   },
   {
     header: 'BYTES',
@@ -83,13 +92,24 @@ export const TAIL_COLUMNS: readonly Column<TailRow>[] = [
     value: (r) =>
       r.event === 'gap'
         ? `gap (${r.reason}): diffs from here on will not arrive; Consensus has them`
-        : r.decoded === undefined
-          ? ''
-          : toJsonText(r.decoded),
+        : r.event === 'refused'
+          ? `refused by the broker (${r.reason}): ${r.detail}`
+          : r.decoded === undefined
+            ? ''
+            : toJsonText(r.decoded),
   },
 ];
 
 function tailJson(r: TailRow): unknown {
+  if (r.event === 'refused') {
+    return {
+      event: 'refused',
+      at_ms: r.atMs,
+      shard_id: r.shardId,
+      reason: r.reason,
+      detail: r.detail,
+    };
+  }
   if (r.event === 'gap') {
     return {
       event: 'gap',
@@ -125,6 +145,15 @@ export function tailRow(
       shardId: ev.shardId,
       reason: ev.reason,
       fromSeqno: ev.fromSeqno,
+    };
+  }
+  if (ev.kind === 'refused') {
+    return {
+      event: 'refused',
+      atMs: nowMs,
+      shardId: ev.shardId,
+      reason: ev.reason,
+      detail: ev.detail,
     };
   }
   if (ev.kind !== 'diff') return undefined;
@@ -259,7 +288,7 @@ export function registerTail(program: Command): void {
       'after',
       `
 LATENCY is now minus the message's stamp: the broker's forwarding time (gRPC), the sender's
-time (NATS). Pubsub may drop diffs; a "gap" line says so (Consensus has every version).
+time (NATS). Pubsub may drop diffs; a "gap" line says so (Consensus has every version). A "refused" line: the broker does not accept that shard (e.g. its id), so nothing will arrive for it.
 Nothing is replayed: only diffs pushed after the subscription are shown.
 Ctrl-C exits 0. Exit code 2: bad flags.`,
     );
