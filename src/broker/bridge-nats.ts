@@ -46,7 +46,7 @@ import {
   shardIdOfSubject,
   shardSubject,
 } from '../protocol/index.js';
-import { raceSignal, sleep } from '../util/index.js';
+import { type Clock, raceSignal, sleep, systemClock, type Timer } from '../util/index.js';
 import { BrokerError } from './errors.js';
 import type {
   Broker,
@@ -77,8 +77,8 @@ export interface NatsBridgeOptions {
   reconnectTimeWaitMs?: number | undefined;
   /** One NATS connect attempt, in ms. @default 5000 */
   connectTimeoutMs?: number | undefined;
-  /** Wall clock, ms since the Unix epoch (the message timestamp). @default Date.now */
-  now?: (() => number) | undefined;
+  /** Message timestamps, the reconnect wait and the drain bound. @default systemClock */
+  clock?: Clock | undefined;
 }
 
 /** The bridge's NATS state, one tagged value. */
@@ -175,7 +175,7 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
     'connectTimeoutMs',
     DEFAULT_BRIDGE_CONNECT_TIMEOUT_MS,
   );
-  const now = options.now ?? Date.now;
+  const clock = options.clock ?? systemClock;
   const log = options.logger?.child({ component: 'nats-bridge', brokerId });
 
   let state: NatsBridgeState = 'idle';
@@ -266,7 +266,7 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
         m?.dropped.inc({ reason: 'disconnected' });
         return;
       }
-      const payload = encodeForward(push.pushDiff, now(), false);
+      const payload = encodeForward(push.pushDiff, clock.nowMs(), false);
       const h = headers();
       h.set(ORIGIN_HEADER, brokerId);
       try {
@@ -313,15 +313,14 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
       conn?.close();
       if (c !== undefined) {
         // Flush what is buffered, but never wait on a server that is gone.
-        let timer: NodeJS.Timeout | undefined;
+        let timer: Timer | undefined;
         await Promise.race([
           c.drain().catch(() => {}),
           new Promise<void>((resolve) => {
-            timer = setTimeout(resolve, DRAIN_TIMEOUT_MS);
-            timer.unref();
+            timer = clock.setTimer(resolve, DRAIN_TIMEOUT_MS);
           }),
         ]);
-        clearTimeout(timer);
+        timer?.cancel();
         if (!c.isClosed()) await c.close().catch(() => {});
       }
     })();
@@ -379,7 +378,7 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
               throw signal.reason;
             }
             if (failures++ === 0) log?.warn({ err }, 'nats bridge cannot connect yet; retrying');
-            await sleep(reconnectTimeWait, { signal, keepAlive: false });
+            await sleep(reconnectTimeWait, { signal, clock, keepAlive: false });
           }
         }
       } catch (err) {

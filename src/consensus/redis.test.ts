@@ -1,7 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import { type AddressInfo, createServer } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requireService, SERVICE_URLS } from '../../test/support/services.js';
+import { createFakeClock } from '../util/index.js';
 import { describeConformance } from './conformance.test-suite.js';
 import { ConsensusError } from './errors.js';
 import { openRedisConsensus, padSeqno, redisKeys, shardOfHeadKey } from './redis.js';
@@ -79,6 +81,35 @@ describe('redis key layout (no server)', () => {
     );
     expect(err.code).toBe('unavailable');
     expect(err.determinate).toBe(true);
+  });
+});
+
+describe('redis open (no server)', () => {
+  it('a server that accepts but never answers: open fails unavailable at connectTimeoutMs on its clock', async () => {
+    const silent = createServer(() => {});
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const { port } = silent.address() as AddressInfo;
+    const clock = createFakeClock();
+    try {
+      const opening = openRedisConsensus(`redis://127.0.0.1:${port}`, {
+        clock,
+        connectTimeoutMs: 5000,
+      });
+      let settled = false;
+      opening.then(
+        () => (settled = true),
+        () => (settled = true),
+      );
+      await clock.advance(4999);
+      expect(settled).toBe(false);
+      await clock.advance(1);
+      // Settled on the fake clock's time, not after 5 s of real time.
+      await new Promise((r) => setImmediate(r));
+      expect(settled).toBe(true);
+      await expect(opening).rejects.toMatchObject({ code: 'unavailable' });
+    } finally {
+      silent.close();
+    }
   });
 });
 

@@ -24,6 +24,7 @@
  */
 import { Cluster, Redis, ReplyError } from 'ioredis';
 import { type Logger, pino } from 'pino';
+import { type Clock, systemClock } from '../util/index.js';
 import { ConsensusError } from './errors.js';
 import {
   decodePageToken,
@@ -66,6 +67,11 @@ export interface RedisConsensusOptions extends OpenConsensusOptions {
   cluster?: boolean | undefined;
   /** How long opening waits for a ready connection before `unavailable`. @default 5000 */
   connectTimeoutMs?: number | undefined;
+  /**
+   * The open's ready-wait runs on it (the command timeout is ioredis' own timer).
+   * @default systemClock
+   */
+  clock?: Clock | undefined;
   /** A command unanswered after this long fails; a write is then indeterminate. @default 10000 */
   commandTimeoutMs?: number | undefined;
   /**
@@ -182,12 +188,15 @@ export async function openRedisConsensus(
     );
   }
   try {
-    await ready(client, config.connectTimeoutMs);
+    const clock = options.clock ?? systemClock;
+    await ready(client, config.connectTimeoutMs, clock);
     if (client instanceof Cluster) {
       // Connect to every primary now. A command routed to a node connection that is still
       // connecting is refused with the same error as one lost in flight; with failover
       // resends off (above) it would surface as indeterminate.
-      await Promise.all(client.nodes('master').map((n) => ready(n, config.connectTimeoutMs)));
+      await Promise.all(
+        client.nodes('master').map((n) => ready(n, config.connectTimeoutMs, clock)),
+      );
     }
   } catch (err) {
     client.disconnect();
@@ -206,15 +215,17 @@ export async function openRedisConsensus(
  * Connects (if not yet started) and resolves once ready; rejects on the first error or after
  * `timeoutMs`.
  */
-function ready(client: Client, timeoutMs: number): Promise<void> {
+function ready(client: Client, timeoutMs: number, clock: Clock): Promise<void> {
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => done(new Error(`not ready after ${timeoutMs} ms`)), timeoutMs);
-    timer.unref();
+    const timer = clock.setTimer(
+      () => done(new Error(`not ready after ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     const onReady = () => done();
     const onError = (err: unknown) => done(err);
     const onEnd = () => done(new Error('the connection ended'));
     function done(err?: unknown) {
-      clearTimeout(timer);
+      timer.cancel();
       client.off('ready', onReady);
       client.off('error', onError);
       client.off('end', onEnd);
