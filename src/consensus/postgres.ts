@@ -1,13 +1,24 @@
 /**
  * The Postgres (and CockroachDB) Consensus backend.
  *
- * One table, `consensus (shard, sequence_number, data)`, primary key `(shard, sequence_number)`,
- * as in Materialize's `PostgresConsensus`. The compare-and-set is ONE `INSERT ... SELECT ...
- * WHERE <head = expected>` statement, which CockroachDB runs on its one-phase-commit fast path.
- * Every session runs at `SERIALIZABLE` (CockroachDB's only level; set on Postgres through the
- * startup `options`): under Postgres' default READ COMMITTED two CASes with the same `expected`
- * and different `next.seqno` could both insert. Serializable turns such a race into a 40001
- * serialization failure, which certainly did not apply and is retried a bounded number of times.
+ * Two tables: the log `consensus (shard, sequence_number, data)`, primary key
+ * `(shard, sequence_number)`, as in Materialize's `PostgresConsensus`, and the heads
+ * `consensus_heads (shard PRIMARY KEY, sequence_number)`, one row per shard holding its head.
+ * The compare-and-set is ONE statement whose row lock on the heads row is the arbiter:
+ * `WITH h AS (UPDATE heads SET sequence_number = next WHERE shard = $1 AND sequence_number =
+ * expected RETURNING ...) INSERT INTO log SELECT ... FROM h` (for a first write the CTE is an
+ * `INSERT INTO heads`). Sessions run at READ COMMITTED on Postgres, which is safe here: of two
+ * racing UPDATEs of one heads row the second waits for the first's row lock, then re-checks its
+ * WHERE against the committed row (`sequence_number = expected` no longer holds) and updates
+ * nothing, so nothing is inserted: a mismatch. Two racing first writes collide on the heads
+ * primary key: the second waits, then fails with a unique violation (23505): a mismatch. The
+ * arbiter is a row lock, not a predicate lock, so CASes on different shards never conflict
+ * (serializable's predicate locks on btree pages aborted them with 40001). Any stronger level
+ * is correct too, so a session whose startup options were dropped (a pooler) stays correct.
+ * CockroachDB is serializable anyway and supports data-modifying CTEs, so the same SQL runs
+ * there; its rare 40001 restarts and deadlocks (40P01) did not apply and are retried a bounded
+ * number of times. Every process on a table must run this two-table version: an older one
+ * appends to the log without moving the heads row.
  *
  * Error mapping (see `classify`): could not get a connection → determinate `unavailable`;
  * 40001/40P01 → retried, then determinate `unavailable`; the connection lost after a write was
@@ -62,8 +73,9 @@ export const DEFAULT_POSTGRES_RETRY_BACKOFF_MS = 1;
  */
 export interface PostgresConsensusOptions extends OpenConsensusOptions {
   /**
-   * The table: lower-case letters, digits and `_`, at most 63 characters, not starting with
-   * a digit. Tests use a table per run. @default 'consensus'
+   * The log table: lower-case letters, digits and `_`, at most 57 characters (its heads table
+   * is `<table>_heads`, and Postgres names have at most 63), not starting with a digit. Tests
+   * use a table per run. @default 'consensus'
    */
   table?: string | undefined;
   /** Connections in the pool, in [1, 1000]. @default 10 (`DEFAULT_POSTGRES_POOL_SIZE`) */
@@ -76,8 +88,8 @@ export interface PostgresConsensusOptions extends OpenConsensusOptions {
    */
   statementTimeoutMs?: number | undefined;
   /**
-   * Attempts of a statement that fails with a serialization failure or deadlock (Postgres'
-   * serializable isolation also raises them for unrelated keys on one index page), in
+   * Attempts of a statement that fails with a serialization failure or deadlock (rare:
+   * CockroachDB's transaction restarts, a deadlock with an operator's transaction), in
    * [1, 100]; creating the table gets at least 5. @default 50 (`DEFAULT_POSTGRES_MAX_ATTEMPTS`)
    */
   maxAttempts?: number | undefined;
@@ -186,8 +198,8 @@ function resolveConfig(url: string, options: PostgresConsensusOptions): Resolved
   params.delete('options');
 
   const table = options.table ?? urlTable ?? DEFAULT_POSTGRES_TABLE;
-  if (typeof table !== 'string' || !/^[a-z_][a-z0-9_]{0,62}$/.test(table)) {
-    throw invalid('table', 'must match [a-z_][a-z0-9_]{0,62}');
+  if (typeof table !== 'string' || !/^[a-z_][a-z0-9_]{0,56}$/.test(table)) {
+    throw invalid('table', 'must match [a-z_][a-z0-9_]{0,56}');
   }
   let poolSize = options.poolSize;
   if (poolSize === undefined && urlPool !== null) {
@@ -201,10 +213,11 @@ function resolveConfig(url: string, options: PostgresConsensusOptions): Resolved
     1,
     86_400_000,
   );
-  // Serializable is what makes the single-statement CAS correct on Postgres (see the header).
+  // READ COMMITTED: the heads row lock arbitrates the CAS (see the header); no predicate locks.
+  // A space in a `-c` value is escaped with a backslash.
   const startup = [
     urlOptions ?? '',
-    '-c default_transaction_isolation=serializable',
+    '-c default_transaction_isolation=read\\ committed',
     `-c statement_timeout=${statementTimeoutMs}ms`,
   ]
     .filter((s) => s !== '')
@@ -242,31 +255,46 @@ function resolveConfig(url: string, options: PostgresConsensusOptions): Resolved
 /** Builds the statements once per table; the table name is validated, then quoted. */
 function statements(table: string) {
   const t = `"${table}"`;
+  const heads = `"${table}_heads"`;
   return {
     create:
       `CREATE TABLE IF NOT EXISTS ${t} (shard text NOT NULL, sequence_number bigint NOT NULL, ` +
       'data bytea NOT NULL, PRIMARY KEY (shard, sequence_number))',
-    isolation: 'SHOW default_transaction_isolation',
+    headsExists:
+      'SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() ' +
+      'AND table_name = $1::text',
+    headsTable: `${table}_heads`,
+    createHeads: `CREATE TABLE ${heads} (shard text PRIMARY KEY, sequence_number bigint NOT NULL)`,
+    // A log from the one-table version: every shard's head is its largest sequence number.
+    backfillHeads:
+      `INSERT INTO ${heads} (shard, sequence_number) ` +
+      `SELECT shard, MAX(sequence_number) FROM ${t} GROUP BY shard`,
     head:
       `SELECT sequence_number, data FROM ${t} WHERE shard = $1 ` +
       'ORDER BY sequence_number DESC LIMIT 1',
+    // The heads row is the arbiter: zero rows updated (the head moved) inserts nothing.
     casExpected:
-      `INSERT INTO ${t} (shard, sequence_number, data) SELECT $1::text, $2::bigint, $3::bytea ` +
-      `WHERE (SELECT MAX(sequence_number) FROM ${t} WHERE shard = $1::text) = $4::bigint`,
+      `WITH h AS (UPDATE ${heads} SET sequence_number = $2::bigint ` +
+      'WHERE shard = $1::text AND sequence_number = $4::bigint RETURNING shard, sequence_number) ' +
+      `INSERT INTO ${t} (shard, sequence_number, data) SELECT shard, sequence_number, $3::bytea ` +
+      'FROM h',
+    // A racing first write waits on the heads primary key, then fails with 23505.
     casFirst:
-      `INSERT INTO ${t} (shard, sequence_number, data) SELECT $1::text, $2::bigint, $3::bytea ` +
-      `WHERE NOT EXISTS (SELECT 1 FROM ${t} WHERE shard = $1::text)`,
+      `WITH h AS (INSERT INTO ${heads} (shard, sequence_number) VALUES ($1::text, $2::bigint) ` +
+      `RETURNING shard, sequence_number) INSERT INTO ${t} (shard, sequence_number, data) ` +
+      'SELECT shard, sequence_number, $3::bytea FROM h',
     scan:
       `SELECT sequence_number, data FROM ${t} WHERE shard = $1 AND sequence_number >= $2::bigint ` +
       'ORDER BY sequence_number ASC LIMIT $3::int',
     // One statement: the head it read decides both whether the delete happens and the error.
+    // The head only grows, so deleting below a head read a moment ago is still right.
     truncate:
-      `WITH h AS (SELECT MAX(sequence_number) AS head FROM ${t} WHERE shard = $1::text), ` +
+      `WITH h AS (SELECT sequence_number AS head FROM ${heads} WHERE shard = $1::text), ` +
       `d AS (DELETE FROM ${t} WHERE shard = $1::text AND sequence_number < $2::bigint ` +
       'AND (SELECT head FROM h) >= $2::bigint RETURNING 1) ' +
       'SELECT (SELECT head FROM h) AS head, (SELECT COUNT(*) FROM d) AS deleted',
-    listFirst: `SELECT DISTINCT shard FROM ${t} ORDER BY shard LIMIT $1::int`,
-    listAfter: `SELECT DISTINCT shard FROM ${t} WHERE shard > $1::text ORDER BY shard LIMIT $2::int`,
+    listFirst: `SELECT shard FROM ${heads} ORDER BY shard LIMIT $1::int`,
+    listAfter: `SELECT shard FROM ${heads} WHERE shard > $1::text ORDER BY shard LIMIT $2::int`,
   };
 }
 
@@ -296,28 +324,32 @@ class PostgresConsensus implements Consensus {
     this.#clock = options.clock ?? systemClock;
   }
 
-  /** Creates the table (racing other processes safely) and checks the isolation level. */
+  /**
+   * Creates the log and heads tables, racing other processes safely. A log left by the
+   * one-table version gets its heads table created and filled from it in one transaction, so
+   * no process ever sees the heads table without the rows.
+   */
   async init(): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.#run('schema', undefined, (c) => c.query(this.#sql.create));
-        break;
+        await this.#run('schema', undefined, async (c) => {
+          await c.query(this.#sql.create);
+          const exists = await c.query(this.#sql.headsExists, [this.#sql.headsTable]);
+          if (exists.rows.length > 0) return exists;
+          return transaction(c, async () => {
+            await c.query(this.#sql.createHeads);
+            return c.query(this.#sql.backfillHeads);
+          });
+        });
+        return;
       } catch (err) {
-        // Two `CREATE TABLE IF NOT EXISTS` racing on Postgres: one can fail on the catalog's
+        // Two processes creating a table at once on Postgres: one can fail on the catalog's
         // unique index (23505) or find the table created under it (42P07). The table exists
-        // now; run the statement again to be sure of it.
+        // now; run the step again, which finds it.
         const code = pgCode(err instanceof ConsensusError ? err.cause : err);
         if ((code === '23505' || code === '42P07') && attempt < 5) continue;
         throw err;
       }
-    }
-    const res = await this.#run('schema', undefined, (c) => c.query(this.#sql.isolation));
-    const level = String(Object.values(res.rows[0] ?? {})[0] ?? '');
-    if (level.toLowerCase() !== 'serializable') {
-      throw new ConsensusError(
-        'failed_precondition',
-        `postgres consensus needs serializable sessions, but the server reports ${level}`,
-      );
     }
   }
 
@@ -509,6 +541,24 @@ class PostgresConsensus implements Consensus {
       if (err instanceof ConsensusError) throw err;
       throw classify(op, err);
     }
+  }
+}
+
+/** Runs `body` in a transaction on `c`, rolled back if it fails. */
+async function transaction(
+  c: pg.PoolClient,
+  body: () => Promise<pg.QueryResult>,
+): Promise<pg.QueryResult> {
+  await c.query('BEGIN');
+  try {
+    const res = await body();
+    await c.query('COMMIT');
+    return res;
+  } catch (err) {
+    // If the rollback fails too, its error (a lost connection) is the one to report: the pool
+    // must drop the connection rather than reuse it mid-transaction.
+    await c.query('ROLLBACK');
+    throw err;
   }
 }
 

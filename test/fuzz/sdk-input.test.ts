@@ -338,13 +338,17 @@ describe('malformed rows in Consensus', () => {
       await checkMalformedRows({
         url,
         async insert(shardId, seqno, data) {
+          // As a writer's compare-and-set would: the log row and the heads row together.
           await client.query(
-            `INSERT INTO ${table} (shard, sequence_number, data) VALUES ($1, $2, $3)`,
+            `WITH h AS (UPDATE ${table}_heads SET sequence_number = $2 WHERE shard = $1 ` +
+              `RETURNING shard) INSERT INTO ${table} (shard, sequence_number, data) ` +
+              'SELECT shard, $2, $3 FROM h',
             [shardId, seqno, Buffer.from(data)],
           );
         },
         async close() {
           await client.query(`DROP TABLE IF EXISTS ${table}`);
+          await client.query(`DROP TABLE IF EXISTS ${table}_heads`);
           await client.end();
         },
       });
