@@ -344,10 +344,11 @@ class PostgresConsensus implements Consensus {
         return;
       } catch (err) {
         // Two processes creating a table at once on Postgres: one can fail on the catalog's
-        // unique index (23505) or find the table created under it (42P07). The table exists
+        // unique index (23505), find the table created under it (42P07), or find the table's
+        // row type created under it (42710, duplicate_object from TypeCreate). The table exists
         // now; run the step again, which finds it.
         const code = pgCode(err instanceof ConsensusError ? err.cause : err);
-        if ((code === '23505' || code === '42P07') && attempt < 5) continue;
+        if ((code === '23505' || code === '42P07' || code === '42710') && attempt < 5) continue;
         throw err;
       }
     }
