@@ -11,30 +11,15 @@ import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { createFlags } from '../src/client/flags.js';
 import { createGrpcPubSubClient } from '../src/client/grpc-pubsub-client.js';
-import type { PubSubClient, PubSubEvent } from '../src/client/pubsub-client.js';
+import type { PubSubClient } from '../src/client/pubsub-client.js';
 import {
   ProtoGapReason,
   ProtoPubSubMessageSchema,
 } from '../src/gen/mz_persist_client/internal/service/pubsub_pb.js';
 import { startTestServer } from './support/grpc-servers.js';
+import { nextOf, until } from './support/wait.js';
 
 const startTinyBroker = (port = 0) => startTestServer('grpc-js', { port });
-
-async function until(pred: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
-async function nextOf(it: AsyncIterator<PubSubEvent>, kind: PubSubEvent['kind']) {
-  for (;;) {
-    const r = await it.next();
-    if (r.done) throw new Error('stream ended');
-    if (r.value.kind === kind) return r.value;
-  }
-}
 
 const S = 's00000000-0000-0000-0000-000000000001';
 const cleanup: (() => unknown)[] = [];

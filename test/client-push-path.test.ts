@@ -17,20 +17,13 @@ import {
 import { createFakeClock } from '../src/util/index.js';
 import { createFaultProxy } from './support/fault-proxy.js';
 import { openClient } from './support/grpc-clients.js';
+import { until } from './support/wait.js';
 
 const S = 's00000000-0000-0000-0000-0000000b0057';
 const cleanup: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
-
-async function until(pred: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 async function startBroker(): Promise<Broker> {
   const broker = createBroker({
@@ -75,10 +68,11 @@ describe('gRPC push path', () => {
     reader.subscribe(S);
     await until(
       () => (broker.listShards().items.find((s) => s.shardId === S)?.subscribers ?? 0) === 1,
+      10_000,
     );
     const registry = new Registry();
     const w = writer(`grpc://${address}`, registry);
-    await until(() => w.status.state === 'connected');
+    await until(() => w.status.state === 'connected', 10_000);
 
     const diff = new Uint8Array(500).fill(7);
     let accepted = 0;
@@ -104,7 +98,7 @@ describe('gRPC push path', () => {
     const w = writer(proxy.url, registry, {
       persist_pubsub_client_sender_buffer_bytes: boundBytes,
     });
-    await until(() => w.status.state === 'connected');
+    await until(() => w.status.state === 'connected', 10_000);
 
     proxy.stall(60_000);
     const diff = new Uint8Array(8 * 1024).fill(1);
@@ -127,7 +121,7 @@ describe('gRPC push path', () => {
     ).toBe(refused);
 
     proxy.heal();
-    await until(() => w.push(S, 5000n, diff));
+    await until(() => w.push(S, 5000n, diff), 10_000);
     expect(w.status.state).toBe('connected');
   }, 30_000);
 
@@ -154,7 +148,7 @@ describe('gRPC push path', () => {
     );
     cleanup.push(() => c.close());
     c.subscribe(S);
-    await until(() => c.status.state === 'connected');
+    await until(() => c.status.state === 'connected', 10_000);
     // A ping answered in time keeps the connection.
     await clock.advance(1000);
     // Real time for the ping to cross loopback and its ack to come back (generous: a busy machine).

@@ -19,6 +19,7 @@ import { counterModel } from './support/counter-model.js';
 import { countingConsensus } from './support/counting-consensus.js';
 import { openRaw } from './support/grpc-clients.js';
 import { requireService, SERVICE_URLS } from './support/services.js';
+import { until } from './support/wait.js';
 
 const natsOk = await requireService('nats');
 
@@ -26,14 +27,6 @@ const cleanup: (() => unknown)[] = [];
 afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
-
-async function until(pred: () => boolean, timeoutMs = 5000, what = ''): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`condition not met in time ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
 
 /** Ids some layer used to accept and another refused, and why the one rule refuses them. */
 const BAD_IDS: [string, string, string][] = [

@@ -22,6 +22,9 @@ import {
   ProtoPubSubMessageSchema,
 } from '../../src/gen/mz_persist_client/internal/service/pubsub_pb.js';
 import { PYTHON, PYTHON_GRPCIO, requirePrerequisite } from './prerequisites.js';
+import { until } from './wait.js';
+
+export { until };
 
 export const PUBSUB_PATH = '/mz_persist_client.internal.service.ProtoPersistPubSub/PubSub';
 const PY_CLIENT = fileURLToPath(new URL('../fixtures/python/pubsub_client.py', import.meta.url));
@@ -389,23 +392,6 @@ export async function openClient(
     }),
   ]);
   return c;
-}
-
-/**
- * Waits until the broker has registered what a client sent (subscriptions are applied in
- * arrival order on one connection, so a round trip through a second shard proves it): polls
- * `check` until it is true.
- */
-export async function until(
-  check: () => boolean,
-  timeoutMs = 5000,
-  what = 'condition',
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 /** Resolves after `ms` and asserts nothing new arrived at `client` meanwhile. */
