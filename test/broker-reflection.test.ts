@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PYTHON, PYTHON_GRPCIO, requirePrerequisite } from './support/prerequisites.js';
-import { type CliRun, ensureBuilt, spawnCli } from './support/run-cli.js';
+import { type CliRun, ensureBuilt, spawnBroker } from './support/run-cli.js';
 
 const CLIENT = fileURLToPath(new URL('./fixtures/python/reflection_client.py', import.meta.url));
 const hasPython = requirePrerequisite(PYTHON_GRPCIO);
@@ -23,22 +23,9 @@ afterEach(() => {
 
 /** Starts `persist-pubsub broker` on free ports; resolves with its gRPC address. */
 async function broker(args: string[] = []): Promise<string> {
-  const run = spawnCli([
-    'broker',
-    '--listen',
-    '127.0.0.1:0',
-    '--admin-listen',
-    '127.0.0.1:0',
-    '--log-format',
-    'json',
-    ...args,
-  ]);
+  const { run, grpc } = await spawnBroker(args);
   runs.push(run);
-  for (let n = 1; ; n++) {
-    const lines = await run.waitForLines(n);
-    const last = JSON.parse(lines[n - 1] as string) as { msg?: string; grpc?: string };
-    if (last.msg === 'broker listening') return String(last.grpc);
-  }
+  return grpc;
 }
 
 type Answer = {

@@ -39,7 +39,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
-import { type CliRun, ensureBuilt, ROOT, runCli, spawnCli } from './support/run-cli.js';
+import { type CliRun, ensureBuilt, ROOT, runCli, spawnBroker } from './support/run-cli.js';
 
 interface PackageJson {
   name: string;
@@ -173,28 +173,8 @@ describe('the npm package', () => {
     for (const c of ['broker', 'demo', 'shards', 'connections', 'keys', 'inspect', 'tail']) {
       expect(help.stdout).toMatch(new RegExp(`^  ${c} `, 'm'));
     }
-    const run = spawnCli(
-      [
-        'broker',
-        '--listen',
-        '127.0.0.1:0',
-        '--admin-listen',
-        '127.0.0.1:0',
-        '--log-format',
-        'json',
-      ],
-      { cli: bin, cwd: app },
-    );
+    const { run, ...listening } = await spawnBroker([], { cli: bin, cwd: app });
     runs.push(run);
-    let listening: { grpc: string; admin: string } | undefined;
-    for (let n = 1; listening === undefined; n++) {
-      const line = JSON.parse((await run.waitForLines(n))[n - 1] as string) as {
-        msg: string;
-        grpc: string;
-        admin: string;
-      };
-      if (line.msg === 'broker listening') listening = line;
-    }
     const client = join(app, 'client.mjs');
     cpSync(join(ROOT, 'test', 'fixtures', 'package-client.mjs'), client);
     const out = execFileSync(

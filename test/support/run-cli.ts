@@ -97,6 +97,44 @@ export function spawnCli(
   return { child, lines, stderr: () => err, exit, waitForLines };
 }
 
+/**
+ * Starts `persist-pubsub broker` on free loopback ports with JSON logs (plus `args`) and resolves
+ * once its `broker listening` line names the bound addresses. The caller stops `run`.
+ */
+export async function spawnBroker(
+  args: string[] = [],
+  options: Parameters<typeof spawnCli>[1] = {},
+): Promise<{ run: CliRun; grpc: string; admin: string }> {
+  const run = spawnCli(
+    [
+      'broker',
+      '--listen',
+      '127.0.0.1:0',
+      '--admin-listen',
+      '127.0.0.1:0',
+      '--log-format',
+      'json',
+      ...args,
+    ],
+    options,
+  );
+  try {
+    for (let n = 1; ; n++) {
+      const line = JSON.parse((await run.waitForLines(n))[n - 1] as string) as {
+        msg?: string;
+        grpc?: string;
+        admin?: string;
+      };
+      if (line.msg === 'broker listening') {
+        return { run, grpc: String(line.grpc), admin: String(line.admin) };
+      }
+    }
+  } catch (err) {
+    run.child.kill('SIGKILL');
+    throw err;
+  }
+}
+
 /** Runs a command to completion; kills it after `timeoutMs`. */
 export async function runCli(
   args: string[],
