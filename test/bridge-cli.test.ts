@@ -2,7 +2,9 @@
  * `persist-pubsub broker --bridge nats://…` as real processes (built JS: `npm test` builds
  * first): two brokers bridged through the shared nats-server; a Python grpcio client (a
  * gRPC-only client like the reference's) on one and a grpc-js client on the other see each
- * other's diffs once, never their own. A bad `--bridge` exits 2 naming the flag.
+ * other's diffs once, never their own. With no clients, SIGTERM exits well before the drain
+ * deadline (the bridge's connection does not hold the drain). A bad `--bridge` exits 2 naming
+ * the flag.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -125,6 +127,34 @@ describe.skipIf(!natsOk || !built)('persist-pubsub broker --bridge', () => {
       expect(seqnosOf(js, S)).not.toContain(1001n);
     },
   );
+
+  it('with no clients, exits on SIGTERM without waiting the drain deadline', async () => {
+    // The bridge's own connection is not a client: the drain ends at once, then the bridge.
+    const r = run([
+      '--listen',
+      '127.0.0.1:0',
+      '--admin-listen',
+      '127.0.0.1:0',
+      '--log-format',
+      'json',
+      '--drain-deadline-ms',
+      '30000',
+      '--bridge',
+      SERVICE_URLS.nats,
+      '--bridge-subject-prefix',
+      uniquePrefix('drain'),
+    ]);
+    await until(() => r.lines.some((l) => l.msg === 'nats bridge connected'), 15_000, 'bridge');
+    r.child.kill('SIGTERM');
+    // Generous (a loaded box), yet a third of the 30 s deadline it used to wait.
+    const exited = await Promise.race([
+      r.exit,
+      new Promise<'still running'>((res) => setTimeout(() => res('still running'), 10_000)),
+    ]);
+    expect(exited).toBe(0);
+    const stopped = r.lines.find((l) => l.msg === 'broker stopped');
+    expect(Number(stopped?.durationMs)).toBeLessThan(10_000);
+  });
 
   it('rejects a bad --bridge with exit 2, naming the flag', async () => {
     const r = run(['--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--bridge', 'x']);

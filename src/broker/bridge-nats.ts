@@ -345,6 +345,8 @@ export function createNatsBridge(options: NatsBridgeOptions): NatsBridge {
       m = bridgeMetrics(options.registry ?? broker.registry);
       conn = broker.connectInProcess({
         callerId: 'nats-bridge',
+        // Not a client: a drain ends as soon as the last client leaves, then ends this one.
+        internal: true,
         // The bridge's connection never subscribes, so nothing is delivered to it.
         onMessage: () => {},
         onClose: (reason) => {

@@ -47,8 +47,10 @@
  * `starting` → `serving` (`start()` bound the port) → `draining` (`close()`) → `closed`; or
  * straight to `closed` (`destroy()`). A drain: health turns NOT_SERVING, the listener stops
  * accepting, every session gets GOAWAY (no new streams); the drain waits (on close events, not
- * by polling) for the clients to leave, up to the deadline; streams still open then end with
- * UNAVAILABLE, and after a short grace for their trailers, what is left is cut. Keepalive pings
+ * by polling) for the clients to leave, up to the deadline (with no client it returns at once;
+ * the broker's own `internal` connections, the NATS bridge's, are not clients and do not hold
+ * it); streams still open then end with UNAVAILABLE, the helpers with them, and after a short
+ * grace for their trailers, what is left is cut. Keepalive pings
  * find dead peers; an optional max connection age (±10% jitter) ends a session's streams with
  * UNAVAILABLE after GOAWAY so clients reconnect elsewhere. Every timer comes from the injected
  * `clock`. Server reflection (`reflection.ts`) is on unless `reflection: false`.
@@ -121,6 +123,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   let connSeq = 0;
   /** Woken whenever a connection, session or socket goes away (the drain waits on it). */
   const closed = createCondition(clock);
+  /** The broker's own connections (the NATS bridge's): not clients, a drain does not wait. */
+  const helpers = new Set<Connection>();
 
   let core: FanoutCore | undefined;
   let grpc: GrpcServer | undefined;
@@ -164,7 +168,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       }
       return undefined;
     },
-    open(kind, callerId, remoteAddress, sink, extensions) {
+    open(kind, callerId, remoteAddress, sink, extensions, internal = false) {
       const seq = ++connSeq;
       const connId = `c${seq}`;
       const conn = new Connection(
@@ -180,7 +184,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
         extensions,
       );
       fan.add(conn);
-      conn.log.debug({ kind, remoteAddress, extensions }, 'connection opened');
+      if (internal) helpers.add(conn);
+      conn.log.debug({ kind, remoteAddress, extensions, internal }, 'connection opened');
       return conn;
     },
   };
@@ -256,13 +261,21 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     for (const conn of [...fan.connections.values()]) fan.end(conn, status, 'end');
   }
 
+  /** Client connections still open: every connection but the broker's own helpers. */
+  function clientCount(): number {
+    for (const h of helpers) if (h.state === 'closed') helpers.delete(h);
+    return fan.connections.size - helpers.size;
+  }
+
   async function drain(deadlineMs: number): Promise<void> {
     state = 'draining';
     log.info({ deadlineMs }, 'broker draining');
     health.notify();
     const listenerClosed = server.stopAccepting();
     server.goAway();
-    await closed.waitFor(() => state !== 'draining' || fan.connections.size === 0, deadlineMs);
+    // Returns at once when no client is connected; helpers (the bridge) are ended below, after
+    // the clients, so diffs from other brokers reach local clients until they leave.
+    await closed.waitFor(() => state !== 'draining' || clientCount() === 0, deadlineMs);
     endAllConnections({ code: GrpcStatus.UNAVAILABLE, message: 'broker is shutting down' });
     health.endAll();
     // Give streams a moment to take their trailers, then cut what is left.

@@ -30,13 +30,17 @@ export type ConnectionState = 'open' | 'ending' | 'closed';
 export interface ConnectionOpener {
   /** Why a new connection is refused right now (not serving, at the limit), if it is. */
   refusal(): { reason: RejectReason; status: CallStatus } | undefined;
-  /** Opens one (after `refusal()` said none) and adds it to the fan-out core. */
+  /**
+   * Opens one (after `refusal()` said none) and adds it to the fan-out core. `internal`: the
+   * broker's own helper (the NATS bridge), which a drain does not wait for.
+   */
   open(
     kind: 'grpc' | 'local',
     callerId: string,
     remoteAddress: string,
     sink: ConnectionSink,
     extensions: boolean,
+    internal?: boolean,
   ): Connection;
 }
 

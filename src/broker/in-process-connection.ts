@@ -71,7 +71,14 @@ export function connectInProcess(
       this.end(status);
     },
   };
-  const c = opener.open('local', sanitizeCallerId(opts.callerId), 'in-process', sink, true);
+  const c = opener.open(
+    'local',
+    sanitizeCallerId(opts.callerId),
+    'in-process',
+    sink,
+    true,
+    opts.internal === true,
+  );
   conn = c;
   const open = () => {
     if (c.state !== 'open') throw new BrokerError('unavailable', 'connection is closed');

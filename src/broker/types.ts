@@ -170,6 +170,11 @@ export interface InProcessConnectOptions {
   onMessage: (message: InProcessMessage) => void;
   /** Called once when the broker ends the connection (close, destroy, a limit). */
   onClose?: ((reason: { code: string; message: string }) => void) | undefined;
+  /**
+   * The broker's own helper (the NATS bridge), not a client: a drain does not wait for it to
+   * leave, and ends it with whatever is left once the last client is gone. @default false
+   */
+  internal?: boolean | undefined;
 }
 
 /**

@@ -10,7 +10,8 @@
  *
  * Shutdown: the first SIGTERM or SIGINT starts a graceful drain. `/readyz` answers 503 at once
  * (load balancers stop routing here), the broker stops accepting, sends GOAWAY and closes what
- * is left at `--drain-deadline-ms`; the process then exits 0. A second signal during the drain
+ * is left at `--drain-deadline-ms`, or sooner once the last client stream is gone (the NATS
+ * bridge's own connection does not count; the bridge closes after); the process then exits 0. A second signal during the drain
  * destroys every connection and exits 1 at once; so does a drain that overruns its deadline by
  * `DRAIN_GRACE_MS`.
  */
