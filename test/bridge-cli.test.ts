@@ -64,16 +64,17 @@ function run(args: string[]): Run {
   return { child, lines, stderr: () => err, exit };
 }
 
-async function bridged(prefix: string): Promise<{ grpc: string; run: Run }> {
+/** Free loopback ports for gRPC and admin (logs are JSON lines: stdout is not a terminal). */
+const FREE_PORTS = ['--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0'];
+
+async function bridged(prefix: string, args: string[] = []): Promise<{ grpc: string; run: Run }> {
   const r = run([
-    '--listen',
-    '127.0.0.1:0',
-    '--admin-listen',
-    '127.0.0.1:0',
+    ...FREE_PORTS,
     '--bridge',
     SERVICE_URLS.nats,
     '--bridge-subject-prefix',
     prefix,
+    ...args,
   ]);
   await until(() => r.lines.some((l) => l.msg === 'nats bridge connected'), 15_000, 'bridge');
   const listening = r.lines.find((l) => l.msg === 'broker listening');
@@ -130,21 +131,7 @@ describe.skipIf(!natsOk || !built)('persist-pubsub broker --bridge', () => {
 
   it('with no clients, exits on SIGTERM without waiting the drain deadline', async () => {
     // The bridge's own connection is not a client: the drain ends at once, then the bridge.
-    const r = run([
-      '--listen',
-      '127.0.0.1:0',
-      '--admin-listen',
-      '127.0.0.1:0',
-      '--log-format',
-      'json',
-      '--drain-deadline-ms',
-      '30000',
-      '--bridge',
-      SERVICE_URLS.nats,
-      '--bridge-subject-prefix',
-      uniquePrefix('drain'),
-    ]);
-    await until(() => r.lines.some((l) => l.msg === 'nats bridge connected'), 15_000, 'bridge');
+    const { run: r } = await bridged(uniquePrefix('drain'), ['--drain-deadline-ms', '30000']);
     r.child.kill('SIGTERM');
     // Generous (a loaded box), yet a third of the 30 s deadline it used to wait.
     const exited = await Promise.race([
@@ -157,7 +144,7 @@ describe.skipIf(!natsOk || !built)('persist-pubsub broker --bridge', () => {
   });
 
   it('rejects a bad --bridge with exit 2, naming the flag', async () => {
-    const r = run(['--listen', '127.0.0.1:0', '--admin-listen', '127.0.0.1:0', '--bridge', 'x']);
+    const r = run([...FREE_PORTS, '--bridge', 'x']);
     expect(await r.exit).toBe(2);
     expect(r.stderr()).toMatch(/--bridge/);
     const r2 = run(['--bridge-subject-prefix', 'a.b']);
