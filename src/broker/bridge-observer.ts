@@ -95,7 +95,8 @@ export function observeFanout(
       fan.unsubscribe(conn, shardId);
       if (before && !has(shardId)) idle(shardId);
     },
-    refuse: (conn, shardId, reason, detail) => fan.refuse(conn, shardId, reason, detail),
+    refuse: (conn, shardId, reason, detail, call) =>
+      fan.refuse(conn, shardId, reason, detail, call),
     notifyGap: (shardId, fromSeqno) => fan.notifyGap(shardId, fromSeqno),
     drained: (conn) => fan.drained(conn),
     end: (conn, status, how) => fan.end(conn, status, how),

@@ -177,7 +177,7 @@ describe('fan-out core', () => {
     const pub = conn();
     const sub = conn(true);
     core.subscribe(sub.c, 's');
-    core.refuse(sub.c, 'bad id', 'invalid_shard_id', 'shard id has a space');
+    core.refuse(sub.c, 'bad id', 'invalid_shard_id', 'shard id has a space', 'subscribe');
     push(pub.c, 's', 3n);
     await turn();
     expect(sub.sink.got).toEqual([
@@ -186,6 +186,7 @@ describe('fan-out core', () => {
         shardId: 'bad id',
         reason: 'invalid_shard_id',
         detail: 'shard id has a space',
+        call: 'subscribe',
       },
       expect.objectContaining({ kind: 'push', seqno: 3n }),
     ]);

@@ -52,7 +52,13 @@ export interface FanoutCore {
    * Queues a refusal notice of one subscribe or push for `conn` (which speaks extensions),
    * instead of ending its stream. A full queue drops it (counted, as any diff).
    */
-  refuse(conn: Connection, shardId: string, reason: RefusalItem['reason'], detail: string): void;
+  refuse(
+    conn: Connection,
+    shardId: string,
+    reason: RefusalItem['reason'],
+    detail: string,
+    call: RefusalItem['call'],
+  ): void;
   unsubscribe(conn: Connection, shardId: string): void;
   /**
    * Sends a gap notice (`resume_unavailable`) for `shardId` to every subscriber that
@@ -338,9 +344,9 @@ export function createFanoutCore(options: {
       stats.opSeconds.subscribe += (performance.now() - t0) / 1000;
       return undefined;
     },
-    refuse(conn, shardId, reason, detail) {
+    refuse(conn, shardId, reason, detail, call) {
       if (conn.state !== 'open') return;
-      const item = new RefusalItem(shardId, reason, detail, now());
+      const item = new RefusalItem(shardId, reason, detail, now(), call);
       enqueue(conn, item, item.bytes);
     },
     unsubscribe(conn, shardId) {

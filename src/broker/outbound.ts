@@ -13,6 +13,7 @@ import {
   encodeRefusal,
   GRPC_FRAME_HEADER_BYTES,
   type RefusalReason,
+  type RefusedCall,
   type GapReason as WireGapReason,
 } from '../protocol/index.js';
 import type { InProcessMessage } from './types.js';
@@ -135,8 +136,10 @@ export class RefusalItem {
     readonly reason: Exclude<RefusalReason, 'unknown'>,
     readonly detail: string,
     timestampMs: number,
+    /** The refused call (a shard id breaking the rule is refused for either). */
+    readonly call: Exclude<RefusedCall, 'unknown'>,
   ) {
-    this.frame = encodeRefusal(shardId, reason, detail, timestampMs, true);
+    this.frame = encodeRefusal(shardId, reason, detail, timestampMs, true, call);
   }
 
   get bytes(): number {
@@ -144,7 +147,13 @@ export class RefusalItem {
   }
 
   toMessage(): InProcessMessage {
-    return { kind: 'refused', shardId: this.shardId, reason: this.reason, detail: this.detail };
+    return {
+      kind: 'refused',
+      shardId: this.shardId,
+      reason: this.reason,
+      detail: this.detail,
+      call: this.call,
+    };
   }
 }
 

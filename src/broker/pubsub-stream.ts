@@ -174,7 +174,7 @@ export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
           // Echo the id as the client wrote it (the codec hands it over as latin1).
           const asSent = Buffer.from(env.shardId, 'latin1').toString('utf8');
           if (env.kind !== 'unsubscribe') {
-            fan.refuse(c, asSent, 'invalid_shard_id', id.detail);
+            fan.refuse(c, asSent, 'invalid_shard_id', id.detail, env.kind);
           }
           return;
         }
@@ -187,8 +187,9 @@ export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
         const refusedSub = fan.subscribe(c, id.shardId, env.resumeAfterSeqno);
         // Counted by the core already.
         if (refusedSub === undefined) return;
-        if (c.extensions) fan.refuse(c, id.shardId, 'subscription_limit', refusedSub.message);
-        else fail(undefined, refusedSub);
+        if (c.extensions) {
+          fan.refuse(c, id.shardId, 'subscription_limit', refusedSub.message, 'subscribe');
+        } else fail(undefined, refusedSub);
       } else {
         fan.unsubscribe(c, id.shardId);
       }

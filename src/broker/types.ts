@@ -156,8 +156,10 @@ export type InProcessMessage =
       /** The broker refused a subscribe or push of `shardId`; the connection stays open. */
       kind: 'refused';
       shardId: string;
-      reason: 'invalid_shard_id' | 'subscription_limit';
+      reason: 'invalid_shard_id' | 'subscription_limit' | 'permission_denied';
       detail: string;
+      /** Which call was refused. */
+      call: 'subscribe' | 'push';
     };
 
 export interface InProcessConnectOptions {

@@ -48,7 +48,13 @@ describe('tailRow', () => {
   it("a refusal is a row naming the reason and the broker's detail", () => {
     expect(
       tailRow(
-        { kind: 'refused', shardId: 's1', reason: 'invalid_shard_id', detail: 'too long' },
+        {
+          kind: 'refused',
+          shardId: 's1',
+          reason: 'invalid_shard_id',
+          detail: 'too long',
+          call: 'subscribe',
+        },
         5,
         model,
       ),

@@ -332,6 +332,7 @@ describe('createPubSubClient', () => {
         shardId: 's2',
         reason: 'invalid_shard_id',
         detail: 'too long',
+        call: 'push',
         bytes: 30,
       });
     refuse();
@@ -341,6 +342,7 @@ describe('createPubSubClient', () => {
       shardId: 's2',
       reason: 'invalid_shard_id',
       detail: 'too long',
+      call: 'push',
     });
     expect(client.push('s2', 1n, new Uint8Array(1))).toBe(false);
     expect(client.push('s1', 1n, new Uint8Array(1))).toBe(true);
@@ -363,6 +365,40 @@ describe('createPubSubClient', () => {
     expect(await value('persist_pubsub_client_pushes_dropped_total', { reason: 'refused' })).toBe(
       1,
     );
+    await client.close();
+  });
+
+  it("a token's scope refuses only the call it names: a push refusal keeps the subscription", async () => {
+    const f = fakeTransport();
+    const flags = createFlags({ persist_pubsub_reconnect_backoff_ms: 10 });
+    const client = createPubSubClient(f.transport, { clock: f.clock, flags });
+    const noPush = client.subscribe('s1');
+    client.subscribe('s2');
+    await f.clock.advance(0);
+    const events = client.events()[Symbol.asyncIterator]();
+    expect(await take(events)).toMatchObject({ kind: 'resync', shardIds: ['s1', 's2'] });
+    const deny = (shardId: string, call: 'subscribe' | 'push') =>
+      f.conns[0]!.opts.onMessage({
+        kind: 'refused',
+        shardId,
+        reason: 'permission_denied',
+        detail: `token "reader" may not ${call === 'push' ? 'publish to' : 'subscribe to'} ${shardId}`,
+        call,
+        bytes: 40,
+      });
+    deny('s1', 'push');
+    deny('s1', 'push'); // a second push in flight: nothing new
+    deny('s2', 'subscribe');
+    expect(await take(events)).toMatchObject({ kind: 'refused', shardId: 's1', call: 'push' });
+    expect(await take(events)).toMatchObject({ kind: 'refused', shardId: 's2', call: 'subscribe' });
+    // s1: its pushes stop, its subscription stays; s2: not subscribed, but it may publish.
+    expect(client.push('s1', 1n, new Uint8Array(1))).toBe(false);
+    expect(client.push('s2', 1n, new Uint8Array(1))).toBe(true);
+    f.conns[0]!.opts.onClose(new Error('reset'));
+    await f.clock.advance(10);
+    expect(await take(events)).toMatchObject({ kind: 'resync', shardIds: ['s1'], reconnect: true });
+    noPush.release();
+    expect(f.sent).toEqual(['sub s1 -', 'sub s2 -', 'push s2 1', 'sub s1 -', 'unsub s1']);
     await client.close();
   });
 

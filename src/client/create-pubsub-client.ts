@@ -68,6 +68,8 @@ interface Subscription {
   resume: SubscribeOptions['resumeAfterSeqno'];
   /** The broker refused this shard: not re-sent on reconnect, its pushes not sent. */
   refused: boolean;
+  /** The broker refused this shard's pushes only (the token may not publish to it): not sent. */
+  pushRefused: boolean;
 }
 
 /** Jitters `delayMs` to uniform in `[delayMs / 2, delayMs]`. */
@@ -163,13 +165,31 @@ export function createPubSubClient(
       // Rare (once per refused shard): the labelled counter, no cell.
       m.received.inc({ transport: kind, call: 'refused' });
       const sub = subs.get(msg.shardId);
+      // A token's scope refuses the one call it names (a token may subscribe but not publish,
+      // or the other way round); any other refusal is of the shard, for both.
+      const scoped = msg.reason === 'permission_denied';
+      const refusesSubscribe = !scoped || msg.call !== 'push';
+      const refusesPush = !scoped || msg.call !== 'subscribe';
       // Once per subscription: pushes in flight may bring more notices for the same shard.
-      if (sub === undefined || sub.refused) return;
-      sub.refused = true;
+      if (
+        sub === undefined ||
+        ((!refusesSubscribe || sub.refused) && (!refusesPush || sub.pushRefused))
+      ) {
+        return;
+      }
+      if (refusesSubscribe) sub.refused = true;
+      if (refusesPush) sub.pushRefused = true;
       m.shardsRefused.inc({ transport: kind, reason: msg.reason });
       log?.warn(
-        { shardId: msg.shardId, reason: msg.reason, broker: { detail: msg.detail } },
-        'the broker refused this shard: pubsub is off for it, its readers poll',
+        {
+          shardId: msg.shardId,
+          reason: msg.reason,
+          call: msg.call,
+          broker: { detail: msg.detail },
+        },
+        refusesSubscribe
+          ? 'the broker refused this shard: pubsub is off for it, its readers poll'
+          : "the broker refused this shard's pushes: its commits reach other readers by polling",
       );
       const { bytes: _bytes, ...event } = msg;
       events.push(event);
@@ -373,7 +393,7 @@ export function createPubSubClient(
       else if (!f.persist_pubsub_client_enabled) reason = 'disabled';
       else if (!f.persist_pubsub_push_diff_enabled) reason = 'push_disabled';
       else if (current === undefined) reason = 'disconnected';
-      else if (subs.get(shardId)?.refused === true) reason = 'refused';
+      else if (subs.get(shardId)?.pushRefused === true) reason = 'refused';
       else if (current.bufferedBytes() >= f.persist_pubsub_client_sender_buffer_bytes) {
         reason = 'queue_full';
       }
@@ -389,7 +409,12 @@ export function createPubSubClient(
       if (closed) throw new ClientError('closed', 'the pubsub client is closed');
       let sub = subs.get(shardId);
       if (sub === undefined) {
-        sub = { refs: 0, resume: subscribeOptions.resumeAfterSeqno, refused: false };
+        sub = {
+          refs: 0,
+          resume: subscribeOptions.resumeAfterSeqno,
+          refused: false,
+          pushRefused: false,
+        };
         subs.set(shardId, sub);
         if (current !== undefined) count('subscribe', current.subscribe(shardId, resumeOf(sub)));
       } else if (subscribeOptions.resumeAfterSeqno !== undefined) {

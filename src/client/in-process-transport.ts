@@ -42,6 +42,7 @@ function toInbound(msg: InProcessMessage): InboundMessage {
       shardId: msg.shardId,
       reason: msg.reason,
       detail: msg.detail,
+      call: msg.call,
       bytes: 0,
     };
   }
@@ -97,6 +98,7 @@ export function createInProcessTransport(
         fn: () => void,
         bytes: number,
         shardId: string,
+        call: 'subscribe' | 'push',
         refusable: readonly BrokerError['code'][],
       ): number | false => {
         if (!open) return false;
@@ -109,7 +111,14 @@ export function createInProcessTransport(
               err.code === 'invalid_argument' ? 'invalid_shard_id' : 'subscription_limit';
             queueMicrotask(() => {
               if (open) {
-                onMessage({ kind: 'refused', shardId, reason, detail: err.message, bytes: 0 });
+                onMessage({
+                  kind: 'refused',
+                  shardId,
+                  reason,
+                  detail: err.message,
+                  call,
+                  bytes: 0,
+                });
               }
             });
           }
@@ -118,17 +127,18 @@ export function createInProcessTransport(
       };
       return {
         subscribe: (shardId, resume) =>
-          attempt(() => conn.subscribe(shardId, resume), shardId.length, shardId, [
+          attempt(() => conn.subscribe(shardId, resume), shardId.length, shardId, 'subscribe', [
             'invalid_argument',
             'resource_exhausted',
           ]),
         unsubscribe: (shardId) =>
-          attempt(() => conn.unsubscribe(shardId), shardId.length, shardId, []),
+          attempt(() => conn.unsubscribe(shardId), shardId.length, shardId, 'subscribe', []),
         push: (shardId, seqno, diff, originTimestampMs) =>
           attempt(
             () => conn.push(shardId, seqno, diff, originTimestampMs),
             diff.byteLength,
             shardId,
+            'push',
             ['invalid_argument'],
           ),
         bufferedBytes: () => 0,

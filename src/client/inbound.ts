@@ -37,6 +37,7 @@ export function decodeInbound(bytes: Uint8Array): InboundMessage {
         shardId: m.shardId,
         reason: m.reason,
         detail: m.detail,
+        call: m.call,
         bytes: bytes.byteLength,
       };
   }

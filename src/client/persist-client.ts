@@ -304,9 +304,10 @@ export async function createPersistClient(options: PersistClientOptions): Promis
       cache.setPubSubStatus(ev.shardId, {
         state: 'refused',
         reason: ev.reason,
+        call: ev.call,
         error: new ClientError(
           'refused',
-          `the broker refused shard ${ev.shardId} (${ev.reason}): ${ev.detail}`,
+          `the broker refused ${ev.call === 'unknown' ? '' : `a ${ev.call} of `}shard ${ev.shardId} (${ev.reason}): ${ev.detail}`,
         ),
       });
     } else {

@@ -37,16 +37,20 @@ export interface ReceivedGap {
 /**
  * The broker refused this client's subscription to (or push of) a shard and kept the stream
  * open for every other shard (extension): its shard id breaks the broker's rule (e.g. a broker
- * with a smaller `--max-shard-id-bytes`), or the connection holds the broker's limit of
- * subscriptions. The client stops using pubsub for that shard (it is not re-sent on reconnect;
- * readers of it poll) until the shard is subscribed anew.
+ * with a smaller `--max-shard-id-bytes`), the connection holds the broker's limit of
+ * subscriptions, or the bearer token's scope does not cover the shard (`permission_denied`,
+ * for the one `call` named). The client stops using pubsub for that shard (it is not re-sent on
+ * reconnect; readers of it poll) until the shard is subscribed anew; a `permission_denied` of a
+ * push stops only its pushes, the subscription stays.
  */
 export interface ReceivedRefusal {
   kind: 'refused';
   shardId: string;
-  reason: 'invalid_shard_id' | 'subscription_limit' | 'unknown';
+  reason: 'invalid_shard_id' | 'subscription_limit' | 'permission_denied' | 'unknown';
   /** The broker's explanation, for logs. */
   detail: string;
+  /** The refused call; `unknown` (a broker that does not say): taken as both. */
+  call: 'subscribe' | 'push' | 'unknown';
 }
 
 /**

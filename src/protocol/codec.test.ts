@@ -7,6 +7,7 @@ import {
   ProtoPubSubMessageSchema,
   ProtoPushDiffSchema,
   ProtoRefusalReason,
+  ProtoRefusedCall,
 } from '../gen/mz_persist_client/internal/service/pubsub_pb.js';
 import { ProtoDurationSchema } from '../gen/mz_proto/proto_pb.js';
 import {
@@ -21,6 +22,7 @@ import {
   encodeUnsubscribe,
   type GapReason,
   type RefusalReason,
+  type RefusedCall,
 } from './codec.js';
 import { durationFromMs } from './duration.js';
 import { GRPC_FRAME_HEADER_BYTES } from './grpc.js';
@@ -46,6 +48,12 @@ const refusalReasons: [RefusalReason, ProtoRefusalReason][] = [
   ['unknown', ProtoRefusalReason.UNSPECIFIED],
   ['invalid_shard_id', ProtoRefusalReason.INVALID_SHARD_ID],
   ['subscription_limit', ProtoRefusalReason.SUBSCRIPTION_LIMIT],
+  ['permission_denied', ProtoRefusalReason.PERMISSION_DENIED],
+];
+const refusedCalls: [RefusedCall, ProtoRefusedCall][] = [
+  ['unknown', ProtoRefusedCall.UNSPECIFIED],
+  ['subscribe', ProtoRefusedCall.SUBSCRIBE],
+  ['push', ProtoRefusedCall.PUSH],
 ];
 
 /** Any `ProtoPubSubMessage` our codec models, built with the generated schema. */
@@ -88,6 +96,7 @@ const generatedArb: fc.Arbitrary<ProtoPubSubMessage> = fc
           shardId: idArb,
           reason: fc.constantFrom(...refusalReasons.map(([, p]) => p)),
           detail: fc.string({ unit: 'grapheme', maxLength: 60 }),
+          call: fc.constantFrom(...refusedCalls.map(([, p]) => p)),
         }),
       }),
       fc.constant({ case: undefined, value: undefined }),
@@ -141,6 +150,7 @@ function expectSame(r: DecodeResult, m: ProtoPubSubMessage): void {
       if (r.kind !== 'refused') throw new Error(r.kind);
       expect(r.reason).toBe(refusalReasons.find(([, p]) => p === c.value.reason)![0]);
       expect(r.detail).toBe(c.value.detail);
+      expect(r.call).toBe(refusedCalls.find(([, p]) => p === c.value.call)![0]);
       return;
   }
 }
@@ -179,6 +189,7 @@ function encodeOurs(m: ProtoPubSubMessage, framed: boolean): Buffer | undefined 
         c.value.detail,
         ts,
         framed,
+        refusedCalls.find(([, p]) => p === c.value.call)![0],
       );
     default:
       return undefined;

@@ -35,7 +35,13 @@ export interface DecodeError {
 /** `ProtoGapReason`, by name; an unknown number is `unknown`. */
 export type GapReason = 'unknown' | 'slow_consumer' | 'resume_unavailable' | 'not_forwarding';
 /** `ProtoRefusalReason`, by name; an unknown number is `unknown`. */
-export type RefusalReason = 'unknown' | 'invalid_shard_id' | 'subscription_limit';
+export type RefusalReason =
+  | 'unknown'
+  | 'invalid_shard_id'
+  | 'subscription_limit'
+  | 'permission_denied';
+/** `ProtoRefusedCall`, by name: which call a refusal is about; `unknown` (unset) means both. */
+export type RefusedCall = 'unknown' | 'subscribe' | 'push';
 
 const GAP_REASONS: readonly GapReason[] = [
   'unknown',
@@ -47,7 +53,9 @@ const REFUSAL_REASONS: readonly RefusalReason[] = [
   'unknown',
   'invalid_shard_id',
   'subscription_limit',
+  'permission_denied',
 ];
+const REFUSED_CALLS: readonly RefusedCall[] = ['unknown', 'subscribe', 'push'];
 
 /**
  * A decoded `push_diff`. `diff` and `pushDiff` are views into the decoded bytes, made only when
@@ -120,6 +128,8 @@ export interface RefusalMessage {
   shardId: string;
   reason: RefusalReason;
   detail: string;
+  /** Which call was refused (`unknown`: a broker that does not say; take it as both). */
+  call: RefusedCall;
 }
 
 /** No oneof variant set (an empty or timestamp-only message). */
@@ -338,7 +348,8 @@ function readDurationMs(buf: Uint8Array, start: number, end: number): number | u
 /**
  * Reads the fields of a push_diff (1 shard_id, 2 seqno, 3 diff, 4 origin_timestamp), a
  * subscribe (1, 2 resume_after_seqno), an unsubscribe (1), a gap notice (1, 2 reason as
- * `fNumber`, 3 from_seqno, 4 dropped) or a refusal (1, 2 reason, 3 detail) in [start, end).
+ * `fNumber`, 3 from_seqno, 4 dropped) or a refusal (1, 2 reason, 3 detail, 4 call as
+ * `fCount`) in [start, end).
  */
 function readFields(buf: Uint8Array, start: number, end: number, variant: number): boolean {
   pos = start;
@@ -388,8 +399,8 @@ function readFields(buf: Uint8Array, start: number, end: number, variant: number
       pos += vlo;
       fDurationMs = readDurationMs(buf, s, pos);
       if (fDurationMs === undefined) return false;
-    } else if (field === 4 && variant === VARIANT_GAP) {
-      if (wt !== 0) return wrongType(tag, 'dropped', 0);
+    } else if (field === 4 && (variant === VARIANT_GAP || variant === VARIANT_REFUSED)) {
+      if (wt !== 0) return wrongType(tag, variant === VARIANT_GAP ? 'dropped' : 'call', 0);
       if (!readVarint(buf, end)) return false;
       fCount = vhi * 0x100000000 + vlo;
     } else if (!skip(buf, end, wt)) return false;
@@ -479,6 +490,7 @@ export function decodeMessage(buf: Uint8Array): DecodeResult {
         shardId,
         reason: REFUSAL_REASONS[fNumber] ?? 'unknown',
         detail: fBytesEnd > fBytesStart ? utf8.decode(buf.subarray(fBytesStart, fBytesEnd)) : '',
+        call: (fCount < REFUSED_CALLS.length ? REFUSED_CALLS[fCount] : undefined) ?? 'unknown',
       };
   }
 }
@@ -803,24 +815,30 @@ const REFUSAL_REASON_NUMBER: Record<RefusalReason, number> = {
   unknown: 0,
   invalid_shard_id: 1,
   subscription_limit: 2,
+  permission_denied: 3,
 };
+const REFUSED_CALL_NUMBER: Record<RefusedCall, number> = { unknown: 0, subscribe: 1, push: 2 };
 
-/** `ProtoPubSubMessage { timestamp, refused { shard_id, reason, detail } }`. */
+/** `ProtoPubSubMessage { timestamp, refused { shard_id, reason, detail, call } }`. */
 export function encodeRefusal(
   shardId: string,
   reason: RefusalReason,
   detail: string,
   timestampMs: number | undefined,
   framed: boolean,
+  call: RefusedCall = 'unknown',
 ): Buffer {
   const id = bytesOf(shardId);
   const detailBytes = Buffer.from(detail, 'utf8');
   const r = REFUSAL_REASON_NUMBER[reason] ?? 0;
+  const c = REFUSED_CALL_NUMBER[call] ?? 0;
   let body = stringFieldSize(id) + stringFieldSize(detailBytes);
   if (r !== 0) body += 1 + varintSize(r);
+  if (c !== 0) body += 1 + varintSize(c);
   const out = envelope(TAG_REFUSED, body, timestampMs, framed);
   let at = writeStringField(out, bodyAt, 0x0a, id);
   at = writeVarintField(out, at, 0x10, r);
-  writeStringField(out, at, 0x1a, detailBytes);
+  at = writeStringField(out, at, 0x1a, detailBytes);
+  writeVarintField(out, at, 0x20, c);
   return out;
 }

@@ -12,6 +12,7 @@ export type {
   PubSubMessage,
   RefusalMessage,
   RefusalReason,
+  RefusedCall,
   SubscribeMessage,
   UnsubscribeMessage,
 } from './codec.js';

@@ -75,12 +75,20 @@ export interface UpdateResult<S> {
 
 /**
  * Whether the push path serves a shard. `refused`: the pubsub broker refused it (its shard id
- * breaks the broker's rule, or a subscription limit), so its state moves by polling only; set
- * by the pubsub layer above (`ShardStateCache.setPubSubStatus`), which shard-state only reports.
+ * breaks the broker's rule, a subscription limit, or the bearer token's scope), so its state
+ * moves by polling only; set by the pubsub layer above (`ShardStateCache.setPubSubStatus`),
+ * which shard-state only reports. `call` says what was refused: `push` (the token may not
+ * publish to the shard: this process's commits reach other readers by polling, its own reads
+ * keep the push path), `subscribe`, or `unknown` (both).
  */
 export type PubSubShardStatus =
   | { readonly state: 'ok' }
-  | { readonly state: 'refused'; readonly reason: string; readonly error: Error };
+  | {
+      readonly state: 'refused';
+      readonly reason: string;
+      readonly error: Error;
+      readonly call?: 'subscribe' | 'push' | 'unknown' | undefined;
+    };
 
 /**
  * A handle on one shard's shared state. Several handles of one cache share one state; the
