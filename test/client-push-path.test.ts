@@ -36,6 +36,20 @@ async function startBroker(): Promise<Broker> {
   return broker;
 }
 
+/** A broker and a grpc-js reader subscribed to S on it. */
+async function brokerWithReader() {
+  const broker = await startBroker();
+  const address = `127.0.0.1:${broker.address.port}`;
+  const reader = await openClient('grpc-js', address, { callerId: 'reader' });
+  cleanup.push(() => reader.close());
+  reader.subscribe(S);
+  await until(
+    () => (broker.listShards().items.find((s) => s.shardId === S)?.subscribers ?? 0) === 1,
+    10_000,
+  );
+  return { address, reader };
+}
+
 function writer(url: string, registry: Registry, extra: Record<string, number> = {}) {
   const c: PubSubClient = createGrpcPubSubClient({
     url,
@@ -61,15 +75,7 @@ async function counter(registry: Registry, name: string, labels: Record<string, 
 
 describe('gRPC push path', () => {
   it('a burst of 5,000 pushes in one turn: zero drops, every one delivered in order', async () => {
-    const broker = await startBroker();
-    const address = `127.0.0.1:${broker.address.port}`;
-    const reader = await openClient('grpc-js', address, { callerId: 'reader' });
-    cleanup.push(() => reader.close());
-    reader.subscribe(S);
-    await until(
-      () => (broker.listShards().items.find((s) => s.shardId === S)?.subscribers ?? 0) === 1,
-      10_000,
-    );
+    const { address, reader } = await brokerWithReader();
     const registry = new Registry();
     const w = writer(`grpc://${address}`, registry);
     await until(() => w.status.state === 'connected', 10_000);
@@ -123,6 +129,40 @@ describe('gRPC push path', () => {
     proxy.heal();
     await until(() => w.push(S, 5000n, diff), 10_000);
     expect(w.status.state).toBe('connected');
+  }, 30_000);
+
+  it('a write window holds pushes that follow a write closely, then sends them in one write', async () => {
+    const { address, reader } = await brokerWithReader();
+    // The window's timer on a fake clock: it ends only when the test moves time.
+    const clock = createFakeClock();
+    const flags = createFlags({ persist_pubsub_client_write_window_us: 5000 });
+    const transport = createGrpcTransport({ url: `grpc://${address}`, clock, flags });
+    const conn = await transport.connect({
+      signal: AbortSignal.timeout(10_000),
+      onMessage: () => {},
+      onClose: () => {},
+    });
+    cleanup.push(() => conn.close());
+    const diff = new Uint8Array(100).fill(3);
+    // Leading edge: the connection was idle, so the first push goes out at once.
+    const first = conn.push(S, 1n, diff, 0);
+    expect(first).toBeGreaterThan(0);
+    await reader.waitFor(1, 10_000);
+    // Within the window since that write: held, across turns, until the window ends.
+    const second = conn.push(S, 2n, diff, 0);
+    await new Promise((r) => setImmediate(r));
+    const third = conn.push(S, 3n, diff, 0);
+    await new Promise((r) => setImmediate(r));
+    expect(conn.bufferedBytes()).toBeGreaterThanOrEqual(Number(second) + Number(third));
+    await clock.advance(5);
+    const got = await reader.waitFor(3, 10_000);
+    expect(
+      got.map((m) => (m.message.case === 'pushDiff' ? Number(m.message.value.seqno) : -1)),
+    ).toEqual([1, 2, 3]);
+    // Turned off live: the next push goes out at once again.
+    flags.set({ persist_pubsub_client_write_window_us: 0 });
+    conn.push(S, 4n, diff, 0);
+    expect((await reader.waitFor(4, 10_000)).length).toBe(4);
   }, 30_000);
 
   it('keepalive finds a broker behind a half-open connection, and the client reconnects', async () => {

@@ -142,7 +142,15 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     o.maxCallerIdLabels,
   );
   const fan = observeFanout(
-    createFanoutCore({ limits, flags, metrics, now, clock, onRemoved: () => closed.notify() }),
+    createFanoutCore({
+      limits,
+      flags,
+      metrics,
+      now,
+      clock,
+      writeWindowUs: o.writeWindowUs,
+      onRemoved: () => closed.notify(),
+    }),
     validateObserver(options.observer),
     log,
   );

@@ -7,7 +7,7 @@
  * gRPC frames or calls a same-process callback.
  */
 import type { Logger } from 'pino';
-import type { Timer } from '../util/index.js';
+import type { Timer, WriteWindow } from '../util/index.js';
 import type { CallStatus } from './grpc-status.js';
 import type { RejectReason } from './metrics.js';
 import type { GapReason, OutItem } from './outbound.js';
@@ -59,6 +59,8 @@ export class Connection {
   writable = true;
   /** In the core's dirty list for the next flush. */
   scheduled = false;
+  /** When the next flush may go (`--write-window-us`); set by the fan-out core's `add`. */
+  window: WriteWindow | undefined;
   /** Diffs not delivered to this connection (queue full), for the admin listing. */
   dropped = 0;
   /** Gap notices owed, by shard (only for connections that understand extensions). */

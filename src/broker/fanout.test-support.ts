@@ -90,7 +90,7 @@ export class FakeSink implements ConnectionSink {
   }
 }
 
-export function setupFanout(limits: Partial<BrokerLimits> = {}) {
+export function setupFanout(limits: Partial<BrokerLimits> = {}, writeWindowUs = 0) {
   const registry = new Registry();
   const metrics = createTestMetrics(registry);
   const flags = { forwardPushes: true };
@@ -101,6 +101,7 @@ export function setupFanout(limits: Partial<BrokerLimits> = {}) {
     metrics,
     now: () => 1000,
     clock,
+    writeWindowUs,
   });
   let seq = 0;
   const conn = (extensions = false, kind: 'grpc' | 'local' = 'grpc') => {

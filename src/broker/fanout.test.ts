@@ -18,6 +18,42 @@ describe('fan-out core', () => {
     expect(b.sink.writes).toBe(1);
   });
 
+  it('a write window: after a write, later turns wait for the window and share one write', async () => {
+    const { core, conn, push, clock } = setup({}, 2000);
+    const pub = conn();
+    const sub = conn();
+    const local = conn(true, 'local');
+    core.subscribe(sub.c, 's');
+    core.subscribe(local.c, 's');
+    // Idle: the first push is written at the end of its turn, as with no window.
+    push(pub.c, 's', 1n);
+    await turn();
+    expect(sub.sink.pushes()).toEqual([1n]);
+    // Within the window: three turns' pushes wait, then go in one write.
+    for (let n = 2n; n <= 4n; n++) {
+      await clock.advance(0.5);
+      push(pub.c, 's', n);
+      await turn();
+    }
+    expect(sub.sink.writes).toBe(1);
+    await clock.advance(0.5);
+    expect(sub.sink.pushes()).toEqual([1n, 2n, 3n, 4n]);
+    expect(sub.sink.writes).toBe(2);
+    // Same-process subscribers have no window: each turn's pushes at once.
+    expect(local.sink.writes).toBe(4);
+    // Idle longer than the window: at once again.
+    await clock.advance(5);
+    push(pub.c, 's', 5n);
+    await turn();
+    expect(sub.sink.pushes()).toEqual([1n, 2n, 3n, 4n, 5n]);
+    // A connection that goes away takes its pending window timer with it.
+    await clock.advance(1);
+    push(pub.c, 's', 6n);
+    expect(clock.pending()).toBe(1);
+    core.remove(sub.c, 'test');
+    expect(clock.pending()).toBe(0);
+  });
+
   it('drops on a full queue, counts it, and sends one gap notice once writable again', async () => {
     const { core, conn, push, metrics } = setup({ maxQueueMessages: 3 });
     const pub = conn();

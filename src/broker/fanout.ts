@@ -17,10 +17,12 @@
  * - Writes are coalesced: every queue touched during one event-loop turn is flushed once, in a
  *   `setImmediate`, as one transport write per connection; a queue that reaches half its limit
  *   (or 256 KiB) within a turn is written at once, so a burst never drops for a subscriber whose
- *   transport keeps up.
+ *   transport keeps up. With a write window (`writeWindowUs`, `src/util/write-window.ts`) a gRPC
+ *   connection written less than the window ago waits for the window's end, so the diffs of
+ *   several turns share one write.
  */
 import { performance } from 'node:perf_hooks';
-import type { Clock } from '../util/index.js';
+import { type Clock, createWriteWindow } from '../util/index.js';
 import type { Connection } from './connection.js';
 import { type CallStatus, GrpcStatus } from './grpc-status.js';
 import type { BrokerMetrics } from './metrics.js';
@@ -86,12 +88,19 @@ export function createFanoutCore(options: {
   metrics: BrokerMetrics;
   /** Wall time for the forwarded timestamps, ms since the Unix epoch. */
   now: () => number;
-  /** For the stuck-connection timers. */
+  /** For the stuck-connection and write-window timers. */
   clock: Clock;
+  /**
+   * A gRPC connection written less than this long ago waits for the window's end before its
+   * next write, in µs (`src/util/write-window.ts`). 0: every turn's diffs are written at once.
+   * @default 0
+   */
+  writeWindowUs?: number | undefined;
   /** A connection was removed (the broker's drain waits on this). */
   onRemoved?: (() => void) | undefined;
 }): FanoutCore {
   const { limits, flags, metrics, now, clock } = options;
+  const writeWindowUs = options.writeWindowUs ?? 0;
   const { stats } = metrics;
   const table = createSubscriptionTable<Connection>();
   const resume = createResumeStore<Broadcast>({
@@ -114,6 +123,13 @@ export function createFanoutCore(options: {
 
   function schedule(conn: Connection): void {
     if (conn.scheduled || !conn.writable) return;
+    if (conn.window === undefined) flushSoon(conn);
+    else conn.window.request();
+  }
+
+  /** In this turn's flush. */
+  function flushSoon(conn: Connection): void {
+    if (conn.scheduled) return;
     conn.scheduled = true;
     dirty.push(conn);
     if (flushScheduled === undefined) flushScheduled = setImmediate(flushAll);
@@ -147,6 +163,7 @@ export function createFanoutCore(options: {
         latencyCountdown = FANOUT_LATENCY_SAMPLE_EVERY;
         metrics.fanoutLatency.observe((performance.now() - oldest.receivedAt) / 1000);
       }
+      conn.window?.wrote();
       if (!ok) conn.writable = false;
     }
     if (conn.stuckTimer !== undefined) {
@@ -166,6 +183,7 @@ export function createFanoutCore(options: {
       if (notices.length > 0) {
         try {
           if (!conn.sink.write(notices)) conn.writable = false;
+          conn.window?.wrote();
         } catch (err) {
           conn.log.warn({ err }, 'transport write failed');
           end(conn, { code: GrpcStatus.INTERNAL, message: 'write failed' }, 'abort');
@@ -244,6 +262,7 @@ export function createFanoutCore(options: {
     conn.transition('ending', status.message);
     conn.stuckTimer?.cancel();
     conn.stuckTimer = undefined;
+    conn.window?.cancel();
     if (how === 'end' && conn.writable && conn.queue.length > 0) {
       // Write what is queued before the status (graceful).
       const items = conn.queue;
@@ -266,6 +285,7 @@ export function createFanoutCore(options: {
     const t0 = performance.now();
     conn.stuckTimer?.cancel();
     conn.stuckTimer = undefined;
+    conn.window?.cancel();
     conn.queue = [];
     conn.queueBytes = 0;
     conn.gaps = undefined;
@@ -283,6 +303,15 @@ export function createFanoutCore(options: {
     flags,
     add(conn) {
       connections.set(conn.connId, conn);
+      // Same-process subscribers pay no syscall per write: no window for them.
+      if (writeWindowUs > 0 && conn.kind === 'grpc') {
+        conn.window = createWriteWindow({
+          windowUs: writeWindowUs,
+          clock,
+          soon: () => flushSoon(conn),
+          flush: () => flush(conn),
+        });
+      }
     },
     push(sender, shardId, seqno, pushDiff, local) {
       const t0 = performance.now();
@@ -389,6 +418,7 @@ export function createFanoutCore(options: {
       for (const c of connections.values()) {
         c.stuckTimer?.cancel();
         c.stuckTimer = undefined;
+        c.window?.cancel();
       }
     },
   };

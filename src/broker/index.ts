@@ -28,6 +28,8 @@ export {
   DEFAULT_LIMITS,
   DEFAULT_LISTEN,
   DEFAULT_MAX_CONNECTION_AGE_MS,
+  DEFAULT_WRITE_WINDOW_US,
+  MAX_WRITE_WINDOW_US,
 } from './options.js';
 export type {
   Broker,

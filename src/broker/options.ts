@@ -33,6 +33,10 @@ export const DEFAULT_RESUME_RING_SIZE = 64;
 export const DEFAULT_MAX_RESUME_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_MAX_CONNECTION_AGE_MS = 0;
 export const DEFAULT_MAX_CALLER_ID_LABELS = 100;
+/** No write window: every event-loop turn's diffs are written at once. */
+export const DEFAULT_WRITE_WINDOW_US = 0;
+/** The largest write window accepted, in µs (100 ms). */
+export const MAX_WRITE_WINDOW_US = 100_000;
 /** `close()` without a deadline waits this long before ending streams, in ms. */
 export const DEFAULT_DRAIN_DEADLINE_MS = 10_000;
 
@@ -61,6 +65,7 @@ export interface ResolvedBrokerOptions {
   keepaliveTimeoutMs: number;
   maxConnectionAgeMs: number;
   handshakeTimeoutMs: number;
+  writeWindowUs: number;
   registry: Registry;
   logger: Logger;
   now: () => number;
@@ -182,6 +187,12 @@ export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBroke
       options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
       'handshakeTimeoutMs',
       1,
+    ),
+    writeWindowUs: int(
+      options.writeWindowUs ?? DEFAULT_WRITE_WINDOW_US,
+      'writeWindowUs',
+      0,
+      MAX_WRITE_WINDOW_US,
     ),
     registry: options.registry ?? new Registry(),
     logger: options.logger ?? pino({ level: 'silent' }),

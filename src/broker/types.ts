@@ -72,6 +72,14 @@ export interface BrokerOptions {
    * within this long, or it is closed, in ms. @default 10000
    */
   handshakeTimeoutMs?: number | undefined;
+  /**
+   * The write window, in µs: a subscriber's connection written less than this long ago waits
+   * for the window's end, and what arrived meanwhile goes in one write (fewer writes and
+   * subscriber wake-ups per diff, at up to this much added latency); one idle longer is written
+   * at once (`src/util/write-window.ts`). 0: every event-loop turn's diffs are written at once.
+   * @default 0
+   */
+  writeWindowUs?: number | undefined;
   /** Metrics go here; never the global registry. @default a new Registry */
   registry?: Registry | undefined;
   logger?: Logger | undefined;

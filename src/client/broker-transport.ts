@@ -35,6 +35,7 @@ export function createBrokerTransport(
           ...options.grpc,
           url: `${scheme}://${h}:${port}`,
           callerId: options.callerId,
+          flags: options.flags,
         }),
       };
     }

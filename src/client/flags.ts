@@ -37,6 +37,13 @@ export interface PersistFlags {
    * from Consensus. @default 4194304 (4 MiB)
    */
   persist_pubsub_client_sender_buffer_bytes: number;
+  /**
+   * The sender's write window, in µs: a push within this long of the previous write waits for
+   * the window's end and shares one write with what follows it (fewer writes and broker
+   * wake-ups per push, at up to this much latency); after an idle window it goes at once.
+   * 0 writes every event-loop turn's pushes at once. @default 0
+   */
+  persist_pubsub_client_write_window_us: number;
   /** Received events queued for the consumer at most; more become gaps. @default 25 */
   persist_pubsub_client_receiver_channel_size: number;
   /** A reader waiting for the next seqno first polls Consensus after this long, in ms. @default 1200 */
@@ -93,6 +100,7 @@ export const FLAG_SPECS: Readonly<Record<FlagName, FlagSpec>> = {
     4096,
     1024 * 1024 * 1024,
   ),
+  persist_pubsub_client_write_window_us: int(0, 0, 100_000),
   persist_pubsub_client_receiver_channel_size: int(25, 1, 1_000_000),
   persist_next_listen_batch_retryer_fixed_sleep_ms: int(1200),
   persist_next_listen_batch_retryer_initial_backoff_ms: int(100, 1),

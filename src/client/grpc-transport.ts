@@ -6,7 +6,9 @@
  * Why not grpc-js: its client completes one write at a time, after the socket took it, so a
  * writer that commits many shards in one turn either waits or drops (the old sender bound,
  * counted in pushes, dropped under CPU load with the socket idle). Here every frame made in one
- * event-loop turn is coalesced into one `write` (flushed in a `setImmediate`), and the sender
+ * event-loop turn is coalesced into one `write` (flushed in a `setImmediate`; with a write window,
+ * `persist_pubsub_client_write_window_us`, a send soon after the last write waits for the
+ * window's end and shares its write: `src/util/write-window.ts`), and the sender
  * is bounded by bytes that the wire has not taken yet (`bufferedBytes`, checked against
  * `persist_pubsub_client_sender_buffer_bytes` above the seam): a push is dropped only when that
  * many bytes really wait. Frames are encoded and decoded in one pass by the protocol codec
@@ -47,8 +49,9 @@ import {
   GRPC_CONTENT_TYPE,
   PUBSUB_METHOD_PATH,
 } from '../protocol/index.js';
-import { type Clock, systemClock, type Timer } from '../util/index.js';
+import { type Clock, createWriteWindow, systemClock, type Timer } from '../util/index.js';
 import { ClientError } from './errors.js';
+import type { Flags } from './flags.js';
 import { parseGrpcAddress } from './grpc-address.js';
 import { decodeInbound } from './inbound.js';
 import type { ConnectOptions, PubSubConnection, PubSubTransport, SendResult } from './transport.js';
@@ -87,8 +90,13 @@ export interface GrpcTransportOptions {
   acceptGraceMs?: number | undefined;
   /** Largest message received, in bytes. @default 4 MiB */
   maxMessageBytes?: number | undefined;
-  /** Message timestamps, keepalive and accept-grace timers. @default systemClock */
+  /** Message timestamps, keepalive, accept-grace and write-window timers. @default systemClock */
   clock?: Clock | undefined;
+  /**
+   * The runtime flags; this transport reads `persist_pubsub_client_write_window_us` at every
+   * send (the sender's write window, `src/util/write-window.ts`). @default no window
+   */
+  flags?: Flags | undefined;
 }
 
 const ASCII = /^[\x20-\x7e]*$/;
@@ -181,6 +189,8 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
       : {}),
   };
   const clock = options.clock ?? systemClock;
+  const flags = options.flags;
+  const writeWindowUs = (): number => flags?.get().persist_pubsub_client_write_window_us ?? 0;
   const now = (): number => clock.nowMs();
   const unreachable = (why: string, cause?: unknown): ClientError =>
     new ClientError('unavailable', `broker ${address.target} unreachable (${why})`, { cause });
@@ -236,16 +246,26 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
       let trailerStatus: { code: number; message: string } | undefined;
       let pingTimer: Timer | undefined;
       let pongTimer: Timer | undefined;
-      // Frames made this turn, written together by one `setImmediate`.
+      // Frames made this turn (or within the write window), written together by one
+      // `setImmediate` (or at the window's end).
       let queued: Buffer[] = [];
       let queuedBytes = 0;
       let flushTimer: NodeJS.Immediate | undefined;
+      const window = createWriteWindow({
+        windowUs: writeWindowUs,
+        clock,
+        soon: () => {
+          flushTimer ??= setImmediate(flush);
+        },
+        flush: () => flush(),
+      });
 
       const teardown = (): void => {
         pingTimer?.cancel();
         pongTimer?.cancel();
         if (flushTimer !== undefined) clearImmediate(flushTimer);
         flushTimer = undefined;
+        window.cancel();
         queued = [];
         queuedBytes = 0;
         if (!stream.destroyed) stream.close(h2.NGHTTP2_CANCEL);
@@ -356,7 +376,8 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
       if (closed()) throw streamFailed('ended while connecting');
       state = 'open';
 
-      const flush = (): void => {
+      function flush(): void {
+        if (flushTimer !== undefined) clearImmediate(flushTimer);
         flushTimer = undefined;
         if (state !== 'open' || queued.length === 0) return;
         const buf =
@@ -364,12 +385,13 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
         queued = [];
         queuedBytes = 0;
         stream.write(buf);
-      };
+        window.wrote();
+      }
       const send = (frame: Buffer): SendResult => {
         if (state !== 'open') return false;
         queued.push(frame);
         queuedBytes += frame.length;
-        flushTimer ??= setImmediate(flush);
+        window.request();
         return frame.length;
       };
       return {

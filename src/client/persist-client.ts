@@ -161,7 +161,7 @@ export async function createPersistClient(options: PersistClientOptions): Promis
       );
     } else if (typeof target === 'string') {
       pubsub = createPubSubClient(
-        createGrpcTransport({ url: target, callerId, clock }),
+        createGrpcTransport({ url: target, callerId, clock, flags }),
         pubsubOpts,
       );
     } else if (typeof target === 'object' && target !== null && isBroker(target)) {
@@ -177,7 +177,10 @@ export async function createPersistClient(options: PersistClientOptions): Promis
     } else if (typeof target === 'object' && target !== null && isPubSubClient(target)) {
       pubsub = target;
     } else if (typeof target === 'object' && target !== null && typeof target.url === 'string') {
-      pubsub = createPubSubClient(createGrpcTransport({ ...target, callerId, clock }), pubsubOpts);
+      pubsub = createPubSubClient(
+        createGrpcTransport({ ...target, callerId, clock, flags }),
+        pubsubOpts,
+      );
     } else {
       throw new ClientError(
         'invalid_argument',

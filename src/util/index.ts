@@ -28,3 +28,5 @@ export type {
   TallyHistogramOptions,
 } from './tally.js';
 export { TallyCounter, TallyHistogram } from './tally.js';
+export type { WriteWindow, WriteWindowOptions } from './write-window.js';
+export { createWriteWindow } from './write-window.js';

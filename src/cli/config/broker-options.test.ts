@@ -66,6 +66,7 @@ describe('broker flags', () => {
       keepaliveTimeoutMs: 10_000,
       maxConnectionAgeMs: 0,
       handshakeTimeoutMs: 10_000,
+      writeWindowUs: 0,
       maxCallerIdLabels: 100,
       reflection: true,
       flags: { forwardPushes: true },
@@ -83,7 +84,7 @@ describe('broker flags', () => {
     expect(help).toContain('(default: 10000, env: PERSIST_PUBSUB_DRAIN_DEADLINE_MS)');
     expect(help).toContain('PERSIST_PUBSUB_AUTH_TOKEN');
     const flags = [...help.matchAll(/^ {2}(--[a-z-]+)/gm)].map((m) => m[1]);
-    expect(flags.length).toBe(27);
+    expect(flags.length).toBe(28);
     for (const line of help.split('\n').filter((l) => /^ {2}--/.test(l))) {
       expect(line, line).toMatch(/env: PERSIST_PUBSUB_/);
     }
@@ -102,12 +103,16 @@ describe('broker flags', () => {
       PERSIST_PUBSUB_MAX_TCP_CONNECTIONS: '7',
     }).opts!;
     expect([d.maxTcpConnections, d.handshakeTimeoutMs]).toEqual([7, 500]);
+    const w = parse([], { PERSIST_PUBSUB_WRITE_WINDOW_US: '1000' }).opts!;
+    expect((await resolveBrokerConfig(w, {})).broker.writeWindowUs).toBe(1000);
+    expect(parse([]).opts!.writeWindowUs).toBe(0);
   });
 
   it.each([
     [['--listen', 'nope'], {}, "option '--listen <host:port>' argument 'nope' is invalid"],
     [['--max-queue-messages', '0'], {}, '--max-queue-messages'],
     [['--keepalive-time-ms', '-5'], {}, '--keepalive-time-ms'],
+    [['--write-window-us', '100001'], {}, '--write-window-us'],
     [['--log-level', 'loud'], {}, '--log-level'],
     [['--bogus'], {}, "unknown option '--bogus'"],
     [[], { PERSIST_PUBSUB_ADMIN_LISTEN: '1.2.3.4' }, "from env 'PERSIST_PUBSUB_ADMIN_LISTEN'"],

@@ -20,7 +20,9 @@ import {
   DEFAULT_LIMITS,
   DEFAULT_LISTEN,
   DEFAULT_MAX_CONNECTION_AGE_MS,
+  DEFAULT_WRITE_WINDOW_US,
   type HostPort,
+  MAX_WRITE_WINDOW_US,
 } from '../../broker/index.js';
 import {
   DEFAULT_KEEPALIVE_TIME_MS,
@@ -43,6 +45,7 @@ export const BROKER_CLI_DEFAULTS = {
   keepaliveTimeoutMs: DEFAULT_KEEPALIVE_TIMEOUT_MS,
   maxConnectionAgeMs: DEFAULT_MAX_CONNECTION_AGE_MS,
   handshakeTimeoutMs: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  writeWindowUs: DEFAULT_WRITE_WINDOW_US,
   /** As the broker's `DEFAULT_MAX_CALLER_ID_LABELS` (not exported by the broker). */
   maxCallerIdLabels: 100,
   drainDeadlineMs: DEFAULT_DRAIN_DEADLINE_MS,
@@ -81,6 +84,7 @@ export interface RawBrokerOptions {
   keepaliveTimeoutMs: number;
   maxConnectionAgeMs: number;
   handshakeTimeoutMs: number;
+  writeWindowUs: number;
   maxCallerIdLabels: number;
   drainDeadlineMs: number;
   forwardPushes: boolean;
@@ -261,6 +265,13 @@ export function addBrokerOptions(command: Command): Command {
       d.handshakeTimeoutMs,
     ),
     opt(
+      '--write-window-us <us>',
+      'PERSIST_PUBSUB_WRITE_WINDOW_US',
+      "a subscriber's connection written less than this long ago waits for the window's end, and what arrived meanwhile goes in one write, in µs (0: every turn's diffs at once)",
+      integerIn(0, MAX_WRITE_WINDOW_US),
+      d.writeWindowUs,
+    ),
+    opt(
       '--max-caller-id-labels <n>',
       'PERSIST_PUBSUB_MAX_CALLER_ID_LABELS',
       'distinct caller ids with their own metric label; later ones count as "other"',
@@ -380,6 +391,7 @@ export async function resolveBrokerConfig(
     keepaliveTimeoutMs: raw.keepaliveTimeoutMs,
     maxConnectionAgeMs: raw.maxConnectionAgeMs,
     handshakeTimeoutMs: raw.handshakeTimeoutMs,
+    writeWindowUs: raw.writeWindowUs,
     maxCallerIdLabels: raw.maxCallerIdLabels,
     reflection: raw.reflection,
   };
