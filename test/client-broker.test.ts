@@ -1,7 +1,8 @@
 /**
  * The reference client scenarios against the real broker on loopback (gRPC), plus the
  * same-process delegate: subscribe before the broker exists; refcounted tokens; no echo to
- * the sender; broker restart with resubscribe and a subscription made during the outage.
+ * the sender; broker restart with resubscribe and a subscription made during the outage; a
+ * graceful restart (GOAWAY) where both clients move to the new broker before the old one ends.
  */
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -168,6 +169,65 @@ describe('pubsub client against the broker (gRPC)', () => {
     await until(() => diffs(gotB, T).length === 1);
     expect(diffs(gotB, S)).toEqual([1n, 3n]);
     expect(diffs(gotA, S)).toEqual([4n]);
+  });
+});
+
+describe('graceful broker restart (GOAWAY, make-before-break)', () => {
+  it('moves both clients to the new broker on the same port before the old one ends them: no diff lost, no resync', async () => {
+    const old = await startBroker();
+    const port = old.address.port;
+    const client = (callerId: string): PubSubClient => {
+      const c = createGrpcPubSubClient({
+        url: `grpc://127.0.0.1:${port}`,
+        callerId,
+        flags: createFlags({
+          // Were the GOAWAY ignored, the first reconnect would come after a minute.
+          persist_pubsub_reconnect_backoff_ms: 60_000,
+          persist_pubsub_connect_max_backoff_ms: 50,
+          persist_pubsub_goaway_reconnect_jitter_ms: 20,
+          persist_pubsub_goaway_overlap_ms: 300,
+        }),
+        initialConnectBackoffMs: 10,
+      });
+      cleanup.push(() => c.close());
+      return c;
+    };
+    const writer = client('writer');
+    const reader = client('reader');
+    const S = shard(9);
+    const got = collect(reader);
+    reader.subscribe(S, { resumeAfterSeqno: () => diffs(got, S).at(-1) });
+    writer.subscribe(S);
+    await until(() => subscribers(old, S) === 2);
+    let seqno = 0n;
+    const pushSome = (n: number) => {
+      for (let i = 0; i < n; i++) expect(writer.push(S, ++seqno, new Uint8Array([1]))).toBe(true);
+    };
+    pushSome(5);
+    await until(() => diffs(got, S).length === 5);
+
+    // The drain: the old broker stops listening and sends GOAWAY, but serves its streams on.
+    const closing = old.close({ deadlineMs: 60_000 });
+    const next = await startBroker(port);
+    // Steady pushes while both clients move: every one reaches the reader on one broker or both.
+    while (
+      reader.status.state !== 'connected' ||
+      writer.status.state !== 'connected' ||
+      subscribers(next, S) < 2
+    ) {
+      pushSome(1);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(reader.status).toMatchObject({ state: 'connected', reason: 'goaway', connections: 2 });
+    pushSome(5);
+    // The old broker's drain ends once both clients have left it (the overlap), not at 60 s.
+    await closing;
+    pushSome(5);
+    await until(() => diffs(got, S).length >= Number(seqno));
+    expect(diffs(got, S)).toEqual(Array.from({ length: Number(seqno) }, (_, i) => BigInt(i + 1)));
+    // No catch-up was asked for: no resync after the first, no gap.
+    expect(got.filter((e) => e.kind === 'resync')).toHaveLength(1);
+    expect(got.filter((e) => e.kind === 'gap')).toEqual([]);
   });
 });
 

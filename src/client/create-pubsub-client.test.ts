@@ -6,10 +6,13 @@ import { createFlags } from './flags.js';
 import type { ConnectionStatus, PubSubEvent } from './pubsub-client.js';
 import type { ConnectOptions, PubSubConnection, PubSubTransport } from './transport.js';
 
-/** A transport whose connections record what was sent and can be failed by the test. */
+/**
+ * A transport whose connections record what was sent (all of them in `sent`, each its own in
+ * `conns[i].sent`) and can be failed, or sent a GOAWAY (`opts.onGoaway`), by the test.
+ */
 function fakeTransport() {
   const sent: string[] = [];
-  const conns: { opts: ConnectOptions; closed: boolean }[] = [];
+  const conns: { opts: ConnectOptions; closed: boolean; sent: string[] }[] = [];
   let refuse = 0;
   let hang = 0;
   /** What the live connection reports as waiting for the wire. */
@@ -32,12 +35,18 @@ function fakeTransport() {
         refuse--;
         throw new Error('refused');
       }
-      const rec = { opts, closed: false };
+      const rec = { opts, closed: false, sent: [] as string[] };
       conns.push(rec);
+      const record = (what: string, bytes: number): number | false => {
+        if (rec.closed) return false;
+        sent.push(what);
+        rec.sent.push(what);
+        return bytes;
+      };
       const conn: PubSubConnection = {
-        subscribe: (s, r) => sent.push(`sub ${s} ${r ?? '-'}`) && 10,
-        unsubscribe: (s) => sent.push(`unsub ${s}`) && 10,
-        push: (s, n) => sent.push(`push ${s} ${n}`) && 20,
+        subscribe: (s, r) => record(`sub ${s} ${r ?? '-'}`, 10),
+        unsubscribe: (s) => record(`unsub ${s}`, 10),
+        push: (s, n) => record(`push ${s} ${n}`, 20),
         bufferedBytes: () => buffered,
         close: () => {
           rec.closed = true;
@@ -460,5 +469,219 @@ describe('createPubSubClient', () => {
       createPubSubClient(fakeTransport().transport, { initialConnectBackoffMs: -1 }),
     ).toThrow(/initialConnectBackoffMs/);
     return client.close();
+  });
+});
+
+describe('createPubSubClient: GOAWAY handover (make-before-break)', () => {
+  const diffOn = (conn: { opts: ConnectOptions }, shardId: string, seqno: bigint): void =>
+    conn.opts.onMessage({
+      kind: 'diff',
+      shardId,
+      seqno,
+      diff: new Uint8Array([Number(seqno)]),
+      originTimestampMs: 5,
+      brokerTimestampMs: 6,
+      bytes: 9,
+    });
+
+  /** A client connected once, subscribed to s1 (resume 5), its first resync taken. */
+  async function handoverSetup(flagValues: Parameters<typeof createFlags>[0] = {}, random = 0.5) {
+    const f = fakeTransport();
+    const registry = new Registry();
+    const flags = createFlags({
+      persist_pubsub_reconnect_backoff_ms: 60_000,
+      persist_pubsub_goaway_reconnect_jitter_ms: 100,
+      persist_pubsub_goaway_overlap_ms: 2000,
+      ...flagValues,
+    });
+    const client = createPubSubClient(f.transport, {
+      clock: f.clock,
+      flags,
+      registry,
+      random: () => random,
+    });
+    const statuses: ConnectionStatus[] = [];
+    void (async () => {
+      for await (const s of client.statusChanges()) statuses.push(s);
+    })();
+    client.subscribe('s1', { resumeAfterSeqno: () => 5n });
+    await f.clock.advance(0);
+    const events = client.events()[Symbol.asyncIterator]();
+    expect(await take(events)).toMatchObject({ kind: 'resync', reconnect: false });
+    const metric = async (name: string, labels: Record<string, string> = {}) =>
+      (await registry.getSingleMetric(name)?.get())?.values.find((v) =>
+        Object.entries(labels).every(([k, x]) => v.labels[k] === x),
+      )?.value ?? 0;
+    return { f, client, events, statuses, metric };
+  }
+
+  it('opens the next connection without backoff, after a jitter within the flag', async () => {
+    for (const [random, delay] of [
+      [0, 0],
+      [0.5, 50],
+      [0.999, 100],
+    ] as const) {
+      const { f, client, statuses } = await handoverSetup({}, random);
+      f.conns[0]!.opts.onGoaway?.();
+      await f.clock.advance(0);
+      if (delay > 0) {
+        expect(client.status).toEqual({
+          state: 'backoff',
+          attempt: 0,
+          delayMs: delay,
+          error: 'GOAWAY: the broker is draining',
+          reason: 'goaway',
+        });
+        await f.clock.advance(delay - 1);
+        expect(f.attemptsAt).toEqual([0]);
+        await f.clock.advance(1);
+      }
+      // Not the 60 s reconnect backoff: the jittered delay only.
+      expect(f.attemptsAt).toEqual([0, delay]);
+      expect(client.status).toMatchObject({ state: 'connected', connections: 2, reason: 'goaway' });
+      expect(statuses.map((s) => `${s.state}${'reason' in s ? ` ${s.reason}` : ''}`)).toEqual([
+        'connecting',
+        'connected',
+        'backoff goaway',
+        'connecting goaway',
+        'connected goaway',
+      ]);
+      await client.close();
+      expect(f.clock.pending()).toBe(0);
+    }
+  });
+
+  it('moves subscriptions with their resume seqno, receives and pushes on both, then closes the old one', async () => {
+    const { f, client, events, metric } = await handoverSetup({}, 0);
+    const [old] = f.conns;
+    old!.opts.onGoaway?.();
+    // Before the new connection is up, the old one still carries pushes and subscriptions.
+    expect(client.push('s1', 6n, new Uint8Array(1))).toBe(true);
+    client.subscribe('s2');
+    expect(old!.sent).toEqual(['sub s1 5', 'push s1 6', 'sub s2 -']);
+    await f.clock.advance(0);
+    const fresh = f.conns[1]!;
+    expect(fresh.sent).toEqual(['sub s1 5', 'sub s2 -']);
+    expect(old!.closed).toBe(false);
+    // The overlap: a push goes on both; a diff arrives on both and is delivered once.
+    expect(client.push('s1', 7n, new Uint8Array(1))).toBe(true);
+    expect(old!.sent.at(-1)).toBe('push s1 7');
+    expect(fresh.sent.at(-1)).toBe('push s1 7');
+    diffOn(old!, 's1', 7n);
+    diffOn(fresh, 's1', 7n);
+    diffOn(fresh, 's1', 8n);
+    diffOn(old!, 's1', 8n);
+    // A restarted broker has no ring: its resume gap is not acted on while the old one is up.
+    fresh.opts.onMessage({
+      kind: 'gap',
+      shardId: 's1',
+      reason: 'resume_unavailable',
+      fromSeqno: 6n,
+      bytes: 5,
+    });
+    diffOn(old!, 's1', 9n);
+    const got: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const ev = await take(events);
+      got.push(ev.kind === 'diff' ? `diff ${ev.shardId} ${ev.seqno}` : ev.kind);
+    }
+    // No resync: the old connection was up all along, nothing moved unseen.
+    expect(got).toEqual(['diff s1 7', 'diff s1 8', 'diff s1 9']);
+    expect(await metric('persist_pubsub_client_goaway_duplicates_total')).toBe(2);
+    expect(await metric('persist_pubsub_client_goaway_resume_gaps_ignored_total')).toBe(1);
+    expect(
+      await metric('persist_pubsub_client_goaway_handovers_total', { outcome: 'overlapped' }),
+    ).toBe(1);
+    expect(await metric('persist_pubsub_client_errors_total')).toBe(0);
+    // The overlap ends: the old one is closed, pushes go on the new one only.
+    await f.clock.advance(1999);
+    expect(old!.closed).toBe(false);
+    await f.clock.advance(1);
+    expect(old!.closed).toBe(true);
+    expect(client.push('s1', 10n, new Uint8Array(1))).toBe(true);
+    expect(fresh.sent.at(-1)).toBe('push s1 10');
+    expect(old!.sent.at(-1)).toBe('push s1 7');
+    // A gap from the (now only) connection is acted on again.
+    fresh.opts.onMessage({
+      kind: 'gap',
+      shardId: 's1',
+      reason: 'resume_unavailable',
+      fromSeqno: 11n,
+      bytes: 5,
+    });
+    expect(await take(events)).toMatchObject({ kind: 'gap', shardId: 's1' });
+    expect(client.status).toMatchObject({ state: 'connected', reason: 'goaway' });
+    await client.close();
+    expect(f.clock.pending()).toBe(0);
+  });
+
+  it('closes the old one when the broker ends it first, with no backoff and no error', async () => {
+    const { f, client, metric } = await handoverSetup({}, 0);
+    const [old] = f.conns;
+    old!.opts.onGoaway?.();
+    await f.clock.advance(0);
+    expect(f.conns).toHaveLength(2);
+    old!.opts.onClose(new Error('14 broker is shutting down'));
+    await f.clock.advance(0);
+    expect(old!.closed).toBe(true);
+    expect(client.status).toMatchObject({ state: 'connected', reason: 'goaway' });
+    expect(f.attemptsAt).toEqual([0, 0]);
+    expect(await metric('persist_pubsub_client_errors_total')).toBe(0);
+    // Nothing is pending: the overlap timer went with the old connection.
+    expect(f.clock.pending()).toBe(0);
+    await client.close();
+  });
+
+  it('if the first attempt fails, the connect backoff applies while the old one serves on', async () => {
+    const { f, client, metric } = await handoverSetup({}, 0.999);
+    const [old] = f.conns;
+    f.refuseNext(1);
+    old!.opts.onGoaway?.();
+    await f.clock.advance(100); // the jitter, then the failed attempt
+    expect(client.status).toMatchObject({
+      state: 'backoff',
+      attempt: 1,
+      delayMs: 100, // initialConnectBackoffMs, jittered (0.999 of [50, 100])
+      reason: 'goaway',
+    });
+    expect(client.push('s1', 6n, new Uint8Array(1))).toBe(true);
+    expect(old!.sent.at(-1)).toBe('push s1 6');
+    await f.clock.advance(100);
+    expect(f.attemptsAt).toEqual([0, 100, 200]);
+    expect(client.status).toMatchObject({ state: 'connected', reason: 'goaway' });
+    expect(
+      await metric('persist_pubsub_client_goaway_handovers_total', { outcome: 'overlapped' }),
+    ).toBe(1);
+    await client.close();
+    expect(old!.closed).toBe(true);
+    expect(f.conns[1]!.closed).toBe(true);
+  });
+
+  it('an old connection that ends before the new one is up makes it a plain reconnect (resync)', async () => {
+    const { f, client, events, metric } = await handoverSetup({}, 0.999);
+    const [old] = f.conns;
+    old!.opts.onGoaway?.();
+    await f.clock.advance(0);
+    old!.opts.onClose(new Error('14 broker is shutting down'));
+    await f.clock.advance(0);
+    expect(client.push('s1', 6n, new Uint8Array(1))).toBe(false);
+    await f.clock.advance(100);
+    expect(client.status).toMatchObject({ state: 'connected', reason: 'goaway' });
+    expect(await take(events)).toEqual({ kind: 'resync', shardIds: ['s1'], reconnect: true });
+    expect(
+      await metric('persist_pubsub_client_goaway_handovers_total', { outcome: 'broken' }),
+    ).toBe(1);
+    await client.close();
+  });
+
+  it('close ends both connections of a handover', async () => {
+    const { f, client } = await handoverSetup({ persist_pubsub_goaway_reconnect_jitter_ms: 1000 });
+    f.conns[0]!.opts.onGoaway?.();
+    await f.clock.advance(0);
+    expect(client.status.state).toBe('backoff');
+    await client.close();
+    expect(f.conns[0]!.closed).toBe(true);
+    expect(f.conns).toHaveLength(1);
+    expect(f.clock.pending()).toBe(0);
   });
 });

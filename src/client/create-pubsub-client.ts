@@ -11,6 +11,16 @@
  *   `persist_pubsub_reconnect_backoff_ms` (jittered) before the next attempt.
  * - After every (re)connect every live subscription is re-sent with its resume seqno, then one
  *   `resync` event lists the subscribed shards so the caller catches each up from Consensus.
+ * - GOAWAY (a draining broker, `ConnectOptions.onGoaway`): make-before-break. The next
+ *   connection is opened without backoff, after a delay uniform in
+ *   `[0, persist_pubsub_goaway_reconnect_jitter_ms]` (if that attempt fails, the connect backoff
+ *   applies). Until it is up the old connection still carries everything; then both receive
+ *   (a diff's second copy is dropped and counted) and every push goes on both, until the broker
+ *   ends the old one or `persist_pubsub_goaway_overlap_ms` passes. Subscriptions go to the new
+ *   one with their resume seqno and no `resync` follows while the old one was still up (nothing
+ *   moved unseen); a `resume_unavailable` gap from the new one is then ignored (counted): a
+ *   restarted broker holds no ring yet, and the old connection carried the shard. Statuses of a
+ *   handover say `reason: 'goaway'`; `persist_pubsub_client_goaway_handovers_total{outcome}`.
  * - Pushes while disconnected (or disabled, or with `persist_pubsub_client_sender_buffer_bytes`
  *   already waiting for the wire) are dropped and counted.
  * - Flags are read live: turning `persist_pubsub_client_enabled` off closes the stream
@@ -38,6 +48,8 @@ import type { InboundMessage, PubSubConnection, PubSubTransport } from './transp
 
 /** The first retry after a failed connect attempt, before doubling. */
 export const DEFAULT_INITIAL_CONNECT_BACKOFF_MS = 100;
+/** Seqnos remembered per shard during a GOAWAY overlap, to recognise the second copy. */
+const OVERLAP_SEEN_PER_SHARD = 256;
 
 export interface PubSubClientOptions {
   /** Runtime flags, read live. @default createFlags() (all defaults) */
@@ -71,6 +83,8 @@ interface Subscription {
   /** The broker refused this shard's pushes only (the token may not publish to it): not sent. */
   pushRefused: boolean;
 }
+
+const firstOf = <T>(values: IterableIterator<T>): T | undefined => values.next().value;
 
 /** Jitters `delayMs` to uniform in `[delayMs / 2, delayMs]`. */
 export function jitterMs(delayMs: number, random: () => number): number {
@@ -111,6 +125,13 @@ export function createPubSubClient(
     () => m.receiveLagged.inc({ transport: kind }),
   );
   let current: PubSubConnection | undefined;
+  /**
+   * Connections the broker sent GOAWAY on, still open: they receive and push next to `current`
+   * until the broker ends them or `persist_pubsub_goaway_overlap_ms` after the new one is up.
+   */
+  const draining = new Map<PubSubConnection, { overlapTimer: Timer | undefined }>();
+  /** Per shard, the seqnos received lately while `draining` is not empty (duplicate copies). */
+  const overlapSeen = new Map<string, bigint[]>();
   let closed = false;
   let connections = 0;
   /** Wakes the loop from a backoff sleep or a disabled wait. */
@@ -155,8 +176,36 @@ export function createPubSubClient(
     return true;
   };
 
+  /** The handover's old connection is gone (the broker ended it, the overlap passed, close). */
+  const retire = (conn: PubSubConnection): void => {
+    const entry = draining.get(conn);
+    if (entry === undefined) return;
+    draining.delete(conn);
+    entry.overlapTimer?.cancel();
+    conn.close();
+    if (draining.size === 0) overlapSeen.clear();
+    if (current === undefined && draining.size === 0) m.connected.set({ transport: kind }, 0);
+  };
+  const retireAll = (): void => {
+    for (const conn of [...draining.keys()]) retire(conn);
+  };
+
+  /** True if `seqno` of `shardId` already came on another connection of the handover. */
+  const duplicateInOverlap = (shardId: string, seqno: bigint): boolean => {
+    let seen = overlapSeen.get(shardId);
+    if (seen === undefined) {
+      seen = [];
+      overlapSeen.set(shardId, seen);
+    } else if (seen.includes(seqno)) {
+      return true;
+    }
+    seen.push(seqno);
+    if (seen.length > OVERLAP_SEEN_PER_SHARD) seen.shift();
+    return false;
+  };
+
   const onMessage = (conn: PubSubConnection, msg: InboundMessage): void => {
-    if (conn !== current) return;
+    if (conn !== current && !draining.has(conn)) return;
     if (msg.kind === 'unknown') {
       cells.receivedUnknown.value++;
       return;
@@ -199,6 +248,17 @@ export function createPubSubClient(
     else cells.receivedGap.value++;
     // A diff for a shard we no longer follow (in flight across an unsubscribe) is not ours.
     if (!subs.has(msg.shardId)) return;
+    if (draining.size > 0) {
+      if (msg.kind === 'diff' && duplicateInOverlap(msg.shardId, msg.seqno)) {
+        m.goawayDuplicates.inc({ transport: kind });
+        return;
+      }
+      // A restarted broker has no ring yet; the old connection still carries the shard.
+      if (msg.kind === 'gap' && msg.reason === 'resume_unavailable' && conn === current) {
+        m.goawayResumeGapsIgnored.inc({ transport: kind });
+        return;
+      }
+    }
     // A literal of the event's own fields (monomorphic, unlike a rest copy).
     if (msg.kind === 'diff') {
       events.push({
@@ -229,7 +289,10 @@ export function createPubSubClient(
 
   const loop = async (): Promise<void> => {
     let failures = 0;
+    /** Set from a GOAWAY until the next connection is up: statuses say `reason: 'goaway'`. */
+    let handover = false;
     while (!closed) {
+      const goawayReason = handover ? { reason: 'goaway' as const } : {};
       const f = flags.get();
       if (!f.persist_pubsub_client_enabled) {
         if (feed.current.state !== 'disabled') setStatus({ state: 'disabled' });
@@ -243,7 +306,7 @@ export function createPubSubClient(
         continue;
       }
       const attempt = failures + 1;
-      setStatus({ state: 'connecting', attempt });
+      setStatus({ state: 'connecting', attempt, ...goawayReason });
       kind = transport.kind;
       if (cells.kind !== kind) cells = cellsFor(kind);
       m.connectAttempts.inc({ transport: kind });
@@ -263,6 +326,10 @@ export function createPubSubClient(
       const endedP = new Promise<Error | undefined | 'disabled' | 'closed'>((resolve) => {
         ended = resolve;
       });
+      let goaway!: (why: 'goaway') => void;
+      const goawayP = new Promise<'goaway'>((resolve) => {
+        goaway = resolve;
+      });
       let conn: PubSubConnection;
       try {
         const pending: { conn?: PubSubConnection } = {};
@@ -272,6 +339,7 @@ export function createPubSubClient(
             if (pending.conn !== undefined) onMessage(pending.conn, msg);
           },
           onClose: (err) => ended(err),
+          onGoaway: () => goaway('goaway'),
         });
         pending.conn = conn;
         if (ac.signal.aborted) {
@@ -296,7 +364,7 @@ export function createPubSubClient(
         const delayMs = jitterMs(base, random);
         const error = err instanceof Error ? err.message : String(err);
         log?.debug({ err, attempt }, 'pubsub connect attempt failed');
-        setStatus({ state: 'backoff', attempt, delayMs, error });
+        setStatus({ state: 'backoff', attempt, delayMs, error, ...goawayReason });
         await sleepOrWake(delayMs);
         continue;
       }
@@ -316,16 +384,57 @@ export function createPubSubClient(
       m.connected.set({ transport: kind }, 1);
       m.connectionsEstablished.inc({ transport: kind });
       log?.debug({ transport: kind }, 'pubsub connected');
-      setStatus({ state: 'connected', sinceMs: clock.nowMs(), connections });
+      // Make-before-break held: the old connection is still up, so nothing moved unseen.
+      const overlapped = draining.size > 0;
+      if (handover) {
+        m.goawayHandovers.inc({
+          transport: kind,
+          outcome: overlapped ? 'overlapped' : 'broken',
+        });
+      }
+      setStatus({ state: 'connected', sinceMs: clock.nowMs(), connections, ...goawayReason });
+      handover = false;
       const live: string[] = [];
       for (const [shardId, sub] of subs) {
         if (sub.refused) continue;
         live.push(shardId);
         count('subscribe', conn.subscribe(shardId, resumeOf(sub)));
       }
-      events.push({ kind: 'resync', shardIds: live, reconnect: connections > 1 });
+      if (overlapped) {
+        const overlapMs = flags.get().persist_pubsub_goaway_overlap_ms;
+        for (const [old, entry] of draining) {
+          // Cancelled by `retire` if the broker ends it first.
+          entry.overlapTimer ??= clock.setTimer(() => retire(old), overlapMs);
+        }
+      } else {
+        events.push({ kind: 'resync', shardIds: live, reconnect: connections > 1 });
+      }
 
-      const why = await endedP;
+      const end = await Promise.race([endedP, goawayP]);
+      if (end === 'goaway' && current === conn && !closed) {
+        // The broker is draining: keep this connection (receiving, pushing) and open the next
+        // one at once, after a small jitter, no backoff.
+        current = undefined;
+        disconnect = undefined;
+        draining.set(conn, { overlapTimer: undefined });
+        void endedP.then(() => retire(conn));
+        handover = true;
+        failures = 0;
+        const delayMs = Math.round(
+          random() * flags.get().persist_pubsub_goaway_reconnect_jitter_ms,
+        );
+        log?.debug({ transport: kind, delayMs }, 'pubsub GOAWAY: moving to a new connection');
+        setStatus({
+          state: 'backoff',
+          attempt: 0,
+          delayMs,
+          error: 'GOAWAY: the broker is draining',
+          reason: 'goaway',
+        });
+        await sleepOrWake(delayMs);
+        continue;
+      }
+      const why = end === 'goaway' ? await endedP : end;
       if (current === conn) current = undefined;
       disconnect = undefined;
       conn.close();
@@ -342,6 +451,7 @@ export function createPubSubClient(
       });
       await sleepOrWake(delayMs);
     }
+    retireAll();
     setStatus({ state: 'closed' });
     feed.end();
     events.close();
@@ -355,6 +465,7 @@ export function createPubSubClient(
         reconfigured = true;
         attemptAbort?.abort(new ClientError('closed', 'pubsub transport reconfigured'));
         disconnect?.('disabled');
+        retireAll();
         wake?.();
       }
       return;
@@ -363,6 +474,7 @@ export function createPubSubClient(
       log?.debug('pubsub client disabled by flag');
       attemptAbort?.abort(new ClientError('closed', 'pubsub client disabled'));
       disconnect?.('disabled');
+      retireAll();
       if (current === undefined && feed.current.state !== 'disabled') {
         setStatus({ state: 'disabled' });
       }
@@ -388,20 +500,30 @@ export function createPubSubClient(
     },
     push(shardId, seqno, diff, originTimestampMs) {
       const f = flags.get();
+      // During a GOAWAY handover the old connection (still up) is the target until the new
+      // one is; then both are, so a reader still on either gets the diff.
+      const primary = current ?? (draining.size > 0 ? firstOf(draining.keys()) : undefined);
       let reason: string | undefined;
       if (closed) reason = 'closed';
       else if (!f.persist_pubsub_client_enabled) reason = 'disabled';
       else if (!f.persist_pubsub_push_diff_enabled) reason = 'push_disabled';
-      else if (current === undefined) reason = 'disconnected';
+      else if (primary === undefined) reason = 'disconnected';
       else if (subs.get(shardId)?.pushRefused === true) reason = 'refused';
-      else if (current.bufferedBytes() >= f.persist_pubsub_client_sender_buffer_bytes) {
+      else if (primary.bufferedBytes() >= f.persist_pubsub_client_sender_buffer_bytes) {
         reason = 'queue_full';
       }
-      if (reason !== undefined || current === undefined) {
+      if (reason !== undefined || primary === undefined) {
         m.pushesDropped.inc({ reason: reason ?? 'disconnected' });
         return false;
       }
-      return count('push', current.push(shardId, seqno, diff, originTimestampMs ?? clock.nowMs()));
+      const at = originTimestampMs ?? clock.nowMs();
+      const sent = count('push', primary.push(shardId, seqno, diff, at));
+      if (draining.size > 0) {
+        for (const other of draining.keys()) {
+          if (other !== primary) count('push', other.push(shardId, seqno, diff, at));
+        }
+      }
+      return sent;
     },
     subscribe(shardId, subscribeOptions = {}) {
       // The one shard id rule (src/protocol): a ShardIdError, before anything is sent.
@@ -417,6 +539,8 @@ export function createPubSubClient(
         };
         subs.set(shardId, sub);
         if (current !== undefined) count('subscribe', current.subscribe(shardId, resumeOf(sub)));
+        for (const old of draining.keys())
+          count('subscribe', old.subscribe(shardId, resumeOf(sub)));
       } else if (subscribeOptions.resumeAfterSeqno !== undefined) {
         sub.resume = subscribeOptions.resumeAfterSeqno;
       }
@@ -426,9 +550,9 @@ export function createPubSubClient(
         owned.refs--;
         if (owned.refs > 0 || subs.get(shardId) !== owned) return;
         subs.delete(shardId);
-        if (current !== undefined && !closed && !owned.refused) {
-          count('unsubscribe', current.unsubscribe(shardId));
-        }
+        if (closed || owned.refused) return;
+        if (current !== undefined) count('unsubscribe', current.unsubscribe(shardId));
+        for (const old of draining.keys()) count('unsubscribe', old.unsubscribe(shardId));
       });
     },
     subscribedShards: () => [...subs.keys()],
@@ -441,6 +565,7 @@ export function createPubSubClient(
         unsubscribeFlags();
         attemptAbort?.abort(new ClientError('closed', 'pubsub client closed'));
         disconnect?.('closed');
+        retireAll();
         wake?.();
       }
       await done;

@@ -19,6 +19,19 @@ export interface PersistFlags {
   persist_pubsub_same_process_delegate_enabled: boolean;
   /** Wait after an established connection fails, in ms. @default 5000 */
   persist_pubsub_reconnect_backoff_ms: number;
+  /**
+   * After a GOAWAY (a draining broker), the next connection is opened without backoff after a
+   * delay uniform in [0, this], in ms, so that the clients of a drained broker do not all
+   * reconnect in the same millisecond. @default 250
+   */
+  persist_pubsub_goaway_reconnect_jitter_ms: number;
+  /**
+   * After a GOAWAY handover, the old connection is kept (receiving and pushing, next to the new
+   * one) until the broker ends it or for this long after the new one is up, in ms, whichever
+   * comes first: long enough for the other clients of the drained broker to move too, so that
+   * no diff is pushed to a broker its readers have already left. @default 2000
+   */
+  persist_pubsub_goaway_overlap_ms: number;
   /** A connect attempt gives up after this long, in ms. @default 5000 */
   persist_pubsub_connect_attempt_timeout_ms: number;
   /** Cap of the exponential backoff between failed connect attempts, in ms. @default 60000 */
@@ -92,6 +105,8 @@ export const FLAG_SPECS: Readonly<Record<FlagName, FlagSpec>> = {
   persist_pubsub_push_diff_enabled: { kind: 'boolean', default: true },
   persist_pubsub_same_process_delegate_enabled: { kind: 'boolean', default: true },
   persist_pubsub_reconnect_backoff_ms: int(5000),
+  persist_pubsub_goaway_reconnect_jitter_ms: int(250),
+  persist_pubsub_goaway_overlap_ms: int(2000),
   persist_pubsub_connect_attempt_timeout_ms: int(5000, 1),
   persist_pubsub_connect_max_backoff_ms: int(60_000, 1),
   persist_pubsub_client_sender_channel_size: int(25, 1, 1_000_000),

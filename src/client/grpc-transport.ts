@@ -21,8 +21,10 @@
  * with the caller's attempt signal), a stream that counts as accepted once response headers
  * arrive (or `acceptGraceMs` passes without an error, for servers that send headers with their
  * first message), a trailers-only refusal (e.g. UNAUTHENTICATED) failing the attempt, and
- * GOAWAY / RST_STREAM / a non-OK status ending the connection with an error so the reconnect
- * loop takes over. Each connection is its own HTTP/2 session, closed when the connection ends:
+ * a GOAWAY with an error code / RST_STREAM / a non-OK status ending the connection with an
+ * error so the reconnect loop takes over. A graceful GOAWAY (NO_ERROR: the broker is draining)
+ * leaves the stream open and is reported through `onGoaway`, so the client moves to its next
+ * connection before this one ends. Each connection is its own HTTP/2 session, closed when the connection ends:
  * the reconnect loop in `createPubSubClient` owns the backoff.
  */
 import {
@@ -223,7 +225,12 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
 
   return {
     kind: 'grpc',
-    async connect({ signal, onMessage, onClose }: ConnectOptions): Promise<PubSubConnection> {
+    async connect({
+      signal,
+      onMessage,
+      onClose,
+      onGoaway,
+    }: ConnectOptions): Promise<PubSubConnection> {
       signal.throwIfAborted();
       const session = await openSession(signal);
       session.setLocalWindowSize(SESSION_WINDOW_BYTES);
@@ -244,6 +251,8 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
       const closed = (): boolean => state === 'closed';
       let acceptWait: ((err: Error | undefined) => void) | undefined;
       let trailerStatus: { code: number; message: string } | undefined;
+      /** A graceful GOAWAY arrived: reported once the connection is open. */
+      let goaway = false;
       let pingTimer: Timer | undefined;
       let pongTimer: Timer | undefined;
       // Frames made this turn (or within the write window), written together by one
@@ -324,9 +333,13 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
       stream.on('close', ended);
       session.on('error', (err: Error) => finish(streamFailed(err.message, err)));
       session.on('goaway', (code: number) => {
-        // The broker is draining or refusing: our stream may still finish, but a new
-        // connection is the loop's business. Non-zero codes are errors.
+        // Non-zero codes are errors. NO_ERROR: the broker is draining; our stream runs on
+        // until it ends it, and the client moves to a new connection meanwhile.
         if (code !== h2.NGHTTP2_NO_ERROR) finish(streamFailed(`GOAWAY (HTTP/2 code ${code})`));
+        else if (!goaway && state !== 'closed') {
+          goaway = true;
+          if (state === 'open') onGoaway?.();
+        }
       });
       session.on('close', () => finish(streamFailed('connection closed')));
 
@@ -375,6 +388,8 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
       }
       if (closed()) throw streamFailed('ended while connecting');
       state = 'open';
+      // After the caller has the connection: `onGoaway` is never called inside `connect`.
+      if (goaway) queueMicrotask(() => state === 'open' && onGoaway?.());
 
       function flush(): void {
         if (flushTimer !== undefined) clearImmediate(flushTimer);

@@ -63,6 +63,18 @@ export interface ClientMetrics {
    * `subscription_limit`. Each such shard is served by polling only.
    */
   shardsRefused: Counter<'transport' | 'reason'>;
+  /**
+   * GOAWAY handovers, by outcome: `overlapped` (the new connection was up before the old one
+   * ended: make-before-break, no resync) or `broken` (the old one ended first: a resync).
+   */
+  goawayHandovers: Counter<'transport' | 'outcome'>;
+  /** Diffs received on both connections of a handover: the second copy is not delivered. */
+  goawayDuplicates: Counter<'transport'>;
+  /**
+   * `resume_unavailable` gap notices from the new connection while the old one still carried
+   * the shard (a restarted broker holds no ring yet): not acted on, no catch-up fetch.
+   */
+  goawayResumeGapsIgnored: Counter<'transport'>;
 }
 
 const cache = new WeakMap<Registry, ClientMetrics>();
@@ -177,6 +189,24 @@ export function clientMetrics(registry: Registry): ClientMetrics {
       name: 'persist_pubsub_client_shards_refused_total',
       help: 'shards the broker refused to serve (their readers poll), by reason',
       labelNames: ['transport', 'reason'],
+      registers,
+    }),
+    goawayHandovers: new Counter({
+      name: 'persist_pubsub_client_goaway_handovers_total',
+      help: 'moves to a new connection after a GOAWAY, by outcome (overlapped: make-before-break; broken: the old connection ended first)',
+      labelNames: ['transport', 'outcome'],
+      registers,
+    }),
+    goawayDuplicates: new Counter({
+      name: 'persist_pubsub_client_goaway_duplicates_total',
+      help: 'diffs received on both the old and the new connection of a GOAWAY handover (the second copy is dropped)',
+      labelNames: ['transport'],
+      registers,
+    }),
+    goawayResumeGapsIgnored: new Counter({
+      name: 'persist_pubsub_client_goaway_resume_gaps_ignored_total',
+      help: 'resume_unavailable gap notices from the new connection of a handover while the old one still carried the shard (no catch-up fetch)',
+      labelNames: ['transport'],
       registers,
     }),
   };

@@ -69,13 +69,18 @@ export type PubSubEvent = ReceivedDiff | ReceivedGap | ReceivedRefusal | Receive
 /**
  * The connection state, one tagged union. `disabled`: the runtime flag turned the client off
  * (no stream; readers poll). `backoff`: waiting `delayMs` before the next attempt.
+ *
+ * `reason: 'goaway'`: a GOAWAY handover (the broker is draining). From the GOAWAY until the new
+ * connection is up (`backoff` for the jitter, `connecting`, `backoff` again if an attempt
+ * fails), the old connection still carries diffs both ways; `connected` with that reason is the
+ * connection that replaced it.
  */
 export type ConnectionStatus =
   | { state: 'idle' }
   | { state: 'disabled' }
-  | { state: 'connecting'; attempt: number }
-  | { state: 'connected'; sinceMs: number; connections: number }
-  | { state: 'backoff'; attempt: number; delayMs: number; error: string }
+  | { state: 'connecting'; attempt: number; reason?: 'goaway' }
+  | { state: 'connected'; sinceMs: number; connections: number; reason?: 'goaway' }
+  | { state: 'backoff'; attempt: number; delayMs: number; error: string; reason?: 'goaway' }
   | { state: 'closed' };
 
 export interface SubscribeOptions {

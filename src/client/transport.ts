@@ -24,6 +24,15 @@ export interface ConnectOptions {
   onMessage(message: InboundMessage): void;
   /** The connection ended (called at most once, never after `close()`). */
   onClose(error: Error | undefined): void;
+  /**
+   * The peer is going away gracefully (HTTP/2 GOAWAY without an error: a draining broker) and
+   * takes no new streams on this connection, but keeps serving this one until it ends it. The
+   * client opens its next connection at once and moves there before this one ends
+   * (make-before-break, docs/architecture.md "Client"). Called at most once per connection,
+   * only once it is open (a GOAWAY that arrived while accepting is reported right after), never
+   * after `close()` or `onClose`. A transport without such a signal never calls it.
+   */
+  onGoaway?(): void;
 }
 
 /** Bytes handed to the wire, or `false` if the message could not be sent. */
