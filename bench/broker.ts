@@ -188,6 +188,9 @@ interface StepResult {
   /** The broker's worst event-loop delay during the step, ms (scheduling stalls show here). */
   brokerLoopMaxMs: number;
   dropped: number;
+  /** The bench's own publisher and subscriber processes, % of one core (they must not be the limit). */
+  publisherCpuPercent: number;
+  subscribersCpuPercent: number;
 }
 
 async function runFanout(
@@ -238,6 +241,7 @@ async function runFanout(
       const pushesPerSecond = rate / fanout;
       await Promise.all(subs.map((w) => w.request({ type: 'reset' }, 'reset')));
       const before = await stats(broker);
+      const clientsBefore = await clientCpu([pub, ...subs]);
       const published = await pub.request<{ sent: number }>(
         {
           type: 'publish',
@@ -267,6 +271,9 @@ async function runFanout(
         await sleep(100);
       }
       const after = await stats(broker);
+      const clientsAfter = await clientCpu([pub, ...subs]);
+      const clientPct = (i: number) =>
+        ((clientsAfter[i]! - clientsBefore[i]!) / 1000 / stepMs) * 100;
       const merged = hdr.build({
         lowestDiscernibleValue: 1,
         highestTrackableValue: 60_000_000,
@@ -292,6 +299,8 @@ async function runFanout(
           '0.001',
         ),
         brokerLoopMaxMs: after.loopDelayMs?.max ?? 0,
+        publisherCpuPercent: clientPct(0),
+        subscribersCpuPercent: subs.reduce((a, _, i) => a + clientPct(i + 1), 0),
       };
       results.push(result);
       printStep(result);
@@ -308,7 +317,7 @@ async function runFanout(
 function printStep(r: StepResult): void {
   const ms = (us: number) => (us / 1000).toFixed(2);
   console.log(
-    `| ${r.fanout} | ${r.targetPerSecond} | ${r.deliveredPerSecond} | ${(r.deliveredRatio * 100).toFixed(1)}% | ${ms(r.p50Us)} | ${ms(r.p99Us)} | ${ms(r.p999Us)} | ${ms(r.maxUs)} | ${r.cpuSecondsPerMillion.toFixed(2)} | ${r.brokerCpuPercent.toFixed(0)}% | ${(r.brokerWithin1ms * 100).toFixed(1)}% | ${r.brokerLoopMaxMs.toFixed(0)} | ${r.dropped} |`,
+    `| ${r.fanout} | ${r.targetPerSecond} | ${r.deliveredPerSecond} | ${(r.deliveredRatio * 100).toFixed(1)}% | ${ms(r.p50Us)} | ${ms(r.p99Us)} | ${ms(r.p999Us)} | ${ms(r.maxUs)} | ${r.cpuSecondsPerMillion.toFixed(2)} | ${r.brokerCpuPercent.toFixed(0)}% | ${(r.brokerWithin1ms * 100).toFixed(1)}% | ${r.brokerLoopMaxMs.toFixed(0)} | ${r.dropped} | ${r.publisherCpuPercent.toFixed(0)}% | ${r.subscribersCpuPercent.toFixed(0)}% |`,
   );
 }
 
@@ -380,6 +389,12 @@ interface ClientCpu {
 }
 
 const cpuOf = (c: { user: number; system: number }) => c.user + c.system;
+
+/** Each client process's CPU so far (user + system), µs. */
+const clientCpu = (clients: Child[]) =>
+  Promise.all(
+    clients.map(async (c) => cpuOf((await c.request<ClientCpu>({ type: 'cpu' }, 'cpu')).cpu)),
+  );
 
 /** The e2e reference load at the broker alone: see the header (`--reference`). */
 async function runReference(
@@ -531,9 +546,9 @@ async function run(args: string[]): Promise<void> {
       `(CPU = its own user+system time), ${subWorkers} subscriber process(es), 1 publisher process.\n`,
   );
   console.log(
-    '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | broker flushes ≤ 1 ms | broker loop stall max ms | drops |',
+    '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | broker flushes ≤ 1 ms | broker loop stall max ms | drops | publisher CPU | subscribers CPU |',
   );
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const f of fanouts) {
     await runFanout(f, rates, stepMs, shardCount, subWorkers, values['cpu-prof']);
   }

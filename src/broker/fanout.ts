@@ -33,7 +33,7 @@ import type { BrokerFlags, BrokerLimits } from './types.js';
 
 export interface FanoutCore {
   readonly table: SubscriptionTable<Connection>;
-  readonly resume: ResumeStore<Broadcast>;
+  readonly resume: ResumeStore;
   readonly connections: ReadonlyMap<string, Connection>;
   readonly flags: BrokerFlags;
   add(conn: Connection): void;
@@ -103,7 +103,7 @@ export function createFanoutCore(options: {
   const writeWindowUs = options.writeWindowUs ?? 0;
   const { stats } = metrics;
   const table = createSubscriptionTable<Connection>();
-  const resume = createResumeStore<Broadcast>({
+  const resume = createResumeStore({
     ringSize: limits.resumeRingSize,
     maxTotalBytes: limits.maxResumeBytes,
   });
@@ -330,9 +330,10 @@ export function createFanoutCore(options: {
         }
         return;
       }
-      const b = new Broadcast(shardId, seqno, pushDiff, now(), t0, sender, local);
+      const b = Broadcast.forward(shardId, seqno, pushDiff, now(), t0, sender, local);
       const bytes = b.bytes;
-      resume.record(shardId, seqno, b, bytes);
+      // The ring copies the frame: it keeps no broadcast alive (see resume-ring.ts).
+      resume.record(shardId, seqno, b.frame, sender);
       const subs = table.subscribers(shardId);
       let sent = 0;
       if (subs !== undefined) {
@@ -362,8 +363,10 @@ export function createFanoutCore(options: {
       }
       if (resumeAfterSeqno !== undefined) {
         const r = resume.replay(shardId, resumeAfterSeqno);
-        for (const b of r.items) {
-          if (b.sender !== conn && enqueue(conn, b, b.bytes)) stats.resumeReplayed++;
+        for (const e of r.items) {
+          if (e.sender === conn) continue;
+          const b = Broadcast.resumed(shardId, e.seqno, e.frame, e.sender, t0);
+          if (enqueue(conn, b, b.bytes)) stats.resumeReplayed++;
         }
         if (r.kind === 'gap') {
           recordGap(conn, shardId, 'resume_unavailable', r.fromSeqno);

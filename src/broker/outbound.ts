@@ -23,39 +23,84 @@ export type GapReason = Exclude<WireGapReason, 'unknown'>;
 
 export class Broadcast {
   readonly kind = 'push';
-  /** The forwarded gRPC frame (broker timestamp + the publisher's raw push_diff). */
-  readonly frame: Buffer;
   private local: InProcessMessage | undefined;
-  private readonly pushDiffBytes: number;
 
-  constructor(
+  private constructor(
     readonly shardId: string,
     readonly seqno: bigint,
+    /** The forwarded gRPC frame (broker timestamp + the publisher's raw push_diff). */
+    readonly frame: Buffer,
+    /** The length of the push_diff at the frame's tail. */
+    private readonly pushDiffBytes: number,
+    /** Broker time at receipt, ms since the Unix epoch (the forwarded `timestamp`). */
+    readonly timestampMs: number,
+    /** `performance.now()` at receipt (or at resume), for the fan-out latency histogram. */
+    readonly receivedAt: number,
+    /** The sending connection: never delivered back to it. */
+    readonly sender: object,
+    local: InProcessMessage | undefined,
+  ) {
+    this.local = local;
+  }
+
+  /** A push as received: its frame is encoded here, once, for every subscriber. */
+  static forward(
+    shardId: string,
+    seqno: bigint,
     /**
      * The publisher's raw `ProtoPushDiff` bytes. Not kept: it may alias a large inbound chunk,
      * and the frame holds a copy (see `pushDiff`).
      */
     pushDiff: Uint8Array,
-    /** Broker time at receipt, ms since the Unix epoch (the forwarded `timestamp`). */
-    readonly timestampMs: number,
-    /** `performance.now()` at receipt, for the fan-out latency histogram. */
-    readonly receivedAt: number,
-    /** The sending connection: never delivered back to it. */
-    readonly sender: object,
+    timestampMs: number,
+    receivedAt: number,
+    sender: object,
     local?: { diff: Uint8Array; originTimestampMs: number | undefined },
-  ) {
-    this.frame = encodeForward(pushDiff, timestampMs, true);
-    this.pushDiffBytes = pushDiff.length;
-    if (local !== undefined) {
-      this.local = {
-        kind: 'push',
-        shardId,
-        seqno,
-        diff: local.diff,
-        originTimestampMs: local.originTimestampMs,
-        timestampMs,
-      };
-    }
+  ): Broadcast {
+    return new Broadcast(
+      shardId,
+      seqno,
+      encodeForward(pushDiff, timestampMs, true),
+      pushDiff.length,
+      timestampMs,
+      receivedAt,
+      sender,
+      local === undefined
+        ? undefined
+        : {
+            kind: 'push',
+            shardId,
+            seqno,
+            diff: local.diff,
+            originTimestampMs: local.originTimestampMs,
+            timestampMs,
+          },
+    );
+  }
+
+  /**
+   * A frame replayed from the resume ring (a copy the ring handed over), forwarded with its
+   * original broker timestamp. Decoded once here: it was checked at the edge when received.
+   */
+  static resumed(
+    shardId: string,
+    seqno: bigint,
+    frame: Uint8Array,
+    sender: object,
+    at: number,
+  ): Broadcast {
+    const buf = Buffer.from(frame.buffer, frame.byteOffset, frame.length);
+    const m = decodeMessage(buf.subarray(GRPC_FRAME_HEADER_BYTES));
+    const push = m.kind === 'push' ? m : undefined;
+    const timestampMs = push?.timestampMs ?? 0;
+    return new Broadcast(shardId, seqno, buf, push?.pushDiff.length ?? 0, timestampMs, at, sender, {
+      kind: 'push',
+      shardId,
+      seqno,
+      diff: push?.diff ?? new Uint8Array(0),
+      originTimestampMs: push?.originTimestampMs,
+      timestampMs,
+    });
   }
 
   get bytes(): number {
