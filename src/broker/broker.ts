@@ -40,7 +40,9 @@
  * TLS via `http2.createSecureServer` (ALPN h2), optional mTLS (`tls.clientCa`: client
  * certificates are required and verified; a wrong CA fails the handshake), optional bearer
  * token (`authorization: Bearer <token>`, compared in constant time; missing or wrong →
- * UNAUTHENTICATED). Health and reflection calls are exempt from the token. TCP connections are bounded in
+ * UNAUTHENTICATED), and scoped tokens (`tokens`: a name and the shards each token may publish
+ * and subscribe to; `bearer-auth.ts`, `token-scopes.ts`, `stream-scopes.ts`), replaced at run
+ * time by `setTokens`. Health and reflection calls are exempt from the token. TCP connections are bounded in
  * number and must send a request within `handshakeTimeoutMs`.
  *
  * ## Lifecycle
@@ -85,6 +87,8 @@ import {
   REFLECTION_V1ALPHA_PATH,
   type ReflectionService,
 } from './reflection.js';
+import { createStreamScopes } from './stream-scopes.js';
+import { compileTokenGrants, type TokenGrant } from './token-scopes.js';
 import type { Broker, BrokerFlags, BrokerOptions, BrokerState, HostPort } from './types.js';
 
 /** After the drain deadline, streams get this long (at least) to take their trailers, in ms. */
@@ -127,6 +131,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   const helpers = new Set<Connection>();
 
   let core: FanoutCore | undefined;
+  const auth = createBearerAuth({ token: o.authToken, tokens: o.tokens });
   let grpc: GrpcServer | undefined;
   const metrics = createBrokerMetrics(
     registry,
@@ -138,6 +143,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       queuedMessages: () => core?.queued().messages ?? 0,
       queuedBytes: () => core?.queued().bytes ?? 0,
       resumeRingBytes: () => core?.resume.totalBytes ?? 0,
+      authTokens: () => auth.table?.size ?? 0,
     },
     o.maxCallerIdLabels,
   );
@@ -198,15 +204,8 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     },
   };
 
-  const pubsub = createPubSubStreams({
-    fan,
-    opener,
-    metrics,
-    limits,
-    log,
-    clock,
-    authorized: createBearerAuth(o.authToken),
-  });
+  const scopes = createStreamScopes({ fan, metrics, log });
+  const pubsub = createPubSubStreams({ fan, opener, metrics, limits, log, clock, auth, scopes });
 
   function onSession(session: Http2Session): void {
     const stop = watchSession(session, {
@@ -335,6 +334,12 @@ export function createBroker(options: BrokerOptions = {}): Broker {
         }
         flags.forwardPushes = next.forwardPushes;
       }
+    },
+    setTokens(grants: readonly TokenGrant[]) {
+      const table = compileTokenGrants(grants);
+      auth.setTable(table);
+      const { revokedStreams, droppedSubscriptions } = scopes.reload(table);
+      log.info({ tokens: table.size, revokedStreams, droppedSubscriptions }, 'tokens replaced');
     },
     close(opts) {
       if (closing !== undefined) return closing;

@@ -77,7 +77,8 @@ export class Connection {
     readonly seq: number,
     readonly connId: string,
     readonly callerId: string,
-    callerLabel: string,
+    /** The caller id's metric label (`other` beyond `maxCallerIdLabels`). */
+    readonly callerLabel: string,
     readonly remoteAddress: string,
     readonly connectedAtMs: number,
     readonly kind: 'grpc' | 'local',

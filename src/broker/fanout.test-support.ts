@@ -29,6 +29,7 @@ export function createTestMetrics(registry: Registry): BrokerMetrics {
       queuedMessages: zero,
       queuedBytes: zero,
       resumeRingBytes: zero,
+      authTokens: zero,
     },
     10,
   );

@@ -31,6 +31,10 @@ export {
   DEFAULT_WRITE_WINDOW_US,
   MAX_WRITE_WINDOW_US,
 } from './options.js';
+export type { ShardPatterns } from './shard-patterns.js';
+export { compileShardPatterns } from './shard-patterns.js';
+export type { TokenGrant, TokenScope, TokenTable } from './token-scopes.js';
+export { compileTokenGrants } from './token-scopes.js';
 export type {
   Broker,
   BrokerFlags,

@@ -15,6 +15,7 @@ function setup(maxCallerIdLabels: number) {
       queuedMessages: () => 0,
       queuedBytes: () => 0,
       resumeRingBytes: () => 0,
+      authTokens: () => 0,
     },
     maxCallerIdLabels,
   );
@@ -45,5 +46,19 @@ describe('broker metrics', () => {
     expect(text).toMatch(/^persist_pubsub_server_active_connections 7$/m);
     metrics.stats.broadcastedDiffs += 1;
     expect(await registry.metrics()).toMatch(/^persist_pubsub_server_broadcasted_diffs_total 6$/m);
+  });
+
+  it("counts a scoped token's refusals by caller, call and reason", async () => {
+    const { registry, metrics } = setup(10);
+    metrics.refused('reader', 'push', 'permission_denied');
+    metrics.refused('reader', 'push', 'permission_denied');
+    metrics.refused('reader', 'stream', 'revoked');
+    const text = await registry.metrics();
+    expect(text).toMatch(
+      /^persist_pubsub_server_refused_total\{caller_id="reader",call="push",reason="permission_denied"\} 2$/m,
+    );
+    expect(text).toMatch(
+      /^persist_pubsub_server_refused_total\{caller_id="reader",call="stream",reason="revoked"\} 1$/m,
+    );
   });
 });

@@ -35,6 +35,17 @@ export type RejectReason =
   | 'tcp_connections'
   | 'handshake_timeout';
 export type CallKind = 'push' | 'subscribe' | 'unsubscribe';
+/**
+ * What a scoped token's refusal is about (`refused_total{call}`): a push, a subscribe, or the
+ * whole stream (its token was revoked by a reload).
+ */
+export type RefusedCallKind = 'push' | 'subscribe' | 'stream';
+/**
+ * Why (`refused_total{reason}`): `permission_denied`, the call is outside the token's scope;
+ * `revoked`, a reload took the token away (its streams are closed) or narrowed its scope (the
+ * subscriptions it no longer covers are dropped).
+ */
+export type RefusedReason = 'permission_denied' | 'revoked';
 export type OpKind = CallKind | 'connection_cleanup';
 
 export interface BrokerStats {
@@ -45,6 +56,8 @@ export interface BrokerStats {
   opSeconds: Record<OpKind, number>;
   /** `${callerLabel}\u0000${call}` → count. */
   callerCalls: Map<string, number>;
+  /** `${callerLabel}\u0000${call}\u0000${reason}` → count (scoped tokens' refusals). */
+  refusals: Map<string, number>;
   resumeReplayed: number;
 }
 
@@ -55,6 +68,8 @@ export interface BrokerMetrics {
   parseError(code: string): void;
   gapNotice(reason: string): void;
   connectionClosed(status: string): void;
+  /** A scoped token's refusal (a reference client may repeat one at its push rate: no labels hashed). */
+  refused(callerLabel: string, call: RefusedCallKind, reason: RefusedReason): void;
   /** The label for a caller id, `other` once `maxCallerIdLabels` distinct ones are in use. */
   callerLabel(callerId: string): string;
 }
@@ -67,6 +82,8 @@ export interface BrokerGaugeSources {
   queuedMessages(): number;
   queuedBytes(): number;
   resumeRingBytes(): number;
+  /** Scoped tokens in force (0 without `--auth-tokens-file`). */
+  authTokens(): number;
 }
 
 export function createBrokerMetrics(
@@ -82,6 +99,7 @@ export function createBrokerMetrics(
     calls: { push: 0, subscribe: 0, unsubscribe: 0 },
     opSeconds: { push: 0, subscribe: 0, unsubscribe: 0, connection_cleanup: 0 },
     callerCalls: new Map(),
+    refusals: new Map(),
     resumeReplayed: 0,
   };
 
@@ -101,6 +119,7 @@ export function createBrokerMetrics(
   gauge('queued_messages', 'Messages waiting in outbound queues.', gauges.queuedMessages);
   gauge('queued_bytes', 'Bytes waiting in outbound queues.', gauges.queuedBytes);
   gauge('resume_ring_bytes', 'Bytes held by per-shard resume rings.', gauges.resumeRingBytes);
+  gauge('auth_tokens', 'Scoped bearer tokens in force (--auth-tokens-file).', gauges.authTokens);
 
   const mirror = (name: string, help: string, read: () => number) =>
     new Counter({
@@ -169,6 +188,20 @@ export function createBrokerMetrics(
     },
   });
 
+  new Counter({
+    name: `${METRIC_PREFIX}refused_total`,
+    help: "Pushes, subscribes and streams refused by a scoped token's scope, by caller id (the token's name), call (push, subscribe, stream) and reason (permission_denied, revoked).",
+    labelNames: ['caller_id', 'call', 'reason'],
+    registers,
+    collect() {
+      this.reset();
+      for (const [key, v] of stats.refusals) {
+        const [caller, call, reason] = key.split('\u0000') as [string, string, string];
+        this.labels(caller, call, reason).inc(v);
+      }
+    },
+  });
+
   const rejections = new Counter({
     name: `${METRIC_PREFIX}rejections_total`,
     help: 'Calls or messages refused by a limit or check, by reason.',
@@ -208,6 +241,10 @@ export function createBrokerMetrics(
     parseError: (code) => parseErrors.labels(code).inc(),
     gapNotice: (reason) => gapNotices.labels(reason).inc(),
     connectionClosed: (status) => closed.labels(status).inc(),
+    refused(callerLabel, call, reason) {
+      const key = `${callerLabel}\u0000${call}\u0000${reason}`;
+      stats.refusals.set(key, (stats.refusals.get(key) ?? 0) + 1);
+    },
     callerLabel(callerId) {
       if (callerLabels.has(callerId)) return callerId;
       if (callerLabels.size < maxCallerIdLabels) {

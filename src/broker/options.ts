@@ -13,6 +13,7 @@ import {
 } from '../protocol/index.js';
 import { type Clock, systemClock } from '../util/index.js';
 import { BrokerError } from './errors.js';
+import { compileTokenGrants, type TokenTable } from './token-scopes.js';
 import type {
   BrokerFlags,
   BrokerLimits,
@@ -59,6 +60,7 @@ export interface ResolvedBrokerOptions {
   listen: HostPort;
   tls: BrokerTlsOptions | undefined;
   authToken: string | undefined;
+  tokens: TokenTable | undefined;
   limits: BrokerLimits;
   flags: BrokerFlags;
   keepaliveTimeMs: number;
@@ -119,6 +121,15 @@ export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBroke
     }
   }
 
+  let tokens: TokenTable | undefined;
+  if (options.tokens !== undefined) {
+    try {
+      tokens = compileTokenGrants(options.tokens);
+    } catch (err) {
+      bad('tokens', `is invalid: ${(err as Error).message}`);
+    }
+  }
+
   const given = options.limits ?? {};
   if (typeof given !== 'object' || given === null) bad('limits', 'must be an object');
   const limits: BrokerLimits = { ...DEFAULT_LIMITS };
@@ -166,6 +177,7 @@ export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBroke
     listen: { host: listen.host, port: listen.port },
     tls,
     authToken,
+    tokens,
     limits,
     flags,
     keepaliveTimeMs: int(

@@ -1,19 +1,28 @@
 import { createServer, type Http2Server, connect as h2connect } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { encodePushDiff, frameMessage, PUBSUB_METHOD_PATH } from '../protocol/index.js';
+import {
+  decodeMessage,
+  encodePushDiff,
+  frameMessage,
+  PUBSUB_METHOD_PATH,
+  type PubSubMessage,
+} from '../protocol/index.js';
 import { createFakeClock } from '../util/index.js';
+import { createBearerAuth } from './bearer-auth.js';
 import { createTestOpener, setupFanout, silentLog } from './fanout.test-support.js';
 import { GrpcStatus } from './grpc-status.js';
 import { DEFAULT_LIMITS } from './options.js';
 import { createPubSubStreams } from './pubsub-stream.js';
+import { createStreamScopes } from './stream-scopes.js';
+import { compileTokenGrants, type TokenGrant } from './token-scopes.js';
 
 const cleanup: Array<() => void> = [];
 afterEach(() => {
   for (const f of cleanup.splice(0)) f();
 });
 
-async function setup(o: { refuse?: boolean; token?: string } = {}) {
+async function setup(o: { refuse?: boolean; token?: string; tokens?: TokenGrant[] } = {}) {
   const f = setupFanout();
   const opener = createTestOpener(
     f.core,
@@ -21,6 +30,11 @@ async function setup(o: { refuse?: boolean; token?: string } = {}) {
       ? { reason: 'draining', status: { code: GrpcStatus.UNAVAILABLE, message: 'draining' } }
       : undefined,
   );
+  const auth = createBearerAuth({
+    token: o.token,
+    tokens: o.tokens === undefined ? undefined : compileTokenGrants(o.tokens),
+  });
+  const scopes = createStreamScopes({ fan: f.core, metrics: f.metrics, log: silentLog });
   const streams = createPubSubStreams({
     fan: f.core,
     opener,
@@ -28,8 +42,14 @@ async function setup(o: { refuse?: boolean; token?: string } = {}) {
     limits: { ...DEFAULT_LIMITS, maxShardIdBytes: 16 },
     log: silentLog,
     clock: createFakeClock(),
-    authorized: (h) => o.token === undefined || h.authorization === `Bearer ${o.token}`,
+    auth,
+    scopes,
   });
+  const reload = (grants: TokenGrant[]) => {
+    const table = compileTokenGrants(grants);
+    auth.setTable(table);
+    return scopes.reload(table);
+  };
   const server: Http2Server = createServer();
   server.on('stream', (s, h) => streams.handle(s, h));
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
@@ -59,7 +79,19 @@ async function setup(o: { refuse?: boolean; token?: string } = {}) {
     });
     return { stream, chunks, status, bytes: () => Buffer.concat(chunks) };
   };
-  return { ...f, call };
+  return { ...f, call, reload, scopes };
+}
+
+/** The messages in a response body (whole gRPC frames). */
+function messagesOf(bytes: Buffer): PubSubMessage[] {
+  const out: PubSubMessage[] = [];
+  for (let at = 0; at + 5 <= bytes.length; ) {
+    const n = bytes.readUInt32BE(at + 1);
+    const m = decodeMessage(bytes.subarray(at + 5, at + 5 + n));
+    if (m.kind !== 'error') out.push(m as PubSubMessage);
+    at += 5 + n;
+  }
+  return out;
 }
 
 const subscribe = (id: string) =>
@@ -115,5 +147,131 @@ describe('PubSub stream', () => {
     expect((await (await setup({ refuse: true })).call().status).code).toBe(
       String(GrpcStatus.UNAVAILABLE),
     );
+  });
+
+  describe('scoped tokens', () => {
+    const tokens: TokenGrant[] = [
+      { name: 'writer', token: 'tok-w', publish: ['s*'], subscribe: ['s*'] },
+      { name: 'reader', token: 'tok-r', subscribe: ['s1', 'sa*'] },
+    ];
+    const ext = { 'persist-pubsub-extensions': '1' };
+    const refusedTotal = async (registry: { metrics(): Promise<string> }, labels: string) =>
+      Number(
+        new RegExp(`^persist_pubsub_server_refused_total\\{${labels}\\} (\\d+)$`, 'm').exec(
+          await registry.metrics(),
+        )?.[1] ?? 0,
+      );
+
+    it('names the caller by its token, not its header; a wrong token is UNAUTHENTICATED', async () => {
+      const { call, core } = await setup({ tokens });
+      const r = call({ authorization: 'Bearer tok-r', 'persist-pubsub-caller-id': 'writer' });
+      r.stream.write(subscribe('s1'));
+      await until(() => core.table.subscribers('s1')?.size === 1);
+      expect([...core.connections.values()].map((c) => c.callerId)).toEqual(['reader']);
+      expect((await call({ authorization: 'Bearer tok-x' }).status).code).toBe(
+        String(GrpcStatus.UNAUTHENTICATED),
+      );
+      expect((await call().status).code).toBe(String(GrpcStatus.UNAUTHENTICATED));
+    });
+
+    it('an extension client gets a refusal notice per refused call; its stream carries on', async () => {
+      const { call, core, registry } = await setup({ tokens });
+      const r = call({ authorization: 'Bearer tok-r', ...ext });
+      const w = call({ authorization: 'Bearer tok-w' });
+      r.stream.write(subscribe('s2')); // not in the reader's scope
+      r.stream.write(subscribe('s1'));
+      r.stream.write(push('s1', 1n)); // the reader may not publish
+      await until(() => messagesOf(r.bytes()).length === 2);
+      expect(core.table.subscribers('s1')?.size).toBe(1);
+      expect(core.table.subscribers('s2')).toBeUndefined();
+      expect(messagesOf(r.bytes())).toMatchObject([
+        { kind: 'refused', shardId: 's2', reason: 'permission_denied', call: 'subscribe' },
+        { kind: 'refused', shardId: 's1', reason: 'permission_denied', call: 'push' },
+      ]);
+      // The writer's push reaches the reader: the refusals cost nothing else.
+      w.stream.write(push('s1', 2n));
+      await until(() => messagesOf(r.bytes()).length === 3);
+      expect(messagesOf(r.bytes())[2]).toMatchObject({ kind: 'push', shardId: 's1', seqno: 2n });
+      expect(
+        await refusedTotal(registry, 'caller_id="reader",call="push",reason="permission_denied"'),
+      ).toBe(1);
+      expect(
+        await refusedTotal(
+          registry,
+          'caller_id="reader",call="subscribe",reason="permission_denied"',
+        ),
+      ).toBe(1);
+    });
+
+    it('a reference client: a refused push is dropped and counted, no notice, no stream end', async () => {
+      const { call, core, registry } = await setup({ tokens });
+      const r = call({ authorization: 'Bearer tok-r' });
+      const other = call({ authorization: 'Bearer tok-w' });
+      other.stream.write(subscribe('s1'));
+      await until(() => core.table.subscribers('s1')?.size === 1);
+      for (let i = 1; i <= 3; i++) r.stream.write(push('s1', BigInt(i)));
+      await until(() => core.connections.size === 2);
+      r.stream.write(subscribe('s1'));
+      await until(() => core.table.subscribers('s1')?.size === 2);
+      expect(
+        await refusedTotal(registry, 'caller_id="reader",call="push",reason="permission_denied"'),
+      ).toBe(3);
+      await turn();
+      expect(r.chunks).toHaveLength(0);
+      expect(other.chunks).toHaveLength(0);
+      r.stream.end();
+      expect((await r.status).code).toBe('0');
+    });
+
+    it("a reload ends a revoked token's streams (UNAUTHENTICATED) and drops what a narrowed scope left", async () => {
+      const { call, core, reload, scopes, registry } = await setup({ tokens });
+      const r = call({ authorization: 'Bearer tok-r', ...ext });
+      const w = call({ authorization: 'Bearer tok-w' });
+      r.stream.write(subscribe('s1'));
+      r.stream.write(subscribe('sa1'));
+      w.stream.write(subscribe('s1'));
+      await until(() => core.table.subscriptionCount === 3);
+      expect(scopes.size).toBe(2);
+      expect(
+        reload([
+          { name: 'reader', token: 'tok-r', subscribe: ['sa*'] },
+          { name: 'writer2', token: 'tok-w2', publish: ['*'] },
+        ]),
+      ).toEqual({ revokedStreams: 1, droppedSubscriptions: 1 });
+      expect(await w.status).toMatchObject({
+        code: String(GrpcStatus.UNAUTHENTICATED),
+        message: 'the bearer token was revoked',
+      });
+      expect(core.table.isSubscribed([...core.connections.values()][0]!, 's1')).toBe(false);
+      await until(() => messagesOf(r.bytes()).length === 1);
+      expect(messagesOf(r.bytes())[0]).toMatchObject({
+        kind: 'refused',
+        shardId: 's1',
+        reason: 'permission_denied',
+        call: 'subscribe',
+      });
+      // The new scope applies at once, the cached decisions gone.
+      r.stream.write(subscribe('s1'));
+      await until(() => messagesOf(r.bytes()).length === 2);
+      expect(core.table.subscribers('sa1')?.size).toBe(1);
+      expect(
+        await refusedTotal(registry, 'caller_id="writer",call="stream",reason="revoked"'),
+      ).toBe(1);
+      expect(
+        await refusedTotal(registry, 'caller_id="reader",call="subscribe",reason="revoked"'),
+      ).toBe(1);
+      // A new call with the revoked token is refused at admission.
+      expect((await call({ authorization: 'Bearer tok-w' }).status).code).toBe(
+        String(GrpcStatus.UNAUTHENTICATED),
+      );
+    });
+
+    it('the single unscoped token works beside the table', async () => {
+      const { call, core } = await setup({ token: 'plain', tokens });
+      const p = call({ authorization: 'Bearer plain', 'persist-pubsub-caller-id': 'env-1' });
+      p.stream.write(subscribe('zz'));
+      await until(() => core.table.subscribers('zz')?.size === 1);
+      expect([...core.connections.values()][0]!.callerId).toBe('env-1');
+    });
   });
 });

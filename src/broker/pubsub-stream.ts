@@ -23,12 +23,14 @@ import {
   sanitizeCallerId,
 } from '../protocol/index.js';
 import type { Clock } from '../util/index.js';
+import type { BearerAuth } from './bearer-auth.js';
 import type { Connection, ConnectionOpener, ConnectionSink } from './connection.js';
 import type { FanoutCore } from './fanout.js';
 import { respondTrailersOnly, rstCodeFor, startResponse } from './grpc-respond.js';
 import { type CallStatus, GrpcStatus, statusName } from './grpc-status.js';
 import type { BrokerMetrics, RejectReason } from './metrics.js';
 import type { OutItem } from './outbound.js';
+import type { StreamScope, StreamScopes } from './stream-scopes.js';
 import type { BrokerLimits } from './types.js';
 
 /**
@@ -47,7 +49,9 @@ export interface PubSubStreamDeps {
   limits: BrokerLimits;
   log: Logger;
   clock: Clock;
-  authorized: (headers: IncomingHttpHeaders) => boolean;
+  auth: BearerAuth;
+  /** Where a scoped token's streams are checked per message (and reloaded). */
+  scopes: StreamScopes;
 }
 
 export interface PubSubStreams {
@@ -106,7 +110,8 @@ export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
   }
 
   function handle(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-    if (!deps.authorized(headers)) {
+    const principal = deps.auth.authenticate(headers);
+    if (principal === undefined) {
       reject(stream, 'unauthenticated', {
         code: GrpcStatus.UNAUTHENTICATED,
         message: 'missing or wrong bearer token',
@@ -127,12 +132,17 @@ export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
     let conn: Connection | undefined;
     const c = opener.open(
       'grpc',
-      sanitizeCallerId(headers[CALLER_ID_HEADER]),
+      // A scoped token names its caller; the header is the caller's own word.
+      principal.kind === 'scoped'
+        ? principal.scope.name
+        : sanitizeCallerId(headers[CALLER_ID_HEADER]),
       remoteAddress,
       sinkOf(stream, () => conn?.status),
       headers[EXTENSIONS_HEADER] === '1',
     );
     conn = c;
+    const scope: StreamScope | undefined =
+      principal.kind === 'scoped' ? deps.scopes.attach(c, principal.scope) : undefined;
     if (session !== undefined) {
       let set = bySession.get(session);
       if (set === undefined) {
@@ -182,8 +192,15 @@ export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
         return;
       }
       if (env.kind === 'push') {
-        fan.push(c, id.shardId, env.seqno, env.pushDiff);
+        if (scope !== undefined && !scope.mayPush(id.shardId)) scope.refuse('push', id.shardId);
+        else fan.push(c, id.shardId, env.seqno, env.pushDiff);
       } else if (env.kind === 'subscribe') {
+        if (scope !== undefined && !scope.maySubscribe(id.shardId)) {
+          // As the core would have: a resume shows that the client speaks extensions.
+          if (env.resumeAfterSeqno !== undefined) c.extensions = true;
+          scope.refuse('subscribe', id.shardId);
+          return;
+        }
         const refusedSub = fan.subscribe(c, id.shardId, env.resumeAfterSeqno);
         // Counted by the core already.
         if (refusedSub === undefined) return;
@@ -236,6 +253,7 @@ export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
     stream.on('drain', () => fan.drained(c));
     stream.on('error', (err) => c.log.debug({ err }, 'stream error'));
     stream.once('close', () => {
+      scope?.detach();
       if (session !== undefined) bySession.get(session)?.delete(c);
       // No status chosen: the peer cancelled the call (RST_STREAM on a live session), or its
       // TCP connection was reset or lost.

@@ -6,6 +6,7 @@
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Clock } from '../util/index.js';
+import type { TokenGrant } from './token-scopes.js';
 
 /** A listen address. Port 0 picks a free port (read the bound one from `Broker.address`). */
 export interface HostPort {
@@ -57,8 +58,18 @@ export interface BrokerOptions {
   /** gRPC listen address. @default 127.0.0.1:6879 */
   listen?: HostPort | undefined;
   tls?: BrokerTlsOptions | undefined;
-  /** If set, clients must send `authorization: Bearer <token>`; otherwise UNAUTHENTICATED. */
+  /**
+   * If set, clients must send `authorization: Bearer <token>`; otherwise UNAUTHENTICATED. With
+   * `tokens` too, this one token stays unscoped (its callers name themselves by header).
+   */
   authToken?: string | undefined;
+  /**
+   * Scoped tokens: each a name (its streams' caller id, instead of the header) and the shard-id
+   * patterns it may publish and subscribe to (README "Operating: auth"). Set (even to `[]`),
+   * every PubSub call needs one of these tokens (or `authToken`); replaced by `setTokens`.
+   * @default none (no scoped tokens)
+   */
+  tokens?: readonly TokenGrant[] | undefined;
   limits?: Partial<BrokerLimits> | undefined;
   flags?: Partial<BrokerFlags> | undefined;
   /** Ping idle connections this often to find dead peers, in ms. 0 disables. @default 30000 */
@@ -252,6 +263,14 @@ export interface Broker {
   readonly flags: Readonly<BrokerFlags>;
   /** Changes runtime flags; takes effect for the next message. */
   setFlags(flags: Partial<BrokerFlags>): void;
+  /**
+   * Replaces the scoped tokens (a reload of `--auth-tokens-file`): a stream whose token is gone
+   * ends with UNAUTHENTICATED; the others take their token's new scope at once (subscriptions
+   * it no longer covers are dropped). Throws a `BrokerError('invalid_argument')` naming the bad
+   * entry, with the tokens in force unchanged, on a bad list or a broker created without
+   * `tokens`.
+   */
+  setTokens(tokens: readonly TokenGrant[]): void;
   /**
    * Graceful drain: stop accepting, send GOAWAY, let clients go, and close what is left at the
    * deadline. Idempotent.

@@ -11,6 +11,7 @@ import type {
   BrokerOptions,
   BrokerState,
   InProcessConnection,
+  TokenGrant,
 } from '../broker/index.js';
 import { type BrokerProcess, startBrokerProcess } from './broker.js';
 import type { BrokerCliConfig } from './config/broker-options.js';
@@ -55,6 +56,10 @@ class FakeBroker implements Broker {
   setFlags(flags: Partial<BrokerFlags>) {
     this.flagChanges.push(flags);
     this.flags = { ...this.flags, ...flags };
+  }
+  readonly tokenChanges: TokenGrant[][] = [];
+  setTokens(tokens: readonly TokenGrant[]) {
+    this.tokenChanges.push([...tokens]);
   }
   close(options?: { deadlineMs?: number | undefined }) {
     this.closeCalls.push({ ...options });
@@ -184,6 +189,36 @@ describe('broker process lifecycle', () => {
     expect(broker.flags).toEqual({ forwardPushes: false });
     expect(broker.flagChanges[0]).toEqual({ forwardPushes: false });
     expect(lines.some((l) => l.msg === 'flags reloaded')).toBe(true);
+  });
+
+  it('SIGHUP reloads the tokens file into the broker; a bad one leaves it alone', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pp-cli-'));
+    dirs.push(dir);
+    const path = join(dir, 'tokens.json');
+    const text = '{"tokens": []}';
+    writeFileSync(path, text);
+    const { broker, signals, lines, proc } = await start(
+      config({ tokensFile: { path, text }, broker: { tokens: [] } }),
+    );
+    expect(lines.find((l) => l.msg === 'broker listening')).toMatchObject({
+      auth: 'tokens(0)',
+      tokensFile: path,
+    });
+    const next = [{ name: 'reader', token: 'tok-r', subscribe: ['s*'] }];
+    writeFileSync(path, JSON.stringify({ tokens: next }));
+    signals.emit('SIGHUP', 'SIGHUP');
+    const end = Date.now() + 5000;
+    while (broker.tokenChanges.length === 0 && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect(broker.tokenChanges).toEqual([next]);
+    writeFileSync(path, '{"tokens": [{"name": "reader"}]}');
+    await proc.reloadTokens();
+    expect(broker.tokenChanges).toHaveLength(1);
+    expect(lines.some((l) => l.msg?.toString().startsWith('tokens file rejected'))).toBe(true);
+    expect(await broker.registry.metrics()).toMatch(
+      /persist_pubsub_server_auth_tokens_reloads_total\{result="rejected"\} 1/,
+    );
   });
 
   it('a SIGTERM during start-up is held, then drains once serving (exit 0)', async () => {

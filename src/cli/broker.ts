@@ -6,7 +6,7 @@
  * before any port is bound); start the gRPC server, then the admin server; log one line
  * `broker listening` with both bound addresses (`grpc`, `admin` as `host:port`). Runtime flags
  * come from `--forward-pushes`, overlaid by `--flags-file`, which is reloaded when it changes
- * and on SIGHUP.
+ * and on SIGHUP; so is `--auth-tokens-file` (scoped tokens).
  *
  * Shutdown: the first SIGTERM or SIGINT starts a graceful drain. `/readyz` answers 503 at once
  * (load balancers stop routing here), the broker stops accepting, sends GOAWAY and closes what
@@ -37,6 +37,7 @@ import {
 import { createCliLogger } from './config/cli-logger.js';
 import { ConfigError, EXIT_USAGE } from './config/config-error.js';
 import { type BrokerFlagsFileWatcher, watchBrokerFlagsFile } from './config/flags-file.js';
+import { type TokensFileWatcher, watchTokensFile } from './config/tokens-file.js';
 
 /** How long past the drain deadline the process waits before forcing its exit, in ms. */
 export const DRAIN_GRACE_MS = 2_000;
@@ -63,8 +64,10 @@ export interface BrokerProcess {
   readonly phase: 'serving' | 'draining' | 'stopped';
   /** Resolves with the exit code once the process is done (drained, forced or failed). */
   readonly exited: Promise<number>;
-  /** Reads the flags file now (what SIGHUP does). */
+  /** Reads the flags file now (SIGHUP does this and `reloadTokens`). */
   reloadFlags(): Promise<void>;
+  /** Reads the tokens file now. */
+  reloadTokens(): Promise<void>;
 }
 
 const fmt = (hp: HostPort) =>
@@ -125,13 +128,30 @@ export async function startBrokerProcess(
     });
     // The watcher's first read (synchronous) catches a change made since the start-up read.
   }
+  let tokensWatcher: TokensFileWatcher | undefined;
+  if (config.tokensFile !== undefined) {
+    tokensWatcher = watchTokensFile({
+      path: config.tokensFile.path,
+      initialText: config.tokensFile.text,
+      apply: (tokens) => broker.setTokens(tokens),
+      logger,
+      registry,
+    });
+  }
 
   logger.info(
     {
       grpc: fmt(broker.address),
       admin: fmt(admin.address),
       tls: config.broker.tls === undefined ? 'off' : config.broker.tls.clientCa ? 'mtls' : 'tls',
-      auth: config.broker.authToken === undefined ? 'none' : 'bearer',
+      auth:
+        [
+          config.broker.authToken === undefined ? [] : ['bearer'],
+          config.broker.tokens === undefined ? [] : [`tokens(${config.broker.tokens.length})`],
+        ]
+          .flat()
+          .join('+') || 'none',
+      tokensFile: config.tokensFile?.path,
       flags: broker.flags,
       flagsFile: config.flagsFile?.path,
     },
@@ -150,6 +170,7 @@ export async function startBrokerProcess(
     phase = 'stopped';
     if (forceTimer !== undefined) clearTimeout(forceTimer);
     watcher?.close();
+    tokensWatcher?.close();
     uninstall();
     resolveExit(code);
   };
@@ -166,6 +187,7 @@ export async function startBrokerProcess(
     const deadlineMs = config.drainDeadlineMs;
     admin.markDraining();
     watcher?.close();
+    tokensWatcher?.close();
     logger.info({ signal, deadlineMs }, 'draining: stop accepting, GOAWAY, close at the deadline');
     // Deliberately not unref()'d: this timer is what guarantees the process exits.
     forceTimer = setTimeout(
@@ -194,8 +216,11 @@ export async function startBrokerProcess(
     }
   };
   onHup = () => {
-    if (watcher === undefined) logger.info('SIGHUP: no --flags-file to reload');
-    else void watcher.reload();
+    if (watcher === undefined && tokensWatcher === undefined) {
+      logger.info('SIGHUP: no --flags-file or --auth-tokens-file to reload');
+    }
+    void watcher?.reload();
+    void tokensWatcher?.reload();
   };
   if (pendingStop !== undefined) onStop(pendingStop);
 
@@ -207,6 +232,7 @@ export async function startBrokerProcess(
     },
     exited,
     reloadFlags: () => watcher?.reload() ?? Promise.resolve(),
+    reloadTokens: () => tokensWatcher?.reload() ?? Promise.resolve(),
   };
 }
 
@@ -243,7 +269,7 @@ export function registerBroker(program: Command): void {
 Every flag can also be set by the environment variable shown; a flag wins over its variable.
 The bearer token can be given as the token itself in PERSIST_PUBSUB_AUTH_TOKEN.
 Signals: SIGTERM/SIGINT drain gracefully (exit 0), a second one exits at once (exit 1);
-SIGHUP reloads --flags-file. Exit code 2: invalid flags or unreadable files.`,
+SIGHUP reloads --flags-file and --auth-tokens-file. Exit code 2: invalid flags or unreadable files.`,
     )
     // A usage error (bad or unknown flag, bad environment value) exits 2; --help exits 0.
     .exitOverride((err) => {

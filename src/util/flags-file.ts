@@ -31,8 +31,20 @@ export type FlagsFileParse =
  * the flags validates the values). Every rejection says why.
  */
 export function parseFlagsFile(text: string): FlagsFileParse {
-  if (Buffer.byteLength(text, 'utf8') > MAX_FLAGS_FILE_BYTES) {
-    return { ok: false, message: `larger than ${MAX_FLAGS_FILE_BYTES} bytes` };
+  return parseJsonObjectFile(text, MAX_FLAGS_FILE_BYTES, 'a JSON object of flag name → value');
+}
+
+/**
+ * The format under a flags file and the broker's tokens file: one JSON object of at most
+ * `maxBytes`, its entries unvalidated; `expected` says what the object should be in a rejection.
+ */
+export function parseJsonObjectFile(
+  text: string,
+  maxBytes: number,
+  expected: string,
+): FlagsFileParse {
+  if (Buffer.byteLength(text, 'utf8') > maxBytes) {
+    return { ok: false, message: `larger than ${maxBytes} bytes` };
   }
   let value: unknown;
   try {
@@ -41,7 +53,7 @@ export function parseFlagsFile(text: string): FlagsFileParse {
     return { ok: false, message: `not JSON: ${(err as Error).message}` };
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    return { ok: false, message: 'expected a JSON object of flag name → value' };
+    return { ok: false, message: `expected ${expected}` };
   }
   return { ok: true, values: value as Record<string, unknown> };
 }
@@ -59,6 +71,14 @@ export type FlagsFileContent =
   | { kind: 'empty' }
   /** The file exists but cannot be read (permissions, a directory, I/O error). */
   | { kind: 'unreadable'; error: Error };
+
+/** A short code for content that is not text (a log field): an errno code, `ENOENT`, `EMPTY`. */
+export function contentProblemCode(content: Exclude<FlagsFileContent, { kind: 'text' }>): string {
+  if (content.kind === 'unreadable') {
+    return (content.error as NodeJS.ErrnoException).code ?? 'UNREADABLE';
+  }
+  return content.kind === 'missing' ? 'ENOENT' : 'EMPTY';
+}
 
 export interface FlagsFileWatcherOptions {
   path: string;

@@ -10,9 +10,11 @@ export type {
   FlagsFileWatcherOptions,
 } from './flags-file.js';
 export {
+  contentProblemCode,
   DEFAULT_FLAGS_FILE_POLL_INTERVAL_MS,
   MAX_FLAGS_FILE_BYTES,
   parseFlagsFile,
+  parseJsonObjectFile,
   watchFlagsFileContent,
 } from './flags-file.js';
 export type { LinkedSignal } from './link-signals.js';

@@ -84,7 +84,7 @@ describe('broker flags', () => {
     expect(help).toContain('(default: 10000, env: PERSIST_PUBSUB_DRAIN_DEADLINE_MS)');
     expect(help).toContain('PERSIST_PUBSUB_AUTH_TOKEN');
     const flags = [...help.matchAll(/^ {2}(--[a-z-]+)/gm)].map((m) => m[1]);
-    expect(flags.length).toBe(28);
+    expect(flags.length).toBe(29);
     for (const line of help.split('\n').filter((l) => /^ {2}--/.test(l))) {
       expect(line, line).toMatch(/env: PERSIST_PUBSUB_/);
     }
@@ -167,6 +167,36 @@ describe('broker flags', () => {
     );
     expect((await configError({ ...base, authTokenFile: join(dir, 'none') })).flag).toBe(
       '--auth-token-file',
+    );
+  });
+
+  it('reads --auth-tokens-file at start; a bad one is a configuration error naming the entry', async () => {
+    const base = parse([]).opts!;
+    const tokens = [{ name: 'reader', token: 'tok-r', subscribe: ['s*'] }];
+    const text = JSON.stringify({ tokens });
+    const ok = await resolveBrokerConfig(
+      { ...base, authTokensFile: file('t1.json', text) },
+      { PERSIST_PUBSUB_AUTH_TOKEN: 'plain' },
+    );
+    expect(ok.broker.tokens).toEqual(tokens);
+    expect(ok.broker.authToken).toBe('plain');
+    expect(ok.tokensFile?.text).toBe(text);
+    const bad = await configError({
+      ...base,
+      authTokensFile: file(
+        't2.json',
+        '{"tokens": [{"name": "r", "token": "t", "publish": ["a*b"]}]}',
+      ),
+    });
+    expect(bad.flag).toBe('--auth-tokens-file');
+    expect(bad.message).toContain('tokens[0].publish[0] "a*b"');
+    const twice = await configError(
+      { ...base, authTokensFile: file('t3.json', text) },
+      { PERSIST_PUBSUB_AUTH_TOKEN: 'tok-r' },
+    );
+    expect(twice.message).toContain('also one of its tokens');
+    expect((await configError({ ...base, authTokensFile: join(dir, 'none') })).flag).toBe(
+      '--auth-tokens-file',
     );
   });
 

@@ -32,6 +32,7 @@ import {
 import { ConfigError } from './config-error.js';
 import { parseBrokerFlagsFile } from './flags-file.js';
 import { integerIn, oneOf, parseBoolean, parseHostPort, parsePath } from './parse-values.js';
+import { parseTokensFile } from './tokens-file.js';
 
 /** Longest timer Node.js honours, in ms (~24.8 days). */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -70,6 +71,7 @@ export interface RawBrokerOptions {
   tlsKey?: string;
   tlsClientCa?: string;
   authTokenFile?: string;
+  authTokensFile?: string;
   maxMessageBytes: number;
   maxConnections: number;
   maxTcpConnections: number;
@@ -106,6 +108,8 @@ export interface BrokerCliConfig {
   baseFlags: BrokerFlags;
   /** The flags file as read at start, if one is set. */
   flagsFile?: { path: string; text: string } | undefined;
+  /** The scoped tokens file as read at start, if one is set. */
+  tokensFile?: { path: string; text: string } | undefined;
 }
 
 const fmt = (hp: HostPort) => `${hp.host}:${hp.port}`;
@@ -164,6 +168,12 @@ export function addBrokerOptions(command: Command): Command {
       '--auth-token-file <path>',
       'PERSIST_PUBSUB_AUTH_TOKEN_FILE',
       `file holding the bearer token clients must send as "authorization: Bearer <token>" (or put the token itself in ${AUTH_TOKEN_ENV}); default: no token`,
+      parsePath,
+    ),
+    opt(
+      '--auth-tokens-file <path>',
+      'PERSIST_PUBSUB_AUTH_TOKENS_FILE',
+      'JSON scoped tokens {"tokens": [{"name", "token", "publish": [patterns], "subscribe": [patterns]}]}: each token\'s name is its caller id, its patterns (an exact shard id, or a prefix and *) the shards it may push and subscribe to; reloaded when it changes and on SIGHUP (an invalid file is logged and ignored); README "Operating: auth"',
       parsePath,
     ),
     opt(
@@ -324,6 +334,17 @@ export function addBrokerOptions(command: Command): Command {
   return command;
 }
 
+/** Reads a file a flag names; a `ConfigError` naming the flag if it cannot. */
+async function readFlagFile(flag: string, path: string): Promise<string> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(flag, `${flag}: cannot read ${path}: ${(err as Error).message}`, {
+      cause: err,
+    });
+  }
+}
+
 async function readPem(flag: string, path: string): Promise<Buffer> {
   let data: Buffer;
   try {
@@ -408,35 +429,37 @@ export async function resolveBrokerConfig(
   }
 
   if (raw.authTokenFile !== undefined) {
-    let text: string;
-    try {
-      text = await readFile(raw.authTokenFile, 'utf8');
-    } catch (err) {
-      throw new ConfigError(
-        '--auth-token-file',
-        `--auth-token-file: cannot read ${raw.authTokenFile}: ${(err as Error).message}`,
-        { cause: err },
-      );
-    }
+    const text = await readFlagFile('--auth-token-file', raw.authTokenFile);
     broker.authToken = checkToken('--auth-token-file', text.replace(/\r?\n$/, ''));
   } else if (env[AUTH_TOKEN_ENV] !== undefined) {
     broker.authToken = checkToken(AUTH_TOKEN_ENV, env[AUTH_TOKEN_ENV]);
+  }
+
+  let tokensFile: BrokerCliConfig['tokensFile'];
+  if (raw.authTokensFile !== undefined) {
+    const text = await readFlagFile('--auth-tokens-file', raw.authTokensFile);
+    const parsed = parseTokensFile(text);
+    if (!parsed.ok) {
+      throw new ConfigError(
+        '--auth-tokens-file',
+        `--auth-tokens-file ${raw.authTokensFile}: ${parsed.message}`,
+      );
+    }
+    if (broker.authToken !== undefined && parsed.tokens.some((t) => t.token === broker.authToken)) {
+      throw new ConfigError(
+        '--auth-tokens-file',
+        `--auth-tokens-file ${raw.authTokensFile}: the single token (--auth-token-file or ${AUTH_TOKEN_ENV}) is also one of its tokens; give it one place`,
+      );
+    }
+    broker.tokens = parsed.tokens;
+    tokensFile = { path: raw.authTokensFile, text };
   }
 
   const baseFlags: BrokerFlags = { forwardPushes: raw.forwardPushes };
   let flagsFile: BrokerCliConfig['flagsFile'];
   let flags = baseFlags;
   if (raw.flagsFile !== undefined) {
-    let text: string;
-    try {
-      text = await readFile(raw.flagsFile, 'utf8');
-    } catch (err) {
-      throw new ConfigError(
-        '--flags-file',
-        `--flags-file: cannot read ${raw.flagsFile}: ${(err as Error).message}`,
-        { cause: err },
-      );
-    }
+    const text = await readFlagFile('--flags-file', raw.flagsFile);
     const parsed = parseBrokerFlagsFile(text);
     if (!parsed.ok) {
       throw new ConfigError('--flags-file', `--flags-file ${raw.flagsFile}: ${parsed.message}`);
@@ -454,6 +477,7 @@ export async function resolveBrokerConfig(
     logFormat: raw.logFormat,
     baseFlags,
     flagsFile,
+    tokensFile,
   };
 }
 

@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import type { BrokerFlags } from '../../broker/index.js';
 import {
   type Clock,
+  contentProblemCode,
   type FlagsFileContent,
   parseFlagsFile,
   watchFlagsFileContent,
@@ -73,14 +74,11 @@ export function watchBrokerFlagsFile(
 
   const onChange = (content: FlagsFileContent): void => {
     if (content.kind !== 'text') {
-      const code =
-        content.kind === 'unreadable'
-          ? (content.error as NodeJS.ErrnoException).code
-          : content.kind === 'missing'
-            ? 'ENOENT'
-            : 'EMPTY';
       // A rename-into-place briefly leaves no file; the next change reads the new one.
-      logger.warn({ path, code }, 'flags file unreadable; keeping the flags in force');
+      logger.warn(
+        { path, code: contentProblemCode(content) },
+        'flags file unreadable; keeping the flags in force',
+      );
       return;
     }
     const parsed = parseBrokerFlagsFile(content.text);
