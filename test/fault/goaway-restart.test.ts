@@ -106,6 +106,16 @@ describe('graceful broker restart (SIGTERM, new broker on the same port)', () =>
         await new Promise((r) => setTimeout(r, 20));
       }
     })();
+    // A reader that always waits for the next version, as a listen loop does: it polls
+    // Consensus whenever pubsub leaves it waiting past its first poll (1.2 s).
+    let following = true;
+    const follower = (async () => {
+      while (following) {
+        await rh
+          .waitForSeqno(rh.seqno + 1n, { signal: AbortSignal.timeout(30_000) })
+          .catch(() => {});
+      }
+    })();
     // Steady state: the reader follows by push; the figures count from here.
     await rh.waitForSeqno(committed + 10n, { signal: AbortSignal.timeout(10_000) });
     const before = await readerFigures(reader);
@@ -137,6 +147,9 @@ describe('graceful broker restart (SIGTERM, new broker on the same port)', () =>
     await writes;
     await rh.waitForSeqno(committed, { signal: AbortSignal.timeout(10_000) });
     expect(rh.seqno).toBe(committed);
+    following = false;
+    await wh.update((s) => s + 1);
+    await follower;
     const after = await readerFigures(reader);
     const delta = Object.fromEntries(
       Object.entries(after).map(([k, v]) => [k, v - before[k as keyof typeof before]]),
