@@ -25,6 +25,9 @@ export {
   createNatsBridge,
 } from './broker/index.js';
 export type {
+  BrokerSetMode,
+  BrokerSetPubSubClient,
+  BrokerStatus,
   ConnectionStatus,
   FlagName,
   Flags,
@@ -32,6 +35,7 @@ export type {
   PersistClient,
   PersistClientOptions,
   PersistFlags,
+  PubSubBrokersOptions,
   PubSubClient,
   PubSubTarget,
 } from './client/index.js';

@@ -38,10 +38,10 @@ import { EventQueue } from './event-queue.js';
 import { createFlags, type Flags, type PersistFlags } from './flags.js';
 import { clientMetrics } from './metrics.js';
 import {
+  acquireSubscription,
   type ConnectionStatus,
-  createSubscriptionToken,
   type PubSubClient,
-  type SubscribeOptions,
+  type RefcountedSubscription,
 } from './pubsub-client.js';
 import { StatusFeed } from './status-feed.js';
 import type { InboundMessage, PubSubConnection, PubSubTransport } from './transport.js';
@@ -73,11 +73,15 @@ export interface PubSubClientOptions {
   reconnectOn?:
     | ((next: Readonly<PersistFlags>, previous: Readonly<PersistFlags>) => boolean)
     | undefined;
+  /**
+   * Whether this client sets `persist_pubsub_client_connected`. False for one broker of a
+   * broker set (`createBrokerSetPubSubClient`), which reports the set's overall state there
+   * and each broker's under `persist_pubsub_client_broker_connected`. @default true
+   */
+  reportConnected?: boolean | undefined;
 }
 
-interface Subscription {
-  refs: number;
-  resume: SubscribeOptions['resumeAfterSeqno'];
+interface Subscription extends RefcountedSubscription {
   /** The broker refused this shard: not re-sent on reconnect, its pushes not sent. */
   refused: boolean;
   /** The broker refused this shard's pushes only (the token may not publish to it): not sent. */
@@ -114,7 +118,11 @@ export function createPubSubClient(
   // The label follows the transport's current kind (a broker transport may switch between the
   // same-process delegate and gRPC); `connected` is reset under the kind it was set with.
   let kind = transport.kind;
-  m.connected.set({ transport: kind }, 0);
+  const reportConnected = options.reportConnected ?? true;
+  const setConnected = (value: 0 | 1): void => {
+    if (reportConnected) m.connected.set({ transport: kind }, value);
+  };
+  setConnected(0);
 
   const subs = new Map<string, Subscription>();
   const feed = new StatusFeed(
@@ -184,7 +192,7 @@ export function createPubSubClient(
     entry.overlapTimer?.cancel();
     conn.close();
     if (draining.size === 0) overlapSeen.clear();
-    if (current === undefined && draining.size === 0) m.connected.set({ transport: kind }, 0);
+    if (current === undefined && draining.size === 0) setConnected(0);
   };
   const retireAll = (): void => {
     for (const conn of [...draining.keys()]) retire(conn);
@@ -378,10 +386,10 @@ export function createPubSubClient(
         // Synchronous: from here on nothing is sent or delivered on this connection.
         if (current === conn) current = undefined;
         conn.close();
-        m.connected.set({ transport: kind }, 0);
+        setConnected(0);
         ended(why);
       };
-      m.connected.set({ transport: kind }, 1);
+      setConnected(1);
       m.connectionsEstablished.inc({ transport: kind });
       log?.debug({ transport: kind }, 'pubsub connected');
       // Make-before-break held: the old connection is still up, so nothing moved unseen.
@@ -438,7 +446,7 @@ export function createPubSubClient(
       if (current === conn) current = undefined;
       disconnect = undefined;
       conn.close();
-      m.connected.set({ transport: kind }, 0);
+      setConnected(0);
       if (why === 'closed' || why === 'disabled' || closed) continue;
       m.errors.inc({ transport: kind });
       const delayMs = jitterMs(flags.get().persist_pubsub_reconnect_backoff_ms, random);
@@ -529,30 +537,24 @@ export function createPubSubClient(
       // The one shard id rule (src/protocol): a ShardIdError, before anything is sent.
       toShardId(shardId);
       if (closed) throw new ClientError('closed', 'the pubsub client is closed');
-      let sub = subs.get(shardId);
-      if (sub === undefined) {
-        sub = {
+      return acquireSubscription(subs, shardId, subscribeOptions, {
+        create: () => ({
           refs: 0,
           resume: subscribeOptions.resumeAfterSeqno,
           refused: false,
           pushRefused: false,
-        };
-        subs.set(shardId, sub);
-        if (current !== undefined) count('subscribe', current.subscribe(shardId, resumeOf(sub)));
-        for (const old of draining.keys())
-          count('subscribe', old.subscribe(shardId, resumeOf(sub)));
-      } else if (subscribeOptions.resumeAfterSeqno !== undefined) {
-        sub.resume = subscribeOptions.resumeAfterSeqno;
-      }
-      sub.refs++;
-      const owned = sub;
-      return createSubscriptionToken(shardId, () => {
-        owned.refs--;
-        if (owned.refs > 0 || subs.get(shardId) !== owned) return;
-        subs.delete(shardId);
-        if (closed || owned.refused) return;
-        if (current !== undefined) count('unsubscribe', current.unsubscribe(shardId));
-        for (const old of draining.keys()) count('unsubscribe', old.unsubscribe(shardId));
+        }),
+        onFirst(sub) {
+          if (current !== undefined) count('subscribe', current.subscribe(shardId, resumeOf(sub)));
+          for (const old of draining.keys()) {
+            count('subscribe', old.subscribe(shardId, resumeOf(sub)));
+          }
+        },
+        onLast(sub) {
+          if (closed || sub.refused) return;
+          if (current !== undefined) count('unsubscribe', current.unsubscribe(shardId));
+          for (const old of draining.keys()) count('unsubscribe', old.unsubscribe(shardId));
+        },
       });
     },
     subscribedShards: () => [...subs.keys()],

@@ -1,5 +1,12 @@
 // The client SDK's public surface.
 
+export type {
+  BrokerSetMode,
+  BrokerSetOptions,
+  BrokerSetPubSubClient,
+  BrokerStatus,
+} from './broker-set.js';
+export { createBrokerSetPubSubClient, DEFAULT_HANDOVER_GRACE_MS, lookupAll } from './broker-set.js';
 export type { BrokerTransportOptions } from './broker-transport.js';
 export { createBrokerTransport } from './broker-transport.js';
 export type { PubSubClientOptions } from './create-pubsub-client.js';
@@ -30,6 +37,7 @@ export type {
   OpenShardOptions,
   PersistClient,
   PersistClientOptions,
+  PubSubBrokersOptions,
   PubSubGrpcOptions,
   PubSubTarget,
 } from './persist-client.js';
@@ -45,6 +53,8 @@ export type {
   SubscribeOptions,
   SubscriptionToken,
 } from './pubsub-client.js';
+export type { Rendezvous } from './rendezvous.js';
+export { createRendezvous, rendezvousWeight } from './rendezvous.js';
 export type {
   ConnectOptions,
   InboundMessage,

@@ -75,6 +75,16 @@ export interface ClientMetrics {
    * the shard (a restarted broker holds no ring yet): not acted on, no catch-up fetch.
    */
   goawayResumeGapsIgnored: Counter<'transport'>;
+  /** Several brokers: 1 while the stream to this broker (`grpc://address:port`) is up. */
+  brokerConnected: Gauge<'broker'>;
+  /** Several replicated brokers: copies of a diff already passed on, dropped before shard state. */
+  duplicateDiffs: TallyCounter;
+  /**
+   * Several brokers: one broker's resync or resume gap for a shard not turned into a Consensus
+   * read, because another broker's stream carried the shard all along (or a read was already
+   * asked for), by the notice's kind (`resync`, `resume_unavailable`).
+   */
+  catchUpsCovered: Counter<'reason'>;
 }
 
 const cache = new WeakMap<Registry, ClientMetrics>();
@@ -207,6 +217,23 @@ export function clientMetrics(registry: Registry): ClientMetrics {
       name: 'persist_pubsub_client_goaway_resume_gaps_ignored_total',
       help: 'resume_unavailable gap notices from the new connection of a handover while the old one still carried the shard (no catch-up fetch)',
       labelNames: ['transport'],
+      registers,
+    }),
+    brokerConnected: new Gauge({
+      name: 'persist_pubsub_client_broker_connected',
+      help: 'with several brokers: whether the stream to each broker is up (1) or not (0)',
+      labelNames: ['broker'],
+      registers,
+    }),
+    duplicateDiffs: new TallyCounter({
+      name: 'persist_pubsub_client_duplicate_diffs_total',
+      help: 'received diffs dropped as copies of one already received from another broker',
+      registers,
+    }),
+    catchUpsCovered: new Counter({
+      name: 'persist_pubsub_client_catch_ups_covered_total',
+      help: 'resyncs and resume gaps of one broker not read from Consensus because another broker carried the shard',
+      labelNames: ['reason'],
       registers,
     }),
   };

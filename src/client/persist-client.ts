@@ -26,6 +26,7 @@ import {
   type StateModel,
 } from '../shard-state/index.js';
 import { type Clock, systemClock } from '../util/index.js';
+import { type BrokerSetMode, createBrokerSetPubSubClient } from './broker-set.js';
 import { createBrokerTransport } from './broker-transport.js';
 import { createPubSubClient } from './create-pubsub-client.js';
 import { ClientError } from './errors.js';
@@ -42,12 +43,36 @@ import type { PubSubClient, PubSubEvent, SubscriptionToken } from './pubsub-clie
 export type PubSubGrpcOptions = Omit<GrpcTransportOptions, 'callerId' | 'clock'>;
 
 /**
- * Where pubsub goes: a `grpc://` or `grpcs://` URL, a `nats://host:port` URL (clients meet on
- * NATS directly: `createNatsTransport`), gRPC options with such a URL, a broker running in this
- * process (the same-process delegate), a ready `PubSubClient`, or
- * `undefined`/`'none'` for no pubsub (polling only).
+ * Several brokers (`createBrokerSetPubSubClient`, docs/architecture.md "Several brokers"): a
+ * list of `grpc://`/`grpcs://` URLs, each host name standing for every address it resolves to
+ * (a headless Service), with the gRPC options every broker's stream shares.
  */
-export type PubSubTarget = string | PubSubGrpcOptions | Broker | PubSubClient | 'none' | undefined;
+export interface PubSubBrokersOptions extends Omit<PubSubGrpcOptions, 'url'> {
+  brokers: string | readonly string[];
+  /** Every shard on every broker, or each shard on one. @default 'replicated' */
+  mode?: BrokerSetMode | undefined;
+  /** A host name's addresses. @default `dns.lookup(host, { all: true })` */
+  resolve?: ((host: string) => Promise<string[]>) | undefined;
+  /** Sharded: a shard moving back to a returning broker stays on its previous one this long, in ms. @default 5000 */
+  handoverGraceMs?: number | undefined;
+}
+
+/**
+ * Where pubsub goes: a `grpc://` or `grpcs://` URL (one stream), a list of them or
+ * `{ brokers, mode }` (one stream per broker address, replicated or sharded), a
+ * `nats://host:port` URL (clients meet on NATS directly: `createNatsTransport`), gRPC options
+ * with such a URL, a broker running in this process (the same-process delegate), a ready
+ * `PubSubClient`, or `undefined`/`'none'` for no pubsub (polling only).
+ */
+export type PubSubTarget =
+  | string
+  | readonly string[]
+  | PubSubBrokersOptions
+  | PubSubGrpcOptions
+  | Broker
+  | PubSubClient
+  | 'none'
+  | undefined;
 
 export interface PersistClientOptions {
   /** A Consensus URL (`mem:`, `sqlite:PATH`, `postgres://…`, `redis://…`) or an instance. */
@@ -108,6 +133,20 @@ function isBroker(v: object): v is Broker {
   return typeof (v as Broker).connectInProcess === 'function';
 }
 
+function isStringList(v: unknown): v is readonly string[] {
+  return Array.isArray(v) && v.every((u) => typeof u === 'string');
+}
+
+function isBrokerList(v: unknown): v is readonly string[] | PubSubBrokersOptions {
+  return (
+    isStringList(v) ||
+    (typeof v === 'object' &&
+      v !== null &&
+      'brokers' in v &&
+      (typeof v.brokers === 'string' || isStringList(v.brokers)))
+  );
+}
+
 function isPubSubClient(v: object): v is PubSubClient {
   return (
     typeof (v as PubSubClient).push === 'function' &&
@@ -164,6 +203,27 @@ export async function createPersistClient(options: PersistClientOptions): Promis
         createGrpcTransport({ url: target, callerId, clock, flags }),
         pubsubOpts,
       );
+    } else if (isBrokerList(target)) {
+      const { brokers, mode, resolve, handoverGraceMs, ...grpc }: PubSubBrokersOptions =
+        isStringList(target) ? { brokers: target } : target;
+      pubsub = createBrokerSetPubSubClient({
+        ...pubsubOpts,
+        brokers: typeof brokers === 'string' ? [brokers] : brokers,
+        mode,
+        resolve,
+        handoverGraceMs,
+        transport: (url, serverName) =>
+          createGrpcTransport({
+            ...grpc,
+            url,
+            callerId,
+            clock,
+            // An address resolved from a name is verified against that name.
+            ...(url.startsWith('grpcs:') && serverName !== undefined
+              ? { tls: { ...grpc.tls, serverName: grpc.tls?.serverName ?? serverName } }
+              : {}),
+          }),
+      });
     } else if (typeof target === 'object' && target !== null && isBroker(target)) {
       pubsub = createPubSubClient(
         createBrokerTransport(target, { flags, callerId, grpc: { clock } }),
@@ -184,7 +244,7 @@ export async function createPersistClient(options: PersistClientOptions): Promis
     } else {
       throw new ClientError(
         'invalid_argument',
-        'pubsub must be a grpc://, grpcs:// or nats:// URL, gRPC options with a url, a Broker, a PubSubClient or none',
+        'pubsub must be a grpc://, grpcs:// or nats:// URL, a list of broker URLs, gRPC options with a url or brokers, a Broker, a PubSubClient or none',
         { field: 'pubsub' },
       );
     }

@@ -119,6 +119,42 @@ export function createSubscriptionToken(shardId: string, onRelease: () => void):
   };
 }
 
+/** One shard's subscription in a client's table: its token count and resume seqno. */
+export interface RefcountedSubscription {
+  refs: number;
+  resume: SubscribeOptions['resumeAfterSeqno'];
+}
+
+/**
+ * Takes a reference on `shardId`'s subscription in `subs`: the first creates it (`create`, then
+ * `onFirst` once it is in the table), a later `resumeAfterSeqno` replaces the earlier, and the
+ * release of the last token removes it from the table and calls `onLast`.
+ */
+export function acquireSubscription<S extends RefcountedSubscription>(
+  subs: Map<string, S>,
+  shardId: string,
+  options: SubscribeOptions,
+  hooks: { create(): S; onFirst(sub: S): void; onLast(sub: S): void },
+): SubscriptionToken {
+  let sub = subs.get(shardId);
+  if (sub === undefined) {
+    const created = hooks.create();
+    sub = created;
+    subs.set(shardId, created);
+    hooks.onFirst(created);
+  } else if (options.resumeAfterSeqno !== undefined) {
+    sub.resume = options.resumeAfterSeqno;
+  }
+  sub.refs++;
+  const owned = sub;
+  return createSubscriptionToken(shardId, () => {
+    owned.refs--;
+    if (owned.refs > 0 || subs.get(shardId) !== owned) return;
+    subs.delete(shardId);
+    hooks.onLast(owned);
+  });
+}
+
 export interface PubSubClient {
   /** Which transport this is: a metric label and a log field. */
   readonly transport: string;
