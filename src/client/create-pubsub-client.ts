@@ -138,8 +138,11 @@ export function createPubSubClient(
    * until the broker ends them or `persist_pubsub_goaway_overlap_ms` after the new one is up.
    */
   const draining = new Map<PubSubConnection, { overlapTimer: Timer | undefined }>();
-  /** Per shard, the seqnos received lately while `draining` is not empty (duplicate copies). */
-  const overlapSeen = new Map<string, bigint[]>();
+  /**
+   * Per shard, the seqnos received lately while `draining` is not empty, to recognise a diff's
+   * second copy (a Set: one hash per diff, no BigInt comparisons; oldest evicted first).
+   */
+  const overlapSeen = new Map<string, Set<bigint>>();
   let closed = false;
   let connections = 0;
   /** Wakes the loop from a backoff sleep or a disabled wait. */
@@ -166,6 +169,7 @@ export function createPubSubClient(
     receivedPush: m.received.cell({ transport: transportKind, call: 'push' }),
     receivedGap: m.received.cell({ transport: transportKind, call: 'gap' }),
     receivedUnknown: m.received.cell({ transport: transportKind, call: 'unknown' }),
+    goawayDuplicates: m.goawayDuplicates.cell({ transport: transportKind }),
   });
   let cells = cellsFor(kind);
 
@@ -202,13 +206,13 @@ export function createPubSubClient(
   const duplicateInOverlap = (shardId: string, seqno: bigint): boolean => {
     let seen = overlapSeen.get(shardId);
     if (seen === undefined) {
-      seen = [];
+      seen = new Set();
       overlapSeen.set(shardId, seen);
-    } else if (seen.includes(seqno)) {
+    } else if (seen.has(seqno)) {
       return true;
     }
-    seen.push(seqno);
-    if (seen.length > OVERLAP_SEEN_PER_SHARD) seen.shift();
+    seen.add(seqno);
+    if (seen.size > OVERLAP_SEEN_PER_SHARD) seen.delete(firstOf(seen.values()) as bigint);
     return false;
   };
 
@@ -258,7 +262,7 @@ export function createPubSubClient(
     if (!subs.has(msg.shardId)) return;
     if (draining.size > 0) {
       if (msg.kind === 'diff' && duplicateInOverlap(msg.shardId, msg.seqno)) {
-        m.goawayDuplicates.inc({ transport: kind });
+        cells.goawayDuplicates.value++;
         return;
       }
       // A restarted broker has no ring yet; the old connection still carries the shard.

@@ -69,7 +69,7 @@ export interface ClientMetrics {
    */
   goawayHandovers: Counter<'transport' | 'outcome'>;
   /** Diffs received on both connections of a handover: the second copy is not delivered. */
-  goawayDuplicates: Counter<'transport'>;
+  goawayDuplicates: TallyCounter<'transport'>;
   /**
    * `resume_unavailable` gap notices from the new connection while the old one still carried
    * the shard (a restarted broker holds no ring yet): not acted on, no catch-up fetch.
@@ -207,7 +207,7 @@ export function clientMetrics(registry: Registry): ClientMetrics {
       labelNames: ['transport', 'outcome'],
       registers,
     }),
-    goawayDuplicates: new Counter({
+    goawayDuplicates: new TallyCounter({
       name: 'persist_pubsub_client_goaway_duplicates_total',
       help: 'diffs received on both the old and the new connection of a GOAWAY handover (the second copy is dropped)',
       labelNames: ['transport'],
