@@ -1,14 +1,17 @@
 /** Waiting in integration tests: poll a condition, or read a pubsub event stream up to a kind. */
 import type { PubSubEvent } from '../../src/client/index.js';
 
-/** Polls `check` every 5 ms until it is true; rejects after `timeoutMs`, naming `what`. */
+/**
+ * Polls `check` (which may be async, e.g. a metrics scrape) every 5 ms until it is true;
+ * rejects after `timeoutMs`, naming `what`.
+ */
 export async function until(
-  check: () => boolean,
+  check: () => boolean | Promise<boolean>,
   timeoutMs = 5000,
   what = 'condition',
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!check()) {
+  while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 5));
   }
