@@ -19,6 +19,7 @@ import {
   GRPC_CONTENT_TYPE,
   PUBSUB_METHOD_PATH,
 } from '../src/protocol/index.js';
+import { createWriteWindow, systemClock } from '../src/util/index.js';
 
 export type ClientRequest =
   | { type: 'subscribe'; port: number; connections: string[][]; connectionsPerSession: number }
@@ -36,6 +37,12 @@ export type ClientRequest =
        * everything due per 1 ms tick in one write.
        */
       spread?: boolean;
+      /**
+       * With `spread`: the SDK sender's write window, in µs (`src/util/write-window.ts`, as
+       * `persist_pubsub_client_write_window_us`): a push within it of the last write waits
+       * for its end and shares one write. @default 0
+       */
+      writeWindowUs?: number;
     }
   | { type: 'cpu' }
   | { type: 'exit' };
@@ -168,6 +175,25 @@ async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<
   const t0 = performance.now();
   let waiting = false;
   const total = Math.round((r.durationMs / 1000) * r.pushesPerSecond);
+  // With a write window, frames wait here for the window's end (as in the SDK's sender).
+  let held: Buffer[] = [];
+  let soon: NodeJS.Immediate | undefined;
+  const writeHeld = (): void => {
+    if (soon !== undefined) clearImmediate(soon);
+    soon = undefined;
+    if (held.length === 0) return;
+    stream.write(held.length === 1 ? held[0]! : Buffer.concat(held));
+    held = [];
+    window.wrote();
+  };
+  const window = createWriteWindow({
+    windowUs: r.writeWindowUs ?? 0,
+    clock: systemClock,
+    soon: () => {
+      soon ??= setImmediate(writeHeld);
+    },
+    flush: writeHeld,
+  });
   while (sent < total) {
     // Paced: what is due by now (all of it once the duration is over, so every run sends `total`).
     const elapsed = performance.now() - t0;
@@ -184,14 +210,16 @@ async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<
         diff.writeDoubleLE(nowMs(), 0);
         frames.push(encodePush(ids[i]!, seqnos[i]!, diff, undefined, undefined, true));
       }
-      const ok = stream.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames));
-      sent += batch;
-      if (!ok) {
+      if ((r.writeWindowUs ?? 0) > 0) {
+        held.push(...frames);
+        window.request();
+      } else if (!stream.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames))) {
         waiting = true;
         stream.once('drain', () => {
           waiting = false;
         });
       }
+      sent += batch;
     }
     if (r.spread === true) {
       // One push per write: sleep until the next push is due (a timer, never a busy loop).

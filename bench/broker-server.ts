@@ -3,7 +3,8 @@
  * channel): starts `createBroker()` on a free loopback port and answers `stats` requests with
  * its own CPU time, RSS and subscription count, so the figures are the broker's alone.
  * Options: `--default-keepalive` (the broker's default keepalive instead of none),
- * `--loop-resolution-ms N` (report the event-loop delay, sampled every N ms). With `--bridge nats://HOST:PORT` (the e2e benchmark's bridged mode) it is an edge bridged
+ * `--loop-resolution-ms N` (report the event-loop delay, sampled every N ms), `--write-window-us N`
+ * (the broker's write window, `BrokerOptions.writeWindowUs`). With `--bridge nats://HOST:PORT` (the e2e benchmark's bridged mode) it is an edge bridged
  * through NATS, like `persist-pubsub broker --bridge`, and reports ready once the bridge is up.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -16,7 +17,10 @@ async function main(): Promise<void> {
   const bridgeUrl = bridgeAt >= 0 ? process.argv[bridgeAt + 1] : undefined;
   if (bridgeAt >= 0 && bridgeUrl === undefined) throw new Error('--bridge needs a nats:// URL');
   const bridge = bridgeUrl === undefined ? undefined : createNatsBridge({ url: bridgeUrl });
+  const windowAt = process.argv.indexOf('--write-window-us');
+  const writeWindowUs = windowAt < 0 ? 0 : Number(process.argv[windowAt + 1]);
   const broker = createBroker({
+    writeWindowUs,
     observer: bridge?.observer,
     listen: { host: '127.0.0.1', port: 0 },
     // The default keepalive with `--default-keepalive` (idle CPU is part of the figure).

@@ -26,6 +26,9 @@
  *
  * `--cpu-prof` runs the broker under `node --cpu-prof` (profile written to .tmp/cpu-prof/);
  * `--trace-gc` under `node --trace-gc` (each pause printed).
+ * `--write-window-us N` (with `--reference`): the broker's write window (`--write-window-us` of the
+ * broker), and the same window in the publishers (the SDK sender's
+ * `persist_pubsub_client_write_window_us`), unless `--publisher-write-window-us M` says otherwise.
  * `--server floor` runs it on bare `node:http2` and the protocol codec (`broker-floor-server.ts`):
  * what the stack itself costs, below which no broker logic can go.
  * `--server grpc-js` runs the same fan-out on grpc-js with pass-through serializers instead
@@ -402,9 +405,14 @@ async function runReference(
   pushesPerSecond: number,
   durationMs: number,
   cpuProf: boolean,
+  window: { brokerUs: number; publishersUs: number },
 ): Promise<void> {
   // No event-loop monitor here: its timer would be most of the idle figure.
-  const { child: broker, port } = await startBroker(cpuProf, ['--default-keepalive']);
+  const { child: broker, port } = await startBroker(cpuProf, [
+    '--default-keepalive',
+    '--write-window-us',
+    String(window.brokerUs),
+  ]);
   const sub = await startClient();
   const pubs = await Promise.all([startClient(), startClient()]);
   try {
@@ -428,6 +436,7 @@ async function runReference(
               durationMs: ms,
               diffBytes: 512,
               spread: true,
+              writeWindowUs: window.publishersUs,
             },
             'published',
             ms + 30_000,
@@ -469,10 +478,11 @@ async function runReference(
     const clientCpu = clients1.map((c, i) => cpuOf(c.cpu) - cpuOf(clients0[i]!.cpu));
     const seconds = durationMs / 1000;
     const pct = (us: number) => `${((us / 1e6 / seconds) * 100).toFixed(1)}%`;
+    const perMessage = (us: number) => (us / Math.max(1, report.received)).toFixed(1);
     console.log(
-      '| shards | pushes/s | deliveries/s | delivered | broker CPU µs per delivery | broker CPU | broker user / system µs per delivery | broker idle CPU | p50 ms | p99 ms | max ms | subscriber CPU | publishers CPU |\n' +
-        '|---|---|---|---|---|---|---|---|---|---|---|---|---|\n' +
-        `| ${shardCount} | ${pushesPerSecond} | ${Math.round(report.received / seconds)} | ` +
+      '| write window µs (broker / publishers) | shards | pushes/s | deliveries/s | delivered | broker CPU µs per delivery | broker CPU | broker user / system µs per delivery | broker idle CPU | p50 ms | p99 ms | max ms | subscriber CPU | subscriber CPU µs per message | publishers CPU | publishers CPU µs per push |\n' +
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n' +
+        `| ${window.brokerUs} / ${window.publishersUs} | ${shardCount} | ${pushesPerSecond} | ${Math.round(report.received / seconds)} | ` +
         `${((report.received / Math.max(1, expected)) * 100).toFixed(1)}% | ` +
         `${(cpuUs / Math.max(1, report.received)).toFixed(1)} | ${pct(cpuUs)} | ` +
         `${((after.cpu.user - before.cpu.user) / Math.max(1, report.received)).toFixed(1)} / ` +
@@ -480,7 +490,8 @@ async function runReference(
         `${pct(idleCpuUs)} (${(idleCpuUs / seconds / 1000).toFixed(2)} ms/s) | ` +
         `${(h.getValueAtPercentile(50) / 1000).toFixed(2)} | ${(h.getValueAtPercentile(99) / 1000).toFixed(2)} | ` +
         `${(h.maxValue / 1000).toFixed(2)} | ` +
-        `${pct(clientCpu[0]!)} | ${pct(clientCpu[1]! + clientCpu[2]!)} |`,
+        `${pct(clientCpu[0]!)} | ${perMessage(clientCpu[0]!)} | ${pct(clientCpu[1]! + clientCpu[2]!)} | ` +
+        `${((clientCpu[1]! + clientCpu[2]!) / Math.max(1, sent)).toFixed(1)} |`,
     );
   } finally {
     await Promise.all(pubs.map((p) => p.stop()));
@@ -506,6 +517,8 @@ async function run(args: string[]): Promise<void> {
       reference: { type: 'boolean', default: false },
       'reference-rate': { type: 'string', default: '1500' },
       'trace-gc': { type: 'boolean', default: false },
+      'write-window-us': { type: 'string', default: '0' },
+      'publisher-write-window-us': { type: 'string' },
     },
   });
   traceGc = values['trace-gc'];
@@ -538,7 +551,16 @@ async function run(args: string[]): Promise<void> {
         'broker in its own process (CPU = its own user+system time), 1 subscriber process ' +
         '(2 sessions), 2 publisher processes. CPU % is of one core.\n',
     );
-    await runReference(shardCount, rate, ms, values['cpu-prof']);
+    const brokerUs = Number(values['write-window-us']);
+    const publishersUs = Number(values['publisher-write-window-us'] ?? brokerUs);
+    for (const v of [brokerUs, publishersUs]) {
+      if (!Number.isInteger(v) || v < 0 || v > 100_000) {
+        throw new Error(
+          '--write-window-us and --publisher-write-window-us must be integers in [0, 100000]',
+        );
+      }
+    }
+    await runReference(shardCount, rate, ms, values['cpu-prof'], { brokerUs, publishersUs });
     return;
   }
   console.log(

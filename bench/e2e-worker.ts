@@ -41,6 +41,8 @@ export interface E2eWorkerConfig {
   diffMaxBytes: number;
   /** For a `sqlite:` Consensus: commit durability (`PRAGMA synchronous`). */
   sqliteSynchronous: SqliteSynchronous;
+  /** The sender's write window, `persist_pubsub_client_write_window_us`. */
+  writeWindowUs: number;
 }
 
 export interface E2eWorkerStats {
@@ -104,6 +106,7 @@ const client = await createPersistClient({
   pubsub: pubsubOn ? config.pubsub : 'none',
   callerId: `bench-${config.name}`,
   logger,
+  config: { persist_pubsub_client_write_window_us: config.writeWindowUs },
 });
 const handles: ShardHandle<BenchState>[] = [];
 for (let i = 0; i < config.shards.length; i += 50) {

@@ -3,7 +3,7 @@
  *   [--consensus postgres,sqlite] [--modes pubsub,nats,bridged,polling] [--warmup-ms 5000]
  *   [--measure-ms 30000] [--drain-ms 3000] [--diff-min 100] [--diff-max 1024] [--cpu-prof]
  *   [--postgres-url URL] [--sqlite-synchronous normal|full] [--writer-pool-size 32]
- *   [--variant NAME] [--nats-url nats://127.0.0.1:4222]`
+ *   [--variant NAME] [--nats-url nats://127.0.0.1:4222] [--write-window-us 0]`
  *
  * End to end through the SDK: W writer and R reader processes (`e2e-worker.ts`, each a
  * `createPersistClient`) over S shards at a per-shard commit rate (the reference load: 1000
@@ -27,6 +27,8 @@
  * commits/s, a sixth of the reference load. Postgres runs as configured (fsync on); each writer
  * process gets a pool of 32 connections (the default 10 holds about 10 compare-and-sets in
  * flight, each waiting for a WAL flush, which is fewer than 750 commits/s per writer need).
+ * `--write-window-us N`: the write window of the broker (`--write-window-us`) and of every client
+ * (`persist_pubsub_client_write_window_us`), in µs; 0 (the default) is no window.
  * `--variant NAME` writes `e2e-NAME.json` instead (an extra run with other settings, reported in
  * a section of its own; the targets are judged on `e2e.json`).
  * Results: `bench/results/e2e.json` (`bench/results/quick/` with `--quick`), and the report.
@@ -155,6 +157,8 @@ interface Opts {
   sqliteSynchronous: 'full' | 'normal';
   writerPoolSize: number;
   natsUrl: string;
+  /** The write window of the broker and of every client, µs (`--write-window-us`). */
+  writeWindowUs: number;
 }
 
 /** Pids of every process whose command name is `comm` (from `/proc`). */
@@ -252,13 +256,23 @@ async function runPhase(
     let pubsub = 'none';
     let readersPubsub: string | undefined;
     if (mode === 'pubsub') {
-      broker = forkChild('./broker-server.js', ['--default-keepalive'], { cpuProf: o.cpuProf });
+      broker = forkChild(
+        './broker-server.js',
+        ['--default-keepalive', '--write-window-us', String(o.writeWindowUs)],
+        { cpuProf: o.cpuProf },
+      );
       const ready = await broker.next<{ port: number }>('ready');
       pubsub = `grpc://127.0.0.1:${ready.port}`;
     } else if (mode === 'nats') {
       pubsub = o.natsUrl;
     } else if (mode === 'bridged') {
-      const bridge = ['--bridge', o.natsUrl, '--default-keepalive'];
+      const bridge = [
+        '--bridge',
+        o.natsUrl,
+        '--default-keepalive',
+        '--write-window-us',
+        String(o.writeWindowUs),
+      ];
       broker = forkChild('./broker-server.js', bridge, { cpuProf: o.cpuProf });
       readersBroker = forkChild('./broker-server.js', bridge, { cpuProf: o.cpuProf });
       const [w, r] = await Promise.all([
@@ -286,6 +300,7 @@ async function runPhase(
       diffMinBytes: o.diffMin,
       diffMaxBytes: o.diffMax,
       sqliteSynchronous: o.sqliteSynchronous,
+      writeWindowUs: o.writeWindowUs,
     };
     // The first writer creates the Postgres table / SQLite file before the others race to.
     const readers: Child[] = [];
@@ -536,6 +551,7 @@ async function run(args: string[]): Promise<void> {
       'writer-pool-size': { type: 'string', default: '32' },
       variant: { type: 'string' },
       'nats-url': { type: 'string', default: 'nats://127.0.0.1:4222' },
+      'write-window-us': { type: 'string', default: '0' },
     },
   });
   const quick = values.quick;
@@ -564,6 +580,7 @@ async function run(args: string[]): Promise<void> {
     sqliteSynchronous: values['sqlite-synchronous'] as 'full' | 'normal',
     writerPoolSize: num('writer-pool-size', values['writer-pool-size'], true, 1),
     natsUrl: values['nats-url'],
+    writeWindowUs: num('write-window-us', values['write-window-us'], true, 0),
   };
   if (o.sqliteSynchronous !== 'full' && o.sqliteSynchronous !== 'normal') {
     throw new Error('--sqlite-synchronous must be full or normal');
@@ -587,7 +604,7 @@ async function run(args: string[]): Promise<void> {
   const loadBefore = loadAverage();
   console.log(
     `${o.shards} shards × ${o.rate} commits/s, diffs ${o.diffMin}–${o.diffMax} B, ${o.writers} writer and ${o.readers} reader processes (each reader follows every shard); ` +
-      `warm-up ${o.warmupMs} ms, window ${o.measureMs} ms; load average ${loadBefore}.\n` +
+      `warm-up ${o.warmupMs} ms, window ${o.measureMs} ms; write window ${o.writeWindowUs} µs (broker and clients); load average ${loadBefore}.\n` +
       'Latency columns: p50 / p90 / p99 / p99.9 / max in ms. CPU columns: µs per observed update.\n',
   );
   console.log(
