@@ -7,6 +7,7 @@ type Bench = { description: string; run: (args: string[]) => Promise<void> };
 const BENCHES: Record<string, () => Promise<Bench>> = {
   broker: async () => (await import('./broker.js')).brokerBench,
   'client-push': async () => (await import('./client-push.js')).clientPushBench,
+  'h2-client': async () => (await import('./h2-client.js')).h2ClientBench,
   codec: async () => (await import('./codec.js')).codecBench,
   consensus: async () => (await import('./consensus.js')).consensusBench,
   e2e: async () => (await import('./e2e.js')).e2eBench,
