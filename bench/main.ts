@@ -6,6 +6,7 @@ type Bench = { description: string; run: (args: string[]) => Promise<void> };
 
 const BENCHES: Record<string, () => Promise<Bench>> = {
   broker: async () => (await import('./broker.js')).brokerBench,
+  brokers: async () => (await import('./brokers.js')).brokersBench,
   'client-push': async () => (await import('./client-push.js')).clientPushBench,
   'h2-client': async () => (await import('./h2-client.js')).h2ClientBench,
   codec: async () => (await import('./codec.js')).codecBench,

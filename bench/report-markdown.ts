@@ -3,8 +3,10 @@
  * `fanout.json`, `scale.json`, whichever exist), with the figures set against the targets of
  * the mission. A hand-written `notes.md` in the folder (analysis, profiles) is appended as is.
  */
+
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { type BrokersResult, brokersTable } from './brokers.js';
 import { costSpec, fanoutSpec, latencyCdfSpec, renderSvg } from './charts.js';
 import type { E2ePhase, E2eResult } from './e2e.js';
 import type { LatencySummary } from './e2e-child.js';
@@ -238,6 +240,17 @@ export async function writeReport(dir: string): Promise<void> {
     out.push(...fanoutSection(fanout));
   }
   if (scale !== undefined) out.push(...scaleSection(scale));
+  const brokers = readResult<BrokersResult>(dir, 'brokers');
+  if (brokers !== undefined && brokers.runs.length > 0) {
+    out.push(
+      '## Several brokers under kill -9 (`bench brokers`)',
+      '',
+      `${brokers.startedAt}, load ${brokers.loadAverageBefore} → ${brokers.loadAverageAfter}; phases of ${brokers.settings.phaseMs} ms, ${brokers.settings.shards} shards, a commit every ${brokers.settings.intervalMs} ms. Latency is commit → observed by the reader over the kills (target max ≤ 20 ms).`,
+      '',
+      ...brokersTable(brokers.runs),
+      '',
+    );
+  }
   const notes = join(dir, 'notes.md');
   if (existsSync(notes)) out.push(readFileSync(notes, 'utf8').trimEnd(), '');
   writeFileSync(join(dir, 'REPORT.md'), `${out.join('\n')}\n`);
