@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { persistStateModel, type StateModel } from '../shard-state/index.js';
-import { tailRow } from './tail.js';
+import { describeStatus, tailRow } from './tail.js';
 
 const model = persistStateModel as StateModel<unknown, unknown>;
 
@@ -74,5 +74,37 @@ describe('tailRow', () => {
     expect(tailRow({ kind: 'resync', shardIds: ['s1'], reconnect: true }, 5, model)).toBe(
       undefined,
     );
+  });
+});
+
+describe('describeStatus', () => {
+  const url = 'grpc://b:6879';
+  it('says a GOAWAY handover is a move, not an outage', () => {
+    expect(
+      describeStatus(
+        { state: 'backoff', attempt: 0, delayMs: 120, error: 'GOAWAY', reason: 'goaway' },
+        url,
+      ),
+    ).toBe(
+      'broker draining (GOAWAY); opening the next connection in 120 ms, the current one still delivers',
+    );
+    expect(describeStatus({ state: 'connecting', attempt: 1, reason: 'goaway' }, url)).toBe(
+      undefined,
+    );
+    expect(
+      describeStatus({ state: 'connected', sinceMs: 0, connections: 2, reason: 'goaway' }, url),
+    ).toBe('connected to grpc://b:6879 (moved: the old broker is draining)');
+  });
+
+  it('reports connects and outages as before', () => {
+    expect(describeStatus({ state: 'connecting', attempt: 1 }, url)).toBe(
+      'connecting to grpc://b:6879',
+    );
+    expect(describeStatus({ state: 'connected', sinceMs: 0, connections: 1 }, url)).toBe(
+      'connected to grpc://b:6879',
+    );
+    expect(
+      describeStatus({ state: 'backoff', attempt: 0, delayMs: 5000, error: 'reset' }, url),
+    ).toBe('not connected (reset); retrying in 5000 ms');
   });
 });

@@ -177,13 +177,18 @@ export function tailRow(
   return row;
 }
 
-function describeStatus(s: ConnectionStatus, url: string): string | undefined {
+/** The stderr line for a status change, if it deserves one. */
+export function describeStatus(s: ConnectionStatus, url: string): string | undefined {
   switch (s.state) {
     case 'connecting':
-      return s.attempt === 1 ? `connecting to ${url}` : undefined;
+      return s.attempt === 1 && s.reason === undefined ? `connecting to ${url}` : undefined;
     case 'connected':
-      return `connected to ${url}`;
+      return `connected to ${url}${s.reason === 'goaway' ? ' (moved: the old broker is draining)' : ''}`;
     case 'backoff':
+      // A GOAWAY handover: the old stream still delivers while the next one is opened.
+      if (s.reason === 'goaway') {
+        return `broker draining (GOAWAY); opening the next connection in ${s.delayMs} ms, the current one still delivers`;
+      }
       return `not connected (${s.error}); retrying in ${s.delayMs} ms`;
     default:
       return undefined;
