@@ -22,7 +22,7 @@
 export const MAX_SLOT_BYTES = 2048;
 /** Slots are sized in multiples of this, in bytes. */
 const SLOT_ALIGN = 64;
-/** A new ring's first capacity, in entries (it doubles up to `ringSize`). */
+/** A new ring's first capacity, in entries (it grows fourfold up to `ringSize`). */
 const INITIAL_CAPACITY = 4;
 
 /** A frame held by the ring, as replayed: `frame` is the ring's own copy, the caller's to keep. */
@@ -73,14 +73,17 @@ interface Ring {
 const slotSizeFor = (n: number) => Math.ceil(Math.max(1, n) / SLOT_ALIGN) * SLOT_ALIGN;
 
 function newRing(capacity: number, slotBytes: number, touched: number): Ring {
+  // One backing store for seqnos, lengths and slots: an ArrayBuffer is a native allocation
+  // (zero-filled, tracked as external memory), the dear part of a typed array.
+  const memory = new ArrayBuffer(capacity * (8 + 4 + slotBytes));
   return {
     head: 0,
     size: 0,
     capacity,
-    seqnos: new BigUint64Array(capacity),
-    lengths: new Int32Array(capacity),
+    seqnos: new BigUint64Array(memory, 0, capacity),
+    lengths: new Int32Array(memory, capacity * 8, capacity),
     senders: new Array<object | undefined>(capacity).fill(undefined),
-    slab: new Uint8Array(capacity * slotBytes),
+    slab: new Uint8Array(memory, capacity * 12, capacity * slotBytes),
     slotBytes,
     large: undefined,
     bytes: 0,
@@ -201,7 +204,7 @@ export function createResumeStore(options: {
         slot = (ring.head + ring.size) % ring.capacity;
       } else {
         if (ring.size === ring.capacity) {
-          ring = resized(ring, Math.min(ringSize, ring.capacity * 2), ring.slotBytes);
+          ring = resized(ring, Math.min(ringSize, ring.capacity * 4), ring.slotBytes);
           rings.set(shardId, ring);
         }
         slot = (ring.head + ring.size) % ring.capacity;
