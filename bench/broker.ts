@@ -24,6 +24,10 @@
  * It prints the broker's CPU µs per delivery (its own `process.cpuUsage()`), its idle CPU with
  * the same connections and default keepalive, and the clients' CPU (they must not be the limit).
  *
+ * `--brokers N` runs N broker processes, each shard on the one rendezvous hashing picks (the SDK's
+ * `mode: 'sharded'`, the same `src/client/rendezvous.ts`), one publisher per broker pushing its
+ * shards, every subscriber connection holding a stream to each broker for its shards there.
+ *
  * `--cpu-prof` runs the broker under `node --cpu-prof` (profile written to .tmp/cpu-prof/);
  * `--trace-gc` under `node --trace-gc` (each pause printed).
  * `--write-window-us N` (with `--reference`): the broker's write window (`--write-window-us` of the
@@ -39,6 +43,7 @@ import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as hdr from 'hdr-histogram-js';
+import { createRendezvous } from '../src/client/index.js';
 
 const DIFF_BYTES = 256;
 
@@ -196,6 +201,11 @@ interface StepResult {
   subscribersCpuPercent: number;
 }
 
+/** Every broker's stats, summed (CPU, drops, subscriptions) or worst (loop stall). */
+async function allStats(brokers: Child[]): Promise<Stats[]> {
+  return Promise.all(brokers.map(stats));
+}
+
 async function runFanout(
   fanout: number,
   rates: number[],
@@ -203,62 +213,73 @@ async function runFanout(
   shardCount: number,
   subWorkers: number,
   cpuProf: boolean,
+  brokerCount: number,
 ): Promise<StepResult[]> {
-  const { child: broker, port } = await startBroker(cpuProf);
+  const started = await Promise.all(
+    Array.from({ length: brokerCount }, () => startBroker(cpuProf)),
+  );
+  const brokers = started.map((b) => b.child);
+  const ports = started.map((b) => b.port);
   const subs = await Promise.all(Array.from({ length: subWorkers }, startClient));
-  const pub = await startClient();
+  // One publisher per broker, each pushing its broker's shards (as a writer's SDK would).
+  const pubs = await Promise.all(ports.map(startClient));
   const results: StepResult[] = [];
   try {
     const shards = Array.from({ length: shardCount }, () => `s${randomUUID()}`);
+    // Sharded like the SDK's `mode: 'sharded'`: each shard on its rendezvous broker.
+    const names = ports.map((p) => `grpc://127.0.0.1:${p}`);
+    const ranking = createRendezvous(names);
+    const shardsOf = names.map((n) => shards.filter((s) => ranking.owner(s) === n));
     const connections = Math.max(fanout, 10);
     const conns = layout(shards, fanout, connections);
-    await Promise.all(
-      subs.map((w, i) =>
-        w.request(
-          {
-            type: 'subscribe',
-            port,
-            connections: conns.filter((_, j) => j % subWorkers === i),
-            connectionsPerSession: 10,
-          },
-          'subscribed',
+    for (const [b, port] of ports.entries()) {
+      const mine = new Set(shardsOf[b]);
+      await Promise.all(
+        subs.map((w, i) =>
+          w.request(
+            {
+              type: 'subscribe',
+              port,
+              connections: conns
+                .filter((_, j) => j % subWorkers === i)
+                .map((c) => c.filter((s) => mine.has(s))),
+              connectionsPerSession: 10,
+            },
+            'subscribed',
+          ),
         ),
-      ),
-    );
-    await waitForSubscriptions(broker, shardCount * fanout);
+      );
+      await waitForSubscriptions(brokers[b] as Child, (shardsOf[b]?.length ?? 0) * fanout);
+    }
+    const publishAll = (pushesPerSecond: number, durationMs: number, timeoutMs?: number) =>
+      Promise.all(
+        pubs.map((pub, b) =>
+          pub.request<{ sent: number }>(
+            {
+              type: 'publish',
+              port: ports[b],
+              shards: shardsOf[b],
+              pushesPerSecond: (pushesPerSecond * (shardsOf[b]?.length ?? 0)) / shardCount,
+              durationMs,
+              diffBytes: DIFF_BYTES,
+            },
+            'published',
+            timeoutMs,
+          ),
+        ),
+      );
     // Warm up the JIT on both sides.
     await Promise.all(subs.map((w) => w.request({ type: 'reset' }, 'reset')));
-    await pub.request(
-      {
-        type: 'publish',
-        port,
-        shards,
-        pushesPerSecond: Math.min(20_000, 50_000 / fanout),
-        durationMs: 1000,
-        diffBytes: DIFF_BYTES,
-      },
-      'published',
-    );
+    await publishAll(Math.min(20_000, 50_000 / fanout), 1000);
     await settle(subs);
     for (const rate of rates) {
       const pushesPerSecond = rate / fanout;
       await Promise.all(subs.map((w) => w.request({ type: 'reset' }, 'reset')));
-      const before = await stats(broker);
-      const clientsBefore = await clientCpu([pub, ...subs]);
-      const published = await pub.request<{ sent: number }>(
-        {
-          type: 'publish',
-          port,
-          shards,
-          pushesPerSecond,
-          durationMs: stepMs,
-          diffBytes: DIFF_BYTES,
-        },
-        'published',
-        stepMs + 30_000,
-      );
+      const before = await allStats(brokers);
+      const clientsBefore = await clientCpu([...pubs, ...subs]);
+      const published = await publishAll(pushesPerSecond, stepMs, stepMs + 30_000);
       // Let in-flight diffs land (bounded).
-      const expected = published.sent * fanout;
+      const expected = published.reduce((a, p) => a + p.sent, 0) * fanout;
       let received = 0;
       const reports: { received: number; histogram: string }[] = [];
       const settle = Date.now() + 2000;
@@ -273,8 +294,8 @@ async function runFanout(
         if (received >= expected || Date.now() > settle) break;
         await sleep(100);
       }
-      const after = await stats(broker);
-      const clientsAfter = await clientCpu([pub, ...subs]);
+      const after = await allStats(brokers);
+      const clientsAfter = await clientCpu([...pubs, ...subs]);
       const clientPct = (i: number) =>
         ((clientsAfter[i]! - clientsBefore[i]!) / 1000 / stepMs) * 100;
       const merged = hdr.build({
@@ -283,7 +304,8 @@ async function runFanout(
         numberOfSignificantValueDigits: 3,
       });
       for (const r of reports) merged.add(hdr.decodeFromCompressedBase64(r.histogram));
-      const cpuUs = after.cpu.user + after.cpu.system - (before.cpu.user + before.cpu.system);
+      const cpuOf = (x: Stats) => x.cpu.user + x.cpu.system;
+      const cpuUs = after.reduce((a, x, b) => a + cpuOf(x) - cpuOf(before[b] as Stats), 0);
       const result: StepResult = {
         fanout,
         targetPerSecond: rate,
@@ -295,24 +317,25 @@ async function runFanout(
         maxUs: merged.maxValue,
         cpuSecondsPerMillion: received === 0 ? 0 : cpuUs / 1e6 / (received / 1e6),
         brokerCpuPercent: (cpuUs / 1000 / stepMs) * 100,
-        dropped: after.dropped - before.dropped,
-        brokerWithin1ms: withinShare(
-          before.fanoutLatencyBuckets,
-          after.fanoutLatencyBuckets,
-          '0.001',
+        dropped: after.reduce((a, x, b) => a + x.dropped - (before[b] as Stats).dropped, 0),
+        // The worst broker's share and stall.
+        brokerWithin1ms: Math.min(
+          ...after.map((x, b) =>
+            withinShare(before[b]?.fanoutLatencyBuckets, x.fanoutLatencyBuckets, '0.001'),
+          ),
         ),
-        brokerLoopMaxMs: after.loopDelayMs?.max ?? 0,
-        publisherCpuPercent: clientPct(0),
-        subscribersCpuPercent: subs.reduce((a, _, i) => a + clientPct(i + 1), 0),
+        brokerLoopMaxMs: Math.max(...after.map((x) => x.loopDelayMs?.max ?? 0)),
+        publisherCpuPercent: pubs.reduce((a, _, i) => a + clientPct(i), 0),
+        subscribersCpuPercent: subs.reduce((a, _, i) => a + clientPct(pubs.length + i), 0),
       };
       results.push(result);
       printStep(result);
       if (result.deliveredRatio < 0.95 || result.p99Us > 1_000_000) break;
     }
   } finally {
-    await pub.stop();
+    await Promise.all(pubs.map((p) => p.stop()));
     await Promise.all(subs.map((w) => w.stop()));
-    await broker.stop();
+    await Promise.all(brokers.map((b) => b.stop()));
   }
   return results;
 }
@@ -519,6 +542,8 @@ async function run(args: string[]): Promise<void> {
       'trace-gc': { type: 'boolean', default: false },
       'write-window-us': { type: 'string', default: '0' },
       'publisher-write-window-us': { type: 'string' },
+      /** Broker processes, the shards spread over them by rendezvous hashing (sharded mode). */
+      brokers: { type: 'string', default: '1' },
     },
   });
   traceGc = values['trace-gc'];
@@ -530,10 +555,12 @@ async function run(args: string[]): Promise<void> {
   const stepMs = Number(values['step-ms'] ?? (values.quick ? '1000' : '3000'));
   const shardCount = Number(values.shards ?? (values.reference ? '1000' : '100'));
   const subWorkers = Number(values['sub-workers']);
+  const brokerCount = Number(values.brokers);
   for (const [name, v] of [
     ['step-ms', stepMs],
     ['shards', shardCount],
     ['sub-workers', subWorkers],
+    ['brokers', brokerCount],
   ] as const) {
     if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be a positive integer`);
   }
@@ -564,15 +591,18 @@ async function run(args: string[]): Promise<void> {
     return;
   }
   console.log(
-    `server: ${values.server}. ${DIFF_BYTES} B diffs, ${shardCount} shards, ${stepMs} ms per step, broker in its own process ` +
-      `(CPU = its own user+system time), ${subWorkers} subscriber process(es), 1 publisher process.\n`,
+    `server: ${values.server}. ${DIFF_BYTES} B diffs, ${shardCount} shards, ${stepMs} ms per step, ` +
+      (brokerCount === 1
+        ? 'broker in its own process (CPU = its own user+system time), '
+        : `${brokerCount} sharded broker processes (shards by rendezvous hashing, CPU = theirs summed), `) +
+      `${subWorkers} subscriber process(es), ${brokerCount} publisher process(es).\n`,
   );
   console.log(
     '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | broker flushes ≤ 1 ms | broker loop stall max ms | drops | publisher CPU | subscribers CPU |',
   );
   console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const f of fanouts) {
-    await runFanout(f, rates, stepMs, shardCount, subWorkers, values['cpu-prof']);
+    await runFanout(f, rates, stepMs, shardCount, subWorkers, values['cpu-prof'], brokerCount);
   }
   if (!values['skip-rss'] && !values.quick) await rssAtScale(values['cpu-prof']);
 }
