@@ -58,6 +58,8 @@ const histogram = hdr.build({
 let received = 0;
 let recording = false;
 
+const BENCH_TOKEN = process.env.PERSIST_PUBSUB_BENCH_TOKEN;
+
 function openStream(session: ClientHttp2Session, callerId: string): ClientHttp2Stream {
   const stream = session.request({
     ':method': 'POST',
@@ -65,6 +67,8 @@ function openStream(session: ClientHttp2Session, callerId: string): ClientHttp2S
     'content-type': GRPC_CONTENT_TYPE,
     te: 'trailers',
     [CALLER_ID_HEADER]: callerId,
+    // `bench broker --tokens`: the broker's scoped token (every client presents the same one).
+    ...(BENCH_TOKEN === undefined ? {} : { authorization: `Bearer ${BENCH_TOKEN}` }),
   });
   stream.on('error', () => {});
   return stream;

@@ -4,7 +4,10 @@
  * its own CPU time, RSS and subscription count, so the figures are the broker's alone.
  * Options: `--default-keepalive` (the broker's default keepalive instead of none),
  * `--loop-resolution-ms N` (report the event-loop delay, sampled every N ms), `--write-window-us N`
- * (the broker's write window, `BrokerOptions.writeWindowUs`). With `--bridge nats://HOST:PORT` (the e2e benchmark's bridged mode) it is an edge bridged
+ * (the broker's write window, `BrokerOptions.writeWindowUs`). With
+ * `PERSIST_PUBSUB_BENCH_TOKEN` set (`bench broker --tokens`), the broker has one scoped token of
+ * that value among 100 others, with prefix patterns (its shards `s…` match the last one), so
+ * every push and subscribe goes through the authorization check. With `--bridge nats://HOST:PORT` (the e2e benchmark's bridged mode) it is an edge bridged
  * through NATS, like `persist-pubsub broker --bridge`, and reports ready once the bridge is up.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -19,8 +22,23 @@ async function main(): Promise<void> {
   const bridge = bridgeUrl === undefined ? undefined : createNatsBridge({ url: bridgeUrl });
   const windowAt = process.argv.indexOf('--write-window-us');
   const writeWindowUs = windowAt < 0 ? 0 : Number(process.argv[windowAt + 1]);
+  const token = process.env.PERSIST_PUBSUB_BENCH_TOKEN;
+  const patterns = [...Array.from({ length: 20 }, (_, i) => `tenant-${i}/*`), 's*'];
+  const tokens =
+    token === undefined
+      ? undefined
+      : [
+          ...Array.from({ length: 100 }, (_, i) => ({
+            name: `other-${i}`,
+            token: `other-token-${i}`,
+            publish: patterns.slice(0, -1),
+            subscribe: patterns.slice(0, -1),
+          })),
+          { name: 'bench', token, publish: patterns, subscribe: patterns },
+        ];
   const broker = createBroker({
     writeWindowUs,
+    tokens,
     observer: bridge?.observer,
     listen: { host: '127.0.0.1', port: 0 },
     // The default keepalive with `--default-keepalive` (idle CPU is part of the figure).

@@ -28,6 +28,8 @@
  * `mode: 'sharded'`, the same `src/client/rendezvous.ts`), one publisher per broker pushing its
  * shards, every subscriber connection holding a stream to each broker for its shards there.
  *
+ * `--tokens` gives the broker scoped tokens (`BrokerOptions.tokens`, `--auth-tokens-file`) and
+ * every client one of them, so each push and subscribe is authorized (the A/B of that check).
  * `--cpu-prof` runs the broker under `node --cpu-prof` (profile written to .tmp/cpu-prof/);
  * `--trace-gc` under `node --trace-gc` (each pause printed).
  * `--write-window-us N` (with `--reference`): the broker's write window (`--write-window-us` of the
@@ -544,9 +546,12 @@ async function run(args: string[]): Promise<void> {
       'publisher-write-window-us': { type: 'string' },
       /** Broker processes, the shards spread over them by rendezvous hashing (sharded mode). */
       brokers: { type: 'string', default: '1' },
+      tokens: { type: 'boolean', default: false },
     },
   });
   traceGc = values['trace-gc'];
+  // Inherited by the forked broker and clients (broker-server.ts, broker-client.ts).
+  if (values.tokens) process.env.PERSIST_PUBSUB_BENCH_TOKEN = 'bench-token';
   if (values.server === 'grpc-js') serverModule = './broker-grpcjs-server.js';
   else if (values.server === 'floor') serverModule = './broker-floor-server.js';
   else if (values.server !== 'ours') throw new Error('--server must be ours, grpc-js or floor');
@@ -574,7 +579,7 @@ async function run(args: string[]): Promise<void> {
     }
     const ms = Number(values['step-ms'] ?? (values.quick ? '3000' : '10000'));
     console.log(
-      `server: ${values.server}. Reference load: 512 B diffs, ${ms} ms measured (and as long idle), ` +
+      `server: ${values.server}${values.tokens ? ', scoped tokens' : ''}. Reference load: 512 B diffs, ${ms} ms measured (and as long idle), ` +
         'broker in its own process (CPU = its own user+system time), 1 subscriber process ' +
         '(2 sessions), 2 publisher processes. CPU % is of one core.\n',
     );
