@@ -1,6 +1,7 @@
 /**
  * The Kubernetes example (`broker.yaml`) against the real CLI: it parses, the headless Service
- * routes port 6879 to the broker's gRPC container port, the probes hit the admin port's
+ * routes port 6879 to the broker's gRPC container port, two replicas replaced one at a time and
+ * kept one by the disruption budget (the SDK given the name streams to each), the probes hit the admin port's
  * /readyz and /healthz, every argument is a flag `persist-pubsub broker --help` lists, the
  * grace period outlasts the drain, and the broker actually starts with these arguments (on
  * free loopback ports instead of 0.0.0.0) and answers both probes.
@@ -47,6 +48,8 @@ const service = objects.find((o) => o.kind === 'Service') as unknown as {
 };
 const deployment = objects.find((o) => o.kind === 'Deployment') as unknown as {
   spec: {
+    replicas: number;
+    strategy: { type: string; rollingUpdate: { maxSurge: number; maxUnavailable: number } };
     selector: { matchLabels: Labels };
     template: {
       metadata: { labels: Labels };
@@ -55,6 +58,9 @@ const deployment = objects.find((o) => o.kind === 'Deployment') as unknown as {
   };
 };
 const container = deployment?.spec.template.spec.containers[0] as Container;
+const budget = objects.find((o) => o.kind === 'PodDisruptionBudget') as unknown as {
+  spec: { minAvailable: number; selector: { matchLabels: Labels } };
+};
 
 /** `--name=value` (or `--name value`) arguments as a map. */
 function flags(args: readonly string[]): Map<string, string> {
@@ -77,7 +83,11 @@ const subset = (a: Labels, b: Labels) => Object.entries(a).every(([k, v]) => b[k
 
 describe('examples/kubernetes/broker.yaml', () => {
   it('has a headless Service on 6879 routing to the broker pods', () => {
-    expect(objects.map((o) => o.kind).sort()).toEqual(['Deployment', 'Service']);
+    expect(objects.map((o) => o.kind).sort()).toEqual([
+      'Deployment',
+      'PodDisruptionBudget',
+      'Service',
+    ]);
     expect(service.spec.clusterIP).toBe('None');
     const grpc = service.spec.ports.find((p) => p.name === 'grpc');
     expect(grpc?.port).toBe(6879);
@@ -85,6 +95,19 @@ describe('examples/kubernetes/broker.yaml', () => {
     const podLabels = deployment.spec.template.metadata.labels;
     expect(subset(service.spec.selector, podLabels)).toBe(true);
     expect(subset(deployment.spec.selector.matchLabels, podLabels)).toBe(true);
+  });
+
+  it('runs two replicas, replaced one at a time, at least one kept through a drain', () => {
+    expect(deployment.spec.replicas).toBe(2);
+    expect(deployment.spec.strategy).toEqual({
+      type: 'RollingUpdate',
+      rollingUpdate: { maxSurge: 1, maxUnavailable: 0 },
+    });
+    expect(budget.spec.minAvailable).toBe(1);
+    expect(budget.spec.minAvailable).toBeLessThan(deployment.spec.replicas);
+    expect(subset(budget.spec.selector.matchLabels, deployment.spec.template.metadata.labels)).toBe(
+      true,
+    );
   });
 
   it('listens where the ports and probes say, with flags the CLI has', () => {
