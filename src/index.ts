@@ -15,6 +15,7 @@ export type {
   NatsBridge,
   NatsBridgeOptions,
   ObservedPush,
+  TokenGrant,
 } from './broker/index.js';
 export {
   AdminError,
