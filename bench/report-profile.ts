@@ -1,7 +1,9 @@
 /**
  * `node dist/bench/report-profile.js FILE.cpuprofile [...] [--top 15]`: where the time goes in
  * V8 CPU profiles (from `--cpu-prof` runs of the benchmarks): self time by function and by area
- * (our code by folder, each dependency, Node internals, GC, idle), as Markdown tables.
+ * (our code by folder, each dependency, Node internals, GC, idle), as Markdown tables. A
+ * sampling heap profile (`FILE.heapprofile`, from `--heap-prof`) gets the same tables in bytes
+ * allocated, by the function that allocated them.
  */
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
@@ -94,6 +96,62 @@ export function summarizeProfile(file: string, top: number): ProfileSummary {
   };
 }
 
+interface HeapProfileNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: HeapProfileNode[];
+}
+
+/** Bytes allocated by area and by function in a sampling heap profile (`.heapprofile`). */
+export function summarizeHeapProfile(file: string, top: number): HeapProfileSummary {
+  const p = JSON.parse(readFileSync(file, 'utf8')) as { head: HeapProfileNode };
+  const areas = new Map<string, number>();
+  const fns = new Map<string, number>();
+  let total = 0;
+  const stack = [p.head];
+  for (let n = stack.pop(); n !== undefined; n = stack.pop()) {
+    stack.push(...n.children);
+    if (n.selfSize === 0) continue;
+    total += n.selfSize;
+    const { functionName, url, lineNumber } = n.callFrame;
+    const area = areaOf(url, functionName);
+    areas.set(area, (areas.get(area) ?? 0) + n.selfSize);
+    const fn =
+      `${functionName || '(anonymous)'} ${url === '' ? '' : `${basename(url)}:${lineNumber + 1}`}`.trim();
+    fns.set(fn, (fns.get(fn) ?? 0) + n.selfSize);
+  }
+  const rank = (m: Map<string, number>) =>
+    [...m]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([name, bytes]) => ({ name, bytes, share: bytes / Math.max(1, total) }));
+  return { file, totalBytes: total, byArea: rank(areas), byFunction: rank(fns) };
+}
+
+export interface HeapProfileSummary {
+  file: string;
+  totalBytes: number;
+  byArea: { name: string; bytes: number; share: number }[];
+  byFunction: { name: string; bytes: number; share: number }[];
+}
+
+export function heapProfileMarkdown(s: HeapProfileSummary): string {
+  const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
+  const kb = (b: number) => (b / 1024).toFixed(0);
+  return [
+    `**${basename(s.file)}**: ${kb(s.totalBytes)} KiB allocated (sampled).`,
+    '',
+    '| area | KiB | share |',
+    '|---|---|---|',
+    ...s.byArea.map((a) => `| ${a.name} | ${kb(a.bytes)} | ${pct(a.share)} |`),
+    '',
+    '| function | KiB | share |',
+    '|---|---|---|',
+    ...s.byFunction.map((f) => `| \`${f.name}\` | ${kb(f.bytes)} | ${pct(f.share)} |`),
+    '',
+  ].join('\n');
+}
+
 export function profileMarkdown(s: ProfileSummary): string {
   const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
   return [
@@ -117,11 +175,16 @@ if (process.argv[1]?.endsWith('report-profile.js')) {
   });
   if (positionals.length === 0) {
     process.stderr.write(
-      'usage: node dist/bench/report-profile.js FILE.cpuprofile [...] [--top N]\n',
+      'usage: node dist/bench/report-profile.js FILE.cpuprofile|FILE.heapprofile [...] [--top N]\n',
     );
     process.exit(2);
   }
   for (const f of positionals) {
-    process.stdout.write(`${profileMarkdown(summarizeProfile(f, Number(values.top)))}\n`);
+    const top = Number(values.top);
+    process.stdout.write(
+      f.endsWith('.heapprofile')
+        ? `${heapProfileMarkdown(summarizeHeapProfile(f, top))}\n`
+        : `${profileMarkdown(summarizeProfile(f, top))}\n`,
+    );
   }
 }

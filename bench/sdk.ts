@@ -2,7 +2,7 @@
  * `npm run bench -- sdk [--quick] [--shards 1000] [--rounds 20] [--chunk 16]
  *   [--diff-min 100] [--diff-max 1024] [--writer-shards 200] [--writer-rounds 10]
  *   [--backends memory,sqlite] [--sqlite-synchronous normal|full] [--paths receive,write]
- *   [--cpu-prof]`
+ *   [--cpu-prof | --heap-prof]`
  *
  * An in-process microbenchmark of the SDK's own cost per diff, with no network and no broker,
  * so that each change to the client and shard state is measured in seconds:
@@ -13,6 +13,9 @@
  *   follows every shard, with one shared stop signal) and the metrics. A stub transport hands
  *   the client ready `InboundMessage`s in chunks of `--chunk` per event-loop turn, like a socket
  *   read. The `decode` row adds the transport's decode of each `ProtoPubSubMessage` first.
+ * - **model**: the share of the receive rows that is the state model's own work (the e2e
+ *   model's `decodeDiff`, a UTF-8 decode and `JSON.parse` of each diff, and `apply`), run alone
+ *   over the same diffs: what is left of a receive row is the SDK's.
  * - **write**: what a writer spends per commit: `update` (diff, envelope encode), the
  *   compare-and-set on each backend, the local apply, and the push through the pubsub client to a
  *   stub transport.
@@ -21,7 +24,8 @@
  * `--diff-min`–`--diff-max` bytes). Prints CPU µs per diff (user + system, `process.cpuUsage`)
  * and bytes allocated per diff (the V8 heap's growth between and across GCs, from
  * `v8.GCProfiler`), and the load average, since the machine may be shared. `--cpu-prof` profiles
- * each measured span alone (`.tmp/cpu-prof/sdk-*.cpuprofile`, for `bench/report-profile.ts`).
+ * each measured span alone (`.tmp/cpu-prof/sdk-*.cpuprofile`, for `bench/report-profile.ts`);
+ * `--heap-prof` samples what each span allocates, by function (`sdk-*.heapprofile`, same report).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
@@ -29,7 +33,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { GCProfiler, getHeapStatistics } from 'node:v8';
-import { create, toBinary } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { Registry } from 'prom-client';
 import { decodeInbound } from '../src/client/inbound.js';
 import {
@@ -44,6 +48,7 @@ import {
   type SqliteSynchronous,
 } from '../src/consensus/index.js';
 import { ProtoPubSubMessageSchema } from '../src/gen/mz_persist_client/internal/service/pubsub_pb.js';
+import { VersionEnvelopeSchema } from '../src/gen/persist_pubsub/state/v1/envelope_pb.js';
 import { createPersistClient, type PersistClient, type ShardHandle } from '../src/index.js';
 import { type BenchState, benchModel, padFor, wallMs } from './e2e-model.js';
 
@@ -55,6 +60,8 @@ export const sdkBench = {
 interface Options {
   /** Profile the measured spans only, into `.tmp/cpu-prof/sdk-PATH.cpuprofile`. */
   cpuProf: boolean;
+  /** Sample their allocations instead, into `.tmp/cpu-prof/sdk-PATH.heapprofile`. */
+  heapProf: boolean;
   shards: number;
   rounds: number;
   chunk: number;
@@ -106,19 +113,37 @@ function createStubTransport(): StubTransport {
   };
 }
 
-/** A CPU profile of a measured span (`--cpu-prof`), written when it ends. */
-async function startProfile(on: boolean, name: string): Promise<() => Promise<void>> {
-  if (!on) return async () => {};
+/**
+ * A CPU profile (`--cpu-prof`) or a sampling heap profile (`--heap-prof`: allocations by
+ * function, one sample per 128 bytes) of a measured span, written when it ends.
+ */
+async function startProfile(
+  o: Pick<Options, 'cpuProf' | 'heapProf'>,
+  name: string,
+): Promise<() => Promise<void>> {
+  if (!o.cpuProf && !o.heapProf) return async () => {};
   const session = new Session();
   session.connect();
-  await session.post('Profiler.enable');
-  await session.post('Profiler.setSamplingInterval', { interval: 100 });
-  await session.post('Profiler.start');
+  if (o.cpuProf) {
+    await session.post('Profiler.enable');
+    await session.post('Profiler.setSamplingInterval', { interval: 100 });
+    await session.post('Profiler.start');
+  } else {
+    await session.post('HeapProfiler.enable');
+    // Every sampled allocation, also those collected since (else only what is still live).
+    await session.post('HeapProfiler.startSampling', {
+      samplingInterval: 128,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    });
+  }
   return async () => {
-    const { profile } = await session.post('Profiler.stop');
+    const { profile } = o.cpuProf
+      ? await session.post('Profiler.stop')
+      : await session.post('HeapProfiler.stopSampling');
     session.disconnect();
     mkdirSync('.tmp/cpu-prof', { recursive: true });
-    const file = join('.tmp/cpu-prof', `sdk-${name}.cpuprofile`);
+    const file = join('.tmp/cpu-prof', `sdk-${name}.${o.cpuProf ? 'cpuprofile' : 'heapprofile'}`);
     writeFileSync(file, JSON.stringify(profile));
     console.log(`profile: ${file}`);
   };
@@ -246,7 +271,7 @@ async function receiveBench(o: Options, decode: boolean): Promise<Row> {
   });
   await turn();
   const expected = messages.length;
-  const stopProfile = await startProfile(o.cpuProf, decode ? 'receive-decode' : 'receive');
+  const stopProfile = await startProfile(o, decode ? 'receive-decode' : 'receive');
   const meter = startMeter();
   for (let i = 0; i < expected; i += o.chunk) {
     const end = Math.min(expected, i + o.chunk);
@@ -273,6 +298,45 @@ async function receiveBench(o: Options, decode: boolean): Promise<Row> {
   };
 }
 
+/** The model's own share of the receive path: `decodeDiff` and `apply` of the same diffs. */
+async function modelBench(o: Options): Promise<Row> {
+  const consensus = createMemoryConsensus();
+  const transport = createStubTransport();
+  const writer = await openClient(consensus, transport);
+  const ids = Array.from({ length: o.shards }, (_, i) => shardIdOf(i));
+  const writers = await Promise.all(ids.map((id) => writer.openShard(id, benchModel)));
+  await commitRounds(writers, o.rounds, o);
+  // The model's diff bytes, out of each pushed envelope (not measured).
+  const diffs = transport.pushed.map((p) => fromBinary(VersionEnvelopeSchema, p.diff).diff);
+  const states = new Map<string, BenchState>();
+  for (const id of ids) states.set(id, benchModel.initial());
+  const stopProfile = await startProfile(o, 'model');
+  const meter = startMeter();
+  for (let i = 0; i < diffs.length; i += o.chunk) {
+    const end = Math.min(diffs.length, i + o.chunk);
+    for (let j = i; j < end; j++) {
+      const id = (transport.pushed[j] as Pushed).shardId;
+      states.set(
+        id,
+        benchModel.apply(states.get(id) as BenchState, benchModel.decodeDiff(diffs[j]!)),
+      );
+    }
+    await turn();
+  }
+  const m = meter();
+  await stopProfile();
+  for (const h of writers) h.close();
+  await writer.close();
+  return {
+    path: 'model alone: decodeDiff + apply',
+    diffs: diffs.length,
+    cpuUsPerDiff: m.cpuUs / diffs.length,
+    bytesPerDiff: m.allocatedBytes / diffs.length,
+    gcs: m.gcs,
+    note: 'part of each receive row',
+  };
+}
+
 /** The writer path on one backend: update → encode → compare-and-set → apply → push. */
 async function writeBench(o: Options, backend: string, dir: string): Promise<Row> {
   const consensus =
@@ -287,7 +351,7 @@ async function writeBench(o: Options, backend: string, dir: string): Promise<Row
   const handles = await Promise.all(ids.map((id) => client.openShard(id, benchModel)));
   await commitRounds(handles, 2, o); // warm-up (the first commit of a shard is a rollup)
   const pushedBefore = transport.pushed.length;
-  const stopProfile = await startProfile(o.cpuProf, `write-${backend}`);
+  const stopProfile = await startProfile(o, `write-${backend}`);
   const meter = startMeter();
   const commits = await commitRounds(handles, o.writerRounds, o);
   const m = meter();
@@ -312,6 +376,7 @@ async function run(args: string[]): Promise<void> {
     options: {
       quick: { type: 'boolean', default: false },
       'cpu-prof': { type: 'boolean', default: false },
+      'heap-prof': { type: 'boolean', default: false },
       shards: { type: 'string' },
       rounds: { type: 'string' },
       chunk: { type: 'string', default: '16' },
@@ -334,6 +399,7 @@ async function run(args: string[]): Promise<void> {
   };
   const o: Options = {
     cpuProf: values['cpu-prof'],
+    heapProf: values['heap-prof'],
     shards: int('shards', values.shards ?? (quick ? '200' : '1000'), 1),
     rounds: int('rounds', values.rounds ?? (quick ? '10' : '20'), 1),
     chunk: int('chunk', values.chunk, 1),
@@ -365,11 +431,12 @@ async function run(args: string[]): Promise<void> {
     if (paths.includes('receive')) {
       // Warm-up (JIT), not reported.
       await receiveBench(
-        { ...o, cpuProf: false, rounds: Math.max(2, Math.ceil(o.rounds / 4)) },
+        { ...o, cpuProf: false, heapProf: false, rounds: Math.max(2, Math.ceil(o.rounds / 4)) },
         true,
       );
       rows.push(await receiveBench(o, false));
       rows.push(await receiveBench(o, true));
+      rows.push(await modelBench(o));
     }
     if (paths.includes('write')) for (const b of o.backends) rows.push(await writeBench(o, b, dir));
   } finally {

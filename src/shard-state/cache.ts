@@ -28,6 +28,7 @@ import type {
   UpdateFn,
   UpdateResult,
 } from './types.js';
+import { WakeQueue } from './waiters.js';
 
 const FETCH_NOW_REASONS: ReadonlySet<string> = new Set(['gap_notice', 'reconnect', 'refresh']);
 
@@ -109,6 +110,7 @@ class Cache implements ShardStateCache {
       clock,
       // Polls are awaited (a waitForSeqno, a listen loop): their timer keeps the process alive.
       pollTimers: new TimerQueue(clock, true),
+      wakes: new WakeQueue(),
       random: options.random ?? Math.random,
       logger: options.logger ?? pino({ level: 'silent' }),
       metrics: this.#metrics,
@@ -288,9 +290,11 @@ class Handle<S> implements ShardHandle<S> {
   }
 
   #checkOpen(): void {
-    if (this.#closed) {
-      throw new ShardStateError('closed', 'the handle is closed', { shardId: this.shardId });
-    }
+    if (this.#closed) throw this.#closedError();
+  }
+
+  #closedError(): ShardStateError {
+    return new ShardStateError('closed', 'the handle is closed', { shardId: this.shardId });
   }
 
   async update(fn: UpdateFn<S>, options?: SignalOptions): Promise<UpdateResult<S>> {
@@ -312,13 +316,13 @@ class Handle<S> implements ShardHandle<S> {
     }
   }
 
-  async waitForSeqno(seqno: bigint, options?: SignalOptions): Promise<ShardVersion<S>> {
-    this.#checkOpen();
+  /** Not async: the shard's own promise, resolved with the snapshot (one promise per wait). */
+  waitForSeqno(seqno: bigint, options?: SignalOptions): Promise<ShardVersion<S>> {
+    if (this.#closed) return Promise.reject(this.#closedError());
     if (typeof seqno !== 'bigint') {
-      throw new ShardStateError('invalid_argument', 'seqno must be a bigint');
+      return Promise.reject(new ShardStateError('invalid_argument', 'seqno must be a bigint'));
     }
-    await this.#shard.waitFor(seqno, options?.signal, this);
-    return this.#shard.snapshot();
+    return this.#shard.waitFor(seqno, options?.signal, this);
   }
 
   #mapAbort(err: unknown, userSignal: AbortSignal | undefined): unknown {

@@ -144,7 +144,12 @@ export function writerDelayMs(cfg: Readonly<ShardStateConfig>, retry: number): n
 
 /** `delayMs` times a uniform factor in `[1 - ratio, 1 + ratio]`; `random` is uniform in [0, 1). */
 export function jitter(delayMs: number, ratio: number, random: () => number): number {
-  return delayMs * (1 - ratio + 2 * ratio * random());
+  return jitterWith(delayMs, ratio, random());
+}
+
+/** `jitter` with its draw `unit` (in [0, 1)) made already. */
+export function jitterWith(delayMs: number, ratio: number, unit: number): number {
+  return delayMs * (1 - ratio + 2 * ratio * unit);
 }
 
 function doubling(initial: number, cap: number, step: number): number {

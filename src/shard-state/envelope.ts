@@ -224,18 +224,49 @@ function sameBytes(a: Uint8Array, aStart: number, aEnd: number, b: Uint8Array): 
 
 const EMPTY = new Uint8Array(0);
 
+// The fields of the envelope last read by `readFields` (synchronous, like `pos`). A seqno is a
+// number while exact (below 2^53), else -1 with its value in the bigint beside it.
+let seqnoFromN = 0;
+let seqnoFromBig = 0n;
+let seqnoToN = 0;
+let seqnoToBig = 0n;
+let wallMs = 0;
+let diffView: Uint8Array = EMPTY;
+let rollupView: Uint8Array | undefined;
+
+/** Reads seqno field 1 or 2 into its number (or, at 2^53 and above, its bigint). */
+function readSeqno(bytes: Uint8Array, end: number, field: number): void {
+  const start = pos;
+  let n = readVarint(bytes, end);
+  let big = 0n;
+  if (n < 0 || n > Number.MAX_SAFE_INTEGER) {
+    pos = start;
+    const v = readVarint64(bytes, end);
+    if (v === undefined) refuse('bad varint');
+    n = -1;
+    big = v;
+  }
+  if (field === 1) {
+    seqnoFromN = n;
+    seqnoFromBig = big;
+  } else {
+    seqnoToN = n;
+    seqnoToBig = big;
+  }
+}
+
 /**
- * Decodes and checks an envelope: it must be of `model`, at `expectedSeqno` if given, with
- * `seqnoFrom + 1 === seqnoTo`. Throws `EnvelopeError` otherwise.
+ * Reads and checks an envelope into the module's fields: it must be of `model`, at
+ * `expectedSeqno` if given, with `seqnoFrom + 1 === seqnoTo`. Throws `EnvelopeError` otherwise.
  */
-export function decodeEnvelope(bytes: Uint8Array, model: string, expectedSeqno?: bigint): Envelope {
+function readFields(bytes: Uint8Array, model: string, expectedSeqno: bigint | undefined): void {
   const end = bytes.byteLength;
   pos = 0;
-  let seqnoFrom = 0n;
-  let seqnoTo = 0n;
-  let wallTimeMs = 0;
-  let diff: Uint8Array = EMPTY;
-  let rollup: Uint8Array | undefined;
+  seqnoFromN = 0;
+  seqnoToN = 0;
+  wallMs = 0;
+  diffView = EMPTY;
+  rollupView = undefined;
   let modelStart = 0;
   let modelEnd = 0;
   while (pos < end) {
@@ -247,21 +278,18 @@ export function decodeEnvelope(bytes: Uint8Array, model: string, expectedSeqno?:
     if (field <= 3 && wireType === 0) {
       if (field === 3) {
         // A number: exact below 2^53 ms (year 287396), which every wall time is.
-        wallTimeMs = readVarint(bytes, end);
-        if (wallTimeMs < 0) refuse('bad varint');
+        wallMs = readVarint(bytes, end);
+        if (wallMs < 0) refuse('bad varint');
         continue;
       }
-      const v = readVarint64(bytes, end);
-      if (v === undefined) refuse('bad varint');
-      if (field === 1) seqnoFrom = v;
-      else seqnoTo = v;
+      readSeqno(bytes, end, field);
     } else if (field >= 4 && field <= 6 && wireType === 2) {
       const len = readVarint(bytes, end);
       if (len < 0 || pos + len > end) refuse('truncated');
       const start = pos;
       pos += len;
-      if (field === 4) diff = bytes.subarray(start, pos);
-      else if (field === 5) rollup = bytes.subarray(start, pos);
+      if (field === 4) diffView = bytes.subarray(start, pos);
+      else if (field === 5) rollupView = bytes.subarray(start, pos);
       else {
         modelStart = start;
         modelEnd = pos;
@@ -284,11 +312,72 @@ export function decodeEnvelope(bytes: Uint8Array, model: string, expectedSeqno?:
       `the envelope is of model ${JSON.stringify(name)}, not ${model}`,
     );
   }
-  if (seqnoTo < 1n || seqnoFrom + 1n !== seqnoTo) {
-    throw new EnvelopeError('seqno', `bad seqno range ${seqnoFrom}..${seqnoTo}`);
+  if (seqnoFromN >= 0 && seqnoToN >= 0) {
+    // Numbers, exact: `seqnoFromN + 1` is at most 2^53.
+    if (seqnoToN < 1 || seqnoFromN + 1 !== seqnoToN) {
+      throw new EnvelopeError('seqno', `bad seqno range ${seqnoFromN}..${seqnoToN}`);
+    }
+    // A bigint at or above 2^53 converts to a number at or above 2^53, never to `seqnoToN`.
+    if (expectedSeqno !== undefined && Number(expectedSeqno) !== seqnoToN) {
+      throw new EnvelopeError(
+        'seqno',
+        `the envelope is for seqno ${seqnoToN}, not ${expectedSeqno}`,
+      );
+    }
+    return;
   }
-  if (expectedSeqno !== undefined && seqnoTo !== expectedSeqno) {
-    throw new EnvelopeError('seqno', `the envelope is for seqno ${seqnoTo}, not ${expectedSeqno}`);
+  const from = seqnoFromN >= 0 ? BigInt(seqnoFromN) : seqnoFromBig;
+  const to = seqnoToN >= 0 ? BigInt(seqnoToN) : seqnoToBig;
+  if (to < 1n || from + 1n !== to) {
+    throw new EnvelopeError('seqno', `bad seqno range ${from}..${to}`);
   }
-  return { seqnoFrom, seqnoTo, wallTimeMs, diff, rollup, model };
+  if (expectedSeqno !== undefined && to !== expectedSeqno) {
+    throw new EnvelopeError('seqno', `the envelope is for seqno ${to}, not ${expectedSeqno}`);
+  }
+}
+
+/**
+ * Decodes and checks an envelope: it must be of `model`, at `expectedSeqno` if given, with
+ * `seqnoFrom + 1 === seqnoTo`. Throws `EnvelopeError` otherwise.
+ */
+export function decodeEnvelope(bytes: Uint8Array, model: string, expectedSeqno?: bigint): Envelope {
+  readFields(bytes, model, expectedSeqno);
+  const e: Envelope = {
+    seqnoFrom: seqnoFromN >= 0 ? BigInt(seqnoFromN) : seqnoFromBig,
+    seqnoTo: seqnoToN >= 0 ? BigInt(seqnoToN) : seqnoToBig,
+    wallTimeMs: wallMs,
+    diff: diffView,
+    rollup: rollupView,
+    model,
+  };
+  forgetViews();
+  return e;
+}
+
+/** Drops the module's views of the last input, so that it is not kept alive by them. */
+function forgetViews(): void {
+  diffView = EMPTY;
+  rollupView = undefined;
+}
+
+/** What a receiver needs of a pushed envelope; the caller's, filled by `decodeEnvelopeDiff`. */
+export interface EnvelopeDiff {
+  diff: Uint8Array;
+  wallTimeMs: number;
+}
+
+/**
+ * `decodeEnvelope` for a pushed diff, into `out` (kept by the caller): the same checks, and
+ * no envelope object or bigint made per diff.
+ */
+export function decodeEnvelopeDiff(
+  bytes: Uint8Array,
+  model: string,
+  seqno: bigint,
+  out: EnvelopeDiff,
+): void {
+  readFields(bytes, model, seqno);
+  out.diff = diffView;
+  out.wallTimeMs = wallMs;
+  forgetViews();
 }

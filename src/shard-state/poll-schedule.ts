@@ -6,12 +6,14 @@
  * version applied, from anywhere) starts the schedule over.
  *
  * State: `#phase`, one tagged union changed only by `#to`. The timer is a resource the phase
- * asks for, armed lazily: progress moves the deadline, and a timer that fires before the
- * deadline re-arms for the rest. So a reader applying a diff every few hundred milliseconds
- * costs no timer churn per diff, yet every poll happens exactly when the schedule says.
+ * asks for, armed lazily: for the earliest time the sleep's jitter could make its deadline, and a
+ * timer that fires before the deadline re-arms for the rest. Progress moves the deadline later
+ * (a fresh sleep's earliest time is never before the last one's), so a reader applying a diff
+ * every few hundred milliseconds, or every few microseconds, costs no timer churn per diff, yet
+ * every poll happens exactly when the schedule says.
  */
 import type { Clock } from '../util/index.js';
-import { jitter, pollDelayMs, type ShardStateConfig } from './config.js';
+import { jitterWith, pollDelayMs, type ShardStateConfig } from './config.js';
 import type { QueuedTimer, TimerQueue } from './timer-queue.js';
 
 export type PollPhase =
@@ -44,6 +46,7 @@ export class PollSchedule {
   readonly #d: PollScheduleDeps;
   #phase: PollPhase = IDLE;
   #timer: QueuedTimer | undefined;
+  readonly #onTimer = (): void => this.#fire();
 
   constructor(deps: PollScheduleDeps) {
     this.#d = deps;
@@ -93,7 +96,7 @@ export class PollSchedule {
     if (p.kind !== 'sleeping') return;
     this.#timer?.cancel();
     this.#timer = undefined;
-    this.#arm(this.#deadline(p));
+    this.#arm(this.#earliest(p));
   }
 
   #sleep(attempt: number): PollPhase {
@@ -108,21 +111,27 @@ export class PollSchedule {
   /** The one transition: sets the phase and arms the timer a sleep needs. */
   #to(next: PollPhase): void {
     this.#phase = next;
-    if (next.kind === 'sleeping') this.#arm(this.#deadline(next));
+    if (next.kind === 'sleeping') this.#arm(this.#earliest(next));
   }
 
   #deadline(p: Extract<PollPhase, { kind: 'sleeping' }>): number {
     const cfg = this.#d.config();
     return (
-      p.sleepStartMs + jitter(pollDelayMs(cfg, p.attempt), cfg.pollJitterRatio, () => p.jitterUnit)
+      p.sleepStartMs + jitterWith(pollDelayMs(cfg, p.attempt), cfg.pollJitterRatio, p.jitterUnit)
     );
+  }
+
+  /** The earliest the deadline of a sleep like `p` can be, whatever its jitter draw. */
+  #earliest(p: Extract<PollPhase, { kind: 'sleeping' }>): number {
+    const cfg = this.#d.config();
+    return p.sleepStartMs + jitterWith(pollDelayMs(cfg, p.attempt), cfg.pollJitterRatio, 0);
   }
 
   /** Makes sure a timer fires no later than `atMs`. */
   #arm(atMs: number): void {
     if (this.#timer !== undefined && this.#timer.atMs <= atMs) return;
     this.#timer?.cancel();
-    this.#timer = this.#d.timers.set(() => this.#fire(), atMs);
+    this.#timer = this.#d.timers.set(this.#onTimer, atMs);
   }
 
   #fire(): void {

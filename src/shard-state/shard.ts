@@ -13,10 +13,10 @@
  */
 import type { Logger } from 'pino';
 import { type Consensus, ConsensusError } from '../consensus/index.js';
-import type { Clock, Timer } from '../util/index.js';
-import { type AbortWatcher, unwatchAbort, watchAbort } from './abort-watch.js';
+import type { Clock, CounterCell, Timer } from '../util/index.js';
+import { unwatchAbort, watchAbort } from './abort-watch.js';
 import { pollDelayMs, type ShardStateConfig } from './config.js';
-import { decodeEnvelope, EnvelopeError } from './envelope.js';
+import { decodeEnvelopeDiff, type EnvelopeDiff, EnvelopeError } from './envelope.js';
 import { ShardStateError } from './errors.js';
 import { foldPage, type PageEnd } from './log-reader.js';
 import type { FetchPath, ShardCells, ShardStateMetrics } from './metrics.js';
@@ -34,6 +34,7 @@ import type {
   UpdateFn,
   UpdateResult,
 } from './types.js';
+import { type Wait, WaitList, type Wakeable, type WakeQueue } from './waiters.js';
 import { WriterLoop } from './writer-loop.js';
 
 export interface ShardDeps<S, D> {
@@ -43,6 +44,8 @@ export interface ShardDeps<S, D> {
   clock: Clock;
   /** The poll timers of every shard of the cache, on one clock timer. */
   pollTimers: TimerQueue;
+  /** Wakes satisfied waits once per run of applies, for every shard of the cache. */
+  wakes: WakeQueue;
   random: () => number;
   logger: Logger;
   metrics: ShardStateMetrics;
@@ -56,19 +59,37 @@ interface Held<D> {
   receivedAtMs: number;
 }
 
-/** A pending `waitFor`: resolved when the state reaches `seqno`. */
-interface Waiter extends AbortWatcher {
-  readonly seqno: bigint;
-  /** The handle that waits (its close rejects its waiters). */
-  readonly owner: object | undefined;
-  readonly signal: AbortSignal | undefined;
-  readonly resolve: () => void;
-  readonly reject: (err: unknown) => void;
+const RESOLVED: Promise<void> = Promise.resolve();
+const EMPTY = new Uint8Array(0);
+
+/** A pending `waitFor`; its abort goes to the shard's handler (no closure per wait). */
+class Waiter<S> implements Wait<ShardVersion<S>> {
+  constructor(
+    readonly seqno: bigint,
+    readonly owner: object | undefined,
+    readonly signal: AbortSignal | undefined,
+    readonly resolve: (value: ShardVersion<S>) => void,
+    readonly reject: (err: unknown) => void,
+    readonly onAborted: (w: Waiter<S>, reason: unknown) => void,
+  ) {}
+
+  onAbort(reason: unknown): void {
+    this.onAborted(this, reason);
+  }
 }
 
-const RESOLVED: Promise<void> = Promise.resolve();
+/** The envelope being received (decoding is synchronous: one for every shard). */
+const received: EnvelopeDiff = { diff: EMPTY, wallTimeMs: 0 };
 
-export class Shard<S, D> {
+/** The resolving functions of the promise being made (a module-level executor: no closure). */
+let madeResolve: ((value: never) => void) | undefined;
+let madeReject: ((err: unknown) => void) | undefined;
+function capture(resolve: (value: never) => void, reject: (err: unknown) => void): void {
+  madeResolve = resolve;
+  madeReject = reject;
+}
+
+export class Shard<S, D> implements Wakeable {
   readonly shardId: string;
   readonly model: StateModel<S, D>;
   readonly #d: ShardDeps<S, D>;
@@ -89,7 +110,23 @@ export class Shard<S, D> {
   #inflight: Promise<void> | undefined;
   #queued: { reason: ConsensusReadReason; promise: Promise<void>; resolve: () => void } | undefined;
 
-  readonly #waiters = new Set<Waiter>();
+  readonly #waiters = new WaitList<Waiter<S>>();
+  /** Waits satisfied by the current run of applies (the first `#dueCount`), for `wakeDue`. */
+  readonly #due: (Waiter<S> | undefined)[] = [];
+  #dueCount = 0;
+  /** The wake counter of the version being applied (watch, or timer for a poll). */
+  #woken: CounterCell;
+  readonly #takeDue = (w: Waiter<S>): void => {
+    if (w.signal !== undefined) unwatchAbort(w.signal, w);
+    this.#woken.value++;
+    // By index, not push and truncate: the array keeps its storage from one run to the next.
+    this.#due[this.#dueCount++] = w;
+  };
+  readonly #onWaitAborted = (w: Waiter<S>, reason: unknown): void => {
+    if (!this.#waiters.delete(w)) return;
+    if (this.#waiters.size === 0) this.#poll.stop();
+    w.reject(this.#aborted(reason));
+  };
   readonly #listeners = new Set<() => void>();
   readonly #poll: PollSchedule;
   readonly #writer: WriterLoop<S, D>;
@@ -101,6 +138,7 @@ export class Shard<S, D> {
     this.#state = deps.model.initial();
     this.#log = deps.logger.child({ component: 'shard-state', shardId: deps.shardId });
     this.#cells = deps.metrics.forShard(deps.shardId);
+    this.#woken = deps.metrics.wokenByWatch;
     this.#poll = new PollSchedule({
       clock: deps.clock,
       timers: deps.pollTimers,
@@ -168,23 +206,24 @@ export class Shard<S, D> {
       return 'stale';
     }
     const receivedAtMs = options.receivedAtMs ?? this.#d.clock.nowMs();
-    let held: Held<D>;
+    let diff: D;
+    let originMs: number;
     try {
-      const env = decodeEnvelope(bytes, this.model.name, seqno);
-      held = {
-        diff: this.model.decodeDiff(env.diff),
-        originMs: options.originTimestampMs ?? env.wallTimeMs,
-        receivedAtMs,
-      };
+      decodeEnvelopeDiff(bytes, this.model.name, seqno, received);
+      originMs = options.originTimestampMs ?? received.wallTimeMs;
+      const view = received.diff;
+      received.diff = EMPTY;
+      diff = this.model.decodeDiff(view);
     } catch (err) {
       return this.#badDiff(seqno, err instanceof EnvelopeError ? err.reason : 'decode', err);
     }
     if (this.#loaded && seqno === this.#seqno + 1n) {
-      if (!this.#applyHeld(seqno, held)) return 'refetch';
+      if (!this.#applyDiff(seqno, diff, originMs, receivedAtMs)) return 'refetch';
       this.#cells.applied.value++;
       this.#drainHeld();
       return 'applied';
     }
+    const held: Held<D> = { diff, originMs, receivedAtMs };
     if (this.#loaded) this.#cells.outOfOrder.value++;
     if (this.#held.size >= this.#d.config().maxHeldDiffs && !this.#held.has(seqno)) {
       // Too far behind to hold more: read the gap now rather than grow without bound.
@@ -205,15 +244,15 @@ export class Shard<S, D> {
   }
 
   /** Applies a held or just-received diff at `#seqno + 1`; false (and a refetch) if it fails. */
-  #applyHeld(seqno: bigint, held: Held<D>): boolean {
+  #applyDiff(seqno: bigint, diff: D, originMs: number, receivedAtMs: number): boolean {
     let next: S;
     try {
-      next = this.model.apply(this.#state, held.diff);
+      next = this.model.apply(this.#state, diff);
     } catch (err) {
       this.#badDiff(seqno, 'apply', err);
       return false;
     }
-    this.#advance(seqno, next, 'pubsub', 'pubsub', held.originMs, held.receivedAtMs);
+    this.#advance(seqno, next, 'pubsub', 'pubsub', originMs, receivedAtMs);
     return true;
   }
 
@@ -225,7 +264,7 @@ export class Shard<S, D> {
         const next = this.#seqno + 1n;
         const held = this.#held.take(next);
         if (held === undefined) break;
-        if (!this.#applyHeld(next, held)) return;
+        if (!this.#applyDiff(next, held.diff, held.originMs, held.receivedAtMs)) return;
         this.#cells.applied.value++;
       }
     }
@@ -434,14 +473,11 @@ export class Shard<S, D> {
       }
     }
     if (this.#waiters.size > 0) {
-      const woken = reason === 'poll' ? this.#d.metrics.wokenByTimer : this.#d.metrics.wokenByWatch;
-      for (const w of this.#waiters) {
-        if (w.seqno > seqno) continue;
-        this.#waiters.delete(w);
-        if (w.signal !== undefined) unwatchAbort(w.signal, w);
-        woken.value++;
-        w.resolve();
-      }
+      const { metrics } = this.#d;
+      this.#woken = reason === 'poll' ? metrics.wokenByTimer : metrics.wokenByWatch;
+      const wasDue = this.#dueCount;
+      this.#waiters.removeDue(seqno, this.#takeDue);
+      if (wasDue === 0 && this.#dueCount > 0) this.#d.wakes.schedule(this);
       if (this.#waiters.size === 0) this.#poll.idle();
     }
     for (const l of this.#listeners) l();
@@ -460,46 +496,59 @@ export class Shard<S, D> {
   // ---- waiting -----------------------------------------------------------------------------
 
   /**
-   * Resolves when the state reaches `seqno`. Rejects with `aborted` when `signal` aborts (one
-   * listener per signal, whatever the number of waits on it), with `closed` when `owner` is
-   * released (`releaseWaiters`) or the shard closes. While anyone waits, the shard polls
-   * Consensus on the reference schedule.
+   * Resolves with the snapshot once the state reaches `seqno` (taken when the run of applies
+   * that got there is over, so a batch wakes a waiter once, with its last version). Rejects
+   * with `aborted` when `signal` aborts (one listener per signal, whatever the number of waits
+   * on it), with `closed` when `owner` is released (`releaseWaiters`) or the shard closes.
+   * While anyone waits, the shard polls Consensus on the reference schedule.
    */
-  waitFor(seqno: bigint, signal: AbortSignal | undefined, owner?: object): Promise<void> {
-    if (this.#seqno >= seqno) return RESOLVED;
+  waitFor(
+    seqno: bigint,
+    signal: AbortSignal | undefined,
+    owner?: object,
+  ): Promise<ShardVersion<S>> {
+    if (this.#seqno >= seqno) return Promise.resolve(this.snapshot());
     if (this.#closed) {
       return Promise.reject(
         new ShardStateError('closed', 'the shard was released', { shardId: this.shardId }),
       );
     }
     if (signal?.aborted) return Promise.reject(this.#aborted(signal.reason));
-    return new Promise<void>((resolve, reject) => {
-      const waiter: Waiter = {
-        seqno,
-        owner,
-        signal,
-        resolve,
-        reject,
-        onAbort: (reason) => {
-          if (!this.#waiters.delete(waiter)) return;
-          if (this.#waiters.size === 0) this.#poll.stop();
-          reject(this.#aborted(reason));
-        },
-      };
-      this.#waiters.add(waiter);
-      if (signal !== undefined) watchAbort(signal, waiter);
-      this.#poll.start();
-    });
+    const promise = new Promise<ShardVersion<S>>(capture);
+    const waiter = new Waiter<S>(
+      seqno,
+      owner,
+      signal,
+      madeResolve as (value: ShardVersion<S>) => void,
+      madeReject as (err: unknown) => void,
+      this.#onWaitAborted,
+    );
+    this.#waiters.add(waiter);
+    if (signal !== undefined) watchAbort(signal, waiter);
+    this.#poll.start();
+    return promise;
+  }
+
+  /** Resolves the waits the last run of applies satisfied (called by the cache's `WakeQueue`). */
+  wakeDue(): void {
+    const due = this.#due;
+    const n = this.#dueCount;
+    this.#dueCount = 0;
+    for (let i = 0; i < n; i++) {
+      (due[i] as Waiter<S>).resolve(this.snapshot());
+      due[i] = undefined;
+    }
   }
 
   /** Rejects the pending waits of `owner` (a handle being closed) with `closed`. */
   releaseWaiters(owner: object): void {
-    for (const w of this.#waiters) {
-      if (w.owner !== owner) continue;
-      this.#waiters.delete(w);
-      if (w.signal !== undefined) unwatchAbort(w.signal, w);
-      w.reject(new ShardStateError('closed', 'the handle was closed', { shardId: this.shardId }));
-    }
+    this.#waiters.removeWhere(
+      (w) => w.owner === owner,
+      (w) => {
+        if (w.signal !== undefined) unwatchAbort(w.signal, w);
+        w.reject(new ShardStateError('closed', 'the handle was closed', { shardId: this.shardId }));
+      },
+    );
     if (this.#waiters.size === 0) this.#poll.stop();
   }
 
@@ -542,7 +591,7 @@ export class Shard<S, D> {
       this.#waiters.size === 0
         ? undefined
         : new ShardStateError('closed', 'the shard was released', { shardId: this.shardId });
-    for (const w of this.#waiters) {
+    for (const w of this.#waiters.clear()) {
       if (w.signal !== undefined) unwatchAbort(w.signal, w);
       w.reject(closed);
     }
@@ -550,7 +599,6 @@ export class Shard<S, D> {
     this.#reorderTimer = undefined;
     this.#poll.stop();
     this.#held.clear();
-    this.#waiters.clear();
     this.#listeners.clear();
     this.#queued?.resolve();
     this.#queued = undefined;

@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import { type Consensus, ConsensusError, isIndeterminate } from '../consensus/index.js';
 import { type Clock, sleep, type Timer } from '../util/index.js';
-import { jitter, type ShardStateConfig, writerDelayMs } from './config.js';
+import { jitterWith, type ShardStateConfig, writerDelayMs } from './config.js';
 import { type Envelope, encodeEnvelope } from './envelope.js';
 import { ShardStateError, throwIfAborted } from './errors.js';
 import type { ShardStateMetrics } from './metrics.js';
@@ -163,7 +163,7 @@ export class WriterLoop<S, D> {
       const retime = () => {
         timer?.cancel();
         const cfg = this.#d.config();
-        const delay = jitter(writerDelayMs(cfg, retry), cfg.pollJitterRatio, () => jitterUnit);
+        const delay = jitterWith(writerDelayMs(cfg, retry), cfg.pollJitterRatio, jitterUnit);
         timer = clock.setTimer(
           () => {
             done();
