@@ -81,13 +81,8 @@ describe('describeStatus', () => {
   const url = 'grpc://b:6879';
   it('says a GOAWAY handover is a move, not an outage', () => {
     expect(
-      describeStatus(
-        { state: 'backoff', attempt: 0, delayMs: 120, error: 'GOAWAY', reason: 'goaway' },
-        url,
-      ),
-    ).toBe(
-      'broker draining (GOAWAY); opening the next connection in 120 ms, the current one still delivers',
-    );
+      describeStatus({ state: 'connected', sinceMs: 0, connections: 1, draining: true }, url),
+    ).toBe('broker draining (GOAWAY); moving to a new connection, the current one still delivers');
     expect(describeStatus({ state: 'connecting', attempt: 1, reason: 'goaway' }, url)).toBe(
       undefined,
     );

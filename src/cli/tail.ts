@@ -183,12 +183,12 @@ export function describeStatus(s: ConnectionStatus, url: string): string | undef
     case 'connecting':
       return s.attempt === 1 && s.reason === undefined ? `connecting to ${url}` : undefined;
     case 'connected':
+      // A GOAWAY handover: the old stream still delivers while the next one is opened.
+      if (s.draining === true) {
+        return `broker draining (GOAWAY); moving to a new connection, the current one still delivers`;
+      }
       return `connected to ${url}${s.reason === 'goaway' ? ' (moved: the old broker is draining)' : ''}`;
     case 'backoff':
-      // A GOAWAY handover: the old stream still delivers while the next one is opened.
-      if (s.reason === 'goaway') {
-        return `broker draining (GOAWAY); opening the next connection in ${s.delayMs} ms, the current one still delivers`;
-      }
       return `not connected (${s.error}); retrying in ${s.delayMs} ms`;
     default:
       return undefined;

@@ -525,12 +525,12 @@ describe('createPubSubClient: GOAWAY handover (make-before-break)', () => {
       f.conns[0]!.opts.onGoaway?.();
       await f.clock.advance(0);
       if (delay > 0) {
+        // Still connected: the old connection delivers while the next one is opened.
         expect(client.status).toEqual({
-          state: 'backoff',
-          attempt: 0,
-          delayMs: delay,
-          error: 'GOAWAY: the broker is draining',
-          reason: 'goaway',
+          state: 'connected',
+          sinceMs: f.clock.nowMs(),
+          connections: 1,
+          draining: true,
         });
         await f.clock.advance(delay - 1);
         expect(f.attemptsAt).toEqual([0]);
@@ -539,12 +539,13 @@ describe('createPubSubClient: GOAWAY handover (make-before-break)', () => {
       // Not the 60 s reconnect backoff: the jittered delay only.
       expect(f.attemptsAt).toEqual([0, delay]);
       expect(client.status).toMatchObject({ state: 'connected', connections: 2, reason: 'goaway' });
-      expect(statuses.map((s) => `${s.state}${'reason' in s ? ` ${s.reason}` : ''}`)).toEqual([
-        'connecting',
-        'connected',
-        'backoff goaway',
-        'connecting goaway',
-        'connected goaway',
+      const tags = (s: ConnectionStatus) =>
+        [s.state, 'reason' in s ? s.reason : '', 'draining' in s ? 'draining' : ''].join(' ');
+      expect(statuses.map(tags)).toEqual([
+        'connecting  ',
+        'connected  ',
+        'connected  draining',
+        'connected goaway ',
       ]);
       await client.close();
       expect(f.clock.pending()).toBe(0);
@@ -638,15 +639,15 @@ describe('createPubSubClient: GOAWAY handover (make-before-break)', () => {
     f.refuseNext(1);
     old!.opts.onGoaway?.();
     await f.clock.advance(100); // the jitter, then the failed attempt
-    expect(client.status).toMatchObject({
-      state: 'backoff',
-      attempt: 1,
-      delayMs: 100, // initialConnectBackoffMs, jittered (0.999 of [50, 100])
-      reason: 'goaway',
-    });
+    expect(f.attemptsAt).toEqual([0, 100]);
+    // Still connected (the old connection delivers) while the next attempt waits its backoff.
+    expect(client.status).toMatchObject({ state: 'connected', connections: 1, draining: true });
     expect(client.push('s1', 6n, new Uint8Array(1))).toBe(true);
     expect(old!.sent.at(-1)).toBe('push s1 6');
-    await f.clock.advance(100);
+    // initialConnectBackoffMs 100, jittered (0.999 of [50, 100]).
+    await f.clock.advance(99);
+    expect(f.attemptsAt).toEqual([0, 100]);
+    await f.clock.advance(1);
     expect(f.attemptsAt).toEqual([0, 100, 200]);
     expect(client.status).toMatchObject({ state: 'connected', reason: 'goaway' });
     expect(
@@ -664,6 +665,14 @@ describe('createPubSubClient: GOAWAY handover (make-before-break)', () => {
     await f.clock.advance(0);
     old!.opts.onClose(new Error('14 broker is shutting down'));
     await f.clock.advance(0);
+    // Not connected any more: the status says so (the jitter still runs), pushes are dropped.
+    expect(client.status).toEqual({
+      state: 'backoff',
+      attempt: 0,
+      delayMs: 100,
+      error: 'GOAWAY: the broker is draining',
+      reason: 'goaway',
+    });
     expect(client.push('s1', 6n, new Uint8Array(1))).toBe(false);
     await f.clock.advance(100);
     expect(client.status).toMatchObject({ state: 'connected', reason: 'goaway' });
@@ -678,8 +687,9 @@ describe('createPubSubClient: GOAWAY handover (make-before-break)', () => {
     const { f, client } = await handoverSetup({ persist_pubsub_goaway_reconnect_jitter_ms: 1000 });
     f.conns[0]!.opts.onGoaway?.();
     await f.clock.advance(0);
-    expect(client.status.state).toBe('backoff');
+    expect(client.status).toMatchObject({ state: 'connected', draining: true });
     await client.close();
+    expect(client.status.state).toBe('closed');
     expect(f.conns[0]!.closed).toBe(true);
     expect(f.conns).toHaveLength(1);
     expect(f.clock.pending()).toBe(0);

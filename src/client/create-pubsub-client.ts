@@ -19,8 +19,10 @@
  *   ends the old one or `persist_pubsub_goaway_overlap_ms` passes. Subscriptions go to the new
  *   one with their resume seqno and no `resync` follows while the old one was still up (nothing
  *   moved unseen); a `resume_unavailable` gap from the new one is then ignored (counted): a
- *   restarted broker holds no ring yet, and the old connection carried the shard. Statuses of a
- *   handover say `reason: 'goaway'`; `persist_pubsub_client_goaway_handovers_total{outcome}`.
+ *   restarted broker holds no ring yet, and the old connection carried the shard. The status
+ *   stays `connected` while a connection delivers (`draining: true` until the next one is up,
+ *   then `reason: 'goaway'`), so `connected` still means a push is sent;
+ *   `persist_pubsub_client_goaway_handovers_total{outcome}` counts the moves.
  * - Pushes while disconnected (or disabled, or with `persist_pubsub_client_sender_buffer_bytes`
  *   already waiting for the wire) are dropped and counted.
  * - Flags are read live: turning `persist_pubsub_client_enabled` off closes the stream
@@ -157,6 +159,16 @@ export function createPubSubClient(
     log?.debug({ status }, `pubsub connection ${status.state}`);
     feed.publish(status);
   };
+  /**
+   * The loop's `connecting` / `backoff` while a GOAWAY'd connection still delivers: the client
+   * is still connected (status `connected`, `draining: true`), so it is held back and published
+   * only if that connection ends before the next one is up.
+   */
+  let heldStatus: ConnectionStatus | undefined;
+  const setLoopStatus = (status: ConnectionStatus): void => {
+    if (current === undefined && draining.size > 0) heldStatus = status;
+    else setStatus(status);
+  };
 
   const resumeOf = (sub: Subscription): bigint | undefined =>
     typeof sub.resume === 'function' ? sub.resume() : sub.resume;
@@ -196,9 +208,14 @@ export function createPubSubClient(
     entry.overlapTimer?.cancel();
     conn.close();
     if (draining.size === 0) overlapSeen.clear();
-    if (current === undefined && draining.size === 0) setConnected(0);
+    if (draining.size > 0 || current !== undefined) return;
+    setConnected(0);
+    if (heldStatus !== undefined && !closed) setStatus(heldStatus);
+    heldStatus = undefined;
   };
+  /** Close, disable, reconfigure: every old connection goes, and the held status with them. */
   const retireAll = (): void => {
+    heldStatus = undefined;
     for (const conn of [...draining.keys()]) retire(conn);
   };
 
@@ -318,7 +335,7 @@ export function createPubSubClient(
         continue;
       }
       const attempt = failures + 1;
-      setStatus({ state: 'connecting', attempt, ...goawayReason });
+      setLoopStatus({ state: 'connecting', attempt, ...goawayReason });
       kind = transport.kind;
       if (cells.kind !== kind) cells = cellsFor(kind);
       m.connectAttempts.inc({ transport: kind });
@@ -376,7 +393,7 @@ export function createPubSubClient(
         const delayMs = jitterMs(base, random);
         const error = err instanceof Error ? err.message : String(err);
         log?.debug({ err, attempt }, 'pubsub connect attempt failed');
-        setStatus({ state: 'backoff', attempt, delayMs, error, ...goawayReason });
+        setLoopStatus({ state: 'backoff', attempt, delayMs, error, ...goawayReason });
         await sleepOrWake(delayMs);
         continue;
       }
@@ -404,6 +421,7 @@ export function createPubSubClient(
           outcome: overlapped ? 'overlapped' : 'broken',
         });
       }
+      heldStatus = undefined;
       setStatus({ state: 'connected', sinceMs: clock.nowMs(), connections, ...goawayReason });
       handover = false;
       const live: string[] = [];
@@ -436,7 +454,14 @@ export function createPubSubClient(
           random() * flags.get().persist_pubsub_goaway_reconnect_jitter_ms,
         );
         log?.debug({ transport: kind, delayMs }, 'pubsub GOAWAY: moving to a new connection');
+        const was = feed.current;
         setStatus({
+          state: 'connected',
+          sinceMs: was.state === 'connected' ? was.sinceMs : clock.nowMs(),
+          connections,
+          draining: true,
+        });
+        setLoopStatus({
           state: 'backoff',
           attempt: 0,
           delayMs,

@@ -70,16 +70,24 @@ export type PubSubEvent = ReceivedDiff | ReceivedGap | ReceivedRefusal | Receive
  * The connection state, one tagged union. `disabled`: the runtime flag turned the client off
  * (no stream; readers poll). `backoff`: waiting `delayMs` before the next attempt.
  *
- * `reason: 'goaway'`: a GOAWAY handover (the broker is draining). From the GOAWAY until the new
- * connection is up (`backoff` for the jitter, `connecting`, `backoff` again if an attempt
- * fails), the old connection still carries diffs both ways; `connected` with that reason is the
- * connection that replaced it.
+ * A GOAWAY handover (the broker is draining): `connected` with `draining: true` from the
+ * GOAWAY until the next connection is up (the old one still carries diffs both ways meanwhile;
+ * the next one is being opened, without backoff), then `connected` with `reason: 'goaway'`, the
+ * connection that replaced it. If the old one ends first, `connecting` / `backoff` carry
+ * `reason: 'goaway'` until the next one is up.
  */
 export type ConnectionStatus =
   | { state: 'idle' }
   | { state: 'disabled' }
   | { state: 'connecting'; attempt: number; reason?: 'goaway' }
-  | { state: 'connected'; sinceMs: number; connections: number; reason?: 'goaway' }
+  | {
+      state: 'connected';
+      sinceMs: number;
+      connections: number;
+      reason?: 'goaway';
+      /** The broker sent GOAWAY on this connection; the next one is being opened. */
+      draining?: true;
+    }
   | { state: 'backoff'; attempt: number; delayMs: number; error: string; reason?: 'goaway' }
   | { state: 'closed' };
 
