@@ -5,15 +5,17 @@
  * server in its own process (`bench/h2-client-server.ts`), and in this process either
  * - **node:http2**: a `ClientHttp2Stream` used as the gRPC transport used it ('data' events into
  *   the protocol's frame decoder, `stream.write` per push), or
- * - **own framing**: a minimal HTTP/2 client on `net.Socket` (prototype of the go/no-go).
+ * - **own**: the client's own HTTP/2 session on `net` (`src/client/h2`, read with `onread`),
+ *   as the gRPC transport uses it since node:http2 was replaced. (The go/no-go prototype's
+ *   figures, with a plain 'data' listener too, are in bench/results/notes.md.)
  * Receive: the server writes one gRPC message per 1 ms timer; CPU µs per message received.
  * Send: one push per 1 ms timer; CPU µs per push, net of the same timers without pushes.
  * The two stacks alternate, round by round, so both see the same machine load.
  */
 
 import { connect as h2Connect } from 'node:http2';
-import { connect as netConnect, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
+import { connectH2 } from '../src/client/h2/index.js';
 import { createFrameDecoder } from '../src/protocol/index.js';
 import { forkChild, loadAverage, sleep } from './e2e-child.js';
 
@@ -31,14 +33,7 @@ interface Client {
   close(): void;
 }
 
-interface Variant {
-  /** > 0: after the first DATA frame, only count bytes (DATA frames of this size). */
-  floorBytes: number;
-  /** Read with `net`'s `onread` (one reused buffer, no Readable stream) instead of 'data'. */
-  onread: boolean;
-}
-
-type Open = (port: number, emit: boolean, variant: Variant) => Promise<Client>;
+type Open = (port: number, emit: boolean) => Promise<Client>;
 
 const PATH = '/mz_persist_client.internal.service.ProtoPersistPubSub/PubSub';
 
@@ -80,184 +75,61 @@ const openNodeHttp2: Open = async (port, emit) => {
   };
 };
 
-// --- prototype of a minimal HTTP/2 client on net.Socket ---------------------------------------
-
-function frameHeader(length: number, type: number, flags: number, streamId: number): Buffer {
-  const b = Buffer.allocUnsafe(9);
-  b.writeUIntBE(length, 0, 3);
-  b[3] = type;
-  b[4] = flags;
-  b.writeUInt32BE(streamId, 5);
-  return b;
-}
-function hpackInt(out: number[], prefixBits: number, first: number, v: number): void {
-  const max = (1 << prefixBits) - 1;
-  if (v < max) {
-    out.push(first | v);
-    return;
-  }
-  out.push(first | max);
-  let r = v - max;
-  while (r >= 128) {
-    out.push((r & 127) | 128);
-    r >>>= 7;
-  }
-  out.push(r);
-}
-function hpackLiteral(headers: Record<string, string>): Buffer {
-  const out: number[] = [];
-  for (const [k, v] of Object.entries(headers)) {
-    out.push(0);
-    hpackInt(out, 7, 0, k.length);
-    for (const c of Buffer.from(k)) out.push(c);
-    hpackInt(out, 7, 0, v.length);
-    for (const c of Buffer.from(v)) out.push(c);
-  }
-  return Buffer.from(out);
-}
-
-const openOwn: Open = async (port, emit, { floorBytes, onread }) => {
-  let onChunk: (chunk: Buffer) => void = () => {};
-  const socket: Socket = netConnect({
-    port,
-    host: '127.0.0.1',
-    ...(onread
-      ? {
-          onread: {
-            buffer: Buffer.allocUnsafe(256 * 1024),
-            callback: (nread: number, buf: Uint8Array) => {
-              onChunk(Buffer.from(buf.buffer, buf.byteOffset, nread));
-              return true;
-            },
-          },
-        }
-      : {}),
-  });
-  socket.setNoDelay(true);
-  await new Promise<void>((r, j) => {
-    socket.once('connect', () => r());
-    socket.once('error', j);
-  });
-  const settings = Buffer.alloc(12);
-  settings.writeUInt16BE(2, 0); // ENABLE_PUSH 0
-  settings.writeUInt16BE(4, 6); // INITIAL_WINDOW_SIZE
-  settings.writeUInt32BE(1 << 20, 8);
-  const wu = (id: number, inc: number): Buffer => {
-    const b = Buffer.allocUnsafe(13);
-    frameHeader(4, 8, 0, id).copy(b);
-    b.writeUInt32BE(inc, 9);
-    return b;
-  };
-  const block = hpackLiteral({
-    ':method': 'POST',
-    ':scheme': 'http',
-    ':path': PATH,
-    ':authority': `127.0.0.1:${port}`,
-    'content-type': 'application/grpc',
-    te: 'trailers',
-    ...(emit ? { 'x-bench-emit': '1' } : {}),
-  });
-  socket.write(
-    Buffer.concat([
-      Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
-      frameHeader(12, 4, 0, 0),
-      settings,
-      wu(0, (4 << 20) - 65535),
-      frameHeader(block.length, 1, 4, 1),
-      block,
-    ]),
-  );
+/** The client's own HTTP/2 session (`src/client/h2`), as the gRPC transport uses it. */
+const openOwn: Open = async (port, emit) => {
   let n = 0;
   let chunks = 0;
-  let sendWindow = 65535; // connection and stream, tracked together for the prototype
-  let streamSendWindow = 65535;
-  let consumedConn = 0;
-  let consumedStream = 0;
   const decoder = createFrameDecoder(4 << 20);
   const onFrame = (): void => {
     n++;
   };
-  let pending: Buffer | undefined;
-  const onFrameH2 = (type: number, flags: number, id: number, p: Buffer): void => {
-    if (type === 0) {
-      let body = p;
-      if (flags & 8) body = p.subarray(1, p.length - p[0]!);
-      decoder.push(body, onFrame);
-      consumedConn += p.length;
-      consumedStream += p.length;
-      if (consumedConn >= 1 << 20) {
-        socket.write(wu(0, consumedConn));
-        consumedConn = 0;
-      }
-      if (consumedStream >= 1 << 19) {
-        socket.write(wu(id, consumedStream));
-        consumedStream = 0;
-      }
-    } else if (type === 4 && (flags & 1) === 0) {
-      for (let i = 0; i + 6 <= p.length; i += 6) {
-        if (p.readUInt16BE(i) === 4) streamSendWindow = p.readUInt32BE(i + 2);
-      }
-      socket.write(frameHeader(0, 4, 1, 0));
-    } else if (type === 6 && (flags & 1) === 0) {
-      socket.write(Buffer.concat([frameHeader(8, 6, 1, 0), p]));
-    } else if (type === 8) {
-      if (id === 0) sendWindow += p.readUInt32BE(0) & 0x7fffffff;
-      else streamSendWindow += p.readUInt32BE(0) & 0x7fffffff;
-    }
-  };
-  let floorReceived = 0;
-  const floor = (chunk: Buffer): void => {
-    chunks++;
-    floorReceived += chunk.length;
-  };
-  const parse = (chunk: Buffer): void => {
-    chunks++;
-    if (floorBytes > 0 && n > 0) {
-      // Open the windows wide: the floor sends no more WINDOW_UPDATEs.
-      socket.write(Buffer.concat([wu(0, 1 << 30), wu(1, 1 << 30)]));
-      onChunk = floor;
-    }
-    let buf = pending === undefined ? chunk : Buffer.concat([pending, chunk]);
-    let pos = 0;
-    while (buf.length - pos >= 9) {
-      const len = buf.readUIntBE(pos, 3);
-      if (buf.length - pos < 9 + len) break;
-      const type = buf[pos + 3]!;
-      const flags = buf[pos + 4]!;
-      const id = buf.readUInt32BE(pos + 5) & 0x7fffffff;
-      onFrameH2(type, flags, id, buf.subarray(pos + 9, pos + 9 + len));
-      pos += 9 + len;
-    }
-    pending = pos < buf.length ? Buffer.from(buf.subarray(pos)) : undefined;
-    buf = chunk;
-  };
-  onChunk = parse;
-  if (!onread) socket.on('data', (chunk: Buffer) => onChunk(chunk));
-  socket.on('error', () => {});
-  return {
-    received: () => n + Math.floor(floorReceived / (floorBytes + 9)),
-    chunks: () => chunks,
-    push(frame) {
-      if (frame.length > sendWindow || frame.length > streamSendWindow) return; // prototype
-      sendWindow -= frame.length;
-      streamSendWindow -= frame.length;
-      const b = Buffer.allocUnsafe(9 + frame.length);
-      b.writeUIntBE(frame.length, 0, 3);
-      b[3] = 0;
-      b[4] = 0;
-      b.writeUInt32BE(1, 5);
-      frame.copy(b, 9);
-      socket.write(b);
+  let up: () => void = () => {};
+  let down: (err: Error | undefined) => void = () => {};
+  const ready = new Promise<void>((resolve, reject) => {
+    up = resolve;
+    down = (err) => reject(err ?? new Error('closed'));
+  });
+  const session = connectH2(
+    {
+      host: '127.0.0.1',
+      port,
+      streamWindowBytes: 1 << 20,
+      connectionWindowBytes: 4 << 20,
     },
-    close: () => socket.destroy(),
+    { onConnect: () => up(), onGoaway: () => {}, onClose: (err) => down(err) },
+  );
+  await ready;
+  const stream = session.request(
+    [
+      [':method', 'POST'],
+      [':scheme', 'http'],
+      [':path', PATH],
+      [':authority', `127.0.0.1:${port}`],
+      ['content-type', 'application/grpc'],
+      ['te', 'trailers'],
+      ...(emit ? [['x-bench-emit', '1'] as const] : []),
+    ],
+    {
+      onHeaders: () => {},
+      onData: (chunk) => {
+        chunks++;
+        decoder.push(chunk, onFrame);
+      },
+      onEnd: () => {},
+      onReset: () => {},
+    },
+  );
+  return {
+    received: () => n,
+    chunks: () => chunks,
+    push: (frame) => stream.write(frame),
+    close: () => session.destroy(),
   };
 };
 
-const STACKS: [string, Open, Variant][] = [
-  ['node:http2', openNodeHttp2, { floorBytes: 0, onread: false }],
-  ['own framing', openOwn, { floorBytes: 0, onread: false }],
-  ['own framing, onread', openOwn, { floorBytes: 0, onread: true }],
-  ['floor: bytes counted', openOwn, { floorBytes: 1, onread: false }],
+const STACKS: [string, Open][] = [
+  ['node:http2', openNodeHttp2],
+  ['own (src/client/h2)', openOwn],
 ];
 
 const cpuUs = (): number => {
@@ -274,11 +146,9 @@ async function run(args: string[]): Promise<void> {
       rounds: { type: 'string' },
       seconds: { type: 'string' },
       'message-bytes': { type: 'string', default: '560' },
-      floor: { type: 'boolean', default: false },
     },
   });
-  // The floor (own framing that stops parsing: bytes counted) only with --floor.
-  const stacks = STACKS.filter(([, , v]) => values.floor || v.floorBytes === 0);
+  const stacks = STACKS;
   const rounds = Number(values.rounds ?? (values.quick ? 2 : 4));
   const seconds = Number(values.seconds ?? (values.quick ? 1.5 : 3));
   const size = Number(values['message-bytes']);
@@ -305,12 +175,9 @@ async function run(args: string[]): Promise<void> {
   try {
     for (let r = 0; r < rounds; r++) {
       const order = r % 2 === 0 ? stacks : [...stacks].reverse();
-      for (const [name, open, variant] of order) {
+      for (const [name, open] of order) {
         // Receive: one message per server timer.
-        const rc = await open(port, true, {
-          ...variant,
-          floorBytes: variant.floorBytes > 0 ? frame.length : 0,
-        });
+        const rc = await open(port, true);
         await sleep(300);
         const n0 = rc.received();
         const k0 = rc.chunks();
@@ -323,7 +190,7 @@ async function run(args: string[]): Promise<void> {
         const chunks = rc.chunks() - k0;
         rc.close();
         // Send: one push per 1 ms timer, net of the bare timers.
-        const sc = await open(port, false, { ...variant, floorBytes: 0 });
+        const sc = await open(port, false);
         const ticks = Math.round(ms);
         const loop = async (push: boolean): Promise<number> => {
           const t0 = cpuUs();

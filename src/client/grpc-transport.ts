@@ -1,7 +1,10 @@
 /**
  * The gRPC transport: one bidi `PubSub` stream per connection to the broker, wire-compatible
- * with Materialize's `ProtoPersistPubSub`, written on `node:http2` with the same gRPC framing
- * the broker uses (length-prefixed messages, `application/grpc`, status in trailers).
+ * with Materialize's `ProtoPersistPubSub`, written with the same gRPC framing the broker uses
+ * (length-prefixed messages, `application/grpc`, status in trailers) on our own HTTP/2 client
+ * session (`./h2/`), not `node:http2`: at one message per wake-up its stream machinery cost
+ * about a quarter to a third of the client's CPU per message received and per push sent
+ * (`npm run bench -- h2-client`).
  *
  * Why not grpc-js: its client completes one write at a time, after the socket took it, so a
  * writer that commits many shards in one turn either waits or drops (the old sender bound,
@@ -27,15 +30,8 @@
  * connection before this one ends. Each connection is its own HTTP/2 session, closed when the connection ends:
  * the reconnect loop in `createPubSubClient` owns the backoff.
  */
-import {
-  type ClientHttp2Session,
-  type ClientHttp2Stream,
-  constants as h2,
-  connect as http2Connect,
-  type IncomingHttpHeaders,
-  type SecureClientSessionOptions,
-} from 'node:http2';
 import { isIP } from 'node:net';
+import type { ConnectionOptions } from 'node:tls';
 import {
   AUTHORIZATION_HEADER,
   bearerAuthorization,
@@ -55,6 +51,16 @@ import { type Clock, createWriteWindow, systemClock, type Timer } from '../util/
 import { ClientError } from './errors.js';
 import type { Flags } from './flags.js';
 import { parseGrpcAddress } from './grpc-address.js';
+import {
+  connectH2,
+  ErrorCode,
+  type H2Error,
+  type H2Headers,
+  type H2Session,
+  type H2SessionEvents,
+  type H2Stream,
+  type HeaderField,
+} from './h2/index.js';
 import { decodeInbound } from './inbound.js';
 import type { ConnectOptions, PubSubConnection, PubSubTransport, SendResult } from './transport.js';
 
@@ -115,7 +121,7 @@ function checkMs(name: string, v: number): void {
 }
 
 /** A gRPC status from response headers or trailers, if they carry one. */
-function grpcStatusOf(headers: IncomingHttpHeaders): { code: number; message: string } | undefined {
+function grpcStatusOf(headers: H2Headers): { code: number; message: string } | undefined {
   const raw = headers['grpc-status'];
   if (raw === undefined) return undefined;
   const code = Number(raw);
@@ -161,35 +167,30 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
       field: 'tls',
     });
   }
-  const authority = `${address.tls ? 'https' : 'http'}://${address.target}`;
   // SNI carries a name, never an IP; certificate checks use `servername` when set, else host.
   const serverName = tls?.serverName ?? (isIP(address.host) === 0 ? address.host : undefined);
-  const sessionOptions: SecureClientSessionOptions = {
-    settings: { enablePush: false, initialWindowSize: STREAM_WINDOW_BYTES },
-    // nghttp2's own buffers (in MB): a bounded sender plus a full receive window fit.
-    maxSessionMemory: 64,
-    ...(address.tls
-      ? {
-          ALPNProtocols: ['h2'],
-          ...(tls?.ca !== undefined ? { ca: tls.ca } : {}),
-          ...(tls?.cert !== undefined ? { cert: tls.cert, key: tls.key } : {}),
-          ...(serverName !== undefined ? { servername: serverName } : {}),
-        }
-      : {}),
-  };
-  const requestHeaders: Record<string, string> = {
-    [h2.HTTP2_HEADER_METHOD]: 'POST',
-    [h2.HTTP2_HEADER_PATH]: PUBSUB_METHOD_PATH,
-    [h2.HTTP2_HEADER_CONTENT_TYPE]: GRPC_CONTENT_TYPE,
-    [h2.HTTP2_HEADER_TE]: 'trailers',
-    [h2.HTTP2_HEADER_USER_AGENT]: 'persist-pubsub-node',
-    'grpc-accept-encoding': 'identity',
-    [CALLER_ID_HEADER]: callerId,
-    [EXTENSIONS_HEADER]: '1',
+  const tlsOptions: ConnectionOptions | undefined = address.tls
+    ? {
+        ...(tls?.ca !== undefined ? { ca: tls.ca } : {}),
+        ...(tls?.cert !== undefined ? { cert: tls.cert, key: tls.key } : {}),
+        ...(serverName !== undefined ? { servername: serverName } : {}),
+      }
+    : undefined;
+  const requestHeaders: HeaderField[] = [
+    [':method', 'POST'],
+    [':scheme', address.tls ? 'https' : 'http'],
+    [':path', PUBSUB_METHOD_PATH],
+    [':authority', address.target],
+    ['content-type', GRPC_CONTENT_TYPE],
+    ['te', 'trailers'],
+    ['user-agent', 'persist-pubsub-node'],
+    ['grpc-accept-encoding', 'identity'],
+    [CALLER_ID_HEADER, callerId],
+    [EXTENSIONS_HEADER, '1'],
     ...(options.authToken !== undefined
-      ? { [AUTHORIZATION_HEADER]: bearerAuthorization(options.authToken) }
-      : {}),
-  };
+      ? [[AUTHORIZATION_HEADER, bearerAuthorization(options.authToken)] as const]
+      : []),
+  ];
   const clock = options.clock ?? systemClock;
   const flags = options.flags;
   const writeWindowUs = (): number => flags?.get().persist_pubsub_client_write_window_us ?? 0;
@@ -197,29 +198,43 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
   const unreachable = (why: string, cause?: unknown): ClientError =>
     new ClientError('unavailable', `broker ${address.target} unreachable (${why})`, { cause });
 
-  /** Resolves once the broker's SETTINGS arrived: the HTTP/2 connection is up. */
-  const openSession = (signal: AbortSignal): Promise<ClientHttp2Session> =>
+  /**
+   * Resolves once the broker's SETTINGS arrived: the HTTP/2 connection is up. `events` is the
+   * session's, for the connection to take over: until it does, a GOAWAY or a close only makes
+   * the stream's `request` fail.
+   */
+  const openSession = (
+    signal: AbortSignal,
+  ): Promise<{ session: H2Session; events: H2SessionEvents }> =>
     new Promise((resolve, reject) => {
-      const session = http2Connect(authority, sessionOptions);
+      let settled = false;
       const settle = (err: Error | undefined): void => {
-        session.off('remoteSettings', onSettings);
-        session.off('error', onError);
-        session.off('close', onEarlyClose);
+        if (settled) return;
+        settled = true;
         signal.removeEventListener('abort', onAbort);
         if (err === undefined) {
-          resolve(session);
+          resolve({ session, events });
         } else {
           session.destroy();
           reject(err);
         }
       };
-      const onSettings = (): void => settle(undefined);
-      const onError = (err: Error): void => settle(unreachable(err.message, err));
-      const onEarlyClose = (): void => settle(unreachable('connection closed'));
+      const events: H2SessionEvents = {
+        onConnect: () => settle(undefined),
+        onGoaway: () => {},
+        onClose: (err) => settle(unreachable(err?.message ?? 'connection closed', err)),
+      };
       const onAbort = (): void => settle(signal.reason as Error);
-      session.once('remoteSettings', onSettings);
-      session.on('error', onError);
-      session.once('close', onEarlyClose);
+      const session = connectH2(
+        {
+          host: address.host,
+          port: address.port,
+          tls: tlsOptions,
+          streamWindowBytes: STREAM_WINDOW_BYTES,
+          connectionWindowBytes: SESSION_WINDOW_BYTES,
+        },
+        events,
+      );
       signal.addEventListener('abort', onAbort, { once: true });
     });
 
@@ -232,15 +247,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
       onGoaway,
     }: ConnectOptions): Promise<PubSubConnection> {
       signal.throwIfAborted();
-      const session = await openSession(signal);
-      session.setLocalWindowSize(SESSION_WINDOW_BYTES);
-      let stream: ClientHttp2Stream;
-      try {
-        stream = session.request(requestHeaders, { endStream: false });
-      } catch (err) {
-        session.destroy();
-        throw unreachable('cannot open the PubSub stream', err);
-      }
+      const { session, events } = await openSession(signal);
 
       /**
        * `accepting`: waiting for response headers (failures reject the attempt); `open`:
@@ -277,7 +284,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
         window.cancel();
         queued = [];
         queuedBytes = 0;
-        if (!stream.destroyed) stream.close(h2.NGHTTP2_CANCEL);
+        stream.close(ErrorCode.CANCEL);
         session.destroy();
       };
       /** The connection ended (by the peer, the network or a protocol error). */
@@ -300,13 +307,10 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
       const onFrame = (message: Buffer): void => {
         if (state === 'open') onMessage(decodeInbound(message));
       };
-      stream.on('data', (chunk: Buffer) => {
-        if (state === 'closed') return;
-        const bad = decoder.push(chunk, onFrame);
-        if (bad !== undefined) finish(streamFailed(`bad frame from the broker (${bad.code})`));
-      });
-      stream.on('response', (headers) => {
-        const status = Number(headers[h2.HTTP2_HEADER_STATUS]);
+      /** The response's first header block seen; later ones are trailers. */
+      let responded = false;
+      const onResponse = (headers: H2Headers): void => {
+        const status = Number(headers[':status']);
         const refusal = grpcStatusOf(headers);
         if (status !== 200) {
           finish(streamFailed(`HTTP status ${String(status)}`));
@@ -316,32 +320,53 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
         } else {
           acceptWait?.(undefined);
         }
-      });
-      stream.on('trailers', (headers) => {
-        trailerStatus = grpcStatusOf(headers) ?? { code: 2, message: 'trailers without a status' };
-      });
-      stream.on('error', (err: Error) => finish(streamFailed(err.message, err)));
+      };
       // The response ends with the status (trailers, or trailers-only); our half of the stream
-      // is still open then, so 'close' would wait for us: the call is over at 'end'.
+      // is still open then: the call is over at the peer's end of stream.
       const ended = (): void => {
         const st = trailerStatus;
         if (st !== undefined && st.code === 0) finish(undefined);
         else if (st !== undefined) finish(streamFailed(`${st.code} ${st.message}`));
-        else finish(streamFailed(`stream reset (HTTP/2 code ${stream.rstCode ?? 'none'})`));
+        else finish(streamFailed('stream ended without a status'));
       };
-      stream.on('end', ended);
-      stream.on('close', ended);
-      session.on('error', (err: Error) => finish(streamFailed(err.message, err)));
-      session.on('goaway', (code: number) => {
+      let stream: H2Stream;
+      try {
+        stream = session.request(requestHeaders, {
+          onHeaders(headers) {
+            if (state === 'closed') return;
+            if (!responded) {
+              responded = true;
+              onResponse(headers);
+            } else {
+              trailerStatus = grpcStatusOf(headers) ?? {
+                code: 2,
+                message: 'trailers without a status',
+              };
+            }
+          },
+          onData(chunk) {
+            if (state === 'closed') return;
+            const bad = decoder.push(chunk, onFrame);
+            if (bad !== undefined) finish(streamFailed(`bad frame from the broker (${bad.code})`));
+          },
+          onEnd: ended,
+          onReset: (code) => finish(streamFailed(`stream reset (HTTP/2 code ${code})`)),
+        });
+      } catch (err) {
+        session.destroy();
+        throw unreachable('cannot open the PubSub stream', err);
+      }
+      events.onClose = (err: H2Error | undefined) =>
+        finish(streamFailed(err?.message ?? 'connection closed', err));
+      events.onGoaway = (code: number) => {
         // Non-zero codes are errors. NO_ERROR: the broker is draining; our stream runs on
         // until it ends it, and the client moves to a new connection meanwhile.
-        if (code !== h2.NGHTTP2_NO_ERROR) finish(streamFailed(`GOAWAY (HTTP/2 code ${code})`));
+        if (code !== ErrorCode.NO_ERROR) finish(streamFailed(`GOAWAY (HTTP/2 code ${code})`));
         else if (!goaway && state !== 'closed') {
           goaway = true;
           if (state === 'open') onGoaway?.();
         }
-      });
-      session.on('close', () => finish(streamFailed('connection closed')));
+      };
 
       const schedulePing = (): void => {
         if (keepaliveTimeMs === 0 || state === 'closed') return;
@@ -351,15 +376,10 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
             () => finish(streamFailed(`keepalive ping unanswered after ${keepaliveTimeoutMs} ms`)),
             keepaliveTimeoutMs,
           );
-          try {
-            session.ping((err) => {
-              pongTimer?.cancel();
-              if (err !== null) finish(streamFailed(`keepalive ping failed: ${err.message}`, err));
-              else schedulePing();
-            });
-          } catch (err) {
-            finish(streamFailed('keepalive ping failed', err));
-          }
+          session.ping(() => {
+            pongTimer?.cancel();
+            schedulePing();
+          });
         }, keepaliveTimeMs);
       };
       schedulePing();
@@ -415,7 +435,7 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
         unsubscribe: (shardId) => send(encodeUnsubscribe(shardId, now(), true)),
         push: (shardId, seqno, diff, originTimestampMs) =>
           send(encodePush(shardId, seqno, diff, originTimestampMs, now(), true)),
-        bufferedBytes: () => queuedBytes + stream.writableLength,
+        bufferedBytes: () => queuedBytes + stream.bufferedBytes,
         close() {
           if (state === 'closed') return;
           state = 'closed';
