@@ -35,6 +35,7 @@ import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
 import { toShardId } from '../protocol/index.js';
 import { type Clock, systemClock, type Timer } from '../util/index.js';
+import { DuplicateFilter } from './duplicate-filter.js';
 import { ClientError } from './errors.js';
 import { EventQueue } from './event-queue.js';
 import { createFlags, type Flags, type PersistFlags } from './flags.js';
@@ -50,8 +51,6 @@ import type { InboundMessage, PubSubConnection, PubSubTransport } from './transp
 
 /** The first retry after a failed connect attempt, before doubling. */
 export const DEFAULT_INITIAL_CONNECT_BACKOFF_MS = 100;
-/** Seqnos remembered per shard during a GOAWAY overlap, to recognise the second copy. */
-const OVERLAP_SEEN_PER_SHARD = 256;
 
 export interface PubSubClientOptions {
   /** Runtime flags, read live. @default createFlags() (all defaults) */
@@ -140,11 +139,8 @@ export function createPubSubClient(
    * until the broker ends them or `persist_pubsub_goaway_overlap_ms` after the new one is up.
    */
   const draining = new Map<PubSubConnection, { overlapTimer: Timer | undefined }>();
-  /**
-   * Per shard, the seqnos received lately while `draining` is not empty, to recognise a diff's
-   * second copy (a Set: one hash per diff, no BigInt comparisons; oldest evicted first).
-   */
-  const overlapSeen = new Map<string, Set<bigint>>();
+  /** Recognises a diff's second copy while `draining` is not empty; a new one per handover. */
+  let overlapSeen = new DuplicateFilter();
   let closed = false;
   let connections = 0;
   /** Wakes the loop from a backoff sleep or a disabled wait. */
@@ -207,7 +203,7 @@ export function createPubSubClient(
     draining.delete(conn);
     entry.overlapTimer?.cancel();
     conn.close();
-    if (draining.size === 0) overlapSeen.clear();
+    if (draining.size === 0) overlapSeen = new DuplicateFilter();
     if (draining.size > 0 || current !== undefined) return;
     setConnected(0);
     if (heldStatus !== undefined && !closed) setStatus(heldStatus);
@@ -217,20 +213,6 @@ export function createPubSubClient(
   const retireAll = (): void => {
     heldStatus = undefined;
     for (const conn of [...draining.keys()]) retire(conn);
-  };
-
-  /** True if `seqno` of `shardId` already came on another connection of the handover. */
-  const duplicateInOverlap = (shardId: string, seqno: bigint): boolean => {
-    let seen = overlapSeen.get(shardId);
-    if (seen === undefined) {
-      seen = new Set();
-      overlapSeen.set(shardId, seen);
-    } else if (seen.has(seqno)) {
-      return true;
-    }
-    seen.add(seqno);
-    if (seen.size > OVERLAP_SEEN_PER_SHARD) seen.delete(firstOf(seen.values()) as bigint);
-    return false;
   };
 
   const onMessage = (conn: PubSubConnection, msg: InboundMessage): void => {
@@ -278,7 +260,7 @@ export function createPubSubClient(
     // A diff for a shard we no longer follow (in flight across an unsubscribe) is not ours.
     if (!subs.has(msg.shardId)) return;
     if (draining.size > 0) {
-      if (msg.kind === 'diff' && duplicateInOverlap(msg.shardId, msg.seqno)) {
+      if (msg.kind === 'diff' && !overlapSeen.firstSeen(msg.shardId, msg.seqno)) {
         cells.goawayDuplicates.value++;
         return;
       }

@@ -1,6 +1,7 @@
 /**
  * Which received diffs are copies of one already passed on: with several replicated brokers
- * (docs/architecture.md "Several brokers") every diff arrives once per broker, and only the
+ * (docs/architecture.md "Several brokers") every diff arrives once per broker, and during a
+ * GOAWAY handover once per connection (old and new, docs/architecture.md "Client"); only the
  * first copy goes on to shard state. A duplicate is dropped here, before the cache, so it costs
  * no decode, no apply attempt and never a Consensus read.
  *
