@@ -683,6 +683,45 @@ describe('createPubSubClient: GOAWAY handover (make-before-break)', () => {
     await client.close();
   });
 
+  it('a second GOAWAY during the overlap moves again; each old connection goes at its time', async () => {
+    const { f, client } = await handoverSetup({}, 0);
+    f.conns[0]!.opts.onGoaway?.();
+    await f.clock.advance(0);
+    await f.clock.advance(500);
+    f.conns[1]!.opts.onGoaway?.();
+    await f.clock.advance(0);
+    expect(f.conns).toHaveLength(3);
+    expect(client.push('s1', 6n, new Uint8Array(1))).toBe(true);
+    expect(f.conns.map((c) => c.sent.at(-1))).toEqual(['push s1 6', 'push s1 6', 'push s1 6']);
+    await f.clock.advance(1500); // the first overlap (2 s after the second connection)
+    expect(f.conns.map((c) => c.closed)).toEqual([true, false, false]);
+    await f.clock.advance(500); // the second (2 s after the third)
+    expect(f.conns.map((c) => c.closed)).toEqual([true, true, false]);
+    expect(client.status).toMatchObject({ state: 'connected', connections: 3, reason: 'goaway' });
+    await client.close();
+    expect(f.clock.pending()).toBe(0);
+  });
+
+  it('turning the client off mid-handover ends both connections; on again connects anew', async () => {
+    const g = fakeTransport();
+    const shared = createFlags({ persist_pubsub_goaway_reconnect_jitter_ms: 1000 });
+    const c = createPubSubClient(g.transport, { clock: g.clock, flags: shared, random: () => 0.5 });
+    c.subscribe('s1');
+    await g.clock.advance(0);
+    g.conns[0]!.opts.onGoaway?.();
+    await g.clock.advance(0);
+    shared.set({ persist_pubsub_client_enabled: false });
+    expect(g.conns[0]!.closed).toBe(true);
+    expect(c.status.state).toBe('disabled');
+    expect(c.push('s1', 1n, new Uint8Array(1))).toBe(false);
+    shared.set({ persist_pubsub_client_enabled: true });
+    await g.clock.advance(0);
+    expect(c.status).toMatchObject({ state: 'connected', connections: 2 });
+    expect(g.conns[1]!.sent).toEqual(['sub s1 -']);
+    await c.close();
+    expect(g.clock.pending()).toBe(0);
+  });
+
   it('close ends both connections of a handover', async () => {
     const { f, client } = await handoverSetup({ persist_pubsub_goaway_reconnect_jitter_ms: 1000 });
     f.conns[0]!.opts.onGoaway?.();
