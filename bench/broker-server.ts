@@ -3,6 +3,7 @@
  * channel): starts `createBroker()` on a free loopback port and answers `stats` requests with
  * its own CPU time, RSS and subscription count, so the figures are the broker's alone.
  * Options: `--default-keepalive` (the broker's default keepalive instead of none),
+ * `--keepalive-time-ms N` (that keepalive instead),
  * `--loop-resolution-ms N` (report the event-loop delay, sampled every N ms), `--write-window-us N`
  * (the broker's write window, `BrokerOptions.writeWindowUs`). With
  * `PERSIST_PUBSUB_BENCH_TOKEN` set (`bench broker --tokens`), the broker has one scoped token of
@@ -20,6 +21,7 @@ async function main(): Promise<void> {
   const bridgeUrl = bridgeAt >= 0 ? process.argv[bridgeAt + 1] : undefined;
   if (bridgeAt >= 0 && bridgeUrl === undefined) throw new Error('--bridge needs a nats:// URL');
   const bridge = bridgeUrl === undefined ? undefined : createNatsBridge({ url: bridgeUrl });
+  const keepaliveAt = process.argv.indexOf('--keepalive-time-ms');
   const windowAt = process.argv.indexOf('--write-window-us');
   const writeWindowUs = windowAt < 0 ? 0 : Number(process.argv[windowAt + 1]);
   const token = process.env.PERSIST_PUBSUB_BENCH_TOKEN;
@@ -43,6 +45,7 @@ async function main(): Promise<void> {
     listen: { host: '127.0.0.1', port: 0 },
     // The default keepalive with `--default-keepalive` (idle CPU is part of the figure).
     ...(process.argv.includes('--default-keepalive') ? {} : { keepaliveTimeMs: 0 }),
+    ...(keepaliveAt < 0 ? {} : { keepaliveTimeMs: Number(process.argv[keepaliveAt + 1]) }),
     limits: { maxConnections: 100_000, maxQueueMessages: 4096, maxQueueBytes: 64 * 1024 * 1024 },
   });
   await broker.start();

@@ -30,6 +30,11 @@
  *
  * `--tokens` gives the broker scoped tokens (`BrokerOptions.tokens`, `--auth-tokens-file`) and
  * every client one of them, so each push and subscribe is authorized (the A/B of that check).
+ *
+ * `--idle [--idle-streams 2000] [--idle-per-session 1] [--idle-keepalive-ms N]` measures the
+ * broker's idle CPU instead: that many subscribed streams, nothing pushed, the default keepalive
+ * (or N ms; 0 disables it), over `--step-ms` (35 s, 10 s with `--quick`).
+ *
  * `--cpu-prof` runs the broker under `node --cpu-prof` (profile written to .tmp/cpu-prof/);
  * `--trace-gc` under `node --trace-gc` (each pause printed).
  * `--write-window-us N` (with `--reference`): the broker's write window (`--write-window-us` of the
@@ -525,6 +530,50 @@ async function runReference(
   }
 }
 
+/**
+ * The broker's idle CPU (`--idle`): `streams` PubSub streams, `perSession` to an HTTP/2 session,
+ * each subscribed to its own shard, nothing pushed; the broker's own CPU over `durationMs`
+ * with the default keepalive (a ping per session every 30 s), so its timers are the figure.
+ */
+async function runIdle(
+  streams: number,
+  perSession: number,
+  durationMs: number,
+  keepaliveTimeMs: number | undefined,
+): Promise<void> {
+  const { child: broker, port } = await startBroker(
+    false,
+    keepaliveTimeMs === undefined
+      ? ['--default-keepalive']
+      : ['--keepalive-time-ms', String(keepaliveTimeMs)],
+  );
+  const sub = await startClient();
+  try {
+    const shards = Array.from({ length: streams }, () => [`s${randomUUID()}`]);
+    await sub.request(
+      { type: 'subscribe', port, connections: shards, connectionsPerSession: perSession },
+      'subscribed',
+      120_000,
+    );
+    await waitForSubscriptions(broker, streams);
+    await sleep(1000);
+    const [s0, c0] = await Promise.all([stats(broker), clientCpu([sub])]);
+    await sleep(durationMs);
+    const [s1, c1] = await Promise.all([stats(broker), clientCpu([sub])]);
+    const cpuUs = cpuOf(s1.cpu) - cpuOf(s0.cpu);
+    const seconds = durationMs / 1000;
+    console.log(
+      '| streams | sessions | measured s | broker CPU ms/s | broker CPU | broker RSS MiB | subscriber CPU ms/s |\n' +
+        '|---|---|---|---|---|---|---|\n' +
+        `| ${streams} | ${Math.ceil(streams / perSession)} | ${seconds} | ${(cpuUs / 1000 / seconds).toFixed(2)} | ` +
+        `${((cpuUs / 1e6 / seconds) * 100).toFixed(2)}% | ${mib(s1.rss)} | ${((c1[0]! - c0[0]!) / 1000 / seconds).toFixed(2)} |`,
+    );
+  } finally {
+    await sub.stop();
+    await broker.stop();
+  }
+}
+
 async function run(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -543,6 +592,10 @@ async function run(args: string[]): Promise<void> {
       'reference-rate': { type: 'string', default: '1500' },
       'trace-gc': { type: 'boolean', default: false },
       'write-window-us': { type: 'string', default: '0' },
+      idle: { type: 'boolean', default: false },
+      'idle-streams': { type: 'string', default: '2000' },
+      'idle-per-session': { type: 'string', default: '1' },
+      'idle-keepalive-ms': { type: 'string' },
       'publisher-write-window-us': { type: 'string' },
       /** Broker processes, the shards spread over them by rendezvous hashing (sharded mode). */
       brokers: { type: 'string', default: '1' },
@@ -571,6 +624,21 @@ async function run(args: string[]): Promise<void> {
   }
   if ([...fanouts, ...rates].some((n) => !Number.isInteger(n) || n < 1)) {
     throw new Error('--fanouts and --rates must be positive integers');
+  }
+  if (values.idle) {
+    const streams = Number(values['idle-streams']);
+    const perSession = Number(values['idle-per-session']);
+    const ms = Number(values['step-ms'] ?? (values.quick ? '10000' : '35000'));
+    if (![streams, perSession, ms].every((n) => Number.isInteger(n) && n >= 1)) {
+      throw new Error('--idle-streams, --idle-per-session and --step-ms must be positive integers');
+    }
+    console.log(
+      `server: ours. Idle: ${streams} PubSub streams, ${perSession} per HTTP/2 session, one shard each, ` +
+        `default keepalive (30 s), nothing pushed; ${ms} ms measured. CPU % is of one core.\n`,
+    );
+    const keepalive = values['idle-keepalive-ms'];
+    await runIdle(streams, perSession, ms, keepalive === undefined ? undefined : Number(keepalive));
+    return;
   }
   if (values.reference) {
     const rate = Number(values['reference-rate']);
