@@ -281,7 +281,6 @@ export async function createPersistClient(options: PersistClientOptions): Promis
   const slowPathFailed = m.applySlowPathFailed.cell();
   const approxApplyLatency = m.approxDiffApplyLatency.cell();
   const tokens = new Map<string, SubscriptionToken>();
-  const applied = new Map<string, bigint>();
   let cache: ShardStateCache;
   try {
     cache = createShardStateCache({
@@ -295,13 +294,12 @@ export async function createPersistClient(options: PersistClientOptions): Promis
           tokens.get(shardId)?.release();
           tokens.set(
             shardId,
-            pubsub.subscribe(shardId, { resumeAfterSeqno: () => applied.get(shardId) }),
+            pubsub.subscribe(shardId, { resumeAfterSeqno: () => cache.appliedSeqno(shardId) }),
           );
         },
         onUnsubscribe(shardId) {
           tokens.get(shardId)?.release();
           tokens.delete(shardId);
-          applied.delete(shardId);
         },
         publish(event) {
           // Polling only: there is nowhere to send to, so nothing is dropped (issue 15, 7a).
@@ -313,8 +311,6 @@ export async function createPersistClient(options: PersistClientOptions): Promis
           pubsub.push(event.shardId, event.seqno, event.diff, event.commitTimeMs);
         },
         onApplied(event) {
-          const prev = applied.get(event.shardId);
-          if (prev === undefined || event.seqno > prev) applied.set(event.shardId, event.seqno);
           if (event.source === 'local') return;
           const seconds = Math.max(0, event.appliedAtMs - event.originTimestampMs) / 1000;
           (event.source === 'pubsub' ? e2ePubsub : e2ePoll).observe(seconds);

@@ -132,6 +132,12 @@ class Cache implements ShardStateCache {
     return [...this.#shards.keys()];
   }
 
+  appliedSeqno(shardId: string): bigint | undefined {
+    const seqno = this.#shards.get(shardId)?.shard.seqno;
+    // Seqnos start at 1: a state at 0 has applied nothing.
+    return seqno === undefined || seqno === 0n ? undefined : seqno;
+  }
+
   setPubSubStatus(shardId: string, status: PubSubShardStatus): void {
     const entry = this.#shards.get(shardId);
     if (entry !== undefined) entry.pubsub = status;

@@ -96,7 +96,9 @@ export function encodeEnvelope(e: Envelope): Uint8Array {
     size += 1 + varintSize(e.rollup.byteLength) + e.rollup.byteLength;
   }
   if (model !== undefined) size += 1 + varintSize(model.byteLength) + model.byteLength;
-  const buf = new Uint8Array(size);
+  // From Node's pool (every byte is written below): a `new Uint8Array` of a few hundred bytes
+  // costs a zero-filled native allocation, 3-4x the time (250-470 against 70-100 ns here).
+  const buf: Uint8Array = Buffer.allocUnsafe(size);
   let at = 0;
   if (e.seqnoFrom !== 0n) {
     buf[at++] = 0x08;
@@ -119,6 +121,7 @@ export function encodeEnvelope(e: Envelope): Uint8Array {
   if (e.diff.byteLength > 0) bytesField(0x22, e.diff);
   if (e.rollup !== undefined) bytesField(0x2a, e.rollup);
   if (model !== undefined) bytesField(0x32, model);
+  if (at !== size) throw new Error(`envelope size ${size} but ${at} bytes written`);
   return buf;
 }
 

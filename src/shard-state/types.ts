@@ -267,6 +267,11 @@ export interface ShardStateCache {
   /** Ids of the shards some handle holds. */
   openShards(): string[];
   /**
+   * The latest seqno applied to `shardId`'s shared state (what a resubscribe resumes after),
+   * or undefined if no handle holds it or it has applied no version yet.
+   */
+  appliedSeqno(shardId: string): bigint | undefined;
+  /**
    * Records what the pubsub layer says of `shardId` (every handle's `pubsubStatus` shows it,
    * until the last handle closes). No-op for a shard no handle holds.
    */
