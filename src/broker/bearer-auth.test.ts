@@ -1,7 +1,18 @@
-import { describe, expect, it } from 'vitest';
+import * as crypto from 'node:crypto';
+import { describe, expect, it, vi } from 'vitest';
 import { createBearerAuth, UNSCOPED } from './bearer-auth.js';
 import { BrokerError } from './errors.js';
 import { compileTokenGrants } from './token-scopes.js';
+
+// The real functions, watched: the constant-time paths must stay the ones taken.
+vi.mock('node:crypto', async (importOriginal) => {
+  const real = await importOriginal<typeof import('node:crypto')>();
+  return {
+    ...real,
+    timingSafeEqual: vi.fn(real.timingSafeEqual),
+    createHmac: vi.fn(real.createHmac),
+  };
+});
 
 const bearer = (t: string) => ({ authorization: `Bearer ${t}` });
 
@@ -49,5 +60,31 @@ describe('createBearerAuth', () => {
     expect(() => createBearerAuth({ token: 't' }).setTable(compileTokenGrants([]))).toThrow(
       'created without tokens',
     );
+  });
+
+  it('keeps the comparisons constant-time: fixed-length digests, a keyed hash for the table', () => {
+    const equal = vi.mocked(crypto.timingSafeEqual);
+    const hmac = vi.mocked(crypto.createHmac);
+    const auth = createBearerAuth({
+      token: 's3cret',
+      tokens: compileTokenGrants([{ name: 'r', token: 'tok-r' }]),
+    });
+    equal.mockClear();
+    hmac.mockClear();
+    // Whatever the presented length, the single token is compared as two 32-byte digests.
+    for (const given of ['s', 's3cre', 's3cret', 's3cretX'.repeat(40)])
+      auth.authenticate(bearer(given));
+    expect(equal).toHaveBeenCalledTimes(4);
+    for (const [a, b] of equal.mock.calls) {
+      expect([(a as Buffer).length, (b as Buffer).length]).toEqual([32, 32]);
+    }
+    // The table is searched by an HMAC under a random 32-byte key, one per presented token.
+    const calls = hmac.mock.calls.length;
+    auth.authenticate(bearer('tok-'));
+    auth.authenticate(bearer('tok-r'));
+    expect(hmac.mock.calls.length - calls).toBe(2);
+    const [algorithm, key] = hmac.mock.calls.at(-1)!;
+    expect(algorithm).toBe('sha256');
+    expect((key as Buffer).length).toBe(32);
   });
 });
