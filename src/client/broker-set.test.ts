@@ -205,6 +205,25 @@ describe('createBrokerSetPubSubClient, replicated', () => {
     await client.close();
   });
 
+  it('a read asked for while a broker was down does not cover what it missed afterwards', async () => {
+    const { f, clock, client, received } = setup('replicated');
+    await clock.advance(0);
+    client.subscribe('s1', { resumeAfterSeqno: 1n });
+    await clock.advance(0);
+    f.kill(A);
+    await clock.advance(0);
+    // B asks for a read (a slow-consumer gap), then B dies too: nobody carries s1 from here.
+    f.deliver(B, { kind: 'gap', shardId: 's1', reason: 'slow_consumer', fromSeqno: 2n, bytes: 1 });
+    await clock.advance(0);
+    f.kill(B);
+    await clock.advance(0);
+    received.length = 0;
+    f.start(A);
+    await clock.advance(2500);
+    expect(received).toEqual([{ kind: 'resync', shardIds: ['s1'], reconnect: true }]);
+    await client.close();
+  });
+
   it('a host name is one broker per address, re-resolved when a stream fails', async () => {
     let answer = ['10.0.0.1', '10.0.0.2'];
     const asked: string[] = [];
@@ -327,6 +346,37 @@ describe('createBrokerSetPubSubClient, sharded', () => {
     await clock.advance(1);
     expect(f.take(`${B} unsub`)).toEqual(onA.map((s) => `${B} unsub ${s}`));
     expect(received.map((e) => e.kind)).toEqual(['diff']);
+    await client.close();
+  });
+
+  it('a broker that is no longer resolved hands its shards over like a dead one', async () => {
+    let answer = ['10.0.0.1', '10.0.0.2'];
+    const { f, clock, client, received } = setup(
+      'sharded',
+      ['grpc://brokers.test:6879'],
+      async () => answer,
+    );
+    await clock.advance(0);
+    const names = ['grpc://10.0.0.1:6879', 'grpc://10.0.0.2:6879'];
+    const r = createRendezvous(names);
+    for (const s of shards) client.subscribe(s);
+    await clock.advance(0);
+    received.length = 0;
+    const first = shards.filter((s) => r.owner(s) === names[0]);
+    // 10.0.0.1's stream fails; the answer no longer lists 10.0.0.2 (its pod was replaced).
+    answer = ['10.0.0.1'];
+    f.kill(names[0] as string);
+    await clock.advance(0);
+    expect(client.brokers().map((b) => b.url)).toEqual([names[0]]);
+    // 10.0.0.1's shards moved to 10.0.0.2 (a read), which then left: nobody carries any shard.
+    expect(received).toEqual([{ kind: 'resync', shardIds: first, reconnect: true }]);
+    received.length = 0;
+    f.start(names[0] as string);
+    await clock.advance(2500);
+    for (const s of shards) expect(client.brokerOf(s)).toBe(names[0]);
+    // Back: every shard read once, as after any outage that nobody covered.
+    const fetched = received.flatMap((e) => (e.kind === 'resync' ? e.shardIds : []));
+    expect([...fetched].sort()).toEqual([...shards].sort());
     await client.close();
   });
 });

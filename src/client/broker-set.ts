@@ -244,17 +244,23 @@ export function createBrokerSetPubSubClient(options: BrokerSetOptions): BrokerSe
   };
 
   /**
-   * Whether a resync or resume gap of `member` for `shardId` needs no Consensus read: another
-   * broker's stream has carried the shard since before this one lost it (its last outage, or
-   * the moment it was subscribed here), or a read was asked for since then.
+   * Whether a resync or resume gap of `member` for `shardId` needs no Consensus read. A stream
+   * that is up and subscribed to the shard carries it from `max(upSince, subscribed at)` on;
+   * what this one may have missed is what came after `since` (its last outage began, or it was
+   * subscribed here). Covered: another such stream has carried the shard since before `since`,
+   * or a read was asked for after some such stream (this one included) began carrying it (the
+   * read covers what came before, the stream what came after). A read asked for while nobody
+   * carried the shard covers nothing after it.
    */
   const covered = (member: Member, shardId: string, sub: SetSub): boolean => {
     const since = Math.max(member.lastDownAt, member.subs.get(shardId)?.at ?? 0);
-    if (sub.fetchedAt >= since) return true;
-    for (const other of allMembers()) {
-      if (other === member || !other.up) continue;
-      const held = other.subs.get(shardId);
-      if (held !== undefined && Math.max(other.upSince, held.at) < since) return true;
+    for (const carrier of allMembers()) {
+      if (!carrier.up) continue;
+      const held = carrier.subs.get(shardId);
+      if (held === undefined) continue;
+      const carriedSince = Math.max(carrier.upSince, held.at);
+      if (sub.fetchedAt >= carriedSince) return true;
+      if (carrier !== member && carriedSince < since) return true;
     }
     return false;
   };
