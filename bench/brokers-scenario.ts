@@ -63,7 +63,7 @@ export interface BrokerKillsResult {
   /** Diff copies dropped as duplicates (several brokers). */
   duplicates: number;
   /** Commit → observed by the reader, ms, over the window. */
-  latencyMs: { p50: number; p99: number; max: number };
+  latencyMs: { p50: number; p99: number; max: number; maxByPhase: Record<string, number> };
   /** This process's CPU (writer + reader SDK) and all broker processes', ms, over the window. */
   cpuMs: { client: number; brokers: number };
   windowMs: number;
@@ -185,6 +185,9 @@ export async function runBrokerKills(options: BrokerKillsOptions): Promise<Broke
 
     const committedAt = new Map<string, number>();
     const latencies: number[] = [];
+    /** The worst commit → observed in each phase (by when it was observed). */
+    const maxByPhase: Record<string, number> = {};
+    let phase = 'steady';
     let measuring = false;
     let commits = 0;
     let writing = true;
@@ -209,7 +212,10 @@ export async function runBrokerKills(options: BrokerKillsOptions): Promise<Broke
         for (let s = seen + 1n; s <= r.seqno; s++) {
           const at = committedAt.get(`${k}:${s}`);
           committedAt.delete(`${k}:${s}`);
-          if (measuring && at !== undefined) latencies.push(now - at);
+          if (measuring && at !== undefined) {
+            latencies.push(now - at);
+            maxByPhase[phase] = Math.max(maxByPhase[phase] ?? 0, now - at);
+          }
         }
         seen = r.seqno;
       }
@@ -237,17 +243,21 @@ export async function runBrokerKills(options: BrokerKillsOptions): Promise<Broke
     measuring = true;
     counting = true;
 
-    for (const which of kills) {
+    for (const [i, which] of kills.entries()) {
       const proc = procs[which] as BrokerProcess;
       deadBrokersCpuMs += processCpuMs(proc.pid);
       procs[which] = undefined;
+      phase = `${i + 1}: broker ${which} killed`;
       await proc.kill9();
       await sleep(phaseMs);
       if (!restart) continue;
+      phase = `${i + 1}: broker ${which} restarting`;
       procs[which] = await options.startBroker(options.ports[which] as number);
       await waitFor(() => allUp(urls[which] as string), 20_000, `clients back on ${urls[which]}`);
+      phase = `${i + 1}: broker ${which} back`;
       await sleep(phaseMs);
     }
+    phase = 'end';
 
     writing = false;
     await writerLoop;
@@ -290,6 +300,7 @@ export async function runBrokerKills(options: BrokerKillsOptions): Promise<Broke
         p50: quantile(latencies, 0.5),
         p99: quantile(latencies, 0.99),
         max: latencies[latencies.length - 1] ?? 0,
+        maxByPhase,
       },
       cpuMs: { client: (cpu.user + cpu.system) / 1000, brokers: brokersMs },
       windowMs,

@@ -129,6 +129,14 @@ async function run(args: string[]): Promise<void> {
     }
   }
   console.log(`\n${brokersTable(runs).join('\n')}\n`);
+  console.log('Worst commit → observed by phase (ms):');
+  for (const r of runs) {
+    const phases = Object.entries(r.latencyMs.maxByPhase)
+      .map(([p, ms]) => `${p} ${ms.toFixed(1)}`)
+      .join('; ');
+    console.log(`- ${r.brokers === 1 ? 'one' : `${r.brokers} ${r.mode}`}: ${phases}`);
+  }
+  console.log('');
   const result: BrokersResult = {
     kind: 'brokers',
     startedAt,
