@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createFakeClock } from '../util/index.js';
-import { type KeepaliveSession, watchSession } from './keepalive.js';
+import { type KeepaliveSession, PING_SLOT_MS, pingDelayMs, watchSession } from './keepalive.js';
 
 function fakeSession(answer: 'ok' | 'never' | 'error' | 'throw') {
   const s = {
@@ -36,6 +36,32 @@ describe('watchSession', () => {
     expect(s.pings).toBe(4);
     expect(s.destroyed).toBe(false);
     stop();
+    expect(clock.pending()).toBe(0);
+  });
+
+  it('puts the pings of sessions opened at different times in the same slot', async () => {
+    expect(PING_SLOT_MS).toBe(100);
+    expect(pingDelayMs(0, 1000)).toBe(1000);
+    expect(pingDelayMs(30, 1000)).toBe(1070);
+    expect(pingDelayMs(1099.5, 1000)).toBeCloseTo(1000.5);
+    const clock = createFakeClock();
+    const a = fakeSession('ok');
+    const b = fakeSession('ok');
+    await clock.advance(30);
+    const stopA = watchSession(a, { ...base, clock, onAgeOut: () => {} });
+    await clock.advance(40);
+    const stopB = watchSession(b, { ...base, clock, onAgeOut: () => {} });
+    await clock.advance(1099 - 70);
+    expect([a.pings, b.pings]).toEqual([0, 0]);
+    await clock.advance(1);
+    expect([a.pings, b.pings]).toEqual([1, 1]);
+    // Acked at once: the next ones are a full interval later, still together.
+    await clock.advance(999);
+    expect([a.pings, b.pings]).toEqual([1, 1]);
+    await clock.advance(1);
+    expect([a.pings, b.pings]).toEqual([2, 2]);
+    stopA();
+    stopB();
     expect(clock.pending()).toBe(0);
   });
 
