@@ -5,6 +5,9 @@
  * --limit; over NATS directly it prints what a NATS writer pushes.
  */
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type Broker, createBroker } from '../src/broker/index.js';
@@ -128,6 +131,65 @@ describe('persist-pubsub tail (real process)', () => {
     expect(lines).toHaveLength(3);
     expect(lines[1]).toMatch(
       new RegExp(`^\\d\\d:\\d\\d:\\d\\d\\.\\d{3}\\s+${a}\\s+1\\s+\\d+\\s+[\\d.]+ms$`),
+    );
+  });
+
+  it('with a scoped token: diffs of the shards in scope, a refused line for the others', async () => {
+    const scoped = createBroker({
+      listen: { host: '127.0.0.1', port: 0 },
+      tokens: [
+        { name: 'writer', token: 'tok-w', publish: ['*'], subscribe: ['*'] },
+        { name: 'oncall', token: 'tok-oncall', subscribe: ['sok-*'] },
+      ],
+    });
+    await scoped.start();
+    cleanup.push(() => scoped.destroy());
+    const url = `grpc://127.0.0.1:${scoped.address.port}`;
+    const ok = `sok-${randomUUID()}`;
+    const no = `sno-${randomUUID()}`;
+    const dir = mkdtempSync(join(tmpdir(), 'pp-tail-'));
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const tokenFile = join(dir, 'token');
+    writeFileSync(tokenFile, 'tok-oncall\n');
+    const run = spawnCli([
+      'tail',
+      '--pubsub',
+      url,
+      '--json',
+      '--auth-token-file',
+      tokenFile,
+      ok,
+      no,
+    ]);
+    runs.push(run);
+    const [refusal] = await run.waitForLines(1);
+    expect(JSON.parse(refusal as string)).toMatchObject({
+      event: 'refused',
+      shard_id: no,
+      reason: 'permission_denied',
+    });
+    const w = await createPersistClient({
+      consensus: createMemoryConsensus(),
+      pubsub: { url, authToken: 'tok-w' },
+    });
+    cleanup.push(() => w.close());
+    const h = await w.openShard<PersistState>(ok);
+    cleanup.push(() => h.close());
+    await until(
+      () => scoped.listShards().items.find((s) => s.shardId === ok)?.subscribers === 2,
+      'both subscribed',
+    );
+    await h.update(setUpper(1));
+    const [, diff] = await run.waitForLines(2);
+    expect(JSON.parse(diff as string)).toMatchObject({ event: 'diff', shard_id: ok, seqno: '1' });
+    run.child.kill('SIGINT');
+    expect((await run.exit).code).toBe(0);
+    // Without a token: refused at admission, said on stderr, retried with backoff.
+    const anon = spawnCli(['tail', '--pubsub', url, ok]);
+    runs.push(anon);
+    await until(
+      () => /not connected \(.*missing or wrong bearer token/.test(anon.stderr()),
+      'refused at admission',
     );
   });
 

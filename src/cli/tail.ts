@@ -26,6 +26,8 @@ import {
   type OutputFlags,
   runCommand,
 } from './command-options.js';
+import { AUTH_TOKEN_ENV, readAuthToken } from './config/broker-options.js';
+import { ConfigError } from './config/config-error.js';
 import { type Column, createRowWriter, toJsonText } from './output.js';
 import { CLI_MODELS, DEFAULT_CLI_MODEL } from './state-models.js';
 
@@ -244,9 +246,10 @@ interface TailFlags extends OutputFlags {
   model: string;
   callerId: string;
   subjectPrefix?: string | undefined;
+  authTokenFile?: string | undefined;
 }
 
-function openClient(flags: TailFlags): PubSubClient {
+function openClient(flags: TailFlags, authToken: string | undefined): PubSubClient {
   const url = flags.pubsub;
   try {
     if (/^(nats|tls):\/\//i.test(url)) {
@@ -257,7 +260,7 @@ function openClient(flags: TailFlags): PubSubClient {
     if (flags.subjectPrefix !== undefined) {
       throw new CliError('invalid_argument', '--subject-prefix is for nats:// URLs only');
     }
-    return createPubSubClient(createGrpcTransport({ url, callerId: flags.callerId }));
+    return createPubSubClient(createGrpcTransport({ url, callerId: flags.callerId, authToken }));
   } catch (err) {
     if (err instanceof CliError) throw err;
     throw new CliError('invalid_argument', `--pubsub: ${(err as Error).message}`, { cause: err });
@@ -285,6 +288,12 @@ export function registerTail(program: Command): void {
       new Option('--caller-id <id>', 'sent as persist-pubsub-caller-id').default(TAIL_CALLER_ID),
     )
     .addOption(
+      new Option(
+        '--auth-token-file <path>',
+        `file holding the broker's bearer token, sent as "authorization: Bearer <token>" (or the token itself in ${AUTH_TOKEN_ENV}); a scoped token (--auth-tokens-file) shows a "refused" line for each shard outside its scope`,
+      ).env('PERSIST_PUBSUB_AUTH_TOKEN_FILE'),
+    )
+    .addOption(
       new Option('--subject-prefix <prefix>', 'NATS subject prefix (nats:// only)').env(
         'PERSIST_PUBSUB_BRIDGE_SUBJECT_PREFIX',
       ),
@@ -293,14 +302,21 @@ export function registerTail(program: Command): void {
       'after',
       `
 LATENCY is now minus the message's stamp: the broker's forwarding time (gRPC), the sender's
-time (NATS). Pubsub may drop diffs; a "gap" line says so (Consensus has every version). A "refused" line: the broker does not accept that shard (e.g. its id), so nothing will arrive for it.
+time (NATS). Pubsub may drop diffs; a "gap" line says so (Consensus has every version). A "refused" line: the broker does not accept that shard (its id, or a token's scope), so nothing will arrive for it.
 Nothing is replayed: only diffs pushed after the subscription are shown.
 Ctrl-C exits 0. Exit code 2: bad flags.`,
     );
   addOutputOptions(command, 'diffs');
   command.action((shardIds: string[], flags: TailFlags) =>
     runCommand('tail', async () => {
-      const client = openClient(flags);
+      let authToken: string | undefined;
+      try {
+        authToken = await readAuthToken(flags.authTokenFile, process.env);
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        throw new CliError('invalid_argument', err.message, { cause: err });
+      }
+      const client = openClient(flags, authToken);
       const stop = new AbortController();
       const onSignal = () => stop.abort();
       process.once('SIGINT', onSignal);

@@ -428,12 +428,7 @@ export async function resolveBrokerConfig(
     };
   }
 
-  if (raw.authTokenFile !== undefined) {
-    const text = await readFlagFile('--auth-token-file', raw.authTokenFile);
-    broker.authToken = checkToken('--auth-token-file', text.replace(/\r?\n$/, ''));
-  } else if (env[AUTH_TOKEN_ENV] !== undefined) {
-    broker.authToken = checkToken(AUTH_TOKEN_ENV, env[AUTH_TOKEN_ENV]);
-  }
+  broker.authToken = await readAuthToken(raw.authTokenFile, env);
 
   let tokensFile: BrokerCliConfig['tokensFile'];
   if (raw.authTokensFile !== undefined) {
@@ -479,6 +474,23 @@ export async function resolveBrokerConfig(
     flagsFile,
     tokensFile,
   };
+}
+
+/**
+ * The bearer token of `--auth-token-file` (the file's text, one trailing newline trimmed), else
+ * of `PERSIST_PUBSUB_AUTH_TOKEN`, else none: the broker's single token, and what `tail` sends.
+ * A `ConfigError` naming the flag or variable if it cannot be read or is not a header value.
+ */
+export async function readAuthToken(
+  file: string | undefined,
+  env: NodeJS.ProcessEnv,
+): Promise<string | undefined> {
+  if (file !== undefined) {
+    const text = await readFlagFile('--auth-token-file', file);
+    return checkToken('--auth-token-file', text.replace(/\r?\n$/, ''));
+  }
+  const fromEnv = env[AUTH_TOKEN_ENV];
+  return fromEnv === undefined ? undefined : checkToken(AUTH_TOKEN_ENV, fromEnv);
 }
 
 /** A bearer token must be a valid HTTP header value: visible ASCII, no spaces. */
