@@ -2,7 +2,9 @@
  * The gRPC `PubSub` call on a raw `node:http2` server stream: admission (bearer token, serving,
  * connection limit), then one `Connection` whose inbound bytes are split into gRPC messages
  * (the protocol's frame decoder), each envelope decoded once by the protocol codec and handed to the fan-out core,
- * and whose outbound batches are written as one `stream.write` per flush.
+ * and whose outbound batches are written as one `stream.write` per flush. A stream admitted by a
+ * scoped token (`bearer-auth.ts`) is named by it and has each push and subscribe checked against
+ * its scope (`stream-scopes.ts`: a cached decision per shard, a refusal that keeps the stream).
  *
  * Bad input ends this call with a status (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNIMPLEMENTED,
  * INTERNAL) and a metric, except a refused shard id or subscription of a client that speaks
