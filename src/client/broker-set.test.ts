@@ -256,6 +256,27 @@ describe('createBrokerSetPubSubClient, replicated', () => {
     await client.close();
   });
 
+  it('a resolved address keeps its name for TLS; an IP given as such has none', async () => {
+    const made: [string, string | undefined][] = [];
+    const f = fakeBrokers();
+    const client = createBrokerSetPubSubClient({
+      brokers: ['grpcs://brokers.test:6879', 'grpcs://[::1]:7000'],
+      transport: (url, serverName) => {
+        made.push([url, serverName]);
+        return f.transport(url);
+      },
+      resolve: async () => ['10.0.0.1', 'fd00::2'],
+      clock: createFakeClock(),
+    });
+    await new Promise((r) => setImmediate(r));
+    expect(made.sort()).toEqual([
+      ['grpcs://10.0.0.1:6879', 'brokers.test'],
+      ['grpcs://[::1]:7000', undefined],
+      ['grpcs://[fd00::2]:6879', 'brokers.test'],
+    ]);
+    await client.close();
+  });
+
   it('localhost is one host, not a broker per address family', async () => {
     const { clock, client } = setup('replicated', ['grpc://localhost:6879'], async () => [
       '::1',
