@@ -28,6 +28,11 @@
  * compare-and-set or truncate is in flight the call rejects at once with `indeterminate` (the
  * statement may still commit), while an in-flight read rejects with `aborted`.
  *
+ * The per-call statements (compare-and-set, head, scan, truncate) are named prepared statements,
+ * parsed once per connection: Postgres then skips parse and planning on every call (its CPU per
+ * compare-and-set about halves) and the client sends no SQL text. At READ COMMITTED a generic
+ * plan takes no predicate locks, so it cannot add conflicts (under SERIALIZABLE it did).
+ *
  * The SQL avoids Postgres-only syntax (no `ON CONFLICT`, no advisory locks, no `pg_` functions)
  * so the same statements run on CockroachDB.
  */
@@ -357,7 +362,9 @@ class PostgresConsensus implements Consensus {
   async head(key: string, options?: CallOptions): Promise<VersionedData | undefined> {
     this.#check(options);
     validateKey(key);
-    const res = await this.#run('head', options, (c) => c.query(this.#sql.head, [key]));
+    const res = await this.#run('head', options, (c) =>
+      c.query({ name: 'head', text: this.#sql.head, values: [key] }),
+    );
     const row = res.rows[0];
     return row === undefined ? undefined : toVersion(row, key);
   }
@@ -371,12 +378,20 @@ class PostgresConsensus implements Consensus {
     this.#check(options);
     validateCas(key, expected, next);
     const data = Buffer.from(next.data.buffer, next.data.byteOffset, next.data.byteLength);
-    const [sql, params] =
+    const query: pg.QueryConfig =
       expected === null
-        ? [this.#sql.casFirst, [key, next.seqno.toString(), data]]
-        : [this.#sql.casExpected, [key, next.seqno.toString(), data, expected.toString()]];
+        ? {
+            name: 'cas_first',
+            text: this.#sql.casFirst,
+            values: [key, next.seqno.toString(), data],
+          }
+        : {
+            name: 'cas_expected',
+            text: this.#sql.casExpected,
+            values: [key, next.seqno.toString(), data, expected.toString()],
+          };
     try {
-      const res = await this.#run('compare_and_set', options, (c) => c.query(sql, params));
+      const res = await this.#run('compare_and_set', options, (c) => c.query(query));
       return res.rowCount === 1 ? 'committed' : 'mismatch';
     } catch (err) {
       // Someone inserted next.seqno first: the head moved past expected. A lost race.
@@ -396,7 +411,7 @@ class PostgresConsensus implements Consensus {
     validateSeqno(from, 'from');
     validateLimit(limit);
     const res = await this.#run('scan', options, (c) =>
-      c.query(this.#sql.scan, [key, from.toString(), limit]),
+      c.query({ name: 'scan', text: this.#sql.scan, values: [key, from.toString(), limit] }),
     );
     return res.rows.map((row) => toVersion(row, key));
   }
@@ -406,7 +421,7 @@ class PostgresConsensus implements Consensus {
     validateKey(key);
     validateSeqno(seqno);
     const res = await this.#run('truncate', options, (c) =>
-      c.query(this.#sql.truncate, [key, seqno.toString()]),
+      c.query({ name: 'truncate', text: this.#sql.truncate, values: [key, seqno.toString()] }),
     );
     const row = res.rows[0] as { head: unknown; deleted: unknown } | undefined;
     if (row === undefined) throw dataLoss(key, 'truncate returned no row');
