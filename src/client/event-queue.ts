@@ -14,6 +14,9 @@
  */
 import type { PubSubEvent } from './pubsub-client.js';
 
+const RESOLVED: Promise<void> = Promise.resolve();
+const DONE: IteratorResult<never, undefined> = Object.freeze({ value: undefined, done: true });
+
 export class EventQueue implements AsyncIterable<PubSubEvent> {
   #items: PubSubEvent[] = [];
   readonly #lagged = new Set<string>();
@@ -120,25 +123,49 @@ export class EventQueue implements AsyncIterable<PubSubEvent> {
     };
   }
 
-  /** The queued events a batch at a time: each batch is what arrived since the last one. */
+  /**
+   * The queued events a batch at a time: each batch is what arrived since the last one. Not an
+   * async function: a wait costs one promise, and the wake-up one reaction (the take is a
+   * microtask after the push that woke it, so the batch holds all of that turn's messages).
+   */
   batches(): AsyncIterable<readonly PubSubEvent[]> {
     return {
       [Symbol.asyncIterator]: () => {
         this.#claim();
-        const next = async (): Promise<IteratorResult<readonly PubSubEvent[], undefined>> => {
-          for (;;) {
-            if (!this.#iterating) return { value: undefined, done: true };
-            const batch = this.#takeAll();
-            if (batch !== undefined) {
-              this.#batchWaiting = false;
-              return { value: batch, done: false };
-            }
-            if (this.#closed) return { value: undefined, done: true };
-            this.#batchWaiting = true;
-            await new Promise<void>((resolve) => {
-              this.#wake = resolve;
-            });
+        type Result = IteratorResult<readonly PubSubEvent[], undefined>;
+        /** The next result if there is one now, else undefined (wait). */
+        const settle = (): Result | undefined => {
+          if (!this.#iterating) return DONE;
+          const batch = this.#takeAll();
+          if (batch !== undefined) {
+            this.#batchWaiting = false;
+            return { value: batch, done: false };
           }
+          return this.#closed ? DONE : undefined;
+        };
+        let resolveNext: ((r: Result) => void) | undefined;
+        const capture = (resolve: (r: Result) => void): void => {
+          resolveNext = resolve;
+        };
+        const deliver = (): void => {
+          const r = settle();
+          if (r === undefined) {
+            this.#wake = onWake;
+            return;
+          }
+          const resolve = resolveNext;
+          resolveNext = undefined;
+          resolve?.(r);
+        };
+        const onWake = (): void => {
+          void RESOLVED.then(deliver);
+        };
+        const next = (): Promise<Result> => {
+          const r = settle();
+          if (r !== undefined) return Promise.resolve(r);
+          this.#batchWaiting = true;
+          this.#wake = onWake;
+          return new Promise<Result>(capture);
         };
         return { next, return: () => Promise.resolve(this.#release()) };
       },
