@@ -18,8 +18,9 @@
  *   the shard id (`rendezvous.ts`), so N brokers each carry 1/N of the traffic. Every process
  *   given the same list routes a shard to the same broker. When a broker dies its shards move to
  *   each shard's next-ranked live broker, with one catch-up read for those shards only; when it
- *   returns they move back make-before-break: subscribed on it at once, kept on the previous
- *   broker for `handoverGraceMs` while writers that have not seen it return still push there.
+ *   returns they move back make-before-break: subscribed and pushed on it at once, and for
+ *   `handoverGraceMs` still subscribed and pushed on the previous broker too, for the writers
+ *   and readers that have not seen it return yet (their reconnects are jittered by seconds).
  *
  * A host name (not an IP literal) stands for every address it resolves to, as a Kubernetes
  * headless Service's name does: one broker per address, the name re-resolved whenever one of
@@ -146,6 +147,11 @@ interface Entry {
 interface SetSub extends RefcountedSubscription {
   /** Sharded: the broker it is routed to. */
   owner: Member | undefined;
+  /**
+   * Sharded: the broker it moved from, still subscribed (and pushed to) for the handover grace,
+   * for the processes that have not seen the move yet.
+   */
+  handoverFrom: Member | undefined;
   /** Tick at which a catch-up read was last asked for it (0: never). */
   fetchedAt: number;
 }
@@ -229,6 +235,7 @@ export function createBrokerSetPubSubClient(options: BrokerSetOptions): BrokerSe
     if (held !== undefined) {
       held.graceTimer?.cancel();
       held.graceTimer = undefined;
+      if (sub.handoverFrom === member) sub.handoverFrom = undefined;
       return;
     }
     const token = member.client.subscribe(shardId, { resumeAfterSeqno: () => resumeOf(sub) });
@@ -236,6 +243,8 @@ export function createBrokerSetPubSubClient(options: BrokerSetOptions): BrokerSe
   };
 
   const releaseOn = (member: Member, shardId: string): void => {
+    const sub = subs.get(shardId);
+    if (sub?.handoverFrom === member) sub.handoverFrom = undefined;
     const held = member.subs.get(shardId);
     if (held === undefined) return;
     held.graceTimer?.cancel();
@@ -297,8 +306,10 @@ export function createBrokerSetPubSubClient(options: BrokerSetOptions): BrokerSe
         // Make-before-break: writers that have not seen `owner` come back still push here.
         const held = previous.subs.get(shardId);
         if (held !== undefined && held.graceTimer === undefined) {
+          sub.handoverFrom = previous;
           held.graceTimer = clock.setTimer(() => {
             held.graceTimer = undefined;
+            if (sub.handoverFrom === previous) sub.handoverFrom = undefined;
             if (subs.get(shardId)?.owner !== previous) releaseOn(previous, shardId);
           }, graceMs);
         }
@@ -498,12 +509,18 @@ export function createBrokerSetPubSubClient(options: BrokerSetOptions): BrokerSe
   const push = (shardId: string, seqno: bigint, diff: Uint8Array, originMs?: number): boolean => {
     const at = originMs ?? clock.nowMs();
     if (mode === 'sharded') {
-      const owner = subs.get(shardId)?.owner ?? memberByUrl(routing.owner(shardId));
+      const sub = subs.get(shardId);
+      const owner = sub?.owner ?? memberByUrl(routing.owner(shardId));
       if (owner === undefined) {
         m.pushesDropped.inc({ reason: closed ? 'closed' : 'disconnected' });
         return false;
       }
-      return owner.client.push(shardId, seqno, diff, at);
+      const sent = owner.client.push(shardId, seqno, diff, at);
+      // During a handover the previous broker gets a copy too: readers that have not seen the
+      // returning broker yet are still subscribed there only.
+      const from = sub?.handoverFrom;
+      if (from === undefined || !from.up) return sent;
+      return from.client.push(shardId, seqno, diff, at) || sent;
     }
     let sent = false;
     for (const entry of entries) {
@@ -532,6 +549,7 @@ export function createBrokerSetPubSubClient(options: BrokerSetOptions): BrokerSe
           refs: 0,
           resume: subscribeOptions.resumeAfterSeqno,
           owner: undefined,
+          handoverFrom: undefined,
           fetchedAt: 0,
         }),
         onFirst(sub) {

@@ -6,7 +6,8 @@
  *   catch-up fetch, no Consensus read by the reader, every commit observed by push, the second
  *   copies dropped as duplicates;
  * - sharded, two brokers: kill one (not restarted): only its shards are read from Consensus
- *   (one catch-up each), the other broker's shards keep their fast path.
+ *   (one catch-up each), the other broker's shards keep their fast path; and killed and
+ *   restarted: the same one read each, at the kill, and none when the shards move back.
  * Prints the figures; latency is measured, not asserted (`npm run bench -- brokers`).
  */
 import { type AddressInfo, createServer } from 'node:net';
@@ -77,5 +78,26 @@ describe('several brokers, kill -9', () => {
     expect(Object.keys(r.readsByShard).sort()).toEqual([...moved].sort());
     for (const s of moved) expect(r.readsByShard[s]).toBe(1);
     expect(r.duplicates).toBe(0);
+  }, 90_000);
+
+  it('sharded: kill one of two and restart it: its shards are read once, at the kill; none on return', async () => {
+    const ports = [await freePort(), await freePort()];
+    const r = await runBrokerKills({
+      brokers: 2,
+      mode: 'sharded',
+      ports,
+      startBroker,
+      shards: 8,
+      kills: [0],
+    });
+    console.log(JSON.stringify({ shardedKillRestart: r }));
+    const moved = r.shardsOn?.[0] ?? [];
+    expect(moved.length).toBeGreaterThan(0);
+    // Back on the returning broker make-before-break: no poll while the two clients notice it
+    // at different times, no second read.
+    expect(r.polls).toBe(0);
+    expect(r.catchUpFetches).toBe(moved.length);
+    expect(Object.keys(r.readsByShard).sort()).toEqual([...moved].sort());
+    for (const s of moved) expect(r.readsByShard[s]).toBe(1);
   }, 90_000);
 });
