@@ -20,7 +20,19 @@ import {
   type HealthCheckResponse,
   HealthCheckResponseSchema,
 } from '../src/gen/grpc/health/v1/health_pb.js';
-import { openClient, type TestClient, until } from './support/grpc-clients.js';
+import { encodeSubscribe } from '../src/protocol/index.js';
+import { createFakeClock } from '../src/util/index.js';
+import { openClient, openRaw, type TestClient, until } from './support/grpc-clients.js';
+
+/** Whether `p` has settled after the event loop had a few turns (no clock movement). */
+async function settled(p: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  void p.then(() => {
+    done = true;
+  });
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+  return done;
+}
 
 const shard = () => `s${randomUUID()}`;
 const brokers: Broker[] = [];
@@ -141,7 +153,10 @@ describe('drain and destroy', () => {
 
 describe('connection management', () => {
   it('max connection age ends streams with UNAVAILABLE so clients reconnect', async () => {
-    const { broker, address } = await start({ maxConnectionAgeMs: 300 });
+    const { broker, address } = await start({
+      maxConnectionAgeMs: 300,
+      maxConnectionAgeGraceMs: 200,
+    });
     const c = await client(address);
     await subscribed(broker, c, shard());
     const t0 = Date.now();
@@ -149,6 +164,47 @@ describe('connection management', () => {
     expect(end.code).toBe('UNAVAILABLE');
     expect(end.details).toMatch(/max connection age/);
     expect(Date.now() - t0).toBeLessThan(2000);
+  });
+
+  it('after the max-age GOAWAY, open streams run on for the grace, then end with UNAVAILABLE', async () => {
+    const clock = createFakeClock();
+    const { broker, address } = await start({
+      clock,
+      maxConnectionAgeMs: 1000,
+      maxConnectionAgeGraceMs: 5000,
+    });
+    const s = shard();
+    const sub = openRaw(address);
+    const goaway = new Promise<void>((r) => sub.session.once('goaway', () => r()));
+    sub.sendMessage(encodeSubscribe(s, undefined, undefined, false));
+    await until(() => broker.listShards({ pageSize: 1000 }).items.some((x) => x.shardId === s));
+    const pub = await client(address);
+    await clock.advance(1100); // past both connections' age (1000 ms ± 10%)
+    await goaway;
+    pub.push(s, 1n, Uint8Array.of(1));
+    await until(() => sub.messages.length === 1);
+    await clock.advance(4700); // 5800 ms: short of the earliest grace end (900 + 5000)
+    expect(await settled(sub.ended)).toBe(false);
+    pub.push(s, 2n, Uint8Array.of(2));
+    await until(() => sub.messages.length === 2);
+    await clock.advance(400); // 6200 ms: past the latest grace end (1100 + 5000)
+    const end = await sub.ended;
+    expect(end.grpcStatus).toBe('14');
+    expect(end.grpcMessage).toMatch(/max connection age/);
+    expect((await pub.ended).code).toBe('UNAVAILABLE');
+  });
+
+  it('with no grace, the max-age GOAWAY ends the open streams at once', async () => {
+    const clock = createFakeClock();
+    const { broker, address } = await start({
+      clock,
+      maxConnectionAgeMs: 1000,
+      maxConnectionAgeGraceMs: 0,
+    });
+    const c = await client(address);
+    await subscribed(broker, c, shard());
+    await clock.advance(1100);
+    expect((await c.ended).code).toBe('UNAVAILABLE');
   });
 
   it('keepalive closes a peer that never answers pings', async () => {

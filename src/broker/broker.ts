@@ -219,18 +219,31 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     session.once('close', stop);
   }
 
+  /**
+   * GOAWAY (no new streams); the open ones run on for `maxConnectionAgeGraceMs`, so a client
+   * that moves at once (the SDK's handover) loses nothing, then are ended with UNAVAILABLE.
+   */
   function ageOut(session: Http2Session): void {
-    log.debug('max connection age reached: GOAWAY');
+    log.debug({ graceMs: o.maxConnectionAgeGraceMs }, 'max connection age reached: GOAWAY');
     try {
       session.close();
     } catch {
       session.destroy();
       return;
     }
-    pubsub.endSession(session, {
-      code: GrpcStatus.UNAVAILABLE,
-      message: 'max connection age reached; reconnect',
-    });
+    const end = () =>
+      pubsub.endSession(session, {
+        code: GrpcStatus.UNAVAILABLE,
+        message: 'max connection age reached; reconnect',
+      });
+    if (o.maxConnectionAgeGraceMs === 0) {
+      end();
+      return;
+    }
+    const grace = clock.setTimer(() => {
+      if (!session.destroyed) end();
+    }, o.maxConnectionAgeGraceMs);
+    session.once('close', () => grace.cancel());
   }
 
   const server = createGrpcServer({

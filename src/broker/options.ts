@@ -33,6 +33,7 @@ export const DEFAULT_STUCK_CONNECTION_TIMEOUT_MS = 30_000;
 export const DEFAULT_RESUME_RING_SIZE = 64;
 export const DEFAULT_MAX_RESUME_BYTES = 64 * 1024 * 1024;
 export const DEFAULT_MAX_CONNECTION_AGE_MS = 0;
+export const DEFAULT_MAX_CONNECTION_AGE_GRACE_MS = 10_000;
 export const DEFAULT_MAX_CALLER_ID_LABELS = 100;
 /** No write window: every event-loop turn's diffs are written at once. */
 export const DEFAULT_WRITE_WINDOW_US = 0;
@@ -66,6 +67,7 @@ export interface ResolvedBrokerOptions {
   keepaliveTimeMs: number;
   keepaliveTimeoutMs: number;
   maxConnectionAgeMs: number;
+  maxConnectionAgeGraceMs: number;
   handshakeTimeoutMs: number;
   writeWindowUs: number;
   registry: Registry;
@@ -193,6 +195,11 @@ export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBroke
     maxConnectionAgeMs: int(
       options.maxConnectionAgeMs ?? DEFAULT_MAX_CONNECTION_AGE_MS,
       'maxConnectionAgeMs',
+      0,
+    ),
+    maxConnectionAgeGraceMs: int(
+      options.maxConnectionAgeGraceMs ?? DEFAULT_MAX_CONNECTION_AGE_GRACE_MS,
+      'maxConnectionAgeGraceMs',
       0,
     ),
     handshakeTimeoutMs: int(

@@ -79,6 +79,12 @@ export interface BrokerOptions {
   /** Close connections older than this (with ±10% jitter) by GOAWAY, in ms. 0: never. @default 0 */
   maxConnectionAgeMs?: number | undefined;
   /**
+   * After the max-age GOAWAY, the connection's open streams run on this long (clients move to
+   * a new connection meanwhile: the SDK opens its next one at once and overlaps the two), then
+   * are ended with UNAVAILABLE, in ms. 0: ended at once. @default 10000
+   */
+  maxConnectionAgeGraceMs?: number | undefined;
+  /**
    * A TCP connection must send its first request (TLS handshake and HTTP/2 preface included)
    * within this long, or it is closed, in ms. @default 10000
    */

@@ -65,6 +65,7 @@ describe('broker flags', () => {
       keepaliveTimeMs: 30_000,
       keepaliveTimeoutMs: 10_000,
       maxConnectionAgeMs: 0,
+      maxConnectionAgeGraceMs: 10_000,
       handshakeTimeoutMs: 10_000,
       writeWindowUs: 0,
       maxCallerIdLabels: 100,
@@ -84,7 +85,7 @@ describe('broker flags', () => {
     expect(help).toContain('(default: 10000, env: PERSIST_PUBSUB_DRAIN_DEADLINE_MS)');
     expect(help).toContain('PERSIST_PUBSUB_AUTH_TOKEN');
     const flags = [...help.matchAll(/^ {2}(--[a-z-]+)/gm)].map((m) => m[1]);
-    expect(flags.length).toBe(29);
+    expect(flags.length).toBe(30);
     for (const line of help.split('\n').filter((l) => /^ {2}--/.test(l))) {
       expect(line, line).toMatch(/env: PERSIST_PUBSUB_/);
     }

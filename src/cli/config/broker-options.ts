@@ -19,6 +19,7 @@ import {
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
   DEFAULT_LIMITS,
   DEFAULT_LISTEN,
+  DEFAULT_MAX_CONNECTION_AGE_GRACE_MS,
   DEFAULT_MAX_CONNECTION_AGE_MS,
   DEFAULT_WRITE_WINDOW_US,
   type HostPort,
@@ -45,6 +46,7 @@ export const BROKER_CLI_DEFAULTS = {
   keepaliveTimeMs: DEFAULT_KEEPALIVE_TIME_MS,
   keepaliveTimeoutMs: DEFAULT_KEEPALIVE_TIMEOUT_MS,
   maxConnectionAgeMs: DEFAULT_MAX_CONNECTION_AGE_MS,
+  maxConnectionAgeGraceMs: DEFAULT_MAX_CONNECTION_AGE_GRACE_MS,
   handshakeTimeoutMs: DEFAULT_HANDSHAKE_TIMEOUT_MS,
   writeWindowUs: DEFAULT_WRITE_WINDOW_US,
   /** As the broker's `DEFAULT_MAX_CALLER_ID_LABELS` (not exported by the broker). */
@@ -85,6 +87,7 @@ export interface RawBrokerOptions {
   keepaliveTimeMs: number;
   keepaliveTimeoutMs: number;
   maxConnectionAgeMs: number;
+  maxConnectionAgeGraceMs: number;
   handshakeTimeoutMs: number;
   writeWindowUs: number;
   maxCallerIdLabels: number;
@@ -268,6 +271,13 @@ export function addBrokerOptions(command: Command): Command {
       d.maxConnectionAgeMs,
     ),
     opt(
+      '--max-connection-age-grace-ms <ms>',
+      'PERSIST_PUBSUB_MAX_CONNECTION_AGE_GRACE_MS',
+      "after the max-age GOAWAY, end the connection's open streams with UNAVAILABLE this long later, in ms (0: at once; clients move meanwhile)",
+      ms,
+      d.maxConnectionAgeGraceMs,
+    ),
+    opt(
       '--handshake-timeout-ms <ms>',
       'PERSIST_PUBSUB_HANDSHAKE_TIMEOUT_MS',
       'close a TCP connection that has not sent its first request (TLS and HTTP/2 handshakes included) this long after connecting, in ms',
@@ -411,6 +421,7 @@ export async function resolveBrokerConfig(
     keepaliveTimeMs: raw.keepaliveTimeMs,
     keepaliveTimeoutMs: raw.keepaliveTimeoutMs,
     maxConnectionAgeMs: raw.maxConnectionAgeMs,
+    maxConnectionAgeGraceMs: raw.maxConnectionAgeGraceMs,
     handshakeTimeoutMs: raw.handshakeTimeoutMs,
     writeWindowUs: raw.writeWindowUs,
     maxCallerIdLabels: raw.maxCallerIdLabels,
