@@ -68,7 +68,7 @@ export interface H2SessionEvents {
   onConnect(): void;
   /** The peer sent GOAWAY (RFC 9113 §6.8). The session stays open for streams up to `lastStreamId`. */
   onGoaway(code: number, lastStreamId: number): void;
-  /** The session ended: `error` undefined when we destroyed it. Called once. */
+  /** The session ended (peer, network or protocol error). Called once, never after `destroy()`. */
   onClose(error: H2Error | undefined): void;
 }
 
@@ -156,6 +156,7 @@ export function connectH2(options: H2ConnectOptions, events: H2SessionEvents): H
         port: options.port,
         ALPNProtocols: ['h2'],
       });
+      s.setNoDelay(true);
       s.once('secureConnect', () => {
         if (s.alpnProtocol !== 'h2') {
           fail(
@@ -170,6 +171,7 @@ export function connectH2(options: H2ConnectOptions, events: H2SessionEvents): H
     return netConnect({
       host: options.host,
       port: options.port,
+      noDelay: true,
       onread: {
         buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES),
         callback: (nread: number, buf: Uint8Array): boolean => {
@@ -181,7 +183,6 @@ export function connectH2(options: H2ConnectOptions, events: H2SessionEvents): H
     });
   }
   if (options.socket !== undefined) socket.on('data', onChunk);
-  socket.setNoDelay?.(true);
   socket.on('error', (err: Error) => fail(undefined, err.message, err));
   socket.on('close', () => fail(undefined, 'connection closed'));
   socket.write(
