@@ -18,6 +18,7 @@
 import { readFileSync } from 'node:fs';
 import type { PersistClient, PubSubTarget } from '../src/index.js';
 import { createMemoryConsensus, createPersistClient } from '../src/index.js';
+import { sleep, sumMetric, withLabels } from '../src/util/index.js';
 
 /** One broker process, started by the caller on `port`. */
 export interface BrokerProcess {
@@ -85,18 +86,8 @@ function processCpuMs(pid: number): number {
   }
 }
 
-async function sumOf(client: PersistClient, name: string, labels: Record<string, string> = {}) {
-  const m = await client.registry.getSingleMetric(name)?.get();
-  let sum = 0;
-  for (const v of m?.values ?? []) {
-    const metricName = (v as { metricName?: string }).metricName;
-    if (metricName !== undefined && metricName !== name && !metricName.endsWith('_count')) continue;
-    if (Object.entries(labels).every(([k, x]) => v.labels[k] === x)) sum += v.value;
-  }
-  return sum;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sumOf = (client: PersistClient, name: string, labels: Record<string, string> = {}) =>
+  sumMetric(client.registry, name, withLabels(labels));
 
 async function waitFor(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -14,12 +14,12 @@
  * back in one window). Prints a Markdown table; writes `brokers.json` with bench/report.ts.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { type AddressInfo, createServer } from 'node:net';
 import { loadavg } from 'node:os';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { type BrokerKillsResult, type BrokerProcess, runBrokerKills } from './brokers-scenario.js';
 import { here } from './e2e-child.js';
+import { freePort } from './fanout-nats.js';
 import { type BenchRun, writeResult } from './report.js';
 
 export const brokersBench = {
@@ -35,14 +35,6 @@ export interface BrokersResult extends BenchRun {
 }
 
 const CLI = here('../src/cli/main.js');
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 /** The CLI broker on `port`, once it logs that it listens. */
 async function startBroker(port: number): Promise<BrokerProcess> {

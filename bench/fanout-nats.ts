@@ -89,7 +89,8 @@ function layout(shards: string[], fanout: number, connections: number): string[]
   return out;
 }
 
-function freePort(): Promise<number> {
+/** A free loopback TCP port (listen on 0, close). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);

@@ -23,16 +23,7 @@ import {
 import { encodeSubscribe } from '../src/protocol/index.js';
 import { createFakeClock } from '../src/util/index.js';
 import { openClient, openRaw, type TestClient, until } from './support/grpc-clients.js';
-
-/** Whether `p` has settled after the event loop had a few turns (no clock movement). */
-async function settled(p: Promise<unknown>): Promise<boolean> {
-  let done = false;
-  void p.then(() => {
-    done = true;
-  });
-  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
-  return done;
-}
+import { settled } from './support/wait.js';
 
 const shard = () => `s${randomUUID()}`;
 const brokers: Broker[] = [];

@@ -5,6 +5,7 @@
  */
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
+import { settled } from '../../test/support/wait.js';
 import { createFakeClock } from '../util/index.js';
 import { createBroker } from './broker.js';
 import type { Broker } from './types.js';
@@ -25,16 +26,6 @@ async function started() {
   brokers.push(broker);
   await broker.start();
   return { broker, clock };
-}
-
-/** Whether `p` has settled after the event loop had a few turns (no clock movement). */
-async function settled(p: Promise<unknown>): Promise<boolean> {
-  let done = false;
-  void p.then(() => {
-    done = true;
-  });
-  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
-  return done;
 }
 
 describe('drain', () => {

@@ -22,7 +22,7 @@ export { linkSignals } from './link-signals.js';
 export { raceSignal } from './race-signal.js';
 export type { SleepOptions } from './sleep.js';
 export { sleep } from './sleep.js';
-export { sumMetric } from './sum-metric.js';
+export { sumMetric, withLabels } from './sum-metric.js';
 export type {
   CounterCell,
   HistogramCell,

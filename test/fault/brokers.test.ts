@@ -10,9 +10,9 @@
  *   restarted: the same catch-ups, at the kill, and none when the shards move back.
  * Prints the figures; latency is measured, not asserted (`npm run bench -- brokers`).
  */
-import { type AddressInfo, createServer } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type BrokerProcess, runBrokerKills } from '../../bench/brokers-scenario.js';
+import { freePort } from '../nats-support.js';
 import { type CliRun, ensureBuilt, spawnBroker } from '../support/run-cli.js';
 
 ensureBuilt();
@@ -20,14 +20,6 @@ const runs: CliRun[] = [];
 afterAll(() => {
   for (const r of runs.splice(0)) if (r.child.exitCode === null) r.child.kill('SIGKILL');
 });
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 async function startBroker(port: number): Promise<BrokerProcess> {
   const { run } = await spawnBroker(['--listen', `127.0.0.1:${port}`]);

@@ -9,11 +9,12 @@
  * the old broker's drain, polls and fetches).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
-import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createPersistClient, type PersistClient } from '../../src/client/index.js';
+import { sumMetric, withLabels } from '../../src/util/index.js';
+import { freePort } from '../nats-support.js';
 import { counterModel } from '../support/counter-model.js';
 import { type CliRun, ensureBuilt, spawnBroker } from '../support/run-cli.js';
 import { tcpReachable } from '../support/services.js';
@@ -33,14 +34,6 @@ const S = 's00000000-0000-0000-0000-00000000600a';
 /** Far above what the restart takes, so that exiting before it says the drain ended early. */
 const DRAIN_DEADLINE_MS = 30_000;
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
 async function broker(port: number): Promise<CliRun> {
   const { run } = await spawnBroker([
     '--listen',
@@ -52,21 +45,9 @@ async function broker(port: number): Promise<CliRun> {
   return run;
 }
 
-/** The sum of a metric's values whose labels include `labels`. */
-async function metric(
-  client: PersistClient,
-  name: string,
-  labels: Record<string, string> = {},
-): Promise<number> {
-  const m = await client.registry.getSingleMetric(name)?.get();
-  let sum = 0;
-  for (const v of m?.values ?? []) {
-    const metricName = (v as { metricName?: string }).metricName;
-    if (metricName !== undefined && metricName !== name && !metricName.endsWith('_count')) continue;
-    if (Object.entries(labels).every(([k, x]) => v.labels[k] === x)) sum += v.value;
-  }
-  return sum;
-}
+/** The sum of a metric's values (a histogram's observations) whose labels include `labels`. */
+const metric = (client: PersistClient, name: string, labels: Record<string, string> = {}) =>
+  sumMetric(client.registry, name, withLabels(labels));
 
 /** What says whether the reader kept its fast path. */
 async function readerFigures(reader: PersistClient) {

@@ -17,6 +17,16 @@ export async function until(
   }
 }
 
+/** Whether `p` has settled after the event loop had a few turns (no clock movement). */
+export async function settled(p: Promise<unknown>): Promise<boolean> {
+  let done = false;
+  void p.then(() => {
+    done = true;
+  });
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+  return done;
+}
+
 /** The next event of `kind` from `it`, skipping others; rejects if the stream ends first. */
 export async function nextOf<K extends PubSubEvent['kind']>(
   it: AsyncIterator<PubSubEvent>,
