@@ -1,9 +1,9 @@
 /**
- * Our own HTTP/2 client on `net`/`tls` (frames, HPACK, the session), used by the gRPC
- * transport (`../grpc-transport.ts`) in place of `node:http2`.
+ * Our own HTTP/2 client session on `net`/`tls`, used by the gRPC transport
+ * (`../grpc-transport.ts`) in place of `node:http2`. Frames and HPACK are the protocol's
+ * (`src/protocol/h2`), shared with the broker's server session.
  */
-export { ErrorCode } from './frame.js';
-export type { HeaderField } from './hpack.js';
+export { ErrorCode, type HeaderField } from '../../protocol/h2/index.js';
 export {
   connectH2,
   type H2ConnectOptions,

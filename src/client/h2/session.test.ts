@@ -11,17 +11,18 @@ import { describe, expect, it } from 'vitest';
 import {
   CLIENT_PREFACE,
   createFrameReader,
+  createHpackDecoder,
   ErrorCode,
   encodeFrame,
   encodeGoaway,
+  encodeHeaderBlock,
   encodeRstStream,
   encodeSettings,
   encodeWindowUpdate,
   Flag,
   FrameType,
   Setting,
-} from './frame.js';
-import { createHpackDecoder, encodeHeaderBlock } from './hpack.js';
+} from '../../protocol/h2/index.js';
 import { connectH2, type H2Error, type H2Headers, type H2StreamEvents } from './session.js';
 
 interface SeenFrame {

@@ -18,11 +18,13 @@ import { type ConnectionOptions, type TLSSocket, connect as tlsConnect } from 'n
 import {
   CLIENT_PREFACE,
   createFrameReader,
+  createHpackDecoder,
   DEFAULT_MAX_FRAME_SIZE,
   DEFAULT_WINDOW_SIZE,
   ErrorCode,
   encodeFrame,
   encodeGoaway,
+  encodeHeaderBlock,
   encodeRstStream,
   encodeSettings,
   encodeWindowUpdate,
@@ -30,12 +32,12 @@ import {
   FRAME_HEADER_BYTES,
   type Frame,
   FrameType,
+  type HeaderField,
   MAX_ALLOWED_FRAME_SIZE,
   MAX_WINDOW_SIZE,
   Setting,
   writeFrameHeader,
-} from './frame.js';
-import { createHpackDecoder, encodeHeaderBlock, type HeaderField } from './hpack.js';
+} from '../../protocol/h2/index.js';
 
 /** The session failed: a protocol error (ours to the peer, or the peer's), or the socket. */
 export class H2Error extends Error {

@@ -1,6 +1,6 @@
 /**
- * HPACK (RFC 7541) for the client session: a full decoder (static and dynamic tables, Huffman,
- * dynamic table size updates) for the broker's response headers and trailers, and a minimal
+ * HPACK (RFC 7541) for our HTTP/2 sessions, client and server: a full decoder (static and
+ * dynamic tables, Huffman, dynamic table size updates) for the peer's header blocks, and a minimal
  * encoder that writes every field as a literal without indexing (so it keeps no table state
  * the peer must mirror), with the static table's name index where there is one. The decoder
  * reads untrusted bytes: every malformed block is a returned error (a COMPRESSION_ERROR for
@@ -75,7 +75,7 @@ const STATIC_TABLE: readonly (readonly [string, string])[] = [
 
 /** RFC 7541 §4.1: an entry's size is its name and value octets plus 32. */
 const ENTRY_OVERHEAD = 32;
-/** SETTINGS_HEADER_TABLE_SIZE's initial value, which the client never changes. */
+/** SETTINGS_HEADER_TABLE_SIZE's initial value, which our sessions never change. */
 export const DEFAULT_HEADER_TABLE_SIZE = 4096;
 
 export type HeaderField = readonly [name: string, value: string];

@@ -1,7 +1,7 @@
 /**
- * HTTP/2 frames (RFC 9113 §4, §6) for the client session: the 9-byte frame header, the frame
- * types and flags the session speaks, error codes, and a reader that splits a byte stream into
- * frames. Untrusted bytes: the reader checks each frame's length against the largest frame we
+ * HTTP/2 frames (RFC 9113 §4, §6), shared by our client session (`src/client/h2`) and the
+ * broker's server session: the 9-byte frame header, the frame types and flags both speak, error
+ * codes, and a reader that splits a byte stream into frames. Untrusted bytes: the reader checks each frame's length against the largest frame we
  * advertised before buffering it, and never throws.
  */
 
@@ -12,6 +12,7 @@ export const MAX_ALLOWED_FRAME_SIZE = 16_777_215;
 /** RFC 9113 §6.9.2: the initial flow-control window of a connection and of a stream. */
 export const DEFAULT_WINDOW_SIZE = 65_535;
 export const MAX_WINDOW_SIZE = 0x7fff_ffff;
+/** RFC 9113 §3.4: what a client sends first (a server checks it, then reads frames). */
 export const CLIENT_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
 export const FrameType = {
@@ -44,7 +45,7 @@ export const Setting = {
   MAX_HEADER_LIST_SIZE: 0x6,
 } as const;
 
-/** RFC 9113 §7 error codes (the ones the session sends or names). */
+/** RFC 9113 §7 error codes (the ones our sessions send or name). */
 export const ErrorCode = {
   NO_ERROR: 0x0,
   PROTOCOL_ERROR: 0x1,
