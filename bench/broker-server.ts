@@ -10,11 +10,35 @@
  * that value among 100 others, with prefix patterns (its shards `s…` match the last one), so
  * every push and subscribe goes through the authorization check. With `--bridge nats://HOST:PORT` (the e2e benchmark's bridged mode) it is an edge bridged
  * through NATS, like `persist-pubsub broker --bridge`, and reports ready once the bridge is up.
+ * Each `stats` reply carries the GC pauses since the previous one (scavenges, mark-compacts, the
+ * longest pause); `heap-prof-start` / `heap-prof-stop` sample every allocation in between
+ * (collected ones included) into a `.heapprofile` for `report-profile.js`.
  */
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
+import {
+  constants,
+  monitorEventLoopDelay,
+  PerformanceObserver,
+  performance,
+} from 'node:perf_hooks';
 import { createBroker, createNatsBridge } from '../src/broker/index.js';
 
-type Request = { type: 'stats' } | { type: 'exit' };
+type Request =
+  | { type: 'stats' }
+  | { type: 'heap-prof-start' }
+  | { type: 'heap-prof-stop'; file: string }
+  | { type: 'exit' };
+
+/** The GC pauses since the previous stats request (`perf_hooks` 'gc' entries). */
+interface GcTally {
+  scavenges: number;
+  markCompacts: number;
+  /** Sum and longest of the pauses, ms. */
+  pauseMs: number;
+  maxPauseMs: number;
+}
+const newTally = (): GcTally => ({ scavenges: 0, markCompacts: 0, pauseMs: 0, maxPauseMs: 0 });
 
 async function main(): Promise<void> {
   const bridgeAt = process.argv.indexOf('--bridge');
@@ -59,6 +83,46 @@ async function main(): Promise<void> {
       ? undefined
       : monitorEventLoopDelay({ resolution: Number(process.argv[resolutionAt + 1]) });
   loopDelay?.enable();
+  // GC pauses per step: is a stall a collection, and which kind?
+  let gc = newTally();
+  /** This step's pauses as [start, end] (performance.now() ms), to find those inside a stall. */
+  let pauses: [number, number][] = [];
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const kind = (e as unknown as { detail?: { kind?: number } }).detail?.kind;
+      if (kind === constants.NODE_PERFORMANCE_GC_MINOR) gc.scavenges++;
+      else if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) gc.markCompacts++;
+      gc.pauseMs += e.duration;
+      gc.maxPauseMs = Math.max(gc.maxPauseMs, e.duration);
+      pauses.push([e.startTime, e.startTime + e.duration]);
+    }
+  }).observe({ entryTypes: ['gc'] });
+  // With the loop monitor: the longest gap between two 1 ms ticks, and the process's CPU time
+  // (user + system, all threads) inside it. CPU close to the gap: the broker was busy (its own
+  // work or GC); CPU far below it: the process was descheduled (the machine's other load).
+  let stall = { wallMs: 0, cpuMs: 0, at: 0 };
+  if (loopDelay !== undefined) {
+    let last = performance.now();
+    let lastCpu = process.cpuUsage();
+    setInterval(() => {
+      const t = performance.now();
+      const c = process.cpuUsage();
+      if (t - last > stall.wallMs) {
+        const cpuMs = (c.user - lastCpu.user + c.system - lastCpu.system) / 1000;
+        stall = { wallMs: t - last, cpuMs, at: last };
+      }
+      last = t;
+      lastCpu = c;
+    }, 1).unref();
+  }
+  /** GC pause time inside the longest stall, ms. */
+  const gcInStall = () =>
+    pauses.reduce(
+      (a, [s, e]) => a + Math.max(0, Math.min(e, stall.at + stall.wallMs) - Math.max(s, stall.at)),
+      0,
+    );
+  // `bench broker --heap-prof`: every allocation sampled over a step, also those collected since.
+  let heapSession: Session | undefined;
   const send = (m: unknown) => process.send?.(m);
   process.on('message', async (m: Request) => {
     if (m.type === 'stats') {
@@ -90,8 +154,30 @@ async function main(): Promise<void> {
         subscriptions: subs,
         connections: broker.listConnections({ pageSize: 1 }).items.length > 0,
         dropped,
+        gc,
+        stall: { wallMs: stall.wallMs, cpuMs: stall.cpuMs, gcMs: gcInStall() },
       });
       loopDelay?.reset();
+      gc = newTally();
+      pauses = [];
+      stall = { wallMs: 0, cpuMs: 0, at: 0 };
+    } else if (m.type === 'heap-prof-start') {
+      heapSession = new Session();
+      heapSession.connect();
+      await heapSession.post('HeapProfiler.enable');
+      await heapSession.post('HeapProfiler.startSampling', {
+        samplingInterval: 1024,
+        includeObjectsCollectedByMajorGC: true,
+        includeObjectsCollectedByMinorGC: true,
+      });
+      send({ type: 'heap-prof-started' });
+    } else if (m.type === 'heap-prof-stop') {
+      const { profile } = (await heapSession?.post('HeapProfiler.stopSampling')) ?? {};
+      heapSession?.disconnect();
+      heapSession = undefined;
+      mkdirSync('.tmp/heap-prof', { recursive: true });
+      writeFileSync(m.file, JSON.stringify(profile));
+      send({ type: 'heap-prof-stopped' });
     } else if (m.type === 'exit') {
       await bridge?.close();
       await broker.close({ deadlineMs: 200 });

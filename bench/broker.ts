@@ -36,7 +36,12 @@
  * (or N ms; 0 disables it), over `--step-ms` (35 s, 10 s with `--quick`).
  *
  * `--cpu-prof` runs the broker under `node --cpu-prof` (profile written to .tmp/cpu-prof/);
- * `--trace-gc` under `node --trace-gc` (each pause printed).
+ * `--trace-gc` under `node --trace-gc` (each pause printed); `--heap-prof` samples every
+ * allocation of the broker over each step, collected ones included (one `.heapprofile` per step
+ * in .tmp/heap-prof/, for `report-profile.js`). Each step reports the broker's scavenges,
+ * mark-compacts and longest GC pause.
+ * `--broker-node-flags A,B` adds node / V8 flags to the broker process (e.g.
+ * `--trace-gc-nvp,--max-semi-space-size=32`).
  * `--write-window-us N` (with `--reference`): the broker's write window (`--write-window-us` of the
  * broker), and the same window in the publishers (the SDK sender's
  * `persist_pubsub_client_write_window_us`), unless `--publisher-write-window-us M` says otherwise.
@@ -70,6 +75,10 @@ interface Stats {
   heapUsed: number;
   subscriptions: number;
   dropped: number;
+  /** GC pauses since the previous stats request. */
+  gc?: { scavenges: number; markCompacts: number; pauseMs: number; maxPauseMs: number };
+  /** The longest gap between two 1 ms ticks: the process's CPU and GC pauses inside it, ms. */
+  stall?: { wallMs: number; cpuMs: number; gcMs: number };
 }
 
 /** A forked child with request/response over IPC, one message type at a time. */
@@ -119,6 +128,10 @@ const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
 let serverModule = './broker-server.js';
 /** Run the broker under `node --trace-gc` (`--trace-gc`). */
 let traceGc = false;
+/** Sample every allocation of the broker over each step (`--heap-prof`). */
+let heapProf = false;
+/** More node / V8 flags for the broker process (`--broker-node-flags`, comma-separated). */
+let brokerNodeFlags: string[] = [];
 
 async function startBroker(
   cpuProf: boolean,
@@ -127,6 +140,7 @@ async function startBroker(
   const execArgv = cpuProf ? ['--cpu-prof', '--cpu-prof-dir=.tmp/cpu-prof'] : [];
   // `--trace-gc`: the broker prints each GC pause (is a stall a collection?).
   if (traceGc) execArgv.push('--trace-gc');
+  execArgv.push(...brokerNodeFlags);
   const child = new Child(fork(here(serverModule), args, { execArgv, stdio: 'inherit' }));
   const ready = await child.next<{ port: number }>('ready');
   return { child, port: ready.port };
@@ -203,6 +217,12 @@ interface StepResult {
   /** The broker's worst event-loop delay during the step, ms (scheduling stalls show here). */
   brokerLoopMaxMs: number;
   dropped: number;
+  /** The broker's GC during the step: scavenges, mark-compacts, longest pause (ms). */
+  scavenges: number;
+  markCompacts: number;
+  gcMaxPauseMs: number;
+  /** The worst broker's longest tick gap (wall ms) and its CPU and GC ms inside it. */
+  stall: { wallMs: number; cpuMs: number; gcMs: number };
   /** The bench's own publisher and subscriber processes, % of one core (they must not be the limit). */
   publisherCpuPercent: number;
   subscribersCpuPercent: number;
@@ -284,6 +304,11 @@ async function runFanout(
       await Promise.all(subs.map((w) => w.request({ type: 'reset' }, 'reset')));
       const before = await allStats(brokers);
       const clientsBefore = await clientCpu([...pubs, ...subs]);
+      if (heapProf) {
+        await Promise.all(
+          brokers.map((b) => b.request({ type: 'heap-prof-start' }, 'heap-prof-started')),
+        );
+      }
       const published = await publishAll(pushesPerSecond, stepMs, stepMs + 30_000);
       // Let in-flight diffs land (bounded).
       const expected = published.reduce((a, p) => a + p.sent, 0) * fanout;
@@ -300,6 +325,19 @@ async function runFanout(
         received = reports.reduce((a, r) => a + r.received, 0);
         if (received >= expected || Date.now() > settle) break;
         await sleep(100);
+      }
+      if (heapProf) {
+        await Promise.all(
+          brokers.map((b, i) =>
+            b.request(
+              {
+                type: 'heap-prof-stop',
+                file: `.tmp/heap-prof/broker-${i}-fanout-${fanout}-rate-${rate}.heapprofile`,
+              },
+              'heap-prof-stopped',
+            ),
+          ),
+        );
       }
       const after = await allStats(brokers);
       const clientsAfter = await clientCpu([...pubs, ...subs]);
@@ -332,6 +370,13 @@ async function runFanout(
           ),
         ),
         brokerLoopMaxMs: Math.max(...after.map((x) => x.loopDelayMs?.max ?? 0)),
+        scavenges: after.reduce((a, x) => a + (x.gc?.scavenges ?? 0), 0),
+        markCompacts: after.reduce((a, x) => a + (x.gc?.markCompacts ?? 0), 0),
+        gcMaxPauseMs: Math.max(...after.map((x) => x.gc?.maxPauseMs ?? 0)),
+        stall: after.reduce<{ wallMs: number; cpuMs: number; gcMs: number }>(
+          (a, x) => (x.stall !== undefined && x.stall.wallMs > a.wallMs ? x.stall : a),
+          { wallMs: 0, cpuMs: 0, gcMs: 0 },
+        ),
         publisherCpuPercent: pubs.reduce((a, _, i) => a + clientPct(i), 0),
         subscribersCpuPercent: subs.reduce((a, _, i) => a + clientPct(pubs.length + i), 0),
       };
@@ -350,7 +395,7 @@ async function runFanout(
 function printStep(r: StepResult): void {
   const ms = (us: number) => (us / 1000).toFixed(2);
   console.log(
-    `| ${r.fanout} | ${r.targetPerSecond} | ${r.deliveredPerSecond} | ${(r.deliveredRatio * 100).toFixed(1)}% | ${ms(r.p50Us)} | ${ms(r.p99Us)} | ${ms(r.p999Us)} | ${ms(r.maxUs)} | ${r.cpuSecondsPerMillion.toFixed(2)} | ${r.brokerCpuPercent.toFixed(0)}% | ${(r.brokerWithin1ms * 100).toFixed(1)}% | ${r.brokerLoopMaxMs.toFixed(0)} | ${r.dropped} | ${r.publisherCpuPercent.toFixed(0)}% | ${r.subscribersCpuPercent.toFixed(0)}% |`,
+    `| ${r.fanout} | ${r.targetPerSecond} | ${r.deliveredPerSecond} | ${(r.deliveredRatio * 100).toFixed(1)}% | ${ms(r.p50Us)} | ${ms(r.p99Us)} | ${ms(r.p999Us)} | ${ms(r.maxUs)} | ${r.cpuSecondsPerMillion.toFixed(2)} | ${r.brokerCpuPercent.toFixed(0)}% | ${(r.brokerWithin1ms * 100).toFixed(1)}% | ${r.brokerLoopMaxMs.toFixed(0)} | ${r.scavenges} / ${r.markCompacts} | ${r.gcMaxPauseMs.toFixed(1)} | ${r.stall.wallMs.toFixed(0)} / ${r.stall.cpuMs.toFixed(0)} / ${r.stall.gcMs.toFixed(0)} | ${r.dropped} | ${r.publisherCpuPercent.toFixed(0)}% | ${r.subscribersCpuPercent.toFixed(0)}% |`,
   );
 }
 
@@ -591,6 +636,8 @@ async function run(args: string[]): Promise<void> {
       reference: { type: 'boolean', default: false },
       'reference-rate': { type: 'string', default: '1500' },
       'trace-gc': { type: 'boolean', default: false },
+      'heap-prof': { type: 'boolean', default: false },
+      'broker-node-flags': { type: 'string', default: '' },
       'write-window-us': { type: 'string', default: '0' },
       idle: { type: 'boolean', default: false },
       'idle-streams': { type: 'string', default: '2000' },
@@ -603,6 +650,8 @@ async function run(args: string[]): Promise<void> {
     },
   });
   traceGc = values['trace-gc'];
+  heapProf = values['heap-prof'];
+  brokerNodeFlags = values['broker-node-flags'].split(',').filter((f) => f !== '');
   // Inherited by the forked broker and clients (broker-server.ts, broker-client.ts).
   if (values.tokens) process.env.PERSIST_PUBSUB_BENCH_TOKEN = 'bench-token';
   if (values.server === 'grpc-js') serverModule = './broker-grpcjs-server.js';
@@ -671,9 +720,9 @@ async function run(args: string[]): Promise<void> {
       `${subWorkers} subscriber process(es), ${brokerCount} publisher process(es).\n`,
   );
   console.log(
-    '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | broker flushes ≤ 1 ms | broker loop stall max ms | drops | publisher CPU | subscribers CPU |',
+    '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | broker flushes ≤ 1 ms | broker loop stall max ms | broker scavenges / mark-compacts | broker longest GC pause ms | longest tick gap: wall / CPU / GC ms | drops | publisher CPU | subscribers CPU |',
   );
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const f of fanouts) {
     await runFanout(f, rates, stepMs, shardCount, subWorkers, values['cpu-prof'], brokerCount);
   }

@@ -12,7 +12,9 @@
  * rate (deliveries/s) steps up ×√2 until a step fails the bound: delivered ≥ 99 % within 2 s
  * of the end of the step and p99 latency (publisher write → subscriber read) < 10 ms (the first
  * failing step of a ladder is tried once more before the ladder ends). The
- * figure is the delivered msgs/s of the highest passing step, and the ratio ours / NATS.
+ * figure is the delivered msgs/s of the highest passing step, and the ratio ours / NATS. Each step
+ * also reports the bench's own publisher and subscriber CPU (% of one core, from `/proc`), so a
+ * limit of the clients is not taken for one of the server.
  * Results: `bench/results/fanout.json` (`quick/` with `--quick`), and the report.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -49,6 +51,12 @@ export interface FanoutStep {
   /** Our broker's longest event-loop stall during the step (ms); null for nats-server. */
   serverLoopStallMaxMs: number | null;
   disconnects: number;
+  /**
+   * The bench's own publisher and subscriber processes during the step, % of one core (all
+   * threads, from `/proc`): they must not be what limits either system. Absent in older results.
+   */
+  publisherCpuPercent?: number;
+  subscriberCpuPercent?: number;
   pass: boolean;
 }
 
@@ -237,6 +245,7 @@ async function runSystem(
       const rate = pushesPerSecond * fanout;
       await sub.request({ type: 'reset' }, 'reset');
       const cpu0 = await server.cpuSeconds();
+      const clients0 = [pub, sub].map((c) => procCpuSeconds(c.proc.pid ?? 0) ?? 0);
       const { sent } = await publish(pushesPerSecond, o.stepMs);
       const expected = sent * fanout;
       let r = await report();
@@ -246,6 +255,12 @@ async function runSystem(
         r = await report();
       }
       const cpu1 = await server.cpuSeconds();
+      const clientPct = (i: number, c: typeof pub) =>
+        Math.round(
+          (((procCpuSeconds(c.proc.pid ?? 0) ?? 0) - clients0[i]!) / (o.stepMs / 1000)) * 100,
+        );
+      const publisherCpuPercent = clientPct(0, pub);
+      const subscriberCpuPercent = clientPct(1, sub);
       const h = newHistogram();
       h.add(hdr.decodeFromCompressedBase64(r.histogram));
       const ms = (us: number) => Math.round(us) / 1000;
@@ -266,6 +281,8 @@ async function runSystem(
         serverLoopStallMaxMs:
           server.loopStallMs?.() === undefined ? null : Math.round(server.loopStallMs()! * 10) / 10,
         disconnects: r.disconnects ?? 0,
+        publisherCpuPercent,
+        subscriberCpuPercent,
         pass: false,
       };
       step.pass =
@@ -290,7 +307,7 @@ async function runSystem(
 
 function printStep(s: FanoutStep): void {
   console.log(
-    `| ${s.system} | ${s.fanout} | ${s.offeredPerSecond} | ${s.deliveredPerSecond} | ${(s.deliveredRatio * 100).toFixed(1)}% | ${s.p50Ms} | ${s.p99Ms} | ${s.p999Ms} | ${s.maxMs} | ${s.serverCpuSecondsPerMillion} | ${s.serverCpuPercent}% | ${s.serverLoopStallMaxMs ?? '–'} | ${s.pass ? 'pass' : 'FAIL'} |`,
+    `| ${s.system} | ${s.fanout} | ${s.offeredPerSecond} | ${s.deliveredPerSecond} | ${(s.deliveredRatio * 100).toFixed(1)}% | ${s.p50Ms} | ${s.p99Ms} | ${s.p999Ms} | ${s.maxMs} | ${s.serverCpuSecondsPerMillion} | ${s.serverCpuPercent}% | ${s.serverLoopStallMaxMs ?? '–'} | ${s.publisherCpuPercent ?? '–'}% | ${s.subscriberCpuPercent ?? '–'}% | ${s.pass ? 'pass' : 'FAIL'} |`,
   );
 }
 
@@ -344,9 +361,9 @@ async function run(args: string[]): Promise<void> {
       `nats-server ${natsVersion}. Load average ${loadBefore}.\n`,
   );
   console.log(
-    '| system | fan-out | offered msgs/s | delivered msgs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | server CPU-s per 1M | server CPU | broker loop stall max ms | bound |',
+    '| system | fan-out | offered msgs/s | delivered msgs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | server CPU-s per 1M | server CPU | broker loop stall max ms | publisher CPU | subscriber CPU | bound |',
   );
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   const steps: FanoutStep[] = [];
   const best: FanoutBest[] = [];
   for (const f of fanouts) {

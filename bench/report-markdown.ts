@@ -178,12 +178,12 @@ function fanoutSection(f: FanoutResult): string[] {
     '',
     '<details><summary>Every step</summary>',
     '',
-    '| system | fan-out | offered/s | delivered/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | server CPU-s per 1M | server CPU | our broker loop stall max ms | bound |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| system | fan-out | offered/s | delivered/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | server CPU-s per 1M | server CPU | our broker loop stall max ms | publisher / subscriber CPU | bound |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   );
   for (const s of f.steps) {
     out.push(
-      `| ${s.system} | ${s.fanout} | ${fmt(s.offeredPerSecond)} | ${fmt(s.deliveredPerSecond)} | ${fmt(s.deliveredRatio * 100, 1)} % | ${fmt(s.p50Ms)} | ${fmt(s.p99Ms)} | ${fmt(s.p999Ms)} | ${fmt(s.maxMs)} | ${fmt(s.serverCpuSecondsPerMillion)} | ${s.serverCpuPercent} % | ${fmt(s.serverLoopStallMaxMs)} | ${s.pass ? 'pass' : 'fail'} |`,
+      `| ${s.system} | ${s.fanout} | ${fmt(s.offeredPerSecond)} | ${fmt(s.deliveredPerSecond)} | ${fmt(s.deliveredRatio * 100, 1)} % | ${fmt(s.p50Ms)} | ${fmt(s.p99Ms)} | ${fmt(s.p999Ms)} | ${fmt(s.maxMs)} | ${fmt(s.serverCpuSecondsPerMillion)} | ${s.serverCpuPercent} % | ${fmt(s.serverLoopStallMaxMs)} | ${s.publisherCpuPercent === undefined ? '–' : `${s.publisherCpuPercent} % / ${s.subscriberCpuPercent ?? '–'} %`} | ${s.pass ? 'pass' : 'fail'} |`,
     );
   }
   out.push('', '</details>', '');
