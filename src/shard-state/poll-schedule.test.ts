@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { createFakeClock } from '../util/index.js';
 import { DEFAULT_SHARD_STATE_CONFIG, mergeConfig, type ShardStateConfig } from './config.js';
+import { countingClock } from './counting-clock.test-support.js';
 import { PollSchedule } from './poll-schedule.js';
 import { TimerQueue } from './timer-queue.js';
 
@@ -128,5 +129,40 @@ describe('poll schedule', () => {
     s.start();
     await clock.advance(1300);
     expect(polls).toEqual([1080, 1080 + 110]);
+  });
+  it('a hundred shards applying a diff every 670 ms never poll and wake the clock a few times a second', async () => {
+    const clock = createFakeClock(0);
+    const counting = countingClock(clock);
+    const timers = new TimerQueue(counting.clock, true);
+    const config = mergeConfig(DEFAULT_SHARD_STATE_CONFIG, { pollJitterRatio: 0.1 });
+    let polls = 0;
+    let draw = 0;
+    const shards = Array.from(
+      { length: 100 },
+      () =>
+        new PollSchedule({
+          clock: counting.clock,
+          timers,
+          random: () => (draw++ % 10) / 10,
+          config: () => config,
+          poll: async () => {
+            polls++;
+          },
+        }),
+    );
+    for (const s of shards) s.start();
+    // Every 10 ms a tenth of a round of shards applies a diff: each shard every 670 ms, as a
+    // reader does at 1.5 commits per second; its wait is satisfied and it waits again at once.
+    for (let step = 0; step < 1000; step++) {
+      await clock.advance(10);
+      for (let i = step % 67; i < shards.length; i += 67) {
+        const s = shards[i] as PollSchedule;
+        s.idle();
+        s.start();
+      }
+    }
+    expect(polls).toBe(0);
+    // 10 s: each shard's deadline moved 15 times; a wake-up per shard per sleep would be ~900.
+    expect(counting.wakes()).toBeLessThan(50);
   });
 });

@@ -6,11 +6,12 @@
  * version applied, from anywhere) starts the schedule over.
  *
  * State: `#phase`, one tagged union changed only by `#to`. The timer is a resource the phase
- * asks for, armed lazily: for the earliest time the sleep's jitter could make its deadline, and a
- * timer that fires before the deadline re-arms for the rest. Progress moves the deadline later
- * (a fresh sleep's earliest time is never before the last one's), so a reader applying a diff
- * every few hundred milliseconds, or every few microseconds, costs no timer churn per diff, yet
- * every poll happens exactly when the schedule says.
+ * asks for: one queue timer per schedule, armed for the sleep's deadline and moved in place when
+ * progress moves the deadline (a sift in the cache's timer heap). A reader applying a diff every
+ * few hundred milliseconds therefore costs no wake-up per sleep: its timer fires only when a
+ * poll is due, exactly when the schedule says. (Arming for the earliest deadline and re-arming
+ * when that fired cost a timer wake-up per shard per first sleep, ~1,000 a second in a reader
+ * following a thousand shards, three times its socket reads.)
  */
 import type { Clock } from '../util/index.js';
 import { jitterWith, pollDelayMs, type ShardStateConfig } from './config.js';
@@ -45,7 +46,9 @@ const IDLE: PollPhase = Object.freeze({ kind: 'idle' });
 export class PollSchedule {
   readonly #d: PollScheduleDeps;
   #phase: PollPhase = IDLE;
+  /** The schedule's queue timer, made on first use and rescheduled since; pending while armed. */
   #timer: QueuedTimer | undefined;
+  #armed = false;
   readonly #onTimer = (): void => this.#fire();
 
   constructor(deps: PollScheduleDeps) {
@@ -74,29 +77,24 @@ export class PollSchedule {
    */
   idle(): void {
     this.#to(IDLE);
-    if (this.#timer === undefined) return;
+    if (!this.#armed) return;
     const cfg = this.#d.config();
     const firstSleepMs = cfg.pollFirstSleepMs * (1 + cfg.pollJitterRatio);
-    if (this.#timer.atMs - this.#d.clock.monotonicMs() > firstSleepMs) {
-      this.#timer.cancel();
-      this.#timer = undefined;
+    if ((this.#timer as QueuedTimer).atMs - this.#d.clock.monotonicMs() > firstSleepMs) {
+      this.#disarm();
     }
   }
 
   /** Nobody waits, and the timer is cancelled (an abort, a close). */
   stop(): void {
     this.#to(IDLE);
-    this.#timer?.cancel();
-    this.#timer = undefined;
+    this.#disarm();
   }
 
   /** The configuration changed: a running sleep is re-timed under it (same start and jitter). */
   configChanged(): void {
     const p = this.#phase;
-    if (p.kind !== 'sleeping') return;
-    this.#timer?.cancel();
-    this.#timer = undefined;
-    this.#arm(this.#earliest(p));
+    if (p.kind === 'sleeping') this.#arm(this.#deadline(p));
   }
 
   #sleep(attempt: number): PollPhase {
@@ -111,7 +109,7 @@ export class PollSchedule {
   /** The one transition: sets the phase and arms the timer a sleep needs. */
   #to(next: PollPhase): void {
     this.#phase = next;
-    if (next.kind === 'sleeping') this.#arm(this.#earliest(next));
+    if (next.kind === 'sleeping') this.#arm(this.#deadline(next));
   }
 
   #deadline(p: Extract<PollPhase, { kind: 'sleeping' }>): number {
@@ -121,25 +119,26 @@ export class PollSchedule {
     );
   }
 
-  /** The earliest the deadline of a sleep like `p` can be, whatever its jitter draw. */
-  #earliest(p: Extract<PollPhase, { kind: 'sleeping' }>): number {
-    const cfg = this.#d.config();
-    return p.sleepStartMs + jitterWith(pollDelayMs(cfg, p.attempt), cfg.pollJitterRatio, 0);
+  /** Makes the timer fire at `atMs` (moved in place if it is pending). */
+  #arm(atMs: number): void {
+    const t = this.#timer;
+    if (t === undefined) this.#timer = this.#d.timers.set(this.#onTimer, atMs);
+    else if (!this.#armed || t.atMs !== atMs) t.reschedule(atMs);
+    this.#armed = true;
   }
 
-  /** Makes sure a timer fires no later than `atMs`. */
-  #arm(atMs: number): void {
-    if (this.#timer !== undefined && this.#timer.atMs <= atMs) return;
+  #disarm(): void {
+    if (!this.#armed) return;
+    this.#armed = false;
     this.#timer?.cancel();
-    this.#timer = this.#d.timers.set(this.#onTimer, atMs);
   }
 
   #fire(): void {
-    this.#timer = undefined;
+    this.#armed = false;
     const p = this.#phase;
     if (p.kind !== 'sleeping') return;
     const deadline = this.#deadline(p);
-    // The deadline moved on since this timer was armed (within a millisecond counts as due).
+    // Not due yet (a clock timer a fraction early; within a millisecond counts as due).
     if (deadline - this.#d.clock.monotonicMs() >= 1) {
       this.#arm(deadline);
       return;

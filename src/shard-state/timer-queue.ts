@@ -4,13 +4,19 @@
  * once a poll sleep (their insertion, expiry lists and callbacks were a quarter of a reader's
  * CPU in the e2e bench); here they are a binary min-heap by due time, and one clock timer is
  * armed for the earliest. Exact: each callback runs when its time comes, in due-time order
- * (ties in the order they were set). Due times are the clock's monotonic ms.
+ * (ties in the order they were set or rescheduled). Due times are the clock's monotonic ms.
+ *
+ * A timer is moved in place (`reschedule`), a sift in the heap: a deadline that moves later
+ * with every applied diff costs no wake-up, and the clock timer, armed for an earlier top, fires
+ * once, finds nothing due and re-arms for the new top.
  */
 import type { Clock, Timer } from '../util/index.js';
 
 /** A timer of the queue; `cancel` is idempotent. */
 export interface QueuedTimer {
   readonly atMs: number;
+  /** Moves the timer to `atMs`, earlier or later; pending again if it fired or was cancelled. */
+  reschedule(atMs: number): void;
   cancel(): void;
 }
 
@@ -19,10 +25,14 @@ class Entry implements QueuedTimer {
   index = -1;
   constructor(
     readonly queue: TimerQueue,
-    readonly atMs: number,
-    readonly seq: number,
+    public atMs: number,
+    public seq: number,
     readonly fn: () => void,
   ) {}
+
+  reschedule(atMs: number): void {
+    this.queue.reschedule(this, atMs);
+  }
 
   cancel(): void {
     this.queue.remove(this);
@@ -61,6 +71,22 @@ export class TimerQueue {
     this.#up(e.index);
     this.#rearm();
     return e;
+  }
+
+  /** Moves `e` to `atMs` (a new tie-break place, as if set now); re-adds it if not pending. */
+  reschedule(e: Entry, atMs: number): void {
+    e.atMs = atMs;
+    e.seq = this.#seq++;
+    const i = e.index;
+    if (i < 0 || this.#heap[i] !== e) {
+      e.index = this.#heap.length;
+      this.#heap.push(e);
+      this.#up(e.index);
+    } else {
+      this.#down(i);
+      this.#up(e.index);
+    }
+    this.#rearm();
   }
 
   /** Removes `e` if it is pending. */
