@@ -13,6 +13,8 @@
  * Each `stats` reply carries the GC pauses since the previous one (scavenges, mark-compacts, the
  * longest pause); `heap-prof-start` / `heap-prof-stop` sample every allocation in between
  * (collected ones included) into a `.heapprofile` for `report-profile.js`.
+ * `--stall-log` (the e2e benchmark's): keeps its own event-loop stalls and GC pauses
+ * (`stall-log.ts`) and answers `stall-log` requests with them.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
@@ -23,11 +25,13 @@ import {
   performance,
 } from 'node:perf_hooks';
 import { createBroker, createNatsBridge } from '../src/broker/index.js';
+import { startStallLog } from './stall-log.js';
 
 type Request =
   | { type: 'stats' }
   | { type: 'heap-prof-start' }
   | { type: 'heap-prof-stop'; file: string }
+  | { type: 'stall-log' }
   | { type: 'exit' };
 
 /** The GC pauses since the previous stats request (`perf_hooks` 'gc' entries). */
@@ -123,6 +127,9 @@ async function main(): Promise<void> {
     );
   // `bench broker --heap-prof`: every allocation sampled over a step, also those collected since.
   let heapSession: Session | undefined;
+  const stallLog = process.argv.includes('--stall-log')
+    ? startStallLog({ name: 'broker' })
+    : undefined;
   const send = (m: unknown) => process.send?.(m);
   process.on('message', async (m: Request) => {
     if (m.type === 'stats') {
@@ -178,7 +185,10 @@ async function main(): Promise<void> {
       mkdirSync('.tmp/heap-prof', { recursive: true });
       writeFileSync(m.file, JSON.stringify(profile));
       send({ type: 'heap-prof-stopped' });
+    } else if (m.type === 'stall-log') {
+      send({ type: 'stall-log', log: stallLog?.log() ?? null });
     } else if (m.type === 'exit') {
+      stallLog?.stop();
       await bridge?.close();
       await broker.close({ deadlineMs: 200 });
       process.exit(0);

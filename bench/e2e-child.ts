@@ -76,10 +76,12 @@ export const here = (f: string): string => fileURLToPath(new URL(f, import.meta.
 export function forkChild(
   module: string,
   args: string[] = [],
-  opts: { cpuProf?: string | undefined; env?: NodeJS.ProcessEnv } = {},
+  opts: { cpuProf?: string | undefined; traceGc?: boolean; env?: NodeJS.ProcessEnv } = {},
 ): Child {
   const execArgv =
     opts.cpuProf === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`];
+  // Each GC pause printed by V8 (times in ms since the child's start, prefixed by its pid).
+  if (opts.traceGc === true) execArgv.push('--trace-gc');
   return new Child(fork(here(module), args, { execArgv, stdio: 'inherit', env: opts.env }));
 }
 

@@ -11,7 +11,9 @@
  *   It reports each commit as (shard, n, due, start, done).
  * - A reader follows every shard with `waitForSeqno` and reports (shard, n, observed) for each
  *   commit as soon as a version at or past it is applied here.
- * On `stats` it answers with its own CPU time and Consensus read counters (client registry).
+ * On `stats` it answers with its own CPU time and Consensus read counters (client registry);
+ * with `stallLog` it keeps its event-loop stalls and GC pauses (`stall-log.ts`) and answers
+ * `stall-log` with them.
  */
 import { setMaxListeners } from 'node:events';
 import pino from 'pino';
@@ -25,6 +27,7 @@ import {
 import { createPersistClient, type ShardHandle } from '../src/index.js';
 import { sumMetric } from '../src/util/index.js';
 import { type BenchState, benchModel, padFor, wallMs } from './e2e-model.js';
+import { startStallLog } from './stall-log.js';
 
 export interface E2eWorkerConfig {
   role: 'writer' | 'reader';
@@ -43,6 +46,8 @@ export interface E2eWorkerConfig {
   sqliteSynchronous: SqliteSynchronous;
   /** The sender's write window, `persist_pubsub_client_write_window_us`. */
   writeWindowUs: number;
+  /** Keep a stall log (`bench e2e --stall-log`). */
+  stallLog?: boolean;
 }
 
 export interface E2eWorkerStats {
@@ -85,6 +90,8 @@ function fail(what: string, err: unknown): void {
     );
   }
 }
+
+const stallLog = config.stallLog === true ? startStallLog({ name: config.name }) : undefined;
 
 const logger = pino({ level: 'error', base: { worker: config.name } }, pino.destination(2));
 
@@ -260,6 +267,9 @@ process.on('message', (m: { type: string; t0?: number; heads?: Record<string, st
     case 'stats':
       stats().then(send, (err: unknown) => fail('stats', err));
       break;
+    case 'stall-log':
+      send({ type: 'stall-log', log: stallLog?.log() ?? null });
+      break;
     case 'stop':
       // Writers: stop committing, report the heads.
       stop.abort();
@@ -293,6 +303,7 @@ process.on('message', (m: { type: string; t0?: number; heads?: Record<string, st
     }
     case 'exit':
       clearInterval(flusher);
+      stallLog?.stop();
       for (const h of handles) h.close();
       void client
         .close()

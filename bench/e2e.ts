@@ -3,7 +3,8 @@
  *   [--consensus postgres,sqlite] [--modes pubsub,nats,bridged,polling] [--warmup-ms 5000]
  *   [--measure-ms 30000] [--drain-ms 3000] [--diff-min 100] [--diff-max 1024] [--cpu-prof]
  *   [--postgres-url URL] [--sqlite-synchronous normal|full] [--writer-pool-size 32]
- *   [--variant NAME] [--nats-url nats://127.0.0.1:4222] [--write-window-us 0]`
+ *   [--variant NAME] [--nats-url nats://127.0.0.1:4222] [--write-window-us 0]
+ *   [--stall-log] [--stall-ms 20] [--trace-gc]`
  *
  * End to end through the SDK: W writer and R reader processes (`e2e-worker.ts`, each a
  * `createPersistClient`) over S shards at a per-shard commit rate (the reference load: 1000
@@ -29,6 +30,11 @@
  * flight, each waiting for a WAL flush, which is fewer than 750 commits/s per writer need).
  * `--write-window-us N`: the write window of the broker (`--write-window-us`) and of every client
  * (`persist_pubsub_client_write_window_us`), in µs; 0 (the default) is no window.
+ * `--stall-log`: every child (writers, readers, broker) keeps its own event-loop stalls and GC
+ * pauses (`stall-log.ts`: a 10 ms timer, opt-in); after the table, each phase's stalls per
+ * process and its episodes of (reader, commit) pairs slower than `--stall-ms` (commit →
+ * observed), each with the stalls, GC pauses and slow writer updates of every process at that
+ * time (`stall-episodes.ts`). `--trace-gc` runs every child under `node --trace-gc`.
  * `--variant NAME` writes `e2e-NAME.json` instead (an extra run with other settings, reported in
  * a section of its own; the targets are judged on `e2e.json`).
  * Results: `bench/results/e2e.json` (`bench/results/quick/` with `--quick`), and the report.
@@ -57,6 +63,14 @@ import {
 import { wallMs } from './e2e-model.js';
 import type { E2eWorkerConfig, E2eWorkerStats } from './e2e-worker.js';
 import { type BenchRun, resultsDir, writeResult } from './report.js';
+import {
+  episodeLines,
+  findEpisodes,
+  type SlowObservation,
+  type SlowUpdate,
+  stallSummaryLines,
+} from './stall-episodes.js';
+import type { StallLog } from './stall-log.js';
 
 export const e2eBench = {
   description:
@@ -110,6 +124,8 @@ export interface E2ePhase {
   errors: number;
   rssMiB: { writers: number; readers: number; broker: number | null };
   loadAverage: string;
+  /** `--stall-log`: each process's stalls, then the slow episodes (printed after the table). */
+  stallReport?: string[];
 }
 
 export interface E2eResult extends BenchRun {
@@ -159,6 +175,10 @@ interface Opts {
   natsUrl: string;
   /** The write window of the broker and of every client, µs (`--write-window-us`). */
   writeWindowUs: number;
+  stallLog: boolean;
+  /** A (reader, commit) pair at least this slow (commit → observed, ms) is in the stall report. */
+  stallMs: number;
+  traceGc: boolean;
 }
 
 /** Pids of every process whose command name is `comm` (from `/proc`). */
@@ -252,14 +272,16 @@ async function runPhase(
   let broker: Child | undefined;
   /** bridged: the readers' broker (`broker` is the writers'). */
   let readersBroker: Child | undefined;
+  const childOpts = { cpuProf: o.cpuProf, traceGc: o.traceGc };
+  const stallArg = o.stallLog ? ['--stall-log'] : [];
   try {
     let pubsub = 'none';
     let readersPubsub: string | undefined;
     if (mode === 'pubsub') {
       broker = forkChild(
         './broker-server.js',
-        ['--default-keepalive', '--write-window-us', String(o.writeWindowUs)],
-        { cpuProf: o.cpuProf },
+        ['--default-keepalive', '--write-window-us', String(o.writeWindowUs), ...stallArg],
+        childOpts,
       );
       const ready = await broker.next<{ port: number }>('ready');
       pubsub = `grpc://127.0.0.1:${ready.port}`;
@@ -272,9 +294,10 @@ async function runPhase(
         '--default-keepalive',
         '--write-window-us',
         String(o.writeWindowUs),
+        ...stallArg,
       ];
-      broker = forkChild('./broker-server.js', bridge, { cpuProf: o.cpuProf });
-      readersBroker = forkChild('./broker-server.js', bridge, { cpuProf: o.cpuProf });
+      broker = forkChild('./broker-server.js', bridge, childOpts);
+      readersBroker = forkChild('./broker-server.js', bridge, childOpts);
       const [w, r] = await Promise.all([
         broker.next<{ port: number }>('ready'),
         readersBroker.next<{ port: number }>('ready'),
@@ -284,12 +307,13 @@ async function runPhase(
     }
     const natsPids = mode === 'nats' || mode === 'bridged' ? pidsNamed('nats-server') : null;
     const writerRecords: number[][] = [];
-    const readerRecords: number[][] = [];
+    const readerRecords: { reader: string; data: number[] }[] = [];
     const fork = (c: E2eWorkerConfig) => {
-      const child = forkChild('./e2e-worker.js', [JSON.stringify(c)], { cpuProf: o.cpuProf });
-      child.on('records', (m) =>
-        (m.role === 'writer' ? writerRecords : readerRecords).push(m.data as number[]),
-      );
+      const child = forkChild('./e2e-worker.js', [JSON.stringify(c)], childOpts);
+      child.on('records', (m) => {
+        if (m.role === 'writer') writerRecords.push(m.data as number[]);
+        else readerRecords.push({ reader: c.name, data: m.data as number[] });
+      });
       children.push(child);
       return child;
     };
@@ -301,6 +325,7 @@ async function runPhase(
       diffMaxBytes: o.diffMax,
       sqliteSynchronous: o.sqliteSynchronous,
       writeWindowUs: o.writeWindowUs,
+      stallLog: o.stallLog,
     };
     // The first writer creates the Postgres table / SQLite file before the others race to.
     const readers: Child[] = [];
@@ -373,6 +398,17 @@ async function runPhase(
     const s0 = await snapshot();
     await sleep(tB - wallMs());
     const s1 = await snapshot();
+    const stallLogs = o.stallLog
+      ? (
+          await Promise.all(
+            [...children, broker, readersBroker]
+              .filter((c) => c !== undefined)
+              .map((c) => c.request<{ log: StallLog | null }>({ type: 'stall-log' }, 'stall-log')),
+          )
+        )
+          .map((r) => r.log)
+          .filter((l) => l !== null)
+      : [];
     const backends =
       consensus === 'postgres'
         ? {
@@ -412,7 +448,9 @@ async function runPhase(
     const hSched = newHistogram();
     const hCommit = newHistogram();
     let matched = 0;
-    for (const batch of readerRecords) {
+    const writerOf = (g: number) => `writer-${Math.floor(g / per)}`;
+    const slow: SlowObservation[] = [];
+    for (const { reader, data: batch } of readerRecords) {
       for (let i = 0; i < batch.length; i += 3) {
         const at = commitsByKey.get(batch[i]! * KEY + batch[i + 1]!);
         if (at === undefined) continue;
@@ -422,7 +460,40 @@ async function runPhase(
         matched++;
         hSched.recordValue(Math.max(1, Math.round((observedAt - due) * 1000)));
         hCommit.recordValue(Math.max(1, Math.round((observedAt - flatW[at + 4]!) * 1000)));
+        if (o.stallLog && observedAt - flatW[at + 4]! >= o.stallMs) {
+          slow.push({
+            reader,
+            writer: writerOf(batch[i]!),
+            committedAt: flatW[at + 4]!,
+            observedAt,
+          });
+        }
       }
+    }
+    let stallReport: string[] | undefined;
+    if (o.stallLog) {
+      const slowUpdates: SlowUpdate[] = [];
+      for (let i = 0; i < flatW.length; i += 5) {
+        const [startAt, doneAt] = [flatW[i + 3]!, flatW[i + 4]!];
+        if (doneAt >= tA && startAt < tB && doneAt - startAt >= o.stallMs) {
+          slowUpdates.push({ writer: writerOf(flatW[i]!), startAt, doneAt });
+        }
+      }
+      const windowLogs = stallLogs.map((l) => ({
+        ...l,
+        stalls: l.stalls.filter((x) => x.atMs >= tA && x.atMs < tB),
+        gcs: l.gcs.filter((x) => x.atMs >= tA && x.atMs < tB),
+      }));
+      const episodes = findEpisodes(slow, windowLogs, slowUpdates);
+      stallReport = [
+        `### ${consensus} ${mode}: stalls in the window (times from its start, ${new Date(tA).toISOString()}; cpu = the main thread on a CPU, runq = runnable, waiting for one, the rest blocked; GC totals since the process started)`,
+        '',
+        ...stallSummaryLines(windowLogs),
+        '',
+        `${episodes.length} episodes of commit → observed ≥ ${o.stallMs} ms (${slow.length} pairs); the worst:`,
+        '',
+        ...episodeLines(episodes, tA),
+      ];
     }
 
     const seconds = (s1.at - s0.at) / 1000;
@@ -508,6 +579,7 @@ async function runPhase(
         broker: s1.brokerRss === null ? null : mib(s1.brokerRss),
       },
       loadAverage: loadAverage(),
+      stallReport,
     };
     return phase;
   } finally {
@@ -552,6 +624,9 @@ async function run(args: string[]): Promise<void> {
       variant: { type: 'string' },
       'nats-url': { type: 'string', default: 'nats://127.0.0.1:4222' },
       'write-window-us': { type: 'string', default: '0' },
+      'stall-log': { type: 'boolean', default: false },
+      'stall-ms': { type: 'string', default: '20' },
+      'trace-gc': { type: 'boolean', default: false },
     },
   });
   const quick = values.quick;
@@ -581,6 +656,9 @@ async function run(args: string[]): Promise<void> {
     writerPoolSize: num('writer-pool-size', values['writer-pool-size'], true, 1),
     natsUrl: values['nats-url'],
     writeWindowUs: num('write-window-us', values['write-window-us'], true, 0),
+    stallLog: values['stall-log'],
+    stallMs: num('stall-ms', values['stall-ms'], false, 1),
+    traceGc: values['trace-gc'],
   };
   if (o.sqliteSynchronous !== 'full' && o.sqliteSynchronous !== 'normal') {
     throw new Error('--sqlite-synchronous must be full or normal');
@@ -632,6 +710,8 @@ async function run(args: string[]): Promise<void> {
       printPhase(p);
     }
   }
+  for (const p of phases)
+    if (p.stallReport !== undefined) console.log(`\n${p.stallReport.join('\n')}`);
   const result: E2eResult = {
     kind: 'e2e',
     file: values.variant === undefined ? undefined : `e2e-${values.variant}`,
