@@ -9,7 +9,7 @@
 import type { Logger } from 'pino';
 import type { Timer, WriteWindow } from '../util/index.js';
 import type { CallStatus } from './grpc-status.js';
-import type { RejectReason } from './metrics.js';
+import type { CallCounts, RejectReason } from './metrics.js';
 import type { GapReason, OutItem } from './outbound.js';
 
 export interface ConnectionSink {
@@ -55,6 +55,11 @@ export class Connection {
   /** Outbound items not yet handed to the transport. */
   queue: OutItem[] = [];
   queueBytes = 0;
+  /**
+   * `performance.now()` when the queue last became non-empty (the turn that received its oldest
+   * item), for the fan-out latency histogram: one stamp per flush, none per diff.
+   */
+  queuedAt = 0;
   /** False after the transport said its buffer is full, until it drains. */
   writable = true;
   /** In the core's dirty list for the next flush. */
@@ -67,8 +72,11 @@ export class Connection {
   gaps: Map<string, PendingGap> | undefined;
   /** Set while the queue is full; fires the stuck-connection close. */
   stuckTimer: Timer | undefined;
-  /** Per-caller metric keys, precomputed. */
-  readonly callerKeys: { push: string; subscribe: string; unsubscribe: string };
+  /**
+   * Its caller label's call counts (`BrokerMetrics.callerCounts`), shared by every connection
+   * of the label; set by the fan-out core's `add`.
+   */
+  callerCounts: CallCounts = { push: 0, subscribe: 0, unsubscribe: 0 };
   /** Final status, once ending. */
   status: CallStatus | undefined;
 
@@ -90,13 +98,7 @@ export class Connection {
      * from the first subscribe carrying `resume_after_seqno`.
      */
     public extensions: boolean,
-  ) {
-    this.callerKeys = {
-      push: `${callerLabel}\u0000push`,
-      subscribe: `${callerLabel}\u0000subscribe`,
-      unsubscribe: `${callerLabel}\u0000unsubscribe`,
-    };
-  }
+  ) {}
 
   get state(): ConnectionState {
     return this.stateValue;

@@ -105,13 +105,13 @@ export function setupFanout(limits: Partial<BrokerLimits> = {}, writeWindowUs = 
     writeWindowUs,
   });
   let seq = 0;
-  const conn = (extensions = false, kind: 'grpc' | 'local' = 'grpc') => {
+  const conn = (extensions = false, kind: 'grpc' | 'local' = 'grpc', callerLabel = 'test') => {
     const sink = new FakeSink();
     const c = new Connection(
       ++seq,
       `c${seq}`,
-      'test',
-      'test',
+      callerLabel,
+      callerLabel,
       'x',
       0,
       kind,

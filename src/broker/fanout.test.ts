@@ -1,5 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { performance } from 'node:perf_hooks';
+import { describe, expect, it, vi } from 'vitest';
 import { setupFanout as setup } from './fanout.test-support.js';
+import { PUSH_TIME_SAMPLE_EVERY } from './metrics.js';
 
 const turn = () => new Promise((r) => setImmediate(r));
 
@@ -16,6 +18,48 @@ describe('fan-out core', () => {
     expect(b.sink.pushes()).toEqual([1n, 2n, 3n, 4n, 5n]);
     expect(c.sink.pushes()).toEqual([1n, 2n, 3n, 4n, 5n]);
     expect(b.sink.writes).toBe(1);
+  });
+
+  it("counts calls by caller label, in one counter shared by the label's connections", async () => {
+    const { core, conn, push, registry } = setup();
+    const a1 = conn(false, 'grpc', 'writer');
+    const a2 = conn(false, 'grpc', 'writer');
+    const b = conn(false, 'grpc', 'reader');
+    core.subscribe(b.c, 's');
+    core.subscribe(b.c, 't');
+    core.unsubscribe(b.c, 't');
+    push(a1.c, 's', 1n);
+    push(a2.c, 's', 2n);
+    push(a2.c, 's', 3n);
+    // A closed connection's calls stay counted.
+    core.remove(a1.c, 'test');
+    await turn();
+    const text = await registry.getSingleMetricAsString('persist_pubsub_server_caller_calls_total');
+    expect(text).toMatch(/\{caller_id="writer",call="push"\} 3$/m);
+    expect(text).toMatch(/\{caller_id="reader",call="subscribe"\} 2$/m);
+    expect(text).toMatch(/\{caller_id="reader",call="unsubscribe"\} 1$/m);
+    // No series for a call a label never made.
+    expect(text).not.toMatch(/caller_id="writer",call="subscribe"/);
+  });
+
+  it('reads the monotonic clock once per turn for receipt, and times one push in PUSH_TIME_SAMPLE_EVERY', async () => {
+    const { core, conn, push, metrics } = setup();
+    const pub = conn();
+    const sub = conn();
+    core.subscribe(sub.c, 's');
+    const now = vi.spyOn(performance, 'now');
+    try {
+      const n = 2 * PUSH_TIME_SAMPLE_EVERY;
+      for (let i = 1; i <= n; i++) push(pub.c, 's', BigInt(i));
+      // Two timed pushes (a start and an end each) and the turn's one receipt stamp.
+      expect(now).toHaveBeenCalledTimes(2 * 2 + 1);
+      expect(metrics.stats.calls.push).toBe(n);
+      expect(metrics.stats.opSeconds.push).toBeGreaterThan(0);
+      await turn();
+      expect(sub.sink.pushes()).toHaveLength(n);
+    } finally {
+      now.mockRestore();
+    }
   });
 
   it('a write window: after a write, later turns wait for the window and share one write', async () => {

@@ -25,7 +25,7 @@ import { performance } from 'node:perf_hooks';
 import { type Clock, createWriteWindow } from '../util/index.js';
 import type { Connection } from './connection.js';
 import { type CallStatus, GrpcStatus } from './grpc-status.js';
-import type { BrokerMetrics } from './metrics.js';
+import { type BrokerMetrics, PUSH_TIME_SAMPLE_EVERY } from './metrics.js';
 import { Broadcast, GapItem, type GapReason, type OutItem, RefusalItem } from './outbound.js';
 import { createResumeStore, type ResumeStore } from './resume-ring.js';
 import { createSubscriptionTable, type SubscriptionTable } from './subscription-table.js';
@@ -116,10 +116,21 @@ export function createFanoutCore(options: {
   let dirty: Connection[] = [];
   let flushScheduled: NodeJS.Immediate | undefined;
 
-  function countCall(conn: Connection, key: string): void {
-    stats.callerCalls.set(key, (stats.callerCalls.get(key) ?? 0) + 1);
-    void conn;
+  /**
+   * `performance.now()` at the first enqueue since the last `flushAll`: every diff read in one
+   * I/O phase shares it as its receipt time (they were read in one go, and the flush that writes
+   * them runs after all of them), so a diff pays no clock read of its own. Reset by `flushAll`,
+   * which taking it always schedules.
+   */
+  let turnStart = -1;
+  function receivedNow(): number {
+    if (turnStart < 0) {
+      turnStart = performance.now();
+      flushScheduled ??= setImmediate(flushAll);
+    }
+    return turnStart;
   }
+  let pushTimeCountdown = 0;
 
   function schedule(conn: Connection): void {
     if (conn.scheduled || !conn.writable) return;
@@ -132,11 +143,12 @@ export function createFanoutCore(options: {
     if (conn.scheduled) return;
     conn.scheduled = true;
     dirty.push(conn);
-    if (flushScheduled === undefined) flushScheduled = setImmediate(flushAll);
+    flushScheduled ??= setImmediate(flushAll);
   }
 
   function flushAll(): void {
     flushScheduled = undefined;
+    turnStart = -1;
     const batch = dirty;
     dirty = [];
     for (const conn of batch) flush(conn);
@@ -161,7 +173,7 @@ export function createFanoutCore(options: {
       // Sampled: a prom-client observe allocates and hashes labels, half a µs per flush.
       if (oldest instanceof Broadcast && --latencyCountdown <= 0) {
         latencyCountdown = FANOUT_LATENCY_SAMPLE_EVERY;
-        metrics.fanoutLatency.observe((performance.now() - oldest.receivedAt) / 1000);
+        metrics.fanoutLatency.observe((performance.now() - conn.queuedAt) / 1000);
       }
       conn.window?.wrote();
       if (!ok) conn.writable = false;
@@ -240,6 +252,8 @@ export function createFanoutCore(options: {
       }
       return false;
     }
+    // The oldest item's receipt, for the fan-out latency histogram.
+    if (conn.queue.length === 0) conn.queuedAt = receivedNow();
     conn.queue.push(item);
     conn.queueBytes += bytes;
     if (
@@ -303,6 +317,7 @@ export function createFanoutCore(options: {
     flags,
     add(conn) {
       connections.set(conn.connId, conn);
+      conn.callerCounts = metrics.callerCounts(conn.callerLabel);
       // Same-process subscribers pay no syscall per write: no window for them.
       if (writeWindowUs > 0 && conn.kind === 'grpc') {
         conn.window = createWriteWindow({
@@ -314,9 +329,11 @@ export function createFanoutCore(options: {
       }
     },
     push(sender, shardId, seqno, pushDiff, local) {
-      const t0 = performance.now();
+      // Sampled: one push in PUSH_TIME_SAMPLE_EVERY is timed, and counted that many times.
+      const timed = --pushTimeCountdown <= 0;
+      const t0 = timed ? performance.now() : 0;
       stats.calls.push++;
-      countCall(sender, sender.callerKeys.push);
+      sender.callerCounts.push++;
       if (!flags.forwardPushes) {
         stats.drops.not_forwarding++;
         const subs = table.subscribers(shardId);
@@ -330,7 +347,7 @@ export function createFanoutCore(options: {
         }
         return;
       }
-      const b = Broadcast.forward(shardId, seqno, pushDiff, now(), t0, sender, local);
+      const b = Broadcast.forward(shardId, seqno, pushDiff, now(), sender, local);
       const bytes = b.bytes;
       // The ring copies the frame: it keeps no broadcast alive (see resume-ring.ts).
       resume.record(shardId, seqno, b.frame, sender);
@@ -343,12 +360,15 @@ export function createFanoutCore(options: {
       }
       stats.broadcastedDiffs += sent;
       stats.broadcastedBytes += sent * bytes;
-      stats.opSeconds.push += (performance.now() - t0) / 1000;
+      if (timed) {
+        pushTimeCountdown = PUSH_TIME_SAMPLE_EVERY;
+        stats.opSeconds.push += ((performance.now() - t0) / 1000) * PUSH_TIME_SAMPLE_EVERY;
+      }
     },
     subscribe(conn, shardId, resumeAfterSeqno) {
       const t0 = performance.now();
       stats.calls.subscribe++;
-      countCall(conn, conn.callerKeys.subscribe);
+      conn.callerCounts.subscribe++;
       if (resumeAfterSeqno !== undefined) conn.extensions = true;
       if (!table.isSubscribed(conn, shardId)) {
         const mine = table.shardsOf(conn)?.size ?? 0;
@@ -365,7 +385,7 @@ export function createFanoutCore(options: {
         const r = resume.replay(shardId, resumeAfterSeqno);
         for (const e of r.items) {
           if (e.sender === conn) continue;
-          const b = Broadcast.resumed(shardId, e.seqno, e.frame, e.sender, t0);
+          const b = Broadcast.resumed(shardId, e.seqno, e.frame, e.sender);
           if (enqueue(conn, b, b.bytes)) stats.resumeReplayed++;
         }
         if (r.kind === 'gap') {
@@ -384,7 +404,7 @@ export function createFanoutCore(options: {
     unsubscribe(conn, shardId) {
       const t0 = performance.now();
       stats.calls.unsubscribe++;
-      countCall(conn, conn.callerKeys.unsubscribe);
+      conn.callerCounts.unsubscribe++;
       table.unsubscribe(conn, shardId);
       conn.gaps?.delete(shardId);
       stats.opSeconds.unsubscribe += (performance.now() - t0) / 1000;
@@ -418,6 +438,7 @@ export function createFanoutCore(options: {
     dispose() {
       if (flushScheduled !== undefined) clearImmediate(flushScheduled);
       flushScheduled = undefined;
+      turnStart = -1;
       for (const c of connections.values()) {
         c.stuckTimer?.cancel();
         c.stuckTimer = undefined;

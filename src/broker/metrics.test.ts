@@ -35,7 +35,7 @@ describe('broker metrics', () => {
     const { registry, metrics, setConns } = setup(10);
     metrics.stats.broadcastedDiffs += 5;
     metrics.stats.drops.queue_full += 2;
-    metrics.stats.callerCalls.set('env-1\u0000push', 3);
+    metrics.callerCounts('env-1').push += 3;
     setConns(7);
     const text = await registry.metrics();
     expect(text).toMatch(/^persist_pubsub_server_broadcasted_diffs_total 5$/m);

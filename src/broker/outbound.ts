@@ -22,7 +22,6 @@ import type { InProcessMessage } from './types.js';
 export type GapReason = Exclude<WireGapReason, 'unknown'>;
 
 export class Broadcast {
-  readonly kind = 'push';
   private local: InProcessMessage | undefined;
 
   private constructor(
@@ -30,17 +29,19 @@ export class Broadcast {
     readonly seqno: bigint,
     /** The forwarded gRPC frame (broker timestamp + the publisher's raw push_diff). */
     readonly frame: Buffer,
-    /** The length of the push_diff at the frame's tail. */
-    private readonly pushDiffBytes: number,
-    /** Broker time at receipt, ms since the Unix epoch (the forwarded `timestamp`). */
-    readonly timestampMs: number,
-    /** `performance.now()` at receipt (or at resume), for the fan-out latency histogram. */
-    readonly receivedAt: number,
     /** The sending connection: never delivered back to it. */
     readonly sender: object,
     local: InProcessMessage | undefined,
   ) {
     this.local = local;
+  }
+
+  /**
+   * On the prototype, not in each instance: a broadcast is made per push and sits in queues, so
+   * it carries nothing it does not need (no receipt time: the connection stamps its queue).
+   */
+  get kind(): 'push' {
+    return 'push';
   }
 
   /** A push as received: its frame is encoded here, once, for every subscriber. */
@@ -49,11 +50,11 @@ export class Broadcast {
     seqno: bigint,
     /**
      * The publisher's raw `ProtoPushDiff` bytes. Not kept: it may alias a large inbound chunk,
-     * and the frame holds a copy (see `pushDiff`).
+     * and the frame holds a copy.
      */
     pushDiff: Uint8Array,
+    /** Broker time at receipt, ms since the Unix epoch (the forwarded `timestamp`). */
     timestampMs: number,
-    receivedAt: number,
     sender: object,
     local?: { diff: Uint8Array; originTimestampMs: number | undefined },
   ): Broadcast {
@@ -61,9 +62,6 @@ export class Broadcast {
       shardId,
       seqno,
       encodeForward(pushDiff, timestampMs, true),
-      pushDiff.length,
-      timestampMs,
-      receivedAt,
       sender,
       local === undefined
         ? undefined
@@ -80,50 +78,35 @@ export class Broadcast {
 
   /**
    * A frame replayed from the resume ring (a copy the ring handed over), forwarded with its
-   * original broker timestamp. Decoded once here: it was checked at the edge when received.
+   * original broker timestamp (decoded only for a same-process subscriber: `toMessage`).
    */
-  static resumed(
-    shardId: string,
-    seqno: bigint,
-    frame: Uint8Array,
-    sender: object,
-    at: number,
-  ): Broadcast {
-    const buf = Buffer.from(frame.buffer, frame.byteOffset, frame.length);
-    const m = decodeMessage(buf.subarray(GRPC_FRAME_HEADER_BYTES));
-    const push = m.kind === 'push' ? m : undefined;
-    const timestampMs = push?.timestampMs ?? 0;
-    return new Broadcast(shardId, seqno, buf, push?.pushDiff.length ?? 0, timestampMs, at, sender, {
-      kind: 'push',
+  static resumed(shardId: string, seqno: bigint, frame: Uint8Array, sender: object): Broadcast {
+    return new Broadcast(
       shardId,
       seqno,
-      diff: push?.diff ?? new Uint8Array(0),
-      originTimestampMs: push?.originTimestampMs,
-      timestampMs,
-    });
+      Buffer.from(frame.buffer, frame.byteOffset, frame.length),
+      sender,
+      undefined,
+    );
   }
 
   get bytes(): number {
     return this.frame.length;
   }
 
-  /** The publisher's raw push_diff: the tail of the frame. */
-  get pushDiff(): Uint8Array {
-    return this.frame.subarray(this.frame.length - this.pushDiffBytes);
-  }
-
-  /** The decoded message for same-process subscribers. */
+  /** The decoded message for same-process subscribers (decoded at most once). */
   toMessage(): InProcessMessage {
     if (this.local === undefined) {
-      // Decoded once at the edge already, so this cannot fail; check the kind anyway.
+      // Checked at the edge when received, so this cannot fail; check the kind anyway.
       const m = decodeMessage(this.frame.subarray(GRPC_FRAME_HEADER_BYTES));
+      const push = m.kind === 'push' ? m : undefined;
       this.local = {
         kind: 'push',
         shardId: this.shardId,
         seqno: this.seqno,
-        diff: m.kind === 'push' ? m.diff : new Uint8Array(0),
-        originTimestampMs: m.kind === 'push' ? m.originTimestampMs : undefined,
-        timestampMs: this.timestampMs,
+        diff: push?.diff ?? new Uint8Array(0),
+        originTimestampMs: push?.originTimestampMs,
+        timestampMs: push?.timestampMs ?? 0,
       };
     }
     return this.local;
