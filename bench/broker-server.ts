@@ -11,7 +11,8 @@
  * every push and subscribe goes through the authorization check. With `--bridge nats://HOST:PORT` (the e2e benchmark's bridged mode) it is an edge bridged
  * through NATS, like `persist-pubsub broker --bridge`, and reports ready once the bridge is up.
  * Each `stats` reply carries the GC pauses since the previous one (scavenges, mark-compacts, the
- * longest pause); `heap-prof-start` / `heap-prof-stop` sample every allocation in between
+ * longest pause) and, with `--loop-resolution-ms`, the longest gap between two 1 ms ticks with the
+ * main thread's time on a CPU and in the run queue inside it, and the GC pauses inside it; `heap-prof-start` / `heap-prof-stop` sample every allocation in between
  * (collected ones included) into a `.heapprofile` for `report-profile.js`.
  * `--stall-log` (the e2e benchmark's): keeps its own event-loop stalls and GC pauses
  * (`stall-log.ts`) and answers `stall-log` requests with them.
@@ -25,7 +26,7 @@ import {
   performance,
 } from 'node:perf_hooks';
 import { createBroker, createNatsBridge } from '../src/broker/index.js';
-import { startStallLog } from './stall-log.js';
+import { schedstatReader, startStallLog } from './stall-log.js';
 
 type Request =
   | { type: 'stats' }
@@ -101,22 +102,27 @@ async function main(): Promise<void> {
       pauses.push([e.startTime, e.startTime + e.duration]);
     }
   }).observe({ entryTypes: ['gc'] });
-  // With the loop monitor: the longest gap between two 1 ms ticks, and the process's CPU time
-  // (user + system, all threads) inside it. CPU close to the gap: the broker was busy (its own
-  // work or GC); CPU far below it: the process was descheduled (the machine's other load).
-  let stall = { wallMs: 0, cpuMs: 0, at: 0 };
+  // With the loop monitor: the longest gap between two 1 ms ticks, and what the main thread did
+  // inside it (`/proc/thread-self/schedstat`): on a CPU (the broker's own work or a GC pause) or
+  // runnable but waiting for one (descheduled by the machine's other load); the rest it slept.
+  let stall = { wallMs: 0, onCpuMs: 0, runQueueMs: 0, at: 0 };
   if (loopDelay !== undefined) {
+    const sched = schedstatReader();
     let last = performance.now();
-    let lastCpu = process.cpuUsage();
+    let lastSched = sched.read() ?? [0, 0];
     setInterval(() => {
       const t = performance.now();
-      const c = process.cpuUsage();
+      const now = sched.read() ?? [0, 0];
       if (t - last > stall.wallMs) {
-        const cpuMs = (c.user - lastCpu.user + c.system - lastCpu.system) / 1000;
-        stall = { wallMs: t - last, cpuMs, at: last };
+        stall = {
+          wallMs: t - last,
+          onCpuMs: (now[0] - lastSched[0]) / 1e6,
+          runQueueMs: (now[1] - lastSched[1]) / 1e6,
+          at: last,
+        };
       }
       last = t;
-      lastCpu = c;
+      lastSched = now;
     }, 1).unref();
   }
   /** GC pause time inside the longest stall, ms. */
@@ -162,12 +168,17 @@ async function main(): Promise<void> {
         connections: broker.listConnections({ pageSize: 1 }).items.length > 0,
         dropped,
         gc,
-        stall: { wallMs: stall.wallMs, cpuMs: stall.cpuMs, gcMs: gcInStall() },
+        stall: {
+          wallMs: stall.wallMs,
+          onCpuMs: stall.onCpuMs,
+          runQueueMs: stall.runQueueMs,
+          gcMs: gcInStall(),
+        },
       });
       loopDelay?.reset();
       gc = newTally();
       pauses = [];
-      stall = { wallMs: 0, cpuMs: 0, at: 0 };
+      stall = { wallMs: 0, onCpuMs: 0, runQueueMs: 0, at: 0 };
     } else if (m.type === 'heap-prof-start') {
       heapSession = new Session();
       heapSession.connect();

@@ -65,6 +65,14 @@ export const brokerBench = {
   run,
 };
 
+/** A stall of the broker's main thread: its length and what the thread did inside it, ms. */
+interface Stall {
+  wallMs: number;
+  onCpuMs: number;
+  runQueueMs: number;
+  gcMs: number;
+}
+
 interface Stats {
   /** Prometheus text of the broker's fan-out latency histogram (receive → written, per flush). */
   fanoutLatencyBuckets?: string;
@@ -77,8 +85,11 @@ interface Stats {
   dropped: number;
   /** GC pauses since the previous stats request. */
   gc?: { scavenges: number; markCompacts: number; pauseMs: number; maxPauseMs: number };
-  /** The longest gap between two 1 ms ticks: the process's CPU and GC pauses inside it, ms. */
-  stall?: { wallMs: number; cpuMs: number; gcMs: number };
+  /**
+   * The longest gap between two 1 ms ticks, and inside it the main thread's time on a CPU and in
+   * the run queue (waiting for a CPU), and the GC pauses, ms.
+   */
+  stall?: Stall;
 }
 
 /** A forked child with request/response over IPC, one message type at a time. */
@@ -221,8 +232,8 @@ interface StepResult {
   scavenges: number;
   markCompacts: number;
   gcMaxPauseMs: number;
-  /** The worst broker's longest tick gap (wall ms) and its CPU and GC ms inside it. */
-  stall: { wallMs: number; cpuMs: number; gcMs: number };
+  /** The worst broker's longest tick gap (wall ms), with its on-CPU, run-queue and GC ms. */
+  stall: Stall;
   /** The bench's own publisher and subscriber processes, % of one core (they must not be the limit). */
   publisherCpuPercent: number;
   subscribersCpuPercent: number;
@@ -373,9 +384,9 @@ async function runFanout(
         scavenges: after.reduce((a, x) => a + (x.gc?.scavenges ?? 0), 0),
         markCompacts: after.reduce((a, x) => a + (x.gc?.markCompacts ?? 0), 0),
         gcMaxPauseMs: Math.max(...after.map((x) => x.gc?.maxPauseMs ?? 0)),
-        stall: after.reduce<{ wallMs: number; cpuMs: number; gcMs: number }>(
+        stall: after.reduce<Stall>(
           (a, x) => (x.stall !== undefined && x.stall.wallMs > a.wallMs ? x.stall : a),
-          { wallMs: 0, cpuMs: 0, gcMs: 0 },
+          { wallMs: 0, onCpuMs: 0, runQueueMs: 0, gcMs: 0 },
         ),
         publisherCpuPercent: pubs.reduce((a, _, i) => a + clientPct(i), 0),
         subscribersCpuPercent: subs.reduce((a, _, i) => a + clientPct(pubs.length + i), 0),
@@ -395,7 +406,7 @@ async function runFanout(
 function printStep(r: StepResult): void {
   const ms = (us: number) => (us / 1000).toFixed(2);
   console.log(
-    `| ${r.fanout} | ${r.targetPerSecond} | ${r.deliveredPerSecond} | ${(r.deliveredRatio * 100).toFixed(1)}% | ${ms(r.p50Us)} | ${ms(r.p99Us)} | ${ms(r.p999Us)} | ${ms(r.maxUs)} | ${r.cpuSecondsPerMillion.toFixed(2)} | ${r.brokerCpuPercent.toFixed(0)}% | ${(r.brokerWithin1ms * 100).toFixed(1)}% | ${r.brokerLoopMaxMs.toFixed(0)} | ${r.scavenges} / ${r.markCompacts} | ${r.gcMaxPauseMs.toFixed(1)} | ${r.stall.wallMs.toFixed(0)} / ${r.stall.cpuMs.toFixed(0)} / ${r.stall.gcMs.toFixed(0)} | ${r.dropped} | ${r.publisherCpuPercent.toFixed(0)}% | ${r.subscribersCpuPercent.toFixed(0)}% |`,
+    `| ${r.fanout} | ${r.targetPerSecond} | ${r.deliveredPerSecond} | ${(r.deliveredRatio * 100).toFixed(1)}% | ${ms(r.p50Us)} | ${ms(r.p99Us)} | ${ms(r.p999Us)} | ${ms(r.maxUs)} | ${r.cpuSecondsPerMillion.toFixed(2)} | ${r.brokerCpuPercent.toFixed(0)}% | ${(r.brokerWithin1ms * 100).toFixed(1)}% | ${r.brokerLoopMaxMs.toFixed(0)} | ${r.scavenges} / ${r.markCompacts} | ${r.gcMaxPauseMs.toFixed(1)} | ${r.stall.wallMs.toFixed(0)} / ${r.stall.onCpuMs.toFixed(0)} / ${r.stall.runQueueMs.toFixed(0)} / ${r.stall.gcMs.toFixed(0)} | ${r.dropped} | ${r.publisherCpuPercent.toFixed(0)}% | ${r.subscribersCpuPercent.toFixed(0)}% |`,
   );
 }
 
@@ -720,7 +731,7 @@ async function run(args: string[]): Promise<void> {
       `${subWorkers} subscriber process(es), ${brokerCount} publisher process(es).\n`,
   );
   console.log(
-    '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | broker flushes ≤ 1 ms | broker loop stall max ms | broker scavenges / mark-compacts | broker longest GC pause ms | longest tick gap: wall / CPU / GC ms | drops | publisher CPU | subscribers CPU |',
+    '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | broker flushes ≤ 1 ms | broker loop stall max ms | broker scavenges / mark-compacts | broker longest GC pause ms | longest tick gap: wall / on CPU / run queue / GC ms | drops | publisher CPU | subscribers CPU |',
   );
   console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const f of fanouts) {

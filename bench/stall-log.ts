@@ -205,8 +205,11 @@ export function gcKindOf(flag: number): GcKind {
   }
 }
 
-/** The main thread's schedstat, read with one `pread` on a descriptor kept open. */
-function schedstatReader(): { read: () => [number, number] | null; close: () => void } {
+/**
+ * The main thread's schedstat (cumulative [on-CPU ns, run-queue wait ns]), read with one `pread`
+ * on a descriptor kept open; call it from the main thread.
+ */
+export function schedstatReader(): { read: () => [number, number] | null; close: () => void } {
   let fd: number | undefined;
   try {
     // Opened from the main thread, so `thread-self` is the thread that runs JavaScript.
