@@ -5,10 +5,11 @@
  *
  * - A writer commits to each of its shards at `ratePerShard`, on a fixed schedule that starts at
  *   the parent's `t0` (shard g's commit k is due at t0 + (g / totalShards + k) / rate, so
- *   commits are spread evenly over time). A commit that is late (the process fell behind) is
- *   made at once, never skipped, and carries its scheduled time: readers measure latency from
- *   the schedule, so a stalled writer cannot hide its own delay (coordinated omission).
- *   It reports each commit as (shard, n, due, start, done).
+ *   commits are spread evenly over time; with `writerSlotMs` the phases fall on slots of that
+ *   many ms), on one timer (`commit-schedule.ts`). A commit that is late (the process fell
+ *   behind) is made as soon as it can, never skipped, and carries its scheduled time: readers
+ *   measure latency from the schedule, so a stalled writer cannot hide its own delay
+ *   (coordinated omission). It reports each commit as (shard, n, due, start, done).
  * - A reader follows every shard with `waitForSeqno` and reports (shard, n, observed) for each
  *   commit as soon as a version at or past it is applied here.
  * On `stats` it answers with its own CPU time and Consensus read counters (client registry);
@@ -26,6 +27,7 @@ import {
 } from '../src/consensus/index.js';
 import { createPersistClient, type ShardHandle } from '../src/index.js';
 import { sumMetric } from '../src/util/index.js';
+import { CommitSchedule, commitPhaseMs } from './commit-schedule.js';
 import { type BenchState, benchModel, padFor, wallMs } from './e2e-model.js';
 import { startStallLog } from './stall-log.js';
 
@@ -48,6 +50,8 @@ export interface E2eWorkerConfig {
   writeWindowUs: number;
   /** Keep a stall log (`bench e2e --stall-log`). */
   stallLog?: boolean;
+  /** Writers: shards' phases rounded down to multiples of this many ms (0: spread evenly). */
+  writerSlotMs: number;
 }
 
 export interface E2eWorkerStats {
@@ -159,44 +163,28 @@ async function stats(): Promise<E2eWorkerStats> {
 }
 
 const stop = new AbortController();
-// Every shard's loop waits on it.
+// Every reader's loop waits on it.
 setMaxListeners(0, stop.signal);
-/**
- * Sleeps until a wall time; when that is past already, still yields to the event loop once
- * (`setImmediate`), so a writer that fell behind (SQLite commits are synchronous) keeps serving
- * its sockets and IPC instead of committing in an endless chain of microtasks.
- */
-const sleeping = new Map<NodeJS.Timeout, () => void>();
-stop.signal.addEventListener('abort', () => {
-  for (const [t, wake] of sleeping) {
-    clearTimeout(t);
-    wake();
-  }
-  sleeping.clear();
-});
-// (One abort listener for all sleepers: an EventTarget listener per sleep costs more than the
-// commit's own JavaScript with hundreds of shards per process.)
-const sleepUntil = (wall: number): Promise<void> =>
-  new Promise((resolve) => {
-    const ms = wall - wallMs();
-    if (stop.signal.aborted) return resolve();
-    if (ms <= 0) return void setImmediate(resolve);
-    // Rounded up: Node truncates a fractional delay, which would start a commit before its time.
-    const t = setTimeout(() => {
-      sleeping.delete(t);
-      resolve();
-    }, Math.ceil(ms));
-    sleeping.set(t, resolve);
-  });
 
-async function writeShard(h: ShardHandle<BenchState>, g: number, t0: number): Promise<void> {
+/** One writer schedule for all of this process's shards (`commit-schedule.ts`). */
+function writeShards(t0: number): CommitSchedule {
   const periodMs = 1000 / config.ratePerShard;
-  const phase = (g / config.totalShards) * periodMs;
   const span = config.diffMaxBytes - config.diffMinBytes;
-  for (let k = 0; !stop.signal.aborted; k++) {
-    const due = t0 + phase + k * periodMs;
-    await sleepUntil(due);
-    if (stop.signal.aborted) break;
+  const schedule = new CommitSchedule({
+    phasesMs: handles.map((_, i) =>
+      commitPhaseMs(config.shardBase + i, config.totalShards, periodMs, config.writerSlotMs),
+    ),
+    periodMs,
+    t0,
+    nowMs: wallMs,
+    setTimer: (fn, ms) => void setTimeout(fn, ms),
+    setImmediate: (fn) => void setImmediate(fn),
+    commit: (i, due) => commit(handles[i] as ShardHandle<BenchState>, config.shardBase + i, due),
+  });
+  schedule.start();
+  return schedule;
+
+  async function commit(h: ShardHandle<BenchState>, g: number, due: number): Promise<void> {
     const pad = padFor(config.diffMinBytes + Math.random() * span);
     let start = 0;
     try {
@@ -210,7 +198,6 @@ async function writeShard(h: ShardHandle<BenchState>, g: number, t0: number): Pr
       records.push(g, r.state.n, due, start, done);
     } catch (err) {
       fail(`update of ${h.shardId}`, err);
-      return;
     }
   }
 }
@@ -254,14 +241,13 @@ if (process.env.BENCH_DEBUG) {
 }
 
 let work: Promise<unknown> = Promise.resolve();
+let writing: CommitSchedule | undefined;
 process.on('message', (m: { type: string; t0?: number; heads?: Record<string, string> }) => {
   switch (m.type) {
     case 'start': {
       const t0 = m.t0 ?? wallMs();
-      work =
-        config.role === 'writer'
-          ? Promise.all(handles.map((h, i) => writeShard(h, config.shardBase + i, t0)))
-          : Promise.all(handles.map((h, i) => readShard(h, config.shardBase + i)));
+      if (config.role === 'writer') writing = writeShards(t0);
+      else work = Promise.all(handles.map((h, i) => readShard(h, config.shardBase + i)));
       break;
     }
     case 'stats':
@@ -273,7 +259,7 @@ process.on('message', (m: { type: string; t0?: number; heads?: Record<string, st
     case 'stop':
       // Writers: stop committing, report the heads.
       stop.abort();
-      void work.then(() => {
+      void Promise.all([work, writing?.stop()]).then(() => {
         flush();
         const heads: Record<string, string> = {};
         for (const h of handles) heads[h.shardId] = String(h.seqno);

@@ -4,7 +4,7 @@
  *   [--measure-ms 30000] [--drain-ms 3000] [--diff-min 100] [--diff-max 1024] [--cpu-prof]
  *   [--postgres-url URL] [--sqlite-synchronous normal|full] [--writer-pool-size 32]
  *   [--variant NAME] [--nats-url nats://127.0.0.1:4222] [--write-window-us 0]
- *   [--stall-log] [--stall-ms 20] [--trace-gc]`
+ *   [--stall-log] [--stall-ms 20] [--trace-gc] [--writer-slot-ms 0]`
  *
  * End to end through the SDK: W writer and R reader processes (`e2e-worker.ts`, each a
  * `createPersistClient`) over S shards at a per-shard commit rate (the reference load: 1000
@@ -35,6 +35,9 @@
  * process and its episodes of (reader, commit) pairs slower than `--stall-ms` (commit →
  * observed), each with the stalls, GC pauses and slow writer updates of every process at that
  * time (`stall-episodes.ts`). `--trace-gc` runs every child under `node --trace-gc`.
+ * `--writer-slot-ms N`: the writers' phases rounded down to multiples of N ms, so the shards of one
+ * slot fall due together (a group-commit tick): the same commits per second per shard, in one
+ * wake-up per slot instead of about one per commit; 0 (the default) spreads them evenly.
  * `--variant NAME` writes `e2e-NAME.json` instead (an extra run with other settings, reported in
  * a section of its own; the targets are judged on `e2e.json`).
  * Results: `bench/results/e2e.json` (`bench/results/quick/` with `--quick`), and the report.
@@ -142,6 +145,8 @@ export interface E2eResult extends BenchRun {
     sqliteSynchronous: 'full' | 'normal';
     /** Postgres connections per writer process (readers keep the default pool). */
     writerPoolSize: number;
+    /** Writers' phases on slots of this many ms (0: spread evenly); absent in older results. */
+    writerSlotMs?: number;
   };
   phases: E2ePhase[];
   skipped: string[];
@@ -179,6 +184,8 @@ interface Opts {
   /** A (reader, commit) pair at least this slow (commit → observed, ms) is in the stall report. */
   stallMs: number;
   traceGc: boolean;
+  /** Writers' phases on slots of this many ms (`--writer-slot-ms`; 0: spread evenly). */
+  writerSlotMs: number;
 }
 
 /** Pids of every process whose command name is `comm` (from `/proc`). */
@@ -326,6 +333,7 @@ async function runPhase(
       sqliteSynchronous: o.sqliteSynchronous,
       writeWindowUs: o.writeWindowUs,
       stallLog: o.stallLog,
+      writerSlotMs: o.writerSlotMs,
     };
     // The first writer creates the Postgres table / SQLite file before the others race to.
     const readers: Child[] = [];
@@ -627,6 +635,7 @@ async function run(args: string[]): Promise<void> {
       'stall-log': { type: 'boolean', default: false },
       'stall-ms': { type: 'string', default: '20' },
       'trace-gc': { type: 'boolean', default: false },
+      'writer-slot-ms': { type: 'string', default: '0' },
     },
   });
   const quick = values.quick;
@@ -659,6 +668,7 @@ async function run(args: string[]): Promise<void> {
     stallLog: values['stall-log'],
     stallMs: num('stall-ms', values['stall-ms'], false, 1),
     traceGc: values['trace-gc'],
+    writerSlotMs: num('writer-slot-ms', values['writer-slot-ms'], false, 0),
   };
   if (o.sqliteSynchronous !== 'full' && o.sqliteSynchronous !== 'normal') {
     throw new Error('--sqlite-synchronous must be full or normal');
@@ -682,7 +692,7 @@ async function run(args: string[]): Promise<void> {
   const loadBefore = loadAverage();
   console.log(
     `${o.shards} shards × ${o.rate} commits/s, diffs ${o.diffMin}–${o.diffMax} B, ${o.writers} writer and ${o.readers} reader processes (each reader follows every shard); ` +
-      `warm-up ${o.warmupMs} ms, window ${o.measureMs} ms; write window ${o.writeWindowUs} µs (broker and clients); load average ${loadBefore}.\n` +
+      `warm-up ${o.warmupMs} ms, window ${o.measureMs} ms; write window ${o.writeWindowUs} µs (broker and clients); writer slot ${o.writerSlotMs} ms; load average ${loadBefore}.\n` +
       'Latency columns: p50 / p90 / p99 / p99.9 / max in ms. CPU columns: µs per observed update.\n',
   );
   console.log(
@@ -731,6 +741,7 @@ async function run(args: string[]): Promise<void> {
       drainMs: o.drainMs,
       sqliteSynchronous: o.sqliteSynchronous,
       writerPoolSize: o.writerPoolSize,
+      writerSlotMs: o.writerSlotMs,
     },
     phases,
     skipped,

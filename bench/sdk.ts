@@ -337,6 +337,9 @@ async function modelBench(o: Options): Promise<Row> {
   };
 }
 
+/** Commit rounds over the writer's shards before a write row is measured. */
+const WRITE_WARMUP_ROUNDS = 40;
+
 /** The writer path on one backend: update → encode → compare-and-set → apply → push. */
 async function writeBench(o: Options, backend: string, dir: string): Promise<Row> {
   const consensus =
@@ -349,7 +352,9 @@ async function writeBench(o: Options, backend: string, dir: string): Promise<Row
   const client = await openClient(consensus, transport);
   const ids = Array.from({ length: o.writerShards }, (_, i) => shardIdOf(i));
   const handles = await Promise.all(ids.map((id) => client.openShard(id, benchModel)));
-  await commitRounds(handles, 2, o); // warm-up (the first commit of a shard is a rollup)
+  // Warm-up: the first commit of a shard is a rollup, and the JIT needs some thousands of
+  // commits (with 2 rounds the memory row read 52-60 µs per commit, warm 22-28).
+  await commitRounds(handles, WRITE_WARMUP_ROUNDS, o);
   const pushedBefore = transport.pushed.length;
   const stopProfile = await startProfile(o, `write-${backend}`);
   const meter = startMeter();
