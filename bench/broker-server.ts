@@ -12,7 +12,8 @@
  * through NATS, like `persist-pubsub broker --bridge`, and reports ready once the bridge is up.
  * Each `stats` reply carries the GC pauses since the previous one (scavenges, mark-compacts, the
  * longest pause) and, with `--loop-resolution-ms`, the longest gap between two 1 ms ticks with the
- * main thread's time on a CPU and in the run queue inside it, and the GC pauses inside it; `heap-prof-start` / `heap-prof-stop` sample every allocation in between
+ * main thread's time on a CPU and in the run queue inside it, and the GC pauses inside it, and the
+ * most time on a CPU between two ticks (the broker's own longest uninterrupted run); `heap-prof-start` / `heap-prof-stop` sample every allocation in between
  * (collected ones included) into a `.heapprofile` for `report-profile.js`.
  * `--stall-log` (the e2e benchmark's): keeps its own event-loop stalls and GC pauses
  * (`stall-log.ts`) and answers `stall-log` requests with them.
@@ -106,6 +107,9 @@ async function main(): Promise<void> {
   // inside it (`/proc/thread-self/schedstat`): on a CPU (the broker's own work or a GC pause) or
   // runnable but waiting for one (descheduled by the machine's other load); the rest it slept.
   let stall = { wallMs: 0, onCpuMs: 0, runQueueMs: 0, at: 0 };
+  // The most time on a CPU between two ticks: the broker's own longest run (a synchronous turn
+  // or a GC pause that no tick could interrupt), whatever the machine's load did to the gaps.
+  let busyMs = 0;
   if (loopDelay !== undefined) {
     const sched = schedstatReader();
     let last = performance.now();
@@ -113,6 +117,7 @@ async function main(): Promise<void> {
     setInterval(() => {
       const t = performance.now();
       const now = sched.read() ?? [0, 0];
+      busyMs = Math.max(busyMs, (now[0] - lastSched[0]) / 1e6);
       if (t - last > stall.wallMs) {
         stall = {
           wallMs: t - last,
@@ -173,12 +178,14 @@ async function main(): Promise<void> {
           onCpuMs: stall.onCpuMs,
           runQueueMs: stall.runQueueMs,
           gcMs: gcInStall(),
+          busyMs,
         },
       });
       loopDelay?.reset();
       gc = newTally();
       pauses = [];
       stall = { wallMs: 0, onCpuMs: 0, runQueueMs: 0, at: 0 };
+      busyMs = 0;
     } else if (m.type === 'heap-prof-start') {
       heapSession = new Session();
       heapSession.connect();

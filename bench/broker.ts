@@ -71,6 +71,8 @@ interface Stall {
   onCpuMs: number;
   runQueueMs: number;
   gcMs: number;
+  /** Of the whole step: the most time on a CPU between two ticks (its own longest run), ms. */
+  busyMs: number;
 }
 
 interface Stats {
@@ -234,6 +236,8 @@ interface StepResult {
   gcMaxPauseMs: number;
   /** The worst broker's longest tick gap (wall ms), with its on-CPU, run-queue and GC ms. */
   stall: Stall;
+  /** Any broker's longest run on a CPU between two ticks, ms (its own stall, load aside). */
+  brokerBusyMs: number;
   /** The bench's own publisher and subscriber processes, % of one core (they must not be the limit). */
   publisherCpuPercent: number;
   subscribersCpuPercent: number;
@@ -386,8 +390,9 @@ async function runFanout(
         gcMaxPauseMs: Math.max(...after.map((x) => x.gc?.maxPauseMs ?? 0)),
         stall: after.reduce<Stall>(
           (a, x) => (x.stall !== undefined && x.stall.wallMs > a.wallMs ? x.stall : a),
-          { wallMs: 0, onCpuMs: 0, runQueueMs: 0, gcMs: 0 },
+          { wallMs: 0, onCpuMs: 0, runQueueMs: 0, gcMs: 0, busyMs: 0 },
         ),
+        brokerBusyMs: Math.max(...after.map((x) => x.stall?.busyMs ?? 0)),
         publisherCpuPercent: pubs.reduce((a, _, i) => a + clientPct(i), 0),
         subscribersCpuPercent: subs.reduce((a, _, i) => a + clientPct(pubs.length + i), 0),
       };
@@ -406,7 +411,7 @@ async function runFanout(
 function printStep(r: StepResult): void {
   const ms = (us: number) => (us / 1000).toFixed(2);
   console.log(
-    `| ${r.fanout} | ${r.targetPerSecond} | ${r.deliveredPerSecond} | ${(r.deliveredRatio * 100).toFixed(1)}% | ${ms(r.p50Us)} | ${ms(r.p99Us)} | ${ms(r.p999Us)} | ${ms(r.maxUs)} | ${r.cpuSecondsPerMillion.toFixed(2)} | ${r.brokerCpuPercent.toFixed(0)}% | ${(r.brokerWithin1ms * 100).toFixed(1)}% | ${r.brokerLoopMaxMs.toFixed(0)} | ${r.scavenges} / ${r.markCompacts} | ${r.gcMaxPauseMs.toFixed(1)} | ${r.stall.wallMs.toFixed(0)} / ${r.stall.onCpuMs.toFixed(0)} / ${r.stall.runQueueMs.toFixed(0)} / ${r.stall.gcMs.toFixed(0)} | ${r.dropped} | ${r.publisherCpuPercent.toFixed(0)}% | ${r.subscribersCpuPercent.toFixed(0)}% |`,
+    `| ${r.fanout} | ${r.targetPerSecond} | ${r.deliveredPerSecond} | ${(r.deliveredRatio * 100).toFixed(1)}% | ${ms(r.p50Us)} | ${ms(r.p99Us)} | ${ms(r.p999Us)} | ${ms(r.maxUs)} | ${r.cpuSecondsPerMillion.toFixed(2)} | ${r.brokerCpuPercent.toFixed(0)}% | ${(r.brokerWithin1ms * 100).toFixed(1)}% | ${r.brokerLoopMaxMs.toFixed(0)} | ${r.scavenges} / ${r.markCompacts} | ${r.gcMaxPauseMs.toFixed(1)} | ${r.stall.wallMs.toFixed(0)} / ${r.stall.onCpuMs.toFixed(0)} / ${r.stall.runQueueMs.toFixed(0)} / ${r.stall.gcMs.toFixed(0)} | ${r.brokerBusyMs.toFixed(1)} | ${r.dropped} | ${r.publisherCpuPercent.toFixed(0)}% | ${r.subscribersCpuPercent.toFixed(0)}% |`,
   );
 }
 
@@ -731,9 +736,9 @@ async function run(args: string[]): Promise<void> {
       `${subWorkers} subscriber process(es), ${brokerCount} publisher process(es).\n`,
   );
   console.log(
-    '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | broker flushes ≤ 1 ms | broker loop stall max ms | broker scavenges / mark-compacts | broker longest GC pause ms | longest tick gap: wall / on CPU / run queue / GC ms | drops | publisher CPU | subscribers CPU |',
+    '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | broker flushes ≤ 1 ms | broker loop stall max ms | broker scavenges / mark-compacts | broker longest GC pause ms | longest tick gap: wall / on CPU / run queue / GC ms | broker longest run on CPU ms | drops | publisher CPU | subscribers CPU |',
   );
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const f of fanouts) {
     await runFanout(f, rates, stepMs, shardCount, subWorkers, values['cpu-prof'], brokerCount);
   }
