@@ -8,7 +8,8 @@
  * (the broker's write window, `BrokerOptions.writeWindowUs`). With
  * `PERSIST_PUBSUB_BENCH_TOKEN` set (`bench broker --tokens`), the broker has one scoped token of
  * that value among 100 others, with prefix patterns (its shards `s…` match the last one), so
- * every push and subscribe goes through the authorization check. With `--bridge nats://HOST:PORT` (the e2e benchmark's bridged mode) it is an edge bridged
+ * every push and subscribe goes through the authorization check. `PERSIST_PUBSUB_BENCH_HTTP2_SERVER`
+ * (`bench broker --http2-server`) picks the broker's HTTP/2 server. With `--bridge nats://HOST:PORT` (the e2e benchmark's bridged mode) it is an edge bridged
  * through NATS, like `persist-pubsub broker --bridge`, and reports ready once the bridge is up.
  * Each `stats` reply carries the GC pauses since the previous one (scavenges, mark-compacts, the
  * longest pause) and, with `--loop-resolution-ms`, the longest gap between two 1 ms ticks with the
@@ -68,7 +69,9 @@ async function main(): Promise<void> {
           })),
           { name: 'bench', token, publish: patterns, subscribe: patterns },
         ];
+  const http2Server = process.env.PERSIST_PUBSUB_BENCH_HTTP2_SERVER;
   const broker = createBroker({
+    ...(http2Server === 'own' || http2Server === 'node' ? { http2Server } : {}),
     writeWindowUs,
     tokens,
     observer: bridge?.observer,

@@ -47,6 +47,8 @@
  * `persist_pubsub_client_write_window_us`), unless `--publisher-write-window-us M` says otherwise.
  * `--server floor` runs it on bare `node:http2` and the protocol codec (`broker-floor-server.ts`):
  * what the stack itself costs, below which no broker logic can go.
+ * `--http2-server own|node` picks our broker's HTTP/2 server (`BrokerOptions.http2Server`; the
+ * broker's default when not given), for an A/B within one build.
  * `--server grpc-js` runs the same fan-out on grpc-js with pass-through serializers instead
  * (`broker-grpcjs-server.ts`): the measurement behind the choice of stack.
  */
@@ -663,6 +665,7 @@ async function run(args: string[]): Promise<void> {
       /** Broker processes, the shards spread over them by rendezvous hashing (sharded mode). */
       brokers: { type: 'string', default: '1' },
       tokens: { type: 'boolean', default: false },
+      'http2-server': { type: 'string' },
     },
   });
   traceGc = values['trace-gc'];
@@ -670,6 +673,13 @@ async function run(args: string[]): Promise<void> {
   brokerNodeFlags = values['broker-node-flags'].split(',').filter((f) => f !== '');
   // Inherited by the forked broker and clients (broker-server.ts, broker-client.ts).
   if (values.tokens) process.env.PERSIST_PUBSUB_BENCH_TOKEN = 'bench-token';
+  const http2Server = values['http2-server'];
+  if (http2Server !== undefined) {
+    if (http2Server !== 'own' && http2Server !== 'node') {
+      throw new Error('--http2-server must be own or node');
+    }
+    process.env.PERSIST_PUBSUB_BENCH_HTTP2_SERVER = http2Server;
+  }
   if (values.server === 'grpc-js') serverModule = './broker-grpcjs-server.js';
   else if (values.server === 'floor') serverModule = './broker-floor-server.js';
   else if (values.server !== 'ours') throw new Error('--server must be ours, grpc-js or floor');
@@ -712,7 +722,7 @@ async function run(args: string[]): Promise<void> {
     }
     const ms = Number(values['step-ms'] ?? (values.quick ? '3000' : '10000'));
     console.log(
-      `server: ${values.server}${values.tokens ? ', scoped tokens' : ''}. Reference load: 512 B diffs, ${ms} ms measured (and as long idle), ` +
+      `server: ${values.server}${http2Server === undefined ? '' : ` (HTTP/2 ${http2Server})`}${values.tokens ? ', scoped tokens' : ''}. Reference load: 512 B diffs, ${ms} ms measured (and as long idle), ` +
         'broker in its own process (CPU = its own user+system time), 1 subscriber process ' +
         '(2 sessions), 2 publisher processes. CPU % is of one core.\n',
     );
@@ -729,7 +739,7 @@ async function run(args: string[]): Promise<void> {
     return;
   }
   console.log(
-    `server: ${values.server}. ${DIFF_BYTES} B diffs, ${shardCount} shards, ${stepMs} ms per step, ` +
+    `server: ${values.server}${http2Server === undefined ? '' : ` (HTTP/2 ${http2Server})`}. ${DIFF_BYTES} B diffs, ${shardCount} shards, ${stepMs} ms per step, ` +
       (brokerCount === 1
         ? 'broker in its own process (CPU = its own user+system time), '
         : `${brokerCount} sharded broker processes (shards by rendezvous hashing, CPU = theirs summed), `) +

@@ -393,7 +393,7 @@ describe('persist-pubsub broker (real process)', () => {
     );
     const help = run(['--help']);
     await help.exit;
-    const named = new Set(section.match(/--[a-z][a-z-]+/g));
+    const named = new Set(section.match(/--[a-z][a-z0-9-]+/g));
     expect(named.size).toBeGreaterThan(8);
     for (const flag of named) {
       if (flag === '--help') continue;

@@ -10,9 +10,9 @@
  * of the table is scoped; the same token in both is refused at construction and at a reload.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { IncomingHttpHeaders } from 'node:http2';
 import { bearerToken } from '../protocol/index.js';
 import { BrokerError } from './errors.js';
+import type { RequestHeaders } from './server-stream.js';
 import type { TokenScope, TokenTable } from './token-scopes.js';
 
 /** The caller of an admitted call: unscoped, or scoped by a token of the table. */
@@ -24,7 +24,7 @@ export const UNSCOPED: Principal = Object.freeze({ kind: 'unscoped' });
 
 export interface BearerAuth {
   /** The caller, or undefined: the token is missing or wrong (UNAUTHENTICATED). */
-  authenticate(headers: IncomingHttpHeaders): Principal | undefined;
+  authenticate(headers: RequestHeaders): Principal | undefined;
   /** The token table in force, if scoped tokens are configured. */
   readonly table: TokenTable | undefined;
   /**

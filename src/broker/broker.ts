@@ -3,7 +3,9 @@
  * `mz_persist_client.internal.service.ProtoPersistPubSub/PubSub` (wire-compatible with
  * Materialize's server) and `grpc.health.v1.Health`, plus same-process connections. This file
  * wires the parts together and owns the lifecycle; each part is its own module:
- * - `grpc-server.ts`: HTTP/2 (plain or TLS), TCP limits, routing by method path;
+ * - `grpc-server.ts`: HTTP/2 (plain or TLS), TCP limits, routing by method path; the HTTP/2
+ *   server itself is `server-stream.ts`'s interface, `own-h2-server.ts` + `h2-server-session.ts`
+ *   or `node-h2-server.ts`;
  * - `pubsub-stream.ts`: one PubSub call (admission, parsing, writes);
  * - `in-process-connection.ts`: same-process connections (no serialization);
  * - `fanout.ts`: subscriptions, broadcasts, bounded queues, gap notices, resume;
@@ -11,9 +13,12 @@
  * - `health.ts`: the health service; `reflection.ts`: gRPC server reflection.
  *
  * ## Stack
- * The server is `node:http2` with our own gRPC framing, not grpc-js: grpc-js costs tens of µs
- * of per-message work, a raw `node:http2` write a few, and several gRPC messages can share one
- * write (the measurements are in bench/results/notes.md, "Broker"):
+ * Our own gRPC framing, not grpc-js: grpc-js costs tens of µs of per-message work, a raw HTTP/2
+ * write a few, and several gRPC messages can share one write (the measurements are in
+ * bench/results/notes.md, "Broker"). HTTP/2 is one of two servers behind `server-stream.ts`
+ * (`http2Server`, `--http2-server`): `own` (the default; our session on `net`,
+ * `h2-server-session.ts`, with the frames and HPACK of `src/protocol/h2`) or `node`
+ * (`node:http2`, `node-h2-server.ts`), which also serves TLS either way:
  * - requests: `POST`, `content-type: application/grpc[+proto]`; anything else is refused
  *   (HTTP 415, or a trailers-only UNIMPLEMENTED for an unknown path). `grpc-encoding` other
  *   than identity: a compressed message ends the call with UNIMPLEMENTED (we advertise
@@ -23,7 +28,7 @@
  *   raw `push_diff` bytes, which are forwarded verbatim (extension fields included) behind a
  *   fresh broker timestamp. That frame is encoded once per broadcast and the same Buffer goes
  *   to every subscriber (`fanout.ts`).
- * - writes are coalesced per connection per event-loop turn (one `write` of a concatenation);
+ * - writes are coalesced per connection per event-loop turn (one socket write per flush);
  *   `write()` returning false (HTTP/2 flow control or socket backpressure) stops writes to that
  *   stream until 'drain'; meanwhile its bounded queue fills and then drops (counted, gap notice).
  * - no BigInt comparison on the per-push path (each is a V8 runtime call).
@@ -37,7 +42,7 @@
  * open; a reference client's stream ends with INVALID_ARGUMENT / RESOURCE_EXHAUSTED, as before.
  *
  * ## Security
- * TLS via `http2.createSecureServer` (ALPN h2), optional mTLS (`tls.clientCa`: client
+ * TLS via `http2.createSecureServer` (ALPN h2; whatever `http2Server` says), optional mTLS (`tls.clientCa`: client
  * certificates are required and verified; a wrong CA fails the handshake), optional bearer
  * token (`authorization: Bearer <token>`, compared in constant time; missing or wrong →
  * UNAUTHENTICATED), and scoped tokens (`tokens`: a name and the shards each token may publish
@@ -57,7 +62,6 @@
  * UNAVAILABLE after GOAWAY so clients reconnect elsewhere. Every timer comes from the injected
  * `clock`. Server reflection (`reflection.ts`) is on unless `reflection: false`.
  */
-import type { Http2Session } from 'node:http2';
 import type { Logger } from 'pino';
 import { PUBSUB_METHOD_PATH } from '../protocol/index.js';
 import { createBearerAuth } from './bearer-auth.js';
@@ -87,6 +91,7 @@ import {
   REFLECTION_V1ALPHA_PATH,
   type ReflectionService,
 } from './reflection.js';
+import type { ServerSession } from './server-stream.js';
 import { createStreamScopes } from './stream-scopes.js';
 import { compileTokenGrants, type TokenGrant } from './token-scopes.js';
 import type { Broker, BrokerFlags, BrokerOptions, BrokerState, HostPort } from './types.js';
@@ -207,7 +212,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   const scopes = createStreamScopes({ fan, metrics, log });
   const pubsub = createPubSubStreams({ fan, opener, metrics, limits, log, clock, auth, scopes });
 
-  function onSession(session: Http2Session): void {
+  function onSession(session: ServerSession): void {
     const stop = watchSession(session, {
       keepaliveTimeMs: o.keepaliveTimeMs,
       keepaliveTimeoutMs: o.keepaliveTimeoutMs,
@@ -216,21 +221,17 @@ export function createBroker(options: BrokerOptions = {}): Broker {
       onDead: () => log.debug('keepalive ping unanswered: session closed'),
       onAgeOut: () => ageOut(session),
     });
-    session.once('close', stop);
+    session.onClose(stop);
   }
 
   /**
    * GOAWAY (no new streams); the open ones run on for `maxConnectionAgeGraceMs`, so a client
    * that moves at once (the SDK's handover) loses nothing, then are ended with UNAVAILABLE.
    */
-  function ageOut(session: Http2Session): void {
+  function ageOut(session: ServerSession): void {
     log.debug({ graceMs: o.maxConnectionAgeGraceMs }, 'max connection age reached: GOAWAY');
-    try {
-      session.close();
-    } catch {
-      session.destroy();
-      return;
-    }
+    session.goAway();
+    if (session.destroyed) return;
     const end = () =>
       pubsub.endSession(session, {
         code: GrpcStatus.UNAVAILABLE,
@@ -243,12 +244,13 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     const grace = clock.setTimer(() => {
       if (!session.destroyed) end();
     }, o.maxConnectionAgeGraceMs);
-    session.once('close', () => grace.cancel());
+    session.onClose(() => grace.cancel());
   }
 
   const server = createGrpcServer({
     listen: o.listen,
     tls: o.tls,
+    http2Server: o.http2Server,
     routes: grpcRoutes(pubsub, health, o.reflection ? createReflectionService() : undefined),
     maxTcpConnections: limits.maxTcpConnections,
     handshakeTimeoutMs: o.handshakeTimeoutMs,

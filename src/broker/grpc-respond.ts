@@ -1,10 +1,11 @@
 /**
- * Writing gRPC responses on a raw `node:http2` server stream (gRPC over HTTP/2 spec):
- * response headers `:status 200` + `content-type: application/grpc`, length-prefixed messages,
- * then `grpc-status`/`grpc-message` trailers; or a trailers-only response (one HEADERS frame
- * with END_STREAM) for a call that fails before any message.
+ * The gRPC response on an HTTP/2 stream (gRPC over HTTP/2 spec), shared by both server
+ * implementations (`server-stream.ts`): response headers `:status 200` + `content-type:
+ * application/grpc`, length-prefixed messages, then `grpc-status`/`grpc-message` trailers; or a
+ * trailers-only response (one HEADERS frame with END_STREAM) for a call that fails before any
+ * message.
  */
-import { constants, type ServerHttp2Stream } from 'node:http2';
+import { ErrorCode } from '../protocol/h2/index.js';
 import { GRPC_CONTENT_TYPE } from '../protocol/index.js';
 import { type CallStatus, encodeGrpcMessage, GrpcStatus } from './grpc-status.js';
 
@@ -15,46 +16,18 @@ export function isGrpcContentType(value: string | undefined): boolean {
   return v === 'application/grpc' || v === 'application/grpc+proto';
 }
 
-function trailers(status: CallStatus): Record<string, string> {
-  const t: Record<string, string> = { 'grpc-status': String(status.code) };
-  if (status.message.length > 0) t['grpc-message'] = encodeGrpcMessage(status.message);
+/** The response headers of every gRPC call, in order. */
+export const GRPC_RESPONSE_HEADERS: readonly (readonly [string, string])[] = [
+  [':status', '200'],
+  ['content-type', GRPC_CONTENT_TYPE],
+  ['grpc-accept-encoding', 'identity'],
+];
+
+/** The trailers of `status`, in order. */
+export function grpcTrailers(status: CallStatus): [string, string][] {
+  const t: [string, string][] = [['grpc-status', String(status.code)]];
+  if (status.message.length > 0) t.push(['grpc-message', encodeGrpcMessage(status.message)]);
   return t;
-}
-
-/** A trailers-only response. Never throws (the stream may already be gone). */
-export function respondTrailersOnly(stream: ServerHttp2Stream, status: CallStatus): void {
-  if (stream.destroyed || stream.headersSent) return;
-  try {
-    stream.respond(
-      {
-        ':status': 200,
-        'content-type': GRPC_CONTENT_TYPE,
-        'grpc-accept-encoding': 'identity',
-        ...trailers(status),
-      },
-      { endStream: true },
-    );
-  } catch {
-    stream.destroy();
-  }
-}
-
-/**
- * Sends response headers; `finalStatus()` is read when the stream ends (`stream.end()`), to
- * send the trailers.
- */
-export function startResponse(stream: ServerHttp2Stream, finalStatus: () => CallStatus): void {
-  stream.respond(
-    { ':status': 200, 'content-type': GRPC_CONTENT_TYPE, 'grpc-accept-encoding': 'identity' },
-    { waitForTrailers: true },
-  );
-  stream.once('wantTrailers', () => {
-    try {
-      stream.sendTrailers(trailers(finalStatus()));
-    } catch {
-      stream.destroy();
-    }
-  });
 }
 
 /**
@@ -62,8 +35,8 @@ export function startResponse(stream: ServerHttp2Stream, finalStatus: () => Call
  * ending a stream that cannot take trailers (its peer is not reading).
  */
 export function rstCodeFor(code: number): number {
-  if (code === GrpcStatus.RESOURCE_EXHAUSTED) return constants.NGHTTP2_ENHANCE_YOUR_CALM;
-  if (code === GrpcStatus.UNAVAILABLE) return constants.NGHTTP2_REFUSED_STREAM;
-  if (code === GrpcStatus.INTERNAL) return constants.NGHTTP2_INTERNAL_ERROR;
-  return constants.NGHTTP2_CANCEL;
+  if (code === GrpcStatus.RESOURCE_EXHAUSTED) return ErrorCode.ENHANCE_YOUR_CALM;
+  if (code === GrpcStatus.UNAVAILABLE) return ErrorCode.REFUSED_STREAM;
+  if (code === GrpcStatus.INTERNAL) return ErrorCode.INTERNAL_ERROR;
+  return ErrorCode.CANCEL;
 }

@@ -1,17 +1,20 @@
 import { connect as h2connect } from 'node:http2';
 import { connect as netConnect, type Socket } from 'node:net';
 import { Registry } from 'prom-client';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createFakeClock } from '../util/index.js';
 import { createTestMetrics, silentLog } from './fanout.test-support.js';
-import { respondTrailersOnly } from './grpc-respond.js';
 import { createGrpcServer, type GrpcHandler, type GrpcServer } from './grpc-server.js';
+import type { Http2ServerKind } from './server-stream.js';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 const cleanup: Array<() => void> = [];
 afterEach(() => {
   for (const f of cleanup.splice(0)) f();
 });
+
+/** The HTTP/2 server the suite runs on (it runs on both). */
+let kind: Http2ServerKind = 'own';
 
 async function setup(o: { maxTcpConnections?: number; routes?: Map<string, GrpcHandler> } = {}) {
   const clock = createFakeClock();
@@ -21,6 +24,7 @@ async function setup(o: { maxTcpConnections?: number; routes?: Map<string, GrpcH
   const server: GrpcServer = createGrpcServer({
     listen: { host: '127.0.0.1', port: 0 },
     tls: undefined,
+    http2Server: kind,
     routes: o.routes ?? new Map(),
     maxTcpConnections: o.maxTcpConnections ?? 100,
     handshakeTimeoutMs: 1000,
@@ -75,10 +79,14 @@ function call(port: number, path: string, headers: Record<string, string> = {}) 
   });
 }
 
-describe('grpc server', () => {
+describe.each(['own', 'node'] as const)('grpc server (%s HTTP/2 server)', (k) => {
+  beforeEach(() => {
+    kind = k;
+  });
+
   it('routes by method path; an unknown one is UNIMPLEMENTED; non-gRPC is 415', async () => {
     const routes = new Map<string, GrpcHandler>([
-      ['/a.B/C', (stream) => respondTrailersOnly(stream, { code: 0, message: '' })],
+      ['/a.B/C', (stream) => stream.respondTrailersOnly({ code: 0, message: '' })],
     ]);
     const { address } = await setup({ routes });
     expect((await call(address.port, '/a.B/C'))['grpc-status']).toBe('0');

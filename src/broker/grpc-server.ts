@@ -1,6 +1,8 @@
 /**
  * The broker's HTTP/2 server: plain or TLS (`h2` by ALPN, optional mTLS), the TCP-level limits,
- * the session settings, and the routing of gRPC calls by method path to handlers.
+ * the session settings, and the routing of gRPC calls by method path to handlers. The HTTP/2
+ * itself is one of two implementations of `server-stream.ts` (`http2Server`): `own` (our
+ * session on `net`, plain TCP) or `node` (`node:http2`, which also serves every TLS listener).
  *
  * - Routing: `POST` with `content-type: application/grpc[+proto]` only (else HTTP 415); a path
  *   with no handler gets a trailers-only UNIMPLEMENTED. Extra gRPC services (health, reflection)
@@ -13,40 +15,43 @@
  *   pause of the broker, yet small enough that one read burst fits a subscriber queue.
  * - Small frames must not wait for Nagle's algorithm (40-200 ms stalls with delayed ACKs).
  *
- * Sockets are tracked so that `destroyAll()` can cut them: `Http2Session.destroy()` ends its
- * socket gracefully and waits for the peer, which a peer that stopped reading never allows.
+ * Sockets are tracked so that `destroyAll()` can cut them: `node:http2`'s session destroy ends
+ * its socket gracefully and waits for the peer, which a peer that stopped reading never allows.
  */
-import {
-  constants,
-  createSecureServer,
-  createServer,
-  type Http2SecureServer,
-  type Http2Server,
-  type Http2Session,
-  type IncomingHttpHeaders,
-  type ServerHttp2Stream,
-} from 'node:http2';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo, Server, Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { ErrorCode } from '../protocol/h2/index.js';
 import type { Clock, Timer } from '../util/index.js';
-import { isGrpcContentType, respondTrailersOnly } from './grpc-respond.js';
+import { isGrpcContentType } from './grpc-respond.js';
 import { GrpcStatus } from './grpc-status.js';
 import type { BrokerMetrics } from './metrics.js';
+import { createNodeH2Server } from './node-h2-server.js';
+import { createOwnH2Server } from './own-h2-server.js';
+import type {
+  H2ServerEvents,
+  H2ServerSettings,
+  Http2ServerKind,
+  RequestHeaders,
+  ServerSession,
+  ServerStream,
+} from './server-stream.js';
 import type { BrokerTlsOptions, HostPort } from './types.js';
 
 /** Serves one gRPC call whose path it is registered under. */
-export type GrpcHandler = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void;
+export type GrpcHandler = (stream: ServerStream, headers: RequestHeaders) => void;
 
-/** HTTP/2 receive window per stream and per session, in bytes. */
-const STREAM_WINDOW_BYTES = 256 * 1024;
-const SESSION_WINDOW_BYTES = 1024 * 1024;
-const MAX_CONCURRENT_STREAMS = 1000;
-/** nghttp2's per-session memory bound, in MiB. */
-const MAX_SESSION_MEMORY_MIB = 64;
+/** HTTP/2 receive window per stream and per session, in bytes, and the stream bound. */
+const SETTINGS: H2ServerSettings = {
+  streamWindowBytes: 256 * 1024,
+  connectionWindowBytes: 1024 * 1024,
+  maxConcurrentStreams: 1000,
+};
 
 export interface GrpcServerOptions {
   listen: HostPort;
   tls: BrokerTlsOptions | undefined;
+  /** Which implementation serves plain TCP (TLS is always `node:http2`'s). */
+  http2Server: Http2ServerKind;
   routes: ReadonlyMap<string, GrpcHandler>;
   maxTcpConnections: number;
   handshakeTimeoutMs: number;
@@ -54,7 +59,7 @@ export interface GrpcServerOptions {
   metrics: BrokerMetrics;
   log: Logger;
   /** A new HTTP/2 session (keepalive and age timers); called once per session. */
-  onSession(session: Http2Session): void;
+  onSession(session: ServerSession): void;
   /** A session or socket closed (the drain waits on this). */
   onClosed(): void;
 }
@@ -74,11 +79,13 @@ export interface GrpcServer {
 
 export function createGrpcServer(o: GrpcServerOptions): GrpcServer {
   const { log, metrics } = o;
-  const sessions = new Set<Http2Session>();
+  const sessions = new Set<ServerSession>();
   const sockets = new Set<Socket>();
   /** Sockets that have not opened a stream yet, by peer address, with their deadline. */
   const handshaking = new Map<string, { socket: Socket; timer: Timer }>();
-  let server: Http2Server | Http2SecureServer | undefined;
+  /** `stopAccepting()` calls waiting for the last socket to close. */
+  const socketsGone: (() => void)[] = [];
+  let server: Server | undefined;
   const peerKey = (s: { remoteAddress?: string | undefined; remotePort?: number | undefined }) =>
     `${s.remoteAddress}|${s.remotePort}`;
 
@@ -101,6 +108,7 @@ export function createGrpcServer(o: GrpcServerOptions): GrpcServer {
     handshaking.set(key, { socket, timer });
     socket.once('close', () => {
       sockets.delete(socket);
+      if (sockets.size === 0) for (const done of socketsGone.splice(0)) done();
       const h = handshaking.get(key);
       if (h?.socket === socket) {
         h.timer.cancel();
@@ -110,18 +118,17 @@ export function createGrpcServer(o: GrpcServerOptions): GrpcServer {
     });
   }
 
-  function onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
-    stream.on('error', () => {});
+  function onStream(stream: ServerStream): void {
+    const { headers } = stream;
     try {
-      const socket = stream.session?.socket;
-      if (socket !== undefined && handshaking.size > 0) {
-        const key = peerKey(socket);
+      if (handshaking.size > 0) {
+        const key = peerKey(stream.session);
         handshaking.get(key)?.timer.cancel();
         handshaking.delete(key);
       }
       if (headers[':method'] !== 'POST' || !isGrpcContentType(headers['content-type'])) {
         metrics.rejected('content_type');
-        if (!stream.headersSent) stream.respond({ ':status': 415 }, { endStream: true });
+        stream.respondHttpStatus(415);
         return;
       }
       const path = headers[':path'];
@@ -131,60 +138,36 @@ export function createGrpcServer(o: GrpcServerOptions): GrpcServer {
         return;
       }
       metrics.rejected('unimplemented');
-      respondTrailersOnly(stream, {
+      stream.respondTrailersOnly({
         code: GrpcStatus.UNIMPLEMENTED,
         message: `unknown method ${String(path)}`,
       });
     } catch (err) {
       // Defensive: nothing a peer sends may crash the broker.
       log.error({ err }, 'unexpected error handling a stream');
-      if (!stream.destroyed) stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+      stream.reset(ErrorCode.INTERNAL_ERROR);
     }
   }
 
-  function onSession(session: Http2Session): void {
+  function onSession(session: ServerSession): void {
     sessions.add(session);
-    try {
-      session.setLocalWindowSize(SESSION_WINDOW_BYTES);
-    } catch {
-      // A session that is already closing.
-    }
-    session.on('error', (err) => log.debug({ err }, 'session error'));
-    session.once('close', () => {
+    session.onClose(() => {
       sessions.delete(session);
       o.onClosed();
     });
     o.onSession(session);
   }
 
+  const events: H2ServerEvents = { onConnection, onSession, onStream };
+
   return {
     async listen(signal) {
       signal?.throwIfAborted();
-      const settings = {
-        maxConcurrentStreams: MAX_CONCURRENT_STREAMS,
-        initialWindowSize: STREAM_WINDOW_BYTES,
-      };
       const srv =
-        o.tls === undefined
-          ? createServer({ settings, maxSessionMemory: MAX_SESSION_MEMORY_MIB })
-          : createSecureServer({
-              settings,
-              maxSessionMemory: MAX_SESSION_MEMORY_MIB,
-              cert: o.tls.cert,
-              key: o.tls.key,
-              allowHTTP1: false,
-              ALPNProtocols: ['h2'],
-              handshakeTimeout: o.handshakeTimeoutMs,
-              ...(o.tls.clientCa === undefined
-                ? {}
-                : { ca: o.tls.clientCa, requestCert: true, rejectUnauthorized: true }),
-            });
+        o.tls === undefined && o.http2Server === 'own'
+          ? createOwnH2Server(SETTINGS, events, log)
+          : createNodeH2Server(SETTINGS, o.tls, o.handshakeTimeoutMs, events, log);
       server = srv;
-      srv.on('connection', onConnection);
-      srv.on('stream', onStream);
-      srv.on('session', onSession);
-      srv.on('sessionError', (err) => log.debug({ err }, 'session error'));
-      srv.on('tlsClientError', (err) => log.debug({ err }, 'TLS handshake failed'));
       await new Promise<void>((resolve, reject) => {
         const onAbort = () => {
           srv.off('error', onError);
@@ -210,16 +193,17 @@ export function createGrpcServer(o: GrpcServerOptions): GrpcServer {
     stopAccepting() {
       const srv = server;
       if (srv === undefined || !srv.listening) return Promise.resolve();
-      return new Promise<void>((resolve) => srv.close(() => resolve()));
+      // The `own` server's sockets are not the listener's (own-h2-server.ts): wait for them too.
+      return new Promise<void>((resolve) => srv.close(() => resolve())).then(
+        () =>
+          new Promise<void>((resolve) => {
+            if (sockets.size === 0) resolve();
+            else socketsGone.push(resolve);
+          }),
+      );
     },
     goAway() {
-      for (const session of sessions) {
-        try {
-          session.close();
-        } catch {
-          session.destroy();
-        }
-      }
+      for (const session of sessions) session.goAway();
     },
     get sessionCount() {
       return sessions.size;

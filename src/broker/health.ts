@@ -10,7 +10,6 @@
  * answer reveals nothing.
  */
 
-import type { ServerHttp2Stream } from 'node:http2';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import {
   HealthCheckRequestSchema,
@@ -19,8 +18,8 @@ import {
   HealthCheckResponse_ServingStatus as ServingStatus,
 } from '../gen/grpc/health/v1/health_pb.js';
 import { createFrameDecoder, frameMessage, PUBSUB_SERVICE_NAME } from '../protocol/index.js';
-import { respondTrailersOnly, startResponse } from './grpc-respond.js';
 import { type CallStatus, GrpcStatus } from './grpc-status.js';
+import type { ServerStream } from './server-stream.js';
 
 export const HEALTH_CHECK_PATH = '/grpc.health.v1.Health/Check';
 export const HEALTH_WATCH_PATH = '/grpc.health.v1.Health/Watch';
@@ -31,7 +30,7 @@ const OK: CallStatus = { code: GrpcStatus.OK, message: '' };
 
 export interface HealthService {
   /** Serves one health call; `path` is one of the `HEALTH_*_PATH`s. */
-  handle(stream: ServerHttp2Stream, path: string): void;
+  handle(stream: ServerStream, path: string): void;
   /** The serving status may have changed: tell watchers. */
   notify(): void;
   /** Ends every Watch call (at close). */
@@ -39,7 +38,7 @@ export interface HealthService {
 }
 
 export function createHealthService(serving: () => boolean): HealthService {
-  const watchers = new Map<ServerHttp2Stream, { service: string; last: ServingStatus }>();
+  const watchers = new Map<ServerStream, { service: string; last: ServingStatus }>();
 
   function statusOf(service: string): ServingStatus {
     if (service !== '' && service !== PUBSUB_SERVICE_NAME) return ServingStatus.SERVICE_UNKNOWN;
@@ -52,13 +51,13 @@ export function createHealthService(serving: () => boolean): HealthService {
     );
   }
 
-  function onRequest(stream: ServerHttp2Stream, path: string, message: Buffer): void {
+  function onRequest(stream: ServerStream, path: string, message: Buffer): void {
     let service = '';
     if (path !== HEALTH_LIST_PATH) {
       try {
         service = fromBinary(HealthCheckRequestSchema, message).service;
       } catch {
-        respondTrailersOnly(stream, {
+        stream.respondTrailersOnly({
           code: GrpcStatus.INVALID_ARGUMENT,
           message: 'malformed HealthCheckRequest',
         });
@@ -68,28 +67,29 @@ export function createHealthService(serving: () => boolean): HealthService {
     const status = statusOf(service);
     if (path === HEALTH_CHECK_PATH) {
       if (status === ServingStatus.SERVICE_UNKNOWN) {
-        respondTrailersOnly(stream, {
+        stream.respondTrailersOnly({
           code: GrpcStatus.NOT_FOUND,
           message: `unknown service ${service}`,
         });
         return;
       }
-      startResponse(stream, () => OK);
-      stream.end(responseFrame(status));
+      stream.sendHeaders();
+      stream.end(OK, responseFrame(status));
     } else if (path === HEALTH_LIST_PATH) {
       const statuses: Record<string, { status: ServingStatus }> = {};
       for (const s of ['', PUBSUB_SERVICE_NAME]) statuses[s] = { status: statusOf(s) };
-      startResponse(stream, () => OK);
+      stream.sendHeaders();
       stream.end(
+        OK,
         frameMessage(
           toBinary(HealthListResponseSchema, create(HealthListResponseSchema, { statuses })),
         ),
       );
     } else {
-      startResponse(stream, () => ({ code: GrpcStatus.UNAVAILABLE, message: 'broker closed' }));
+      stream.sendHeaders();
       stream.write(responseFrame(status));
       watchers.set(stream, { service, last: status });
-      stream.once('close', () => watchers.delete(stream));
+      stream.onClose(() => watchers.delete(stream));
     }
   }
 
@@ -97,37 +97,39 @@ export function createHealthService(serving: () => boolean): HealthService {
     handle(stream, path) {
       const decoder = createFrameDecoder(MAX_HEALTH_REQUEST_BYTES);
       let got = false;
-      stream.on('data', (chunk: Buffer) => {
-        if (got) return;
-        const err = decoder.push(chunk, (message) => {
+      stream.listen({
+        data(chunk) {
           if (got) return;
-          got = true;
-          onRequest(stream, path, message);
-        });
-        if (err !== undefined && !got) {
-          got = true;
-          respondTrailersOnly(stream, {
-            code:
-              err.code === 'compressed' ? GrpcStatus.UNIMPLEMENTED : GrpcStatus.INVALID_ARGUMENT,
-            message: `bad health request frame: ${err.code}`,
+          const err = decoder.push(chunk, (message) => {
+            if (got) return;
+            got = true;
+            onRequest(stream, path, message);
           });
-        }
-      });
-      stream.on('end', () => {
-        if (!got) {
-          // A unary call with no message at all.
-          got = true;
-          respondTrailersOnly(stream, {
-            code: GrpcStatus.INVALID_ARGUMENT,
-            message: 'health request carried no message',
-          });
-        }
+          if (err !== undefined && !got) {
+            got = true;
+            stream.respondTrailersOnly({
+              code:
+                err.code === 'compressed' ? GrpcStatus.UNIMPLEMENTED : GrpcStatus.INVALID_ARGUMENT,
+              message: `bad health request frame: ${err.code}`,
+            });
+          }
+        },
+        end() {
+          if (!got) {
+            // A unary call with no message at all.
+            got = true;
+            stream.respondTrailersOnly({
+              code: GrpcStatus.INVALID_ARGUMENT,
+              message: 'health request carried no message',
+            });
+          }
+        },
       });
     },
     notify() {
       for (const [stream, w] of watchers) {
         const now = statusOf(w.service);
-        if (now !== w.last && !stream.destroyed) {
+        if (now !== w.last && !stream.closed) {
           w.last = now;
           stream.write(responseFrame(now));
         }
@@ -135,7 +137,7 @@ export function createHealthService(serving: () => boolean): HealthService {
     },
     endAll() {
       for (const stream of watchers.keys()) {
-        if (!stream.destroyed) stream.end();
+        stream.end({ code: GrpcStatus.UNAVAILABLE, message: 'broker closed' });
       }
       watchers.clear();
     },

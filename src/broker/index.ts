@@ -25,6 +25,7 @@ export {
   DEFAULT_DRAIN_DEADLINE_MS,
   DEFAULT_FLAGS,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_HTTP2_SERVER,
   DEFAULT_LIMITS,
   DEFAULT_LISTEN,
   DEFAULT_MAX_CONNECTION_AGE_GRACE_MS,
@@ -32,6 +33,7 @@ export {
   DEFAULT_WRITE_WINDOW_US,
   MAX_WRITE_WINDOW_US,
 } from './options.js';
+export { HTTP2_SERVER_KINDS, type Http2ServerKind } from './server-stream.js';
 export type { ShardPatterns } from './shard-patterns.js';
 export { compileShardPatterns } from './shard-patterns.js';
 export type { TokenGrant, TokenScope, TokenTable } from './token-scopes.js';

@@ -13,6 +13,7 @@ import {
 } from '../protocol/index.js';
 import { type Clock, systemClock } from '../util/index.js';
 import { BrokerError } from './errors.js';
+import { HTTP2_SERVER_KINDS, type Http2ServerKind } from './server-stream.js';
 import { compileTokenGrants, type TokenTable } from './token-scopes.js';
 import type {
   BrokerFlags,
@@ -55,6 +56,9 @@ export const DEFAULT_LIMITS: Readonly<BrokerLimits> = Object.freeze({
   maxResumeBytes: DEFAULT_MAX_RESUME_BYTES,
 });
 
+/** The HTTP/2 server for plain TCP (`BrokerOptions.http2Server`). */
+export const DEFAULT_HTTP2_SERVER: Http2ServerKind = 'own';
+
 export const DEFAULT_FLAGS: Readonly<BrokerFlags> = Object.freeze({ forwardPushes: true });
 
 export interface ResolvedBrokerOptions {
@@ -69,6 +73,7 @@ export interface ResolvedBrokerOptions {
   maxConnectionAgeMs: number;
   maxConnectionAgeGraceMs: number;
   handshakeTimeoutMs: number;
+  http2Server: Http2ServerKind;
   writeWindowUs: number;
   registry: Registry;
   logger: Logger;
@@ -172,6 +177,10 @@ export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBroke
   }
   const now = options.now ?? (() => clock.nowMs());
   if (typeof now !== 'function') bad('now', 'must be a function');
+  const http2Server = options.http2Server ?? DEFAULT_HTTP2_SERVER;
+  if (!HTTP2_SERVER_KINDS.includes(http2Server)) {
+    bad('http2Server', `must be one of ${HTTP2_SERVER_KINDS.join(', ')}`);
+  }
   const reflection = options.reflection ?? true;
   if (typeof reflection !== 'boolean') bad('reflection', 'must be a boolean');
 
@@ -207,6 +216,7 @@ export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBroke
       'handshakeTimeoutMs',
       1,
     ),
+    http2Server,
     writeWindowUs: int(
       options.writeWindowUs ?? DEFAULT_WRITE_WINDOW_US,
       'writeWindowUs',

@@ -1,6 +1,6 @@
-import { createServer, type Http2Server, connect as h2connect } from 'node:http2';
+import { connect as h2connect } from 'node:http2';
 import type { AddressInfo } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   decodeMessage,
   encodePushDiff,
@@ -12,8 +12,11 @@ import { createFakeClock } from '../util/index.js';
 import { createBearerAuth } from './bearer-auth.js';
 import { createTestOpener, setupFanout, silentLog } from './fanout.test-support.js';
 import { GrpcStatus } from './grpc-status.js';
+import { createNodeH2Server } from './node-h2-server.js';
 import { DEFAULT_LIMITS } from './options.js';
+import { createOwnH2Server } from './own-h2-server.js';
 import { createPubSubStreams } from './pubsub-stream.js';
+import type { H2ServerEvents, Http2ServerKind } from './server-stream.js';
 import { createStreamScopes } from './stream-scopes.js';
 import { compileTokenGrants, type TokenGrant } from './token-scopes.js';
 
@@ -21,6 +24,9 @@ const cleanup: Array<() => void> = [];
 afterEach(() => {
   for (const f of cleanup.splice(0)) f();
 });
+
+/** The HTTP/2 server the suite runs on (each suite below runs on both). */
+let kind: Http2ServerKind = 'own';
 
 async function setup(o: { refuse?: boolean; token?: string; tokens?: TokenGrant[] } = {}) {
   const f = setupFanout();
@@ -50,8 +56,20 @@ async function setup(o: { refuse?: boolean; token?: string; tokens?: TokenGrant[
     auth.setTable(table);
     return scopes.reload(table);
   };
-  const server: Http2Server = createServer();
-  server.on('stream', (s, h) => streams.handle(s, h));
+  const settings = {
+    streamWindowBytes: 65_535,
+    connectionWindowBytes: 65_535,
+    maxConcurrentStreams: 100,
+  };
+  const events: H2ServerEvents = {
+    onConnection: () => {},
+    onSession: () => {},
+    onStream: (s) => streams.handle(s, s.headers),
+  };
+  const server =
+    kind === 'own'
+      ? createOwnH2Server(settings, events, silentLog)
+      : createNodeH2Server(settings, undefined, 1000, events, silentLog);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as AddressInfo).port;
   const session = h2connect(`http://127.0.0.1:${port}`);
@@ -107,7 +125,11 @@ async function until(check: () => boolean) {
   while (!check()) await new Promise((r) => setTimeout(r, 2));
 }
 
-describe('PubSub stream', () => {
+describe.each(['own', 'node'] as const)('PubSub stream (%s HTTP/2 server)', (k) => {
+  beforeEach(() => {
+    kind = k;
+  });
+
   it('subscribes and forwards a push to another call, not back to its sender', async () => {
     const { call, core } = await setup();
     const sub = call();

@@ -1,8 +1,8 @@
 /**
- * The gRPC `PubSub` call on a raw `node:http2` server stream: admission (bearer token, serving,
+ * The gRPC `PubSub` call on one HTTP/2 server stream (`server-stream.ts`): admission (bearer token, serving,
  * connection limit), then one `Connection` whose inbound bytes are split into gRPC messages
  * (the protocol's frame decoder), each envelope decoded once by the protocol codec and handed to the fan-out core,
- * and whose outbound batches are written as one `stream.write` per flush. A stream admitted by a
+ * and whose outbound batches are written as one stream write per flush. A stream admitted by a
  * scoped token (`bearer-auth.ts`) is named by it and has each push and subscribe checked against
  * its scope (`stream-scopes.ts`: a cached decision per shard, a refusal that keeps the stream).
  *
@@ -14,7 +14,6 @@
  * closes: a stream that closes before any status was chosen was cancelled by its peer
  * (CANCELLED), or lost with its TCP connection (`RESET`, never OK).
  */
-import type { Http2Session, IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
 import type { Logger } from 'pino';
 import {
   CALLER_ID_HEADER,
@@ -28,10 +27,10 @@ import type { Clock } from '../util/index.js';
 import type { BearerAuth } from './bearer-auth.js';
 import type { Connection, ConnectionOpener, ConnectionSink } from './connection.js';
 import type { FanoutCore } from './fanout.js';
-import { respondTrailersOnly, rstCodeFor, startResponse } from './grpc-respond.js';
+import { rstCodeFor } from './grpc-respond.js';
 import { type CallStatus, GrpcStatus, statusName } from './grpc-status.js';
 import type { BrokerMetrics, RejectReason } from './metrics.js';
-import type { OutItem } from './outbound.js';
+import type { RequestHeaders, ServerSession, ServerStream } from './server-stream.js';
 import type { StreamScope, StreamScopes } from './stream-scopes.js';
 import type { BrokerLimits } from './types.js';
 
@@ -58,60 +57,42 @@ export interface PubSubStreamDeps {
 
 export interface PubSubStreams {
   /** Serves one PubSub call. */
-  handle(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void;
+  handle(stream: ServerStream, headers: RequestHeaders): void;
   /** Ends every PubSub call of `session` with `status` (its maximum age is reached). */
-  endSession(session: Http2Session, status: CallStatus): void;
-}
-
-/**
- * Writes a batch as one native write: corked, so that the frames go down as one writev of the
- * shared broadcast buffers. No copy: concatenating them into a fresh Buffer per flush allocated
- * external memory at the delivery rate (60 MB/s at fan-out 10 and 200k deliveries/s), and V8
- * answered with a full mark-compact every few hundred ms, each a 6-18 ms event-loop stall.
- */
-function writeBatch(stream: ServerHttp2Stream, items: OutItem[]): boolean {
-  if (items.length === 1) return stream.write(items[0]!.frame);
-  stream.cork();
-  let ok = true;
-  for (const it of items) ok = stream.write(it.frame);
-  stream.uncork();
-  return ok;
+  endSession(session: ServerSession, status: CallStatus): void;
 }
 
 export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
   const { fan, opener, metrics, limits, log, clock } = deps;
-  const bySession = new Map<Http2Session, Set<Connection>>();
+  const bySession = new Map<ServerSession, Set<Connection>>();
 
-  function reject(stream: ServerHttp2Stream, reason: RejectReason, status: CallStatus): void {
+  function reject(stream: ServerStream, reason: RejectReason, status: CallStatus): void {
     metrics.rejected(reason);
     log.debug({ reason, status: statusName(status.code), detail: status.message }, 'call rejected');
-    respondTrailersOnly(stream, status);
+    stream.respondTrailersOnly(status);
   }
 
-  function sinkOf(stream: ServerHttp2Stream, final: () => CallStatus | undefined): ConnectionSink {
+  function sinkOf(stream: ServerStream): ConnectionSink {
     return {
       write(items) {
-        if (stream.destroyed || stream.writableEnded) return true;
-        return writeBatch(stream, items);
+        if (stream.closed || stream.ended) return true;
+        return stream.writeFrames(items);
       },
-      end() {
-        if (stream.destroyed) return;
-        stream.end();
+      end(status) {
+        if (stream.closed) return;
+        stream.end(status);
+        if (stream.closed) return;
         // A peer that does not read never takes the trailers: reset it after a grace period.
-        const t = clock.setTimer(() => {
-          if (!stream.destroyed && !stream.closed) {
-            stream.close(rstCodeFor(final()?.code ?? GrpcStatus.CANCELLED));
-          }
-        }, END_GRACE_MS);
-        stream.once('close', () => t.cancel());
+        const t = clock.setTimer(() => stream.reset(rstCodeFor(status.code)), END_GRACE_MS);
+        stream.onClose(() => t.cancel());
       },
       abort(status) {
-        if (!stream.destroyed && !stream.closed) stream.close(rstCodeFor(status.code));
+        stream.reset(rstCodeFor(status.code));
       },
     };
   }
 
-  function handle(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+  function handle(stream: ServerStream, headers: RequestHeaders): void {
     const principal = deps.auth.authenticate(headers);
     if (principal === undefined) {
       reject(stream, 'unauthenticated', {
@@ -126,12 +107,10 @@ export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
       return;
     }
     const session = stream.session;
-    const socket = session?.socket;
     const remoteAddress =
-      socket?.remoteAddress === undefined
+      session.remoteAddress === undefined
         ? 'unknown'
-        : `${socket.remoteAddress}:${socket.remotePort}`;
-    let conn: Connection | undefined;
+        : `${session.remoteAddress}:${session.remotePort}`;
     const c = opener.open(
       'grpc',
       // A scoped token names its caller; the header is the caller's own word.
@@ -139,22 +118,22 @@ export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
         ? principal.scope.name
         : sanitizeCallerId(headers[CALLER_ID_HEADER]),
       remoteAddress,
-      sinkOf(stream, () => conn?.status),
+      sinkOf(stream),
       headers[EXTENSIONS_HEADER] === '1',
     );
-    conn = c;
     const scope: StreamScope | undefined =
       principal.kind === 'scoped' ? deps.scopes.attach(c, principal.scope) : undefined;
-    if (session !== undefined) {
-      let set = bySession.get(session);
-      if (set === undefined) {
-        set = new Set();
-        bySession.set(session, set);
-        session.once('close', () => bySession.delete(session));
-      }
-      set.add(c);
+    let set = bySession.get(session);
+    if (set === undefined) {
+      const created = new Set<Connection>();
+      set = created;
+      bySession.set(session, created);
+      session.onClose(() => {
+        if (bySession.get(session) === created) bySession.delete(session);
+      });
     }
-    startResponse(stream, () => c.status ?? { code: GrpcStatus.OK, message: '' });
+    set.add(c);
+    stream.sendHeaders();
 
     const fail = (reason: RejectReason | undefined, status: CallStatus): void => {
       if (reason !== undefined) metrics.rejected(reason);
@@ -214,7 +193,7 @@ export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
       }
     };
     const encoding = headers['grpc-encoding'];
-    stream.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer): void => {
       if (c.state !== 'open') return;
       const err = decoder.push(chunk, onMessage);
       if (err === undefined) return;
@@ -235,11 +214,8 @@ export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
           message: `bad gRPC frame flag ${err.flag}`,
         });
       }
-    });
-    stream.on('end', () => {
-      // The readable side also ends when the TCP connection is lost (the peer's FIN without an
-      // HTTP/2 close, a killed process): that is no half-close, and `close` labels it.
-      if (stream.aborted) return;
+    };
+    const onEnd = (): void => {
       // A half-close inside a message: the peer sent a truncated frame; say so, never OK.
       if (c.state === 'open' && decoder.bufferedBytes > 0) {
         metrics.parseError('truncated_frame');
@@ -251,18 +227,17 @@ export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
       }
       // The client half-closed: the reference server ends the response stream too.
       fan.end(c, { code: GrpcStatus.OK, message: '' }, 'end');
-    });
-    stream.on('drain', () => fan.drained(c));
-    stream.on('error', (err) => c.log.debug({ err }, 'stream error'));
-    stream.once('close', () => {
+    };
+    stream.listen({ data: onData, end: onEnd, drain: () => fan.drained(c) });
+    stream.onClose(() => {
       scope?.detach();
-      if (session !== undefined) bySession.get(session)?.delete(c);
+      bySession.get(session)?.delete(c);
       // No status chosen: the peer cancelled the call (RST_STREAM on a live session), or its
       // TCP connection was reset or lost.
       const label =
         c.status !== undefined
           ? statusName(c.status.code)
-          : stream.session === undefined || stream.session.destroyed
+          : session.destroyed
             ? RESET_LABEL
             : statusName(GrpcStatus.CANCELLED);
       metrics.connectionClosed(label);

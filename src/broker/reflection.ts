@@ -18,7 +18,6 @@
  * option `reflection: false` (CLI `--reflection false`) turns it off (UNIMPLEMENTED, as for any
  * unknown method).
  */
-import type { ServerHttp2Stream } from 'node:http2';
 import { create, createRegistry, type DescFile, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import { file_grpc_health_v1_health } from '../gen/grpc/health/v1/health_pb.js';
@@ -32,8 +31,8 @@ import {
 import { file_grpc_reflection_v1alpha_reflection } from '../gen/grpc/reflection/v1alpha/reflection_pb.js';
 import { file_mz_persist_client_internal_service_pubsub } from '../gen/mz_persist_client/internal/service/pubsub_pb.js';
 import { createFrameDecoder, frameMessage } from '../protocol/index.js';
-import { respondTrailersOnly, startResponse } from './grpc-respond.js';
 import { type CallStatus, GrpcStatus } from './grpc-status.js';
+import type { ServerStream } from './server-stream.js';
 
 export const REFLECTION_V1_PATH = '/grpc.reflection.v1.ServerReflection/ServerReflectionInfo';
 export const REFLECTION_V1ALPHA_PATH =
@@ -54,7 +53,7 @@ export interface ReflectionService {
   /** True for the two reflection method paths. */
   handles(path: string | undefined): boolean;
   /** Serves one `ServerReflectionInfo` call. */
-  handle(stream: ServerHttp2Stream): void;
+  handle(stream: ServerStream): void;
   /** The response to one request (exposed for tests). */
   answer(request: ServerReflectionRequest): ServerReflectionResponse;
 }
@@ -185,52 +184,43 @@ export function createReflectionService(
     answer,
     handle(stream) {
       const decoder = createFrameDecoder(MAX_REFLECTION_REQUEST_BYTES);
-      let status: CallStatus = { code: GrpcStatus.OK, message: '' };
-      let started = false;
       let failed = false;
-      const start = () => {
-        if (started) return;
-        started = true;
-        startResponse(stream, () => status);
-      };
+      // Before the first answer, `end` is a trailers-only response.
       const fail = (s: CallStatus) => {
         failed = true;
-        if (!started) {
-          respondTrailersOnly(stream, s);
-          return;
-        }
-        status = s;
-        stream.end();
+        stream.end(s);
       };
-      stream.on('data', (chunk: Buffer) => {
-        if (failed) return;
-        const err = decoder.push(chunk, (message) => {
+      stream.listen({
+        data(chunk) {
           if (failed) return;
-          let request: ServerReflectionRequest;
-          try {
-            request = fromBinary(ServerReflectionRequestSchema, message);
-          } catch {
-            fail({
-              code: GrpcStatus.INVALID_ARGUMENT,
-              message: 'malformed ServerReflectionRequest',
-            });
-            return;
-          }
-          start();
-          stream.write(frameMessage(toBinary(ServerReflectionResponseSchema, answer(request))));
-        });
-        if (err !== undefined && !failed) {
-          fail({
-            code:
-              err.code === 'compressed' ? GrpcStatus.UNIMPLEMENTED : GrpcStatus.INVALID_ARGUMENT,
-            message: `bad reflection request frame: ${err.code}`,
+          const err = decoder.push(chunk, (message) => {
+            if (failed) return;
+            let request: ServerReflectionRequest;
+            try {
+              request = fromBinary(ServerReflectionRequestSchema, message);
+            } catch {
+              fail({
+                code: GrpcStatus.INVALID_ARGUMENT,
+                message: 'malformed ServerReflectionRequest',
+              });
+              return;
+            }
+            if (!stream.headersSent) stream.sendHeaders();
+            stream.write(frameMessage(toBinary(ServerReflectionResponseSchema, answer(request))));
           });
-        }
-      });
-      stream.on('end', () => {
-        if (failed) return;
-        start();
-        stream.end();
+          if (err !== undefined && !failed) {
+            fail({
+              code:
+                err.code === 'compressed' ? GrpcStatus.UNIMPLEMENTED : GrpcStatus.INVALID_ARGUMENT,
+              message: `bad reflection request frame: ${err.code}`,
+            });
+          }
+        },
+        end() {
+          if (failed) return;
+          if (!stream.headersSent) stream.sendHeaders();
+          stream.end({ code: GrpcStatus.OK, message: '' });
+        },
       });
     },
   };

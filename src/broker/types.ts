@@ -90,6 +90,12 @@ export interface BrokerOptions {
    */
   handshakeTimeoutMs?: number | undefined;
   /**
+   * Which HTTP/2 server serves plain-TCP gRPC: `own` (our framing on `net`, read with
+   * `onread`) or `node` (`node:http2`). TLS is served by `node:http2` either way.
+   * @default 'own'
+   */
+  http2Server?: 'own' | 'node' | undefined;
+  /**
    * The write window, in µs: a subscriber's connection written less than this long ago waits
    * for the window's end, and what arrived meanwhile goes in one write (fewer writes and
    * subscriber wake-ups per diff, at up to this much added latency); one idle longer is written

@@ -67,6 +67,7 @@ describe('broker flags', () => {
       maxConnectionAgeMs: 0,
       maxConnectionAgeGraceMs: 10_000,
       handshakeTimeoutMs: 10_000,
+      http2Server: 'own',
       writeWindowUs: 0,
       maxCallerIdLabels: 100,
       reflection: true,
@@ -85,7 +86,7 @@ describe('broker flags', () => {
     expect(help).toContain('(default: 10000, env: PERSIST_PUBSUB_DRAIN_DEADLINE_MS)');
     expect(help).toContain('PERSIST_PUBSUB_AUTH_TOKEN');
     const flags = [...help.matchAll(/^ {2}(--[a-z-]+)/gm)].map((m) => m[1]);
-    expect(flags.length).toBe(30);
+    expect(flags.length).toBe(31);
     for (const line of help.split('\n').filter((l) => /^ {2}--/.test(l))) {
       expect(line, line).toMatch(/env: PERSIST_PUBSUB_/);
     }
@@ -107,6 +108,9 @@ describe('broker flags', () => {
     const w = parse([], { PERSIST_PUBSUB_WRITE_WINDOW_US: '1000' }).opts!;
     expect((await resolveBrokerConfig(w, {})).broker.writeWindowUs).toBe(1000);
     expect(parse([]).opts!.writeWindowUs).toBe(0);
+    expect((await resolveBrokerConfig(parse([]).opts!, {})).broker.http2Server).toBe('own');
+    const h = parse(['--http2-server', 'node']).opts!;
+    expect((await resolveBrokerConfig(h, {})).broker.http2Server).toBe('node');
   });
 
   it.each([
@@ -115,6 +119,7 @@ describe('broker flags', () => {
     [['--keepalive-time-ms', '-5'], {}, '--keepalive-time-ms'],
     [['--write-window-us', '100001'], {}, '--write-window-us'],
     [['--log-level', 'loud'], {}, '--log-level'],
+    [['--http2-server', 'nghttp2'], {}, '--http2-server'],
     [['--bogus'], {}, "unknown option '--bogus'"],
     [[], { PERSIST_PUBSUB_ADMIN_LISTEN: '1.2.3.4' }, "from env 'PERSIST_PUBSUB_ADMIN_LISTEN'"],
   ])('rejects %j %j naming the flag', (argv, env, text) => {

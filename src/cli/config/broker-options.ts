@@ -17,12 +17,15 @@ import {
   DEFAULT_DRAIN_DEADLINE_MS,
   DEFAULT_FLAGS,
   DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  DEFAULT_HTTP2_SERVER,
   DEFAULT_LIMITS,
   DEFAULT_LISTEN,
   DEFAULT_MAX_CONNECTION_AGE_GRACE_MS,
   DEFAULT_MAX_CONNECTION_AGE_MS,
   DEFAULT_WRITE_WINDOW_US,
   type HostPort,
+  HTTP2_SERVER_KINDS,
+  type Http2ServerKind,
   MAX_WRITE_WINDOW_US,
 } from '../../broker/index.js';
 import {
@@ -48,6 +51,7 @@ export const BROKER_CLI_DEFAULTS = {
   maxConnectionAgeMs: DEFAULT_MAX_CONNECTION_AGE_MS,
   maxConnectionAgeGraceMs: DEFAULT_MAX_CONNECTION_AGE_GRACE_MS,
   handshakeTimeoutMs: DEFAULT_HANDSHAKE_TIMEOUT_MS,
+  http2Server: DEFAULT_HTTP2_SERVER,
   writeWindowUs: DEFAULT_WRITE_WINDOW_US,
   /** As the broker's `DEFAULT_MAX_CALLER_ID_LABELS` (not exported by the broker). */
   maxCallerIdLabels: 100,
@@ -89,6 +93,7 @@ export interface RawBrokerOptions {
   maxConnectionAgeMs: number;
   maxConnectionAgeGraceMs: number;
   handshakeTimeoutMs: number;
+  http2Server: Http2ServerKind;
   writeWindowUs: number;
   maxCallerIdLabels: number;
   drainDeadlineMs: number;
@@ -285,6 +290,13 @@ export function addBrokerOptions(command: Command): Command {
       d.handshakeTimeoutMs,
     ),
     opt(
+      '--http2-server <kind>',
+      'PERSIST_PUBSUB_HTTP2_SERVER',
+      "the HTTP/2 server for plain TCP: own (the broker's framing on net) or node (node:http2); TLS is always node:http2's",
+      oneOf(HTTP2_SERVER_KINDS),
+      d.http2Server,
+    ),
+    opt(
       '--write-window-us <us>',
       'PERSIST_PUBSUB_WRITE_WINDOW_US',
       "a subscriber's connection written less than this long ago waits for the window's end, and what arrived meanwhile goes in one write, in µs (0: every turn's diffs at once)",
@@ -423,6 +435,7 @@ export async function resolveBrokerConfig(
     maxConnectionAgeMs: raw.maxConnectionAgeMs,
     maxConnectionAgeGraceMs: raw.maxConnectionAgeGraceMs,
     handshakeTimeoutMs: raw.handshakeTimeoutMs,
+    http2Server: raw.http2Server,
     writeWindowUs: raw.writeWindowUs,
     maxCallerIdLabels: raw.maxCallerIdLabels,
     reflection: raw.reflection,

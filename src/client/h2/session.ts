@@ -29,14 +29,14 @@ import {
   encodeSettings,
   encodeWindowUpdate,
   Flag,
-  FRAME_HEADER_BYTES,
   type Frame,
   FrameType,
   type HeaderField,
-  MAX_ALLOWED_FRAME_SIZE,
   MAX_WINDOW_SIZE,
+  readPeerSettings,
   Setting,
-  writeFrameHeader,
+  takeDataFrames,
+  unpaddedPayload,
 } from '../../protocol/h2/index.js';
 
 /** The session failed: a protocol error (ours to the peer, or the peer's), or the socket. */
@@ -275,19 +275,6 @@ export function connectH2(options: H2ConnectOptions, events: H2SessionEvents): H
     }
   }
 
-  /** The payload without padding (PADDED flag), or undefined when the padding is bad. */
-  function unpad(f: Frame, extra: number): Buffer | undefined {
-    let p = f.payload;
-    if ((f.flags & Flag.PADDED) !== 0) {
-      if (p.length < 1) return undefined;
-      const pad = p[0]!;
-      if (pad + 1 + extra > p.length) return undefined;
-      p = p.subarray(1, p.length - pad);
-    }
-    if (extra > p.length) return undefined;
-    return p.subarray(extra);
-  }
-
   function onData(f: Frame): boolean {
     if (f.streamId === 0) return protocolError('DATA on stream 0');
     const length = f.payload.length;
@@ -311,7 +298,7 @@ export function connectH2(options: H2ConnectOptions, events: H2SessionEvents): H
       fail(ErrorCode.FLOW_CONTROL_ERROR, `DATA of ${length} bytes past stream ${s.id}'s window`);
       return false;
     }
-    const body = unpad(f, 0);
+    const body = unpaddedPayload(f, 0);
     if (body === undefined) return protocolError('DATA with bad padding');
     s.recvWindow -= length;
     s.recvUnacked += length;
@@ -336,7 +323,7 @@ export function connectH2(options: H2ConnectOptions, events: H2SessionEvents): H
   function onHeaders(f: Frame): boolean {
     if (f.streamId === 0) return protocolError('HEADERS on stream 0');
     const extra = (f.flags & Flag.PRIORITY) !== 0 ? 5 : 0;
-    const fragment = unpad(f, extra);
+    const fragment = unpaddedPayload(f, extra);
     if (fragment === undefined) return protocolError('HEADERS with bad padding');
     const endStream = (f.flags & Flag.END_STREAM) !== 0;
     if ((f.flags & Flag.END_HEADERS) !== 0) return headerBlock(f.streamId, endStream, fragment);
@@ -396,32 +383,18 @@ export function connectH2(options: H2ConnectOptions, events: H2SessionEvents): H
       }
       return true;
     }
-    if (f.payload.length % 6 !== 0) {
-      fail(ErrorCode.FRAME_SIZE_ERROR, `SETTINGS of ${f.payload.length} bytes`);
+    const peer = readPeerSettings(f.payload);
+    if (!peer.ok) {
+      fail(peer.code, peer.message);
       return false;
     }
-    for (let i = 0; i < f.payload.length; i += 6) {
-      const id = f.payload.readUInt16BE(i);
-      const value = f.payload.readUInt32BE(i + 2);
-      if (id === Setting.INITIAL_WINDOW_SIZE) {
-        if (value > MAX_WINDOW_SIZE) {
-          fail(ErrorCode.FLOW_CONTROL_ERROR, `INITIAL_WINDOW_SIZE ${value}`);
-          return false;
-        }
-        // RFC 9113 §6.9.2: the change applies to every open stream's window.
-        const delta = value - peerInitialWindow;
-        peerInitialWindow = value;
-        for (const s of streams.values()) s.sendWindow += delta;
-      } else if (id === Setting.MAX_FRAME_SIZE) {
-        if (value < DEFAULT_MAX_FRAME_SIZE || value > MAX_ALLOWED_FRAME_SIZE) {
-          return protocolError(`MAX_FRAME_SIZE ${value}`);
-        }
-        peerMaxFrameSize = value;
-      } else if (id === Setting.ENABLE_PUSH && value > 1) {
-        return protocolError(`ENABLE_PUSH ${value}`);
-      }
-      // HEADER_TABLE_SIZE: our encoder never indexes. The others limit us in nothing we do.
+    if (peer.initialWindowSize !== undefined) {
+      // RFC 9113 §6.9.2: the change applies to every open stream's window.
+      const delta = peer.initialWindowSize - peerInitialWindow;
+      peerInitialWindow = peer.initialWindowSize;
+      for (const s of streams.values()) s.sendWindow += delta;
     }
+    if (peer.maxFrameSize !== undefined) peerMaxFrameSize = peer.maxFrameSize;
     control.push(encodeFrame(FrameType.SETTINGS, Flag.ACK, 0));
     if (!connected) {
       connected = true;
@@ -513,36 +486,12 @@ export function connectH2(options: H2ConnectOptions, events: H2SessionEvents): H
   /** Sends what the windows allow of `s`'s queue, as DATA frames in one socket write. */
   function pump(s: StreamState): void {
     if (closed || s.queuedBytes === 0 || streams.get(s.id) !== s) return;
-    let budget = Math.min(s.sendWindow, connSendWindow, s.queuedBytes);
+    const budget = Math.min(s.sendWindow, connSendWindow, s.queuedBytes);
     if (budget <= 0) return;
-    const frames = Math.ceil(budget / peerMaxFrameSize);
-    const out = Buffer.allocUnsafe(budget + frames * FRAME_HEADER_BYTES);
-    let at = 0;
     s.sendWindow -= budget;
     connSendWindow -= budget;
     s.queuedBytes -= budget;
-    while (budget > 0) {
-      const n = Math.min(budget, peerMaxFrameSize);
-      writeFrameHeader(out, at, n, FrameType.DATA, 0, s.id);
-      at += FRAME_HEADER_BYTES;
-      let left = n;
-      while (left > 0) {
-        const head = s.queue[0]!;
-        if (head.length <= left) {
-          out.set(head, at);
-          at += head.length;
-          left -= head.length;
-          s.queue.shift();
-        } else {
-          out.set(head.subarray(0, left), at);
-          at += left;
-          s.queue[0] = head.subarray(left);
-          left = 0;
-        }
-      }
-      budget -= n;
-    }
-    socket.write(at === out.length ? out : out.subarray(0, at));
+    socket.write(takeDataFrames(s.queue, budget, peerMaxFrameSize, s.id));
   }
 
   return {

@@ -56,6 +56,7 @@ export const ErrorCode = {
   REFUSED_STREAM: 0x7,
   CANCEL: 0x8,
   COMPRESSION_ERROR: 0x9,
+  ENHANCE_YOUR_CALM: 0xb,
 } as const;
 
 /** A frame as read: `payload` aliases the chunk it came in, valid until the callback returns. */
@@ -177,4 +178,98 @@ export function createFrameReader(maxFrameSize: number): FrameReader {
       return undefined;
     },
   };
+}
+
+/**
+ * A DATA or HEADERS payload without its padding (PADDED flag) and the first `extra` bytes (5 of
+ * HEADERS' PRIORITY fields), or undefined when the padding does not fit (a PROTOCOL_ERROR).
+ */
+export function unpaddedPayload(f: Frame, extra: number): Buffer | undefined {
+  let p = f.payload;
+  if ((f.flags & Flag.PADDED) !== 0) {
+    if (p.length < 1) return undefined;
+    const pad = p[0]!;
+    if (pad + 1 + extra > p.length) return undefined;
+    p = p.subarray(1, p.length - pad);
+  }
+  if (extra > p.length) return undefined;
+  return extra === 0 ? p : p.subarray(extra);
+}
+
+/** The settings of a peer's SETTINGS frame that a session applies, or its error. */
+export type PeerSettings =
+  | { ok: true; initialWindowSize: number | undefined; maxFrameSize: number | undefined }
+  | { ok: false; code: number; message: string };
+
+/** Reads and checks a (non-ACK) SETTINGS payload (RFC 9113 §6.5.2). */
+export function readPeerSettings(payload: Buffer): PeerSettings {
+  if (payload.length % 6 !== 0) {
+    return {
+      ok: false,
+      code: ErrorCode.FRAME_SIZE_ERROR,
+      message: `SETTINGS of ${payload.length} bytes`,
+    };
+  }
+  let initialWindowSize: number | undefined;
+  let maxFrameSize: number | undefined;
+  for (let i = 0; i < payload.length; i += 6) {
+    const id = payload.readUInt16BE(i);
+    const value = payload.readUInt32BE(i + 2);
+    if (id === Setting.INITIAL_WINDOW_SIZE) {
+      if (value > MAX_WINDOW_SIZE) {
+        return {
+          ok: false,
+          code: ErrorCode.FLOW_CONTROL_ERROR,
+          message: `INITIAL_WINDOW_SIZE ${value}`,
+        };
+      }
+      initialWindowSize = value;
+    } else if (id === Setting.MAX_FRAME_SIZE) {
+      if (value < DEFAULT_MAX_FRAME_SIZE || value > MAX_ALLOWED_FRAME_SIZE) {
+        return { ok: false, code: ErrorCode.PROTOCOL_ERROR, message: `MAX_FRAME_SIZE ${value}` };
+      }
+      maxFrameSize = value;
+    } else if (id === Setting.ENABLE_PUSH && value > 1) {
+      return { ok: false, code: ErrorCode.PROTOCOL_ERROR, message: `ENABLE_PUSH ${value}` };
+    }
+    // HEADER_TABLE_SIZE: our encoders never index. The others limit nothing our sessions do.
+  }
+  return { ok: true, initialWindowSize, maxFrameSize };
+}
+
+/**
+ * Takes the first `budget` bytes of `queue` (which it shortens) as DATA frames of stream `id`,
+ * each at most `maxFrameSize`, in one buffer.
+ */
+export function takeDataFrames(
+  queue: Buffer[],
+  budget: number,
+  maxFrameSize: number,
+  id: number,
+): Buffer {
+  const out = Buffer.allocUnsafe(budget + Math.ceil(budget / maxFrameSize) * FRAME_HEADER_BYTES);
+  let at = 0;
+  let left = budget;
+  while (left > 0) {
+    const n = Math.min(left, maxFrameSize);
+    writeFrameHeader(out, at, n, FrameType.DATA, 0, id);
+    at += FRAME_HEADER_BYTES;
+    let room = n;
+    while (room > 0) {
+      const head = queue[0]!;
+      if (head.length <= room) {
+        out.set(head, at);
+        at += head.length;
+        room -= head.length;
+        queue.shift();
+      } else {
+        out.set(head.subarray(0, room), at);
+        at += room;
+        queue[0] = head.subarray(room);
+        room = 0;
+      }
+    }
+    left -= n;
+  }
+  return out;
 }

@@ -21,7 +21,11 @@ export {
   FrameType,
   MAX_ALLOWED_FRAME_SIZE,
   MAX_WINDOW_SIZE,
+  type PeerSettings,
+  readPeerSettings,
   Setting,
+  takeDataFrames,
+  unpaddedPayload,
   writeFrameHeader,
 } from './frame.js';
 export {
