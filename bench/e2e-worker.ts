@@ -165,6 +165,11 @@ async function stats(): Promise<E2eWorkerStats> {
 const stop = new AbortController();
 // Every reader's loop waits on it.
 setMaxListeners(0, stop.signal);
+/** `stop.signal.aborted`, as a plain variable for the reader loops' per-update checks. */
+let stopped = false;
+stop.signal.addEventListener('abort', () => {
+  stopped = true;
+});
 
 /** One writer schedule for all of this process's shards (`commit-schedule.ts`). */
 function writeShards(t0: number): CommitSchedule {
@@ -202,15 +207,18 @@ function writeShards(t0: number): CommitSchedule {
   }
 }
 
+/** Every reader loop's wait options (one object: the loop adds nothing of its own per wait). */
+const waitOptions = { signal: stop.signal };
+
 async function readShard(h: ShardHandle<BenchState>, g: number): Promise<void> {
   let seqno = h.seqno;
   let seen = h.state.n;
-  while (!stop.signal.aborted) {
+  while (!stopped) {
     let v: { seqno: bigint; state: BenchState };
     try {
-      v = await h.waitForSeqno(seqno + 1n, { signal: stop.signal });
+      v = await h.waitForSeqno(seqno + 1n, waitOptions);
     } catch (err) {
-      if (!stop.signal.aborted) fail(`waiting on ${h.shardId}`, err);
+      if (!stopped) fail(`waiting on ${h.shardId}`, err);
       return;
     }
     const now = wallMs();

@@ -1,6 +1,7 @@
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createMemoryConsensus } from '../consensus/index.js';
+import { countListeners } from '../util/abort-listeners.test-support.js';
 import { createFakeClock } from '../util/index.js';
 import { createShardStateCache } from './cache.js';
 import { encodeEnvelope } from './envelope.js';
@@ -256,6 +257,53 @@ describe('polling fallback', () => {
     await expect(wait2).rejects.toMatchObject({ code: 'closed' });
     expect(t.clock.pending()).toBe(0);
     await expect(h2.update(addBatch('z'))).rejects.toMatchObject({ code: 'closed' });
+  });
+});
+
+describe('waits on abort signals', () => {
+  it('a reader waiting again on one signal after every diff keeps one listener, and its abort rejects only its waits', async () => {
+    const t = await setup(3);
+    const a = new AbortController();
+    const listeners = countListeners(a.signal);
+    for (let n = 1; n <= 2; n++) {
+      const wait = t.r.waitForSeqno(BigInt(n), { signal: a.signal });
+      t.reader.receiveDiff(SHARD, BigInt(n), t.pushes[n - 1]!.diff);
+      await expect(wait).resolves.toMatchObject({ seqno: BigInt(n) });
+    }
+    // Two waits on `a` at once, and one on `b` while `a`'s are pending.
+    const b = new AbortController();
+    const onA1 = t.r.waitForSeqno(3n, { signal: a.signal });
+    const onA2 = t.r.waitForSeqno(4n, { signal: a.signal });
+    const onB = t.r.waitForSeqno(3n, { signal: b.signal });
+    const plain = t.r.waitForSeqno(3n);
+    expect(listeners()).toBe(1);
+    b.abort();
+    await expect(onB).rejects.toMatchObject({ code: 'aborted' });
+    t.reader.receiveDiff(SHARD, 3n, t.pushes[2]!.diff);
+    await expect(onA1).resolves.toMatchObject({ seqno: 3n });
+    await expect(plain).resolves.toMatchObject({ seqno: 3n });
+    a.abort();
+    await expect(onA2).rejects.toMatchObject({ code: 'aborted' });
+    expect(t.clock.pending()).toBe(0);
+  });
+
+  it('moves to another signal once the last one has no waits; an abort of the old one rejects nothing', async () => {
+    const t = await setup(2);
+    const a = new AbortController();
+    const b = new AbortController();
+    const first = t.r.waitForSeqno(1n, { signal: a.signal });
+    t.reader.receiveDiff(SHARD, 1n, t.pushes[0]!.diff);
+    await first;
+    const onB = t.r.waitForSeqno(2n, { signal: b.signal });
+    a.abort();
+    t.reader.receiveDiff(SHARD, 2n, t.pushes[1]!.diff);
+    await expect(onB).resolves.toMatchObject({ seqno: 2n });
+    // Closed: a later abort of the watched signal finds nothing and throws nothing.
+    const c = new AbortController();
+    const onC = t.r.waitForSeqno(3n, { signal: c.signal });
+    t.r.close();
+    await expect(onC).rejects.toMatchObject({ code: 'closed' });
+    c.abort();
   });
 });
 

@@ -64,6 +64,8 @@ const EMPTY = new Uint8Array(0);
 
 /** A pending `waitFor`; its abort goes to the shard's handler (no closure per wait). */
 class Waiter<S> implements Wait<ShardVersion<S>> {
+  /** Watched through the shard's own watch of `signal` (see `Shard.#watch`), not its own. */
+  viaShard = false;
   constructor(
     readonly seqno: bigint,
     readonly owner: object | undefined,
@@ -111,23 +113,37 @@ export class Shard<S, D> implements Wakeable {
   #queued: { reason: ConsensusReadReason; promise: Promise<void>; resolve: () => void } | undefined;
 
   readonly #waiters = new WaitList<Waiter<S>>();
-  /** Waits satisfied by the current run of applies (the first `#dueCount`), for `wakeDue`. */
-  readonly #due: (Waiter<S> | undefined)[] = [];
-  #dueCount = 0;
+  /**
+   * Waits satisfied by the current run of applies, for `wakeDue`: the first in a field (the
+   * usual one reader per shard touches no array), the rest in `#dueMore`.
+   */
+  #dueFirst: Waiter<S> | undefined;
+  #dueMore: Waiter<S>[] | undefined;
   /** The wake counter of the version being applied (watch, or timer for a poll). */
   #woken: CounterCell;
   readonly #takeDue = (w: Waiter<S>): void => {
-    if (w.signal !== undefined) unwatchAbort(w.signal, w);
+    this.#unwatch(w);
     this.#woken.value++;
-    // By index, not push and truncate: the array keeps its storage from one run to the next.
-    this.#due[this.#dueCount++] = w;
+    if (this.#dueFirst === undefined) this.#dueFirst = w;
+    else if (this.#dueMore === undefined) this.#dueMore = [w];
+    else this.#dueMore.push(w);
   };
   readonly #onWaitAborted = (w: Waiter<S>, reason: unknown): void => {
     if (!this.#waiters.delete(w)) return;
     if (this.#waiters.size === 0) this.#poll.stop();
     w.reject(this.#aborted(reason));
   };
-  readonly #listeners = new Set<() => void>();
+  /**
+   * The signal this shard watches for its waits (one abort watch per shard, kept between waits:
+   * a reader that waits again on the same signal after every diff adds and removes nothing),
+   * and how many pending waits use it. A wait on another signal while this one is in use
+   * watches its own.
+   */
+  #watched: AbortSignal | undefined;
+  #watchedWaits = 0;
+  readonly #watcher = { onAbort: (reason: unknown): void => this.#abortWatched(reason) };
+  /** `onChange` listeners, made on the first. */
+  #listeners: Set<() => void> | undefined;
   readonly #poll: PollSchedule;
   readonly #writer: WriterLoop<S, D>;
 
@@ -475,12 +491,12 @@ export class Shard<S, D> implements Wakeable {
     if (this.#waiters.size > 0) {
       const { metrics } = this.#d;
       this.#woken = reason === 'poll' ? metrics.wokenByTimer : metrics.wokenByWatch;
-      const wasDue = this.#dueCount;
+      const wasDue = this.#dueFirst !== undefined;
       this.#waiters.removeDue(seqno, this.#takeDue);
-      if (wasDue === 0 && this.#dueCount > 0) this.#d.wakes.schedule(this);
+      if (!wasDue && this.#dueFirst !== undefined) this.#d.wakes.schedule(this);
       if (this.#waiters.size === 0) this.#poll.idle();
     }
-    for (const l of this.#listeners) l();
+    if (this.#listeners !== undefined) for (const l of this.#listeners) l();
     // Progress resets the poll schedule (reference: a listener that saw a new seqno starts over).
     this.#poll.progress();
   }
@@ -524,20 +540,54 @@ export class Shard<S, D> implements Wakeable {
       this.#onWaitAborted,
     );
     this.#waiters.add(waiter);
-    if (signal !== undefined) watchAbort(signal, waiter);
+    if (signal !== undefined) this.#watch(waiter, signal);
     this.#poll.start();
     return promise;
   }
 
+  /** Watches `w`'s signal: through the shard's own watch when it is free or the same signal. */
+  #watch(w: Waiter<S>, signal: AbortSignal): void {
+    if (signal !== this.#watched) {
+      if (this.#watchedWaits > 0) {
+        watchAbort(signal, w);
+        return;
+      }
+      if (this.#watched !== undefined) unwatchAbort(this.#watched, this.#watcher);
+      this.#watched = signal;
+      watchAbort(signal, this.#watcher);
+    }
+    this.#watchedWaits++;
+    w.viaShard = true;
+  }
+
+  /** `w` no longer waits: its watch goes (the shard's own stays, for the next wait). */
+  #unwatch(w: Waiter<S>): void {
+    if (w.viaShard) this.#watchedWaits--;
+    else if (w.signal !== undefined) unwatchAbort(w.signal, w);
+  }
+
+  /** The shard's watched signal aborted: its waits on it are rejected. */
+  #abortWatched(reason: unknown): void {
+    const signal = this.#watched;
+    this.#watched = undefined;
+    this.#watchedWaits = 0;
+    this.#waiters.removeWhere(
+      (w) => w.viaShard && w.signal === signal,
+      (w) => w.reject(this.#aborted(reason)),
+    );
+    if (this.#waiters.size === 0) this.#poll.stop();
+  }
+
   /** Resolves the waits the last run of applies satisfied (called by the cache's `WakeQueue`). */
   wakeDue(): void {
-    const due = this.#due;
-    const n = this.#dueCount;
-    this.#dueCount = 0;
-    for (let i = 0; i < n; i++) {
-      (due[i] as Waiter<S>).resolve(this.snapshot());
-      due[i] = undefined;
-    }
+    const first = this.#dueFirst;
+    if (first === undefined) return;
+    this.#dueFirst = undefined;
+    first.resolve(this.snapshot());
+    const more = this.#dueMore;
+    if (more === undefined || more.length === 0) return;
+    this.#dueMore = undefined;
+    for (const w of more) w.resolve(this.snapshot());
   }
 
   /** Rejects the pending waits of `owner` (a handle being closed) with `closed`. */
@@ -545,7 +595,7 @@ export class Shard<S, D> implements Wakeable {
     this.#waiters.removeWhere(
       (w) => w.owner === owner,
       (w) => {
-        if (w.signal !== undefined) unwatchAbort(w.signal, w);
+        this.#unwatch(w);
         w.reject(new ShardStateError('closed', 'the handle was closed', { shardId: this.shardId }));
       },
     );
@@ -561,8 +611,10 @@ export class Shard<S, D> implements Wakeable {
 
   /** Calls `fn` after every applied version until the returned function is called. */
   onChange(fn: () => void): () => void {
-    this.#listeners.add(fn);
-    return () => this.#listeners.delete(fn);
+    this.#listeners ??= new Set();
+    const listeners = this.#listeners;
+    listeners.add(fn);
+    return () => listeners.delete(fn);
   }
 
   /** Re-times sleeping timers after a config change, so it takes effect at once. */
@@ -592,14 +644,16 @@ export class Shard<S, D> implements Wakeable {
         ? undefined
         : new ShardStateError('closed', 'the shard was released', { shardId: this.shardId });
     for (const w of this.#waiters.clear()) {
-      if (w.signal !== undefined) unwatchAbort(w.signal, w);
+      this.#unwatch(w);
       w.reject(closed);
     }
+    if (this.#watched !== undefined) unwatchAbort(this.#watched, this.#watcher);
+    this.#watched = undefined;
     this.#reorderTimer?.cancel();
     this.#reorderTimer = undefined;
     this.#poll.stop();
     this.#held.clear();
-    this.#listeners.clear();
+    this.#listeners?.clear();
     this.#queued?.resolve();
     this.#queued = undefined;
   }
