@@ -165,7 +165,7 @@ export function createGrpcServer(o: GrpcServerOptions): GrpcServer {
       signal?.throwIfAborted();
       const srv =
         o.tls === undefined && o.http2Server === 'own'
-          ? createOwnH2Server(SETTINGS, events, log)
+          ? createOwnH2Server(SETTINGS, events, log, o.clock)
           : createNodeH2Server(SETTINGS, o.tls, o.handshakeTimeoutMs, events, log);
       server = srv;
       await new Promise<void>((resolve, reject) => {

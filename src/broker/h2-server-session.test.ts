@@ -21,7 +21,8 @@ import {
   type HeaderField,
   Setting,
 } from '../protocol/h2/index.js';
-import { createH2ServerSession, type H2ServerSocket } from './h2-server-session.js';
+import { createFakeClock } from '../util/index.js';
+import { createH2ServerSession, FAIL_GRACE_MS, type H2ServerSocket } from './h2-server-session.js';
 import type { H2ServerSettings, ServerStream } from './server-stream.js';
 
 interface SeenFrame {
@@ -80,13 +81,19 @@ function harness(settings: H2ServerSettings = SETTINGS) {
     });
     s.onClose(() => log.push(`close ${(s as unknown as { id: number }).id}`));
   };
-  const conn = createH2ServerSession(socket as unknown as H2ServerSocket, settings, {
-    onStream: (s) => {
-      streams.push(s);
-      onStream(s);
+  const clock = createFakeClock();
+  const conn = createH2ServerSession(
+    socket as unknown as H2ServerSocket,
+    settings,
+    {
+      onStream: (s) => {
+        streams.push(s);
+        onStream(s);
+      },
+      onProtocolError: (code) => errors.push(code),
     },
-    onProtocolError: (code) => errors.push(code),
-  });
+    clock,
+  );
   const hpack = createHpackDecoder();
   let consumed = 0;
   /** Frames the server wrote since the last call. */
@@ -121,6 +128,7 @@ function harness(settings: H2ServerSettings = SETTINGS) {
     );
   return {
     conn,
+    clock,
     socket,
     streams,
     log,
@@ -496,6 +504,16 @@ describe('own HTTP/2 server session', () => {
     // Nothing more is read or written.
     h.send(h.request(9));
     expect(h.frames()).toEqual([]);
+  });
+
+  it('cuts a failed connection whose peer neither reads its GOAWAY nor closes', async () => {
+    const h = harness();
+    h.open();
+    h.send(encodeFrame(FrameType.DATA, 0, 0, Buffer.from('x')));
+    expect(h.ended()).toBe(true);
+    expect(h.socket.destroyed).toBe(false);
+    await h.clock.advance(FAIL_GRACE_MS);
+    expect(h.socket.destroyed).toBe(true);
   });
 
   it('a handler that throws ends its connection with INTERNAL_ERROR, not the process', () => {

@@ -45,6 +45,7 @@ import {
   unpaddedPayload,
   writeFrameHeader,
 } from '../protocol/h2/index.js';
+import type { Clock } from '../util/index.js';
 import { GRPC_RESPONSE_HEADERS, grpcTrailers } from './grpc-respond.js';
 import type { CallStatus } from './grpc-status.js';
 import type {
@@ -57,6 +58,11 @@ import type {
 
 /** The largest header block (HEADERS + CONTINUATIONs) we buffer, and the largest decoded list. */
 export const MAX_HEADER_BLOCK_BYTES = 64 * 1024;
+/**
+ * After our GOAWAY for a protocol error the socket is ended gracefully (the GOAWAY is read) and
+ * cut this long later if the peer neither reads it nor closes, in ms.
+ */
+export const FAIL_GRACE_MS = 1000;
 /** A flush of at most this many bytes is copied behind its DATA header into one buffer. */
 const COPY_MAX_BYTES = 4096;
 
@@ -222,6 +228,7 @@ class OwnSession implements ServerSession {
     private readonly socket: H2ServerSocket,
     private readonly settings: H2ServerSettings,
     private readonly events: H2ServerSessionEvents,
+    private readonly clock: Clock,
   ) {
     this.remoteAddress = socket.remoteAddress;
     this.remotePort = socket.remotePort;
@@ -314,7 +321,8 @@ class OwnSession implements ServerSession {
     this.destroyed = true;
     this.closed = true;
     const goaway = encodeGoaway(this.lastPeerStreamId, code, message.slice(0, 200));
-    this.socket.end(goaway, () => this.socket.destroy());
+    this.socket.end(goaway);
+    this.clock.setTimer(() => this.socket.destroy(), FAIL_GRACE_MS);
     return false;
   }
   private protocolError(message: string): false {
@@ -772,8 +780,9 @@ export function createH2ServerSession(
   socket: H2ServerSocket,
   settings: H2ServerSettings,
   events: H2ServerSessionEvents,
+  clock: Clock,
 ): H2ServerConnection {
-  const session = new OwnSession(socket, settings, events);
+  const session = new OwnSession(socket, settings, events, clock);
   return {
     session,
     receive: (chunk) => session.receive(chunk),

@@ -12,6 +12,7 @@
  */
 import { createServer, type Server, Socket } from 'node:net';
 import type { Logger } from 'pino';
+import type { Clock } from '../util/index.js';
 import { createH2ServerSession, type H2ServerConnection } from './h2-server-session.js';
 import type { H2ServerEvents, H2ServerSettings } from './server-stream.js';
 
@@ -48,6 +49,7 @@ export function createOwnH2Server(
   settings: H2ServerSettings,
   events: H2ServerEvents,
   log: Logger,
+  clock: Clock,
 ): Server {
   const read = Buffer.allocUnsafe(READ_BUFFER_BYTES);
   const srv = createServer({ pauseOnConnect: true, noDelay: true });
@@ -57,11 +59,16 @@ export function createOwnH2Server(
     socket.on('error', (err) => log.debug({ err }, 'socket error'));
     events.onConnection(socket);
     if (socket.destroyed) return;
-    conn = createH2ServerSession(socket, settings, {
-      onStream: events.onStream,
-      onProtocolError: (code, message) =>
-        log.debug({ h2Code: code, detail: message }, 'HTTP/2 protocol error: GOAWAY'),
-    });
+    conn = createH2ServerSession(
+      socket,
+      settings,
+      {
+        onStream: events.onStream,
+        onProtocolError: (code, message) =>
+          log.debug({ h2Code: code, detail: message }, 'HTTP/2 protocol error: GOAWAY'),
+      },
+      clock,
+    );
     events.onSession(conn.session);
   });
   return srv;

@@ -68,7 +68,7 @@ async function setup(o: { refuse?: boolean; token?: string; tokens?: TokenGrant[
   };
   const server =
     kind === 'own'
-      ? createOwnH2Server(settings, events, silentLog)
+      ? createOwnH2Server(settings, events, silentLog, createFakeClock())
       : createNodeH2Server(settings, undefined, 1000, events, silentLog);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as AddressInfo).port;
