@@ -105,6 +105,7 @@ export function observeFanout(
       fan.remove(conn, why);
       for (const shardId of held) if (!has(shardId)) idle(shardId);
     },
+    overBudget: () => fan.overBudget(),
     queued: () => fan.queued(),
     dispose: () => fan.dispose(),
   };

@@ -259,6 +259,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     log,
     onSession,
     onClosed: () => closed.notify(),
+    readPaused: () => fan.overBudget(),
   });
   grpc = server;
   const listings = createListings(fan);

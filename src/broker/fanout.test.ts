@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import { describe, expect, it, vi } from 'vitest';
+import { TURN_BUDGET_DELIVERIES } from './fanout.js';
 import { setupFanout as setup } from './fanout.test-support.js';
 import { PUSH_TIME_SAMPLE_EVERY } from './metrics.js';
 
@@ -60,6 +61,23 @@ describe('fan-out core', () => {
     } finally {
       now.mockRestore();
     }
+  });
+
+  it("is over its turn's budget once TURN_BUDGET_DELIVERIES items are queued, until the flush", async () => {
+    const { core, conn, push } = setup();
+    const pub = conn();
+    const a = conn();
+    const b = conn();
+    core.subscribe(a.c, 's');
+    core.subscribe(b.c, 's');
+    // Two deliveries per push: the budget counts queued items, not pushes.
+    for (let n = 1; n < TURN_BUDGET_DELIVERIES / 2; n++) push(pub.c, 's', BigInt(n));
+    expect(core.overBudget()).toBe(false);
+    push(pub.c, 's', BigInt(TURN_BUDGET_DELIVERIES / 2));
+    expect(core.overBudget()).toBe(true);
+    await turn();
+    expect(core.overBudget()).toBe(false);
+    expect(a.sink.pushes()).toHaveLength(TURN_BUDGET_DELIVERIES / 2);
   });
 
   it('a write window: after a write, later turns wait for the window and share one write', async () => {

@@ -73,6 +73,11 @@ export interface FanoutCore {
   end(conn: Connection, status: CallStatus, how: 'end' | 'abort'): void;
   /** The transport is gone: forget the connection. Idempotent. */
   remove(conn: Connection, why: string): void;
+  /**
+   * True once this turn has queued `TURN_BUDGET_DELIVERIES` items: a transport then stops
+   * reading until the next turn (see `TURN_BUDGET_DELIVERIES`).
+   */
+  overBudget(): boolean;
   /** Queue totals, for gauges. */
   queued(): { messages: number; bytes: number };
   /** Stops timers. */
@@ -81,6 +86,14 @@ export interface FanoutCore {
 
 /** The fan-out latency histogram records one flush in this many (its quantiles stay true). */
 export const FANOUT_LATENCY_SAMPLE_EVERY = 8;
+/**
+ * Items queued in one turn after which the `own` HTTP/2 server stops reading until the next turn
+ * (`own-h2-server.ts`, `readPaused`), so that a backlog read in one go (the socket's whole buffer
+ * after the broker was descheduled: thousands of diffs) is handled, flushed and written in slices
+ * of a few ms, not in one synchronous run that holds every diff and its frame until the end: at
+ * fan-out 1 such runs were 12-27 ms on a CPU, their diffs promoted and collected by mark-compacts.
+ */
+export const TURN_BUDGET_DELIVERIES = 1024;
 
 export function createFanoutCore(options: {
   limits: BrokerLimits;
@@ -131,6 +144,8 @@ export function createFanoutCore(options: {
     return turnStart;
   }
   let pushTimeCountdown = 0;
+  /** Items queued since the last `flushAll`. */
+  let queuedThisTurn = 0;
 
   function schedule(conn: Connection): void {
     if (conn.scheduled || !conn.writable) return;
@@ -149,6 +164,7 @@ export function createFanoutCore(options: {
   function flushAll(): void {
     flushScheduled = undefined;
     turnStart = -1;
+    queuedThisTurn = 0;
     const batch = dirty;
     dirty = [];
     for (const conn of batch) flush(conn);
@@ -254,6 +270,7 @@ export function createFanoutCore(options: {
     }
     // The oldest item's receipt, for the fan-out latency histogram.
     if (conn.queue.length === 0) conn.queuedAt = receivedNow();
+    queuedThisTurn++;
     conn.queue.push(item);
     conn.queueBytes += bytes;
     if (
@@ -426,6 +443,7 @@ export function createFanoutCore(options: {
     },
     end,
     remove,
+    overBudget: () => queuedThisTurn >= TURN_BUDGET_DELIVERIES,
     queued() {
       let messages = 0;
       let bytes = 0;
@@ -439,6 +457,7 @@ export function createFanoutCore(options: {
       if (flushScheduled !== undefined) clearImmediate(flushScheduled);
       flushScheduled = undefined;
       turnStart = -1;
+      queuedThisTurn = 0;
       for (const c of connections.values()) {
         c.stuckTimer?.cancel();
         c.stuckTimer = undefined;

@@ -62,6 +62,11 @@ export interface GrpcServerOptions {
   onSession(session: ServerSession): void;
   /** A session or socket closed (the drain waits on this). */
   onClosed(): void;
+  /**
+   * True while this turn's work is over its budget (`FanoutCore.overBudget`): the `own` server
+   * then stops reading the socket it just read until the next turn. @default never
+   */
+  readPaused?: (() => boolean) | undefined;
 }
 
 export interface GrpcServer {
@@ -165,7 +170,7 @@ export function createGrpcServer(o: GrpcServerOptions): GrpcServer {
       signal?.throwIfAborted();
       const srv =
         o.tls === undefined && o.http2Server === 'own'
-          ? createOwnH2Server(SETTINGS, events, log, o.clock)
+          ? createOwnH2Server(SETTINGS, events, log, o.clock, o.readPaused)
           : createNodeH2Server(SETTINGS, o.tls, o.handshakeTimeoutMs, events, log);
       server = srv;
       await new Promise<void>((resolve, reject) => {

@@ -18,12 +18,21 @@ import type { H2ServerEvents, H2ServerSettings } from './server-stream.js';
 
 const READ_BUFFER_BYTES = 64 * 1024;
 
-/** Moves the accepted socket's handle into a socket read by `onread` (see the file comment). */
-function adoptWithOnread(accepted: Socket, read: Buffer, onChunk: (chunk: Buffer) => void): Socket {
+/**
+ * Moves the accepted socket's handle into a socket read by `onread` (see the file comment).
+ * `onChunk` returns false to stop reading until `resume()`.
+ */
+function adoptWithOnread(
+  accepted: Socket,
+  read: Buffer,
+  onChunk: (chunk: Buffer) => boolean,
+): Socket {
   const holder = accepted as unknown as { _handle?: object | null };
   const handle = holder._handle;
   if (handle === undefined || handle === null) {
-    accepted.on('data', onChunk);
+    accepted.on('data', (chunk: Buffer) => {
+      if (!onChunk(chunk)) accepted.pause();
+    });
     accepted.resume();
     return accepted;
   }
@@ -36,26 +45,39 @@ function adoptWithOnread(accepted: Socket, read: Buffer, onChunk: (chunk: Buffer
     writable: true,
     onread: {
       buffer: read,
-      callback: (nread: number, buf: Uint8Array): boolean => {
-        onChunk(Buffer.from(buf.subarray(0, nread)));
-        return true;
-      },
+      // false pauses the socket.
+      callback: (nread: number, buf: Uint8Array): boolean =>
+        onChunk(Buffer.from(buf.subarray(0, nread))),
     },
   } as ConstructorParameters<typeof Socket>[0]);
 }
 
-/** A plain-TCP HTTP/2 server on our session, reporting to `events`. Listening is the caller's. */
+/**
+ * A plain-TCP HTTP/2 server on our session, reporting to `events`. Listening is the caller's.
+ * After each read, `readPaused()` true (the fan-out core's turn is over its budget) stops reading
+ * that socket until the next turn: a backlog that piled up in the kernel while the broker was
+ * descheduled is then handled a slice per turn, each flushed and written before the next is read,
+ * instead of in one synchronous run (up to libuv's 32 reads of 64 KiB) that holds all of it.
+ */
 export function createOwnH2Server(
   settings: H2ServerSettings,
   events: H2ServerEvents,
   log: Logger,
   clock: Clock,
+  readPaused?: () => boolean,
 ): Server {
   const read = Buffer.allocUnsafe(READ_BUFFER_BYTES);
   const srv = createServer({ pauseOnConnect: true, noDelay: true });
   srv.on('connection', (accepted: Socket) => {
     let conn: H2ServerConnection | undefined;
-    const socket = adoptWithOnread(accepted, read, (chunk) => conn?.receive(chunk));
+    const socket = adoptWithOnread(accepted, read, (chunk) => {
+      conn?.receive(chunk);
+      if (readPaused?.() !== true) return true;
+      setImmediate(() => {
+        if (!socket.destroyed) socket.resume();
+      });
+      return false;
+    });
     socket.on('error', (err) => log.debug({ err }, 'socket error'));
     events.onConnection(socket);
     if (socket.destroyed) return;

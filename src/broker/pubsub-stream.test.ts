@@ -10,6 +10,7 @@ import {
 } from '../protocol/index.js';
 import { createFakeClock } from '../util/index.js';
 import { createBearerAuth } from './bearer-auth.js';
+import { TURN_BUDGET_DELIVERIES } from './fanout.js';
 import { createTestOpener, setupFanout, silentLog } from './fanout.test-support.js';
 import { GrpcStatus } from './grpc-status.js';
 import { createNodeH2Server } from './node-h2-server.js';
@@ -19,6 +20,7 @@ import { createPubSubStreams } from './pubsub-stream.js';
 import type { H2ServerEvents, Http2ServerKind } from './server-stream.js';
 import { createStreamScopes } from './stream-scopes.js';
 import { compileTokenGrants, type TokenGrant } from './token-scopes.js';
+import type { BrokerLimits } from './types.js';
 
 const cleanup: Array<() => void> = [];
 afterEach(() => {
@@ -28,8 +30,19 @@ afterEach(() => {
 /** The HTTP/2 server the suite runs on (each suite below runs on both). */
 let kind: Http2ServerKind = 'own';
 
-async function setup(o: { refuse?: boolean; token?: string; tokens?: TokenGrant[] } = {}) {
-  const f = setupFanout();
+async function setup(
+  o: {
+    refuse?: boolean;
+    token?: string;
+    tokens?: TokenGrant[];
+    /** The receive windows (stream and connection), in bytes. @default 65,535 */
+    windowBytes?: number;
+    limits?: Partial<BrokerLimits>;
+  } = {},
+) {
+  const f = setupFanout(o.limits);
+  /** Reads after which the `own` server stopped reading for the turn. */
+  const pauses = { n: 0 };
   const opener = createTestOpener(
     f.core,
     o.refuse === true
@@ -57,8 +70,8 @@ async function setup(o: { refuse?: boolean; token?: string; tokens?: TokenGrant[
     return scopes.reload(table);
   };
   const settings = {
-    streamWindowBytes: 65_535,
-    connectionWindowBytes: 65_535,
+    streamWindowBytes: o.windowBytes ?? 65_535,
+    connectionWindowBytes: o.windowBytes ?? 65_535,
     maxConcurrentStreams: 100,
   };
   const events: H2ServerEvents = {
@@ -68,7 +81,11 @@ async function setup(o: { refuse?: boolean; token?: string; tokens?: TokenGrant[
   };
   const server =
     kind === 'own'
-      ? createOwnH2Server(settings, events, silentLog, createFakeClock())
+      ? createOwnH2Server(settings, events, silentLog, createFakeClock(), () => {
+          const over = f.core.overBudget();
+          if (over) pauses.n++;
+          return over;
+        })
       : createNodeH2Server(settings, undefined, 1000, events, silentLog);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   const port = (server.address() as AddressInfo).port;
@@ -97,7 +114,7 @@ async function setup(o: { refuse?: boolean; token?: string; tokens?: TokenGrant[
     });
     return { stream, chunks, status, bytes: () => Buffer.concat(chunks) };
   };
-  return { ...f, call, reload, scopes };
+  return { ...f, call, reload, scopes, pauses };
 }
 
 /** The messages in a response body (whole gRPC frames). */
@@ -148,6 +165,36 @@ describe.each(['own', 'node'] as const)('PubSub stream (%s HTTP/2 server)', (k) 
     sub.stream.end();
     expect((await sub.status).code).toBe('0');
   });
+
+  it.runIf(k === 'own')(
+    "reads a backlog a turn's budget at a time, every diff in order",
+    async () => {
+      const { call, core, metrics, pauses } = await setup({
+        windowBytes: 8 << 20,
+        limits: { maxQueueMessages: 16_384, maxQueueBytes: 64 << 20 },
+      });
+      const sub = call();
+      const pub = call();
+      sub.stream.write(subscribe('s1'));
+      await until(() => core.table.subscribers('s1')?.size === 1);
+      // Eight budgets' worth of 300-byte diffs, in one write that the window lets through.
+      const n = 8 * TURN_BUDGET_DELIVERIES;
+      const diff = new Uint8Array(300);
+      const frames = Array.from({ length: n }, (_, i) => {
+        const pd = encodePushDiff('s1', BigInt(i + 1), diff, undefined);
+        // push_diff (field 2) with a two-byte length.
+        const len = Buffer.from([0x12, (pd.length & 0x7f) | 0x80, pd.length >> 7]);
+        return frameMessage(Buffer.concat([len, pd]));
+      });
+      pub.stream.write(Buffer.concat(frames));
+      await until(() => messagesOf(sub.bytes()).length === n);
+      const seqnos = messagesOf(sub.bytes()).map((m) => (m.kind === 'push' ? m.seqno : -1n));
+      expect(seqnos).toEqual(Array.from({ length: n }, (_, i) => BigInt(i + 1)));
+      expect(metrics.stats.drops.queue_full).toBe(0);
+      // The server stopped reading at a full budget and read on at the next turn.
+      expect(pauses.n).toBeGreaterThan(0);
+    },
+  );
 
   it('ends the call with INVALID_ARGUMENT on a bad shard id or malformed bytes', async () => {
     const { call } = await setup();
