@@ -129,6 +129,50 @@ describe('sqlite consensus', () => {
     raw.close();
   });
 
+  it('commits the compare-and-sets of one synchronous run as one group, each with its own outcome, in call order', async () => {
+    const c = await openSqliteConsensus(':memory:');
+    const calls = [
+      c.compareAndSet('a', null, { seqno: 0n, data }),
+      c.compareAndSet('b', null, { seqno: 0n, data }),
+      c.compareAndSet('a', 0n, { seqno: 1n, data }),
+      // Lost: the group's earlier call moved the head of `a` past null.
+      c.compareAndSet('a', null, { seqno: 0n, data }),
+    ];
+    // Any other call runs the pending ones first: it sees them, as it would have one by one.
+    const head = c.head('a');
+    expect(await Promise.all(calls)).toEqual(['committed', 'committed', 'committed', 'mismatch']);
+    expect((await head)?.seqno).toBe(1n);
+    expect((await c.head('b'))?.seqno).toBe(0n);
+    await c.close();
+  });
+
+  it('fails every compare-and-set of a group determinately when the write lock is held', async () => {
+    const path = freshPath();
+    const c = await openSqliteConsensus(path, { busyTimeoutMs: 20 });
+    await c.compareAndSet('a', null, { seqno: 0n, data });
+    const other = new Database(path);
+    other.exec('BEGIN IMMEDIATE');
+    try {
+      const errs = await Promise.all([
+        failure(c.compareAndSet('a', 0n, { seqno: 1n, data })),
+        failure(c.compareAndSet('b', null, { seqno: 0n, data })),
+      ]);
+      expect(errs.map((e) => [e.code, e.determinate])).toEqual([
+        ['unavailable', true],
+        ['unavailable', true],
+      ]);
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    expect(await c.head('b')).toBeUndefined();
+    // Called before close: still committed.
+    const last = c.compareAndSet('b', null, { seqno: 0n, data });
+    await c.close();
+    expect(await last).toBe('committed');
+    expect((await failure(c.compareAndSet('b', 0n, { seqno: 1n, data }))).code).toBe('closed');
+  });
+
   it("copies data in: changing the caller's array later changes nothing stored", async () => {
     const c = await openSqliteConsensus(':memory:');
     const mine = new Uint8Array([1, 2, 3]);

@@ -60,6 +60,15 @@ export interface SqliteConsensusOptions extends OpenConsensusOptions {
  * `AbortSignal` is only checked before a call starts, and a call that waits for another
  * process's write lock blocks the event loop for up to `busyTimeoutMs`. Each call is one short
  * indexed statement (a truncate is one ranged delete) so the lock is held for microseconds.
+ *
+ * Group commit: the compare-and-sets called in one synchronous run (a writer committing several
+ * shards in one wake-up) run in ONE `BEGIN IMMEDIATE` … `COMMIT` at the end of that run (a
+ * microtask), each its own insert with its own outcome, in call order: the same results as one
+ * transaction each, one after the other, for one lock round and one WAL commit instead of one
+ * per call (`bench/results/notes.md`, "The writer's CPU per commit"). Any other call runs the
+ * pending ones first, so this handle's calls still apply in the order they were made. A
+ * failure of the transaction itself (busy, I/O) fails every compare-and-set in it, classified
+ * as for one. `next.data` is read when the group runs, before any caller's `await` resumes.
  */
 export async function openSqliteConsensus(
   path: string,
@@ -159,6 +168,16 @@ export const SQLITE_SQL = {
 
 type Row = { sequence_number: unknown; data: unknown };
 
+/** A compare-and-set waiting for its group (`#flushCas`). */
+interface PendingCas {
+  readonly key: string;
+  readonly expected: bigint | null;
+  readonly next: VersionedData;
+  result: CasResult;
+  readonly resolve: (result: CasResult) => void;
+  readonly reject: (err: unknown) => void;
+}
+
 class SqliteConsensus implements Consensus {
   readonly backend = 'sqlite' as const;
   readonly #db: Database.Database;
@@ -170,10 +189,10 @@ class SqliteConsensus implements Consensus {
   readonly #delete: Database.Statement<[string, bigint]>;
   readonly #firstKeys: Database.Statement<[number], { shard: unknown }>;
   readonly #keysAfter: Database.Statement<[string, number], { shard: unknown }>;
-  readonly #cas: Database.Transaction<
-    (key: string, expected: bigint | null, next: VersionedData) => CasResult
-  >;
   readonly #truncate: Database.Transaction<(key: string, seqno: bigint) => number>;
+  /** Compare-and-sets called in this synchronous run, committed together (see the header). */
+  #pending: PendingCas[] = [];
+  readonly #casGroup: Database.Transaction<(group: readonly PendingCas[]) => void>;
 
   constructor(db: Database.Database, logger: Logger | undefined) {
     this.#db = db;
@@ -184,18 +203,25 @@ class SqliteConsensus implements Consensus {
     this.#delete = db.prepare(SQLITE_SQL.deleteBelow);
     this.#firstKeys = db.prepare(SQLITE_SQL.firstKeys);
     this.#keysAfter = db.prepare(SQLITE_SQL.keysAfter);
-    this.#cas = db.transaction(
-      (key: string, expected: bigint | null, next: VersionedData): CasResult => {
-        const { changes } = this.#insertIfHead.run(
-          key,
-          next.seqno,
-          toBuffer(next.data),
-          key,
-          expected,
-        );
-        return changes === 1 ? 'committed' : 'mismatch';
-      },
-    );
+    this.#casGroup = db.transaction((group: readonly PendingCas[]): void => {
+      for (const c of group) {
+        try {
+          const { changes } = this.#insertIfHead.run(
+            c.key,
+            c.next.seqno,
+            toBuffer(c.next.data),
+            c.key,
+            c.expected,
+          );
+          c.result = changes === 1 ? 'committed' : 'mismatch';
+        } catch (err) {
+          // A primary-key clash cannot happen when the head check passed; if it ever does, the
+          // row was there already: a mismatch. (SQLite undoes the statement, not the group.)
+          if (!sqliteCode(err)?.startsWith('SQLITE_CONSTRAINT')) throw err;
+          c.result = 'mismatch';
+        }
+      }
+    });
     this.#truncate = db.transaction((key: string, seqno: bigint): number => {
       const head = this.#head.get(key);
       if (head === undefined) {
@@ -216,29 +242,48 @@ class SqliteConsensus implements Consensus {
   }
 
   async head(key: string, options?: CallOptions): Promise<VersionedData | undefined> {
-    this.#check(options);
+    this.#checkInOrder(options);
     validateKey(key);
     const row = this.#run('head', () => this.#head.get(key));
     return row === undefined ? undefined : readRow(row, key);
   }
 
-  async compareAndSet(
+  compareAndSet(
     key: string,
     expected: bigint | null,
     next: VersionedData,
     options?: CallOptions,
   ): Promise<CasResult> {
-    this.#check(options);
-    validateCas(key, expected, next);
     try {
-      return this.#cas.immediate(key, expected, next);
+      this.#check(options);
+      validateCas(key, expected, next);
     } catch (err) {
-      // A primary-key clash cannot happen when the head check passed; if it ever does, the
-      // row was there already: a mismatch.
-      if (sqliteCode(err)?.startsWith('SQLITE_CONSTRAINT')) return 'mismatch';
-      throw mapError(err, 'compareAndSet', key);
+      return Promise.reject(err);
     }
+    return new Promise<CasResult>((resolve, reject) => {
+      const c: PendingCas = { key, expected, next, result: 'mismatch', resolve, reject };
+      if (this.#pending.push(c) === 1) queueMicrotask(this.#flushCas);
+    });
   }
+
+  /** Commits the pending compare-and-sets (one alone as before; several in one transaction). */
+  readonly #flushCas = (): void => {
+    const group = this.#pending;
+    if (group.length === 0) return;
+    this.#pending = [];
+    if (this.#closed) {
+      const closed = new ConsensusError('closed', 'the Consensus is closed');
+      for (const c of group) c.reject(closed);
+      return;
+    }
+    try {
+      this.#casGroup.immediate(group);
+    } catch (err) {
+      for (const c of group) c.reject(mapError(err, 'compareAndSet', c.key));
+      return;
+    }
+    for (const c of group) c.resolve(c.result);
+  };
 
   async scan(
     key: string,
@@ -246,7 +291,7 @@ class SqliteConsensus implements Consensus {
     limit: number,
     options?: CallOptions,
   ): Promise<VersionedData[]> {
-    this.#check(options);
+    this.#checkInOrder(options);
     validateKey(key);
     validateSeqno(from, 'from');
     validateLimit(limit);
@@ -255,14 +300,14 @@ class SqliteConsensus implements Consensus {
   }
 
   async truncate(key: string, seqno: bigint, options?: CallOptions): Promise<number> {
-    this.#check(options);
+    this.#checkInOrder(options);
     validateKey(key);
     validateSeqno(seqno);
     return this.#run('truncate', () => this.#truncate.immediate(key, seqno), key);
   }
 
   async listKeys(options?: ListKeysOptions): Promise<ListKeysPage> {
-    this.#check(options);
+    this.#checkInOrder(options);
     const pageSize = validatePageSize(options?.pageSize);
     const after = decodePageToken(options?.pageToken);
     const rows = this.#run('listKeys', () =>
@@ -280,6 +325,8 @@ class SqliteConsensus implements Consensus {
 
   async close(): Promise<void> {
     if (this.#closed) return;
+    // Compare-and-sets already called still commit, as they did when each ran at once.
+    this.#flushCas();
     this.#closed = true;
     this.#db.close();
     this.#logger?.debug('sqlite consensus closed');
@@ -288,6 +335,12 @@ class SqliteConsensus implements Consensus {
   #check(options: CallOptions | undefined): void {
     if (this.#closed) throw new ConsensusError('closed', 'the Consensus is closed');
     throwIfAborted(options);
+  }
+
+  /** For every call but a compare-and-set: the pending ones go first, in call order. */
+  #checkInOrder(options: CallOptions | undefined): void {
+    this.#check(options);
+    this.#flushCas();
   }
 
   #run<T>(op: string, fn: () => T, key?: string): T {
