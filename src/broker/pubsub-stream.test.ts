@@ -166,35 +166,33 @@ describe.each(['own', 'node'] as const)('PubSub stream (%s HTTP/2 server)', (k) 
     expect((await sub.status).code).toBe('0');
   });
 
-  it.runIf(k === 'own')(
-    "reads a backlog a turn's budget at a time, every diff in order",
-    async () => {
-      const { call, core, metrics, pauses } = await setup({
-        windowBytes: 8 << 20,
-        limits: { maxQueueMessages: 16_384, maxQueueBytes: 64 << 20 },
-      });
-      const sub = call();
-      const pub = call();
-      sub.stream.write(subscribe('s1'));
-      await until(() => core.table.subscribers('s1')?.size === 1);
-      // Eight budgets' worth of 300-byte diffs, in one write that the window lets through.
-      const n = 8 * TURN_BUDGET_DELIVERIES;
-      const diff = new Uint8Array(300);
-      const frames = Array.from({ length: n }, (_, i) => {
-        const pd = encodePushDiff('s1', BigInt(i + 1), diff, undefined);
-        // push_diff (field 2) with a two-byte length.
-        const len = Buffer.from([0x12, (pd.length & 0x7f) | 0x80, pd.length >> 7]);
-        return frameMessage(Buffer.concat([len, pd]));
-      });
-      pub.stream.write(Buffer.concat(frames));
-      await until(() => messagesOf(sub.bytes()).length === n);
-      const seqnos = messagesOf(sub.bytes()).map((m) => (m.kind === 'push' ? m.seqno : -1n));
-      expect(seqnos).toEqual(Array.from({ length: n }, (_, i) => BigInt(i + 1)));
-      expect(metrics.stats.drops.queue_full).toBe(0);
-      // The server stopped reading at a full budget and read on at the next turn.
-      expect(pauses.n).toBeGreaterThan(0);
-    },
-  );
+  it("reads a backlog a turn's budget at a time on its own server, every diff in order on both", async () => {
+    const { call, core, metrics, pauses } = await setup({
+      windowBytes: 8 << 20,
+      limits: { maxQueueMessages: 16_384, maxQueueBytes: 64 << 20 },
+    });
+    const sub = call();
+    const pub = call();
+    sub.stream.write(subscribe('s1'));
+    await until(() => core.table.subscribers('s1')?.size === 1);
+    // Eight budgets' worth of 300-byte diffs, in one write that the window lets through.
+    const n = 8 * TURN_BUDGET_DELIVERIES;
+    const diff = new Uint8Array(300);
+    const frames = Array.from({ length: n }, (_, i) => {
+      const pd = encodePushDiff('s1', BigInt(i + 1), diff, undefined);
+      // push_diff (field 2) with a two-byte length.
+      const len = Buffer.from([0x12, (pd.length & 0x7f) | 0x80, pd.length >> 7]);
+      return frameMessage(Buffer.concat([len, pd]));
+    });
+    pub.stream.write(Buffer.concat(frames));
+    await until(() => messagesOf(sub.bytes()).length === n);
+    const seqnos = messagesOf(sub.bytes()).map((m) => (m.kind === 'push' ? m.seqno : -1n));
+    expect(seqnos).toEqual(Array.from({ length: n }, (_, i) => BigInt(i + 1)));
+    expect(metrics.stats.drops.queue_full).toBe(0);
+    // The own server stopped reading at a full budget and read on at the next turn;
+    // node:http2 reads on its own schedule and has no such pause.
+    expect(pauses.n > 0).toBe(k === 'own');
+  });
 
   it('ends the call with INVALID_ARGUMENT on a bad shard id or malformed bytes', async () => {
     const { call } = await setup();
