@@ -4,7 +4,7 @@
  * RST_STREAM, and bad peers (clear H2Errors, never a throw: a property test feeds random
  * frames and bytes).
  */
-import type { Socket } from 'node:net';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -375,5 +375,75 @@ describe('H2 session: bad peers', () => {
     );
     // The input did reach the session: most random runs end it.
     expect(failed).toBeGreaterThan(500);
+  });
+});
+
+describe('HTTP/2 client session over TCP', () => {
+  it('reads into slabs: every DATA chunk kept intact across many reads and slabs', async () => {
+    // A server that answers the preface, then sends 2 MiB of numbered DATA frames in writes
+    // of varied sizes, so reads land across slab boundaries; the client keeps every chunk.
+    const total = 2 << 20;
+    const payload = Buffer.alloc(total);
+    for (let i = 0; i < total; i += 4) payload.writeUInt32BE(i >>> 2, i);
+    const server = createServer((sock) => {
+      sock.once('data', () => {
+        sock.write(encodeSettings([]));
+        sock.write(
+          encodeFrame(
+            FrameType.HEADERS,
+            Flag.END_HEADERS,
+            1,
+            encodeHeaderBlock([[':status', '200']]),
+          ),
+        );
+        let at = 0;
+        let n = 0;
+        const next = (): void => {
+          if (at >= total) return void sock.write(encodeFrame(FrameType.DATA, Flag.END_STREAM, 1));
+          const frames: Buffer[] = [];
+          const count = 1 + (n++ % 7);
+          for (let k = 0; k < count && at < total; k++) {
+            const size = Math.min(total - at, 1000 + ((n * 7919 + k * 104729) % 15000));
+            frames.push(encodeFrame(FrameType.DATA, 0, 1, payload.subarray(at, at + size)));
+            at += size;
+          }
+          sock.write(Buffer.concat(frames), () => setImmediate(next));
+        };
+        next();
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as AddressInfo;
+    const chunks: Buffer[] = [];
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const session = connectH2(
+          {
+            host: '127.0.0.1',
+            port,
+            streamWindowBytes: 1 << 30,
+            connectionWindowBytes: 1 << 30,
+          },
+          {
+            onConnect: () => {},
+            onGoaway: () => {},
+            onClose: (err) => reject(err ?? new Error('closed')),
+          },
+        );
+        session.request([[':method', 'POST']], {
+          onHeaders: () => {},
+          onData: (d) => chunks.push(d),
+          onEnd: () => {
+            session.destroy();
+            resolve();
+          },
+          onReset: (code) => reject(new Error(`reset ${code}`)),
+        });
+      });
+    } finally {
+      server.close();
+    }
+    expect(chunks.length).toBeGreaterThan(100);
+    expect(Buffer.concat(chunks).equals(payload)).toBe(true);
   });
 });

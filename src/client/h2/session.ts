@@ -9,9 +9,9 @@
  *
  * Why not `node:http2`: at one message per wake-up its stream's Readable/Writable machinery
  * costs about a third of the client's CPU per message (`npm run bench -- h2-client`); plain
- * sockets are read with `net`'s `onread` (one reused buffer, no Readable stream). Untrusted
- * bytes: every bad frame ends the connection with a GOAWAY and an `H2Error` naming what was
- * wrong; nothing the peer sends can throw out of the socket's read.
+ * sockets are read with `net`'s `onread` (into slabs: no copy per read, no Readable stream).
+ * Untrusted bytes: every bad frame ends the connection with a GOAWAY and an `H2Error` naming
+ * what was wrong; nothing the peer sends can throw out of the socket's read.
  */
 import { connect as netConnect, type Socket } from 'node:net';
 import { type ConnectionOptions, type TLSSocket, connect as tlsConnect } from 'node:tls';
@@ -107,6 +107,12 @@ export interface H2Session {
 
 /** The largest header block (HEADERS + CONTINUATIONs) we buffer. */
 const MAX_HEADER_BLOCK_BYTES = 64 * 1024;
+/**
+ * Plain sockets read into a slab, each read into the slab's unused rest: the chunk handed on is
+ * a view (no copy, no buffer per read: DATA and the views into it may outlive the read, and no
+ * byte of a slab is written twice). A new slab when less than a read's worth is left.
+ */
+const SLAB_BYTES = 256 * 1024;
 const READ_BUFFER_BYTES = 64 * 1024;
 
 interface StreamState {
@@ -170,15 +176,24 @@ export function connectH2(options: H2ConnectOptions, events: H2SessionEvents): H
       s.on('data', onChunk);
       return s;
     }
+    let slab = Buffer.allocUnsafe(SLAB_BYTES);
+    let slabUsed = 0;
     return netConnect({
       host: options.host,
       port: options.port,
       noDelay: true,
       onread: {
-        buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES),
+        // Called for every read's buffer, after the callback of the one before.
+        buffer: (): Buffer => {
+          if (SLAB_BYTES - slabUsed < READ_BUFFER_BYTES) {
+            slab = Buffer.allocUnsafe(SLAB_BYTES);
+            slabUsed = 0;
+          }
+          return slab.subarray(slabUsed);
+        },
         callback: (nread: number, buf: Uint8Array): boolean => {
-          // A copy: DATA handed on (and views into it) outlive this reused buffer.
-          onChunk(Buffer.from(buf.subarray(0, nread)));
+          slabUsed += nread;
+          onChunk(buf.subarray(0, nread) as Buffer);
           return true;
         },
       },
