@@ -78,6 +78,43 @@ describe('sqlite consensus', () => {
     await c.close();
   });
 
+  it('waits for another connection’s write lock without blocking the event loop, first come first served', async () => {
+    const path = freshPath();
+    const c = await openSqliteConsensus(path);
+    await c.compareAndSet('a', null, { seqno: 0n, data });
+    const other = new Database(path);
+    other.exec('BEGIN IMMEDIATE');
+    const order: string[] = [];
+    const first = c.compareAndSet('a', 0n, { seqno: 1n, data }).then((r) => order.push(`a ${r}`));
+    // The first (its own group) is in line now; a write made while it waits goes behind it.
+    await new Promise((r) => setImmediate(r));
+    const second = c
+      .compareAndSet('b', null, { seqno: 0n, data })
+      .then((r) => order.push(`b ${r}`));
+    // The event loop runs while both wait (SQLite's busy handler would have slept on this thread).
+    for (let i = 0; i < 5; i++) await new Promise((r) => setTimeout(r, 1));
+    expect(order).toEqual([]);
+    // WAL readers are not blocked meanwhile.
+    expect((await c.head('a'))?.seqno).toBe(0n);
+    other.exec('COMMIT');
+    other.close();
+    await Promise.all([first, second]);
+    expect(order).toEqual(['a committed', 'b committed']);
+    await c.close();
+  });
+
+  it('ends calls still waiting for the lock as closed when it is closed', async () => {
+    const path = freshPath();
+    const c = await openSqliteConsensus(path);
+    const other = new Database(path);
+    other.exec('BEGIN IMMEDIATE');
+    const waiting = failure(c.compareAndSet('k', null, { seqno: 0n, data }));
+    await c.close();
+    expect((await waiting).code).toBe('closed');
+    other.exec('ROLLBACK');
+    other.close();
+  });
+
   it('reports rows it cannot read as data_loss', async () => {
     const path = freshPath();
     const c = await openSqliteConsensus(path);
