@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { toShardId } from '../protocol/index.js';
 import { linkSignals, raceSignal, systemClock } from '../util/index.js';
+import { BackgroundQueue } from './background-queue.js';
 import { DEFAULT_SHARD_STATE_CONFIG, mergeConfig, type ShardStateConfig } from './config.js';
 import { ShardStateError, throwIfAborted } from './errors.js';
 import { createShardStateMetrics, type ShardStateMetrics } from './metrics.js';
@@ -111,6 +112,7 @@ class Cache implements ShardStateCache {
       // Polls are awaited (a waitForSeqno, a listen loop): their timer keeps the process alive.
       pollTimers: new TimerQueue(clock, true),
       wakes: new WakeQueue(),
+      background: new BackgroundQueue(),
       random: options.random ?? Math.random,
       logger: options.logger ?? pino({ level: 'silent' }),
       metrics: this.#metrics,
@@ -240,6 +242,7 @@ class Cache implements ShardStateCache {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#deps.background.drain();
     for (const [shardId, entry] of [...this.#shards]) {
       entry.refs = 1;
       this.#release(shardId, entry);

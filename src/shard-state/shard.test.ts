@@ -442,6 +442,36 @@ describe('rollups and opening', () => {
     expect(read).toBeLessThanOrEqual(4);
   });
 
+  it("shards that reach a rollup together truncate a few per turn, not in the commits' turn", async () => {
+    const memory = createMemoryConsensus();
+    const started: string[] = [];
+    const truncate = memory.truncate.bind(memory);
+    memory.truncate = (key, seqno, options) => {
+      started.push(`${key}@${seqno}`);
+      return truncate(key, seqno, options);
+    };
+    const writer = createShardStateCache({ consensus: memory, config: { rollupInterval: 2 } });
+    const ids = Array.from({ length: 10 }, (_, i) => `${SHARD.slice(0, -2)}${10 + i}`);
+    const handles = await Promise.all(ids.map((id) => writer.open<PersistState>(id)));
+    // Every shard commits versions 1 and 2 (a rollup) in one turn.
+    await Promise.all(
+      handles.map(async (h) => {
+        await h.update(addBatch('a'));
+        await h.update(addBatch('b'));
+      }),
+    );
+    expect(started).toEqual([]);
+    const turn = () => new Promise((r) => setImmediate(r));
+    await turn();
+    expect(started).toHaveLength(4); // DEFAULT_BACKGROUND_TASKS_PER_TURN
+    await turn();
+    expect(started).toHaveLength(8);
+    await turn();
+    expect(started.sort()).toEqual(ids.map((id) => `${id}@2`).sort());
+    for (const id of ids) expect((await memory.scan(id, 0n, 10))[0]?.seqno).toBe(2n);
+    writer.close();
+  });
+
   it('a reader left behind by truncation catches up from the rollup (slow path)', async () => {
     const memory = createMemoryConsensus();
     const registry = new Registry();

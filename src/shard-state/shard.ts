@@ -15,6 +15,7 @@ import type { Logger } from 'pino';
 import { type Consensus, ConsensusError } from '../consensus/index.js';
 import type { Clock, CounterCell, Timer } from '../util/index.js';
 import { unwatchAbort, watchAbort } from './abort-watch.js';
+import type { BackgroundQueue } from './background-queue.js';
 import { pollDelayMs, type ShardStateConfig } from './config.js';
 import { decodeEnvelopeDiff, type EnvelopeDiff, EnvelopeError } from './envelope.js';
 import { ShardStateError } from './errors.js';
@@ -46,6 +47,8 @@ export interface ShardDeps<S, D> {
   pollTimers: TimerQueue;
   /** Wakes satisfied waits once per run of applies, for every shard of the cache. */
   wakes: WakeQueue;
+  /** The cache's best-effort work (truncations), a few tasks per turn. */
+  background: BackgroundQueue;
   random: () => number;
   logger: Logger;
   metrics: ShardStateMetrics;

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { counterModel } from '../../test/support/counter-model.js';
 import { createMemoryConsensus } from '../consensus/index.js';
 import { createFakeClock } from '../util/index.js';
+import { BackgroundQueue } from './background-queue.js';
 import { DEFAULT_SHARD_STATE_CONFIG } from './config.js';
 import { ShardStateError } from './errors.js';
 import { createShardStateMetrics } from './metrics.js';
@@ -43,6 +44,7 @@ function setup() {
     logger: pino({ level: 'silent' }),
     metrics: createShardStateMetrics(registry, () => 0),
     config: () => DEFAULT_SHARD_STATE_CONFIG,
+    background: new BackgroundQueue(),
   });
   const commits = async (outcome: string) =>
     ((await registry.getSingleMetric('persist_pubsub_state_commits_total')?.get())?.values ?? [])

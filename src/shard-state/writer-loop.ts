@@ -9,6 +9,7 @@
 import type { Logger } from 'pino';
 import { type Consensus, ConsensusError, isIndeterminate } from '../consensus/index.js';
 import { type Clock, sleep, type Timer } from '../util/index.js';
+import type { BackgroundQueue } from './background-queue.js';
 import { jitterWith, type ShardStateConfig, writerDelayMs } from './config.js';
 import { type Envelope, encodeEnvelope } from './envelope.js';
 import { ShardStateError, throwIfAborted } from './errors.js';
@@ -37,6 +38,8 @@ export interface WriterDeps<S, D> {
   logger: Logger;
   metrics: ShardStateMetrics;
   config: () => Readonly<ShardStateConfig>;
+  /** Where the truncation behind a rollup runs: a few per turn, not in the commit's turn. */
+  background: BackgroundQueue;
 }
 
 type CasOutcome = 'committed' | 'mismatch' | 'unavailable';
@@ -46,6 +49,8 @@ export class WriterLoop<S, D> {
   readonly #d: WriterDeps<S, D>;
   /** Re-timers of the writers' sleeping backoffs, so a config change reaches them at once. */
   readonly #sleeps = new Set<() => void>();
+  /** The rollup whose truncation is queued and not yet started. */
+  #truncateAt: bigint | undefined;
 
   constructor(host: WriterHost<S>, deps: WriterDeps<S, D>) {
     this.#host = host;
@@ -126,7 +131,7 @@ export class WriterLoop<S, D> {
           diff: pushed,
           commitTimeMs: clock.nowMs(),
         });
-        if (isRollup && cfg.truncate) void this.#truncateBehind(seqnoTo);
+        if (isRollup && cfg.truncate) this.#queueTruncation(seqnoTo);
         return { outcome: 'committed', seqno: seqnoTo, state: next, attempts: attempt };
       }
       if (outcome === 'mismatch') {
@@ -241,6 +246,22 @@ export class WriterLoop<S, D> {
     }
     metrics.commits.inc({ outcome: 'error' });
     throw new ShardStateError('consensus', 'the compare-and-set failed', { shardId, cause: err });
+  }
+
+  /**
+   * Queues the truncation behind `rollupSeqno` on the cache's background queue; while one is
+   * queued, a newer rollup moves it forward instead (truncating behind the newest rollup also
+   * deletes what the older one would have).
+   */
+  #queueTruncation(rollupSeqno: bigint): void {
+    const queued = this.#truncateAt;
+    this.#truncateAt = rollupSeqno;
+    if (queued !== undefined) return;
+    this.#d.background.run(() => {
+      const at = this.#truncateAt;
+      this.#truncateAt = undefined;
+      if (at !== undefined) void this.#truncateBehind(at);
+    });
   }
 
   /**
