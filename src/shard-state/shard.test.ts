@@ -472,6 +472,20 @@ describe('rollups and opening', () => {
     writer.close();
   });
 
+  it('a writer that never yields to the event loop still truncates: the log stays bounded', async () => {
+    const memory = createMemoryConsensus();
+    const writer = createShardStateCache({ consensus: memory, config: { rollupInterval: 4 } });
+    const w = await writer.open<PersistState>(SHARD);
+    // The memory store answers in microtasks: no turn of the background queue in this loop.
+    for (let i = 0; i < 200; i++) await w.update(addBatch(`b${i}`));
+    const log = await memory.scan(SHARD, 0n, 1000);
+    // A queued truncation waits at most one more rollup (MAX_DEFERRED_ROLLUPS): the log keeps
+    // at most two intervals and a bit, never the 200 versions written.
+    expect(log.length).toBeLessThanOrEqual(9);
+    expect(log[0]!.seqno % 4n).toBe(0n); // the earliest live entry is a rollup
+    writer.close();
+  });
+
   it('a reader left behind by truncation catches up from the rollup (slow path)', async () => {
     const memory = createMemoryConsensus();
     const registry = new Registry();
