@@ -479,7 +479,7 @@ describe('rollups and opening', () => {
     // The memory store answers in microtasks: no turn of the background queue in this loop.
     for (let i = 0; i < 200; i++) await w.update(addBatch(`b${i}`));
     const log = await memory.scan(SHARD, 0n, 1000);
-    // A queued truncation waits at most one more rollup (MAX_DEFERRED_ROLLUPS): the log keeps
+    // A queued truncation waits at most until the next rollup: the log keeps
     // at most two intervals and a bit, never the 200 versions written.
     expect(log.length).toBeLessThanOrEqual(9);
     expect(log[0]!.seqno % 4n).toBe(0n); // the earliest live entry is a rollup

@@ -44,9 +44,6 @@ export interface WriterDeps<S, D> {
 
 type CasOutcome = 'committed' | 'mismatch' | 'unavailable';
 
-/** Rollups that may pass a queued truncation before it runs in the commit's own turn. */
-const MAX_DEFERRED_ROLLUPS = 1;
-
 export class WriterLoop<S, D> {
   readonly #host: WriterHost<S>;
   readonly #d: WriterDeps<S, D>;
@@ -54,8 +51,6 @@ export class WriterLoop<S, D> {
   readonly #sleeps = new Set<() => void>();
   /** The rollup whose truncation is queued and not yet started. */
   #truncateAt: bigint | undefined;
-  /** How many newer rollups moved the queued truncation forward. */
-  #truncateMoves = 0;
 
   constructor(host: WriterHost<S>, deps: WriterDeps<S, D>) {
     this.#host = host;
@@ -254,30 +249,28 @@ export class WriterLoop<S, D> {
   }
 
   /**
-   * Queues the truncation behind `rollupSeqno` on the cache's background queue; while one is
-   * queued, a newer rollup moves it forward instead (truncating behind the newest rollup also
-   * deletes what the older one would have). A caller that commits without ever yielding to the
-   * event loop (a tight `await update()` loop on a Consensus that answers in microtasks) would
-   * starve the queue and the log would grow without bound: once a queued truncation has been
-   * moved forward `MAX_DEFERRED_ROLLUPS` times it runs at once instead.
+   * Queues the truncation behind `rollupSeqno` on the cache's background queue. If the previous
+   * one is still queued when the next rollup is written, the queue has had no turn for a whole
+   * rollup interval (a caller that commits without ever yielding to the event loop: a tight
+   * `await update()` loop on a Consensus that answers in microtasks), so the truncation behind
+   * the newer rollup, which also deletes what the older one would have, runs at once instead:
+   * the log stays bounded.
    */
   #queueTruncation(rollupSeqno: bigint): void {
     // The first version is a rollup with nothing behind it.
     if (rollupSeqno <= 1n) return;
-    const queued = this.#truncateAt;
-    this.#truncateAt = rollupSeqno;
-    if (queued === undefined) {
-      this.#truncateMoves = 0;
-      this.#d.background.run(() => {
-        const at = this.#truncateAt;
-        this.#truncateAt = undefined;
-        if (at !== undefined) void this.#truncateBehind(at);
-      });
-    } else if (++this.#truncateMoves >= MAX_DEFERRED_ROLLUPS) {
+    if (this.#truncateAt !== undefined) {
       // The queued task finds nothing to do when its turn comes.
       this.#truncateAt = undefined;
       void this.#truncateBehind(rollupSeqno);
+      return;
     }
+    this.#truncateAt = rollupSeqno;
+    this.#d.background.run(() => {
+      const at = this.#truncateAt;
+      this.#truncateAt = undefined;
+      if (at !== undefined) void this.#truncateBehind(at);
+    });
   }
 
   /**
