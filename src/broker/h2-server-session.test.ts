@@ -5,9 +5,9 @@
 import { Duplex } from 'node:stream';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { frameCollector, type SeenFrame } from '../protocol/h2/frame-collector.test-support.js';
 import {
   CLIENT_PREFACE,
-  createFrameReader,
   createHpackDecoder,
   ErrorCode,
   encodeFrame,
@@ -24,13 +24,6 @@ import {
 import { createFakeClock } from '../util/index.js';
 import { createH2ServerSession, FAIL_GRACE_MS, type H2ServerSocket } from './h2-server-session.js';
 import type { H2ServerSettings, ServerStream } from './server-stream.js';
-
-interface SeenFrame {
-  type: number;
-  flags: number;
-  streamId: number;
-  payload: Buffer;
-}
 
 const REQUEST: HeaderField[] = [
   [':method', 'POST'],
@@ -95,19 +88,8 @@ function harness(settings: H2ServerSettings = SETTINGS) {
     clock,
   );
   const hpack = createHpackDecoder();
-  let consumed = 0;
   /** Frames the server wrote since the last call. */
-  const frames = (): SeenFrame[] => {
-    const all = Buffer.concat(toClient);
-    const bytes = all.subarray(consumed);
-    consumed = all.length;
-    const out: SeenFrame[] = [];
-    createFrameReader(1 << 24).push(bytes, (f) => {
-      out.push({ ...f, payload: Buffer.from(f.payload) });
-      return true;
-    });
-    return out;
-  };
+  const frames = frameCollector(toClient);
   const send = (...bufs: Buffer[]): void => conn.receive(Buffer.concat(bufs));
   const headersOf = (f: SeenFrame) => {
     const fields = hpack.decode(f.payload);

@@ -8,9 +8,8 @@ import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { Duplex } from 'node:stream';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { frameCollector } from '../../protocol/h2/frame-collector.test-support.js';
 import {
-  CLIENT_PREFACE,
-  createFrameReader,
   createHpackDecoder,
   ErrorCode,
   encodeFrame,
@@ -24,13 +23,6 @@ import {
   Setting,
 } from '../../protocol/h2/index.js';
 import { connectH2, type H2Error, type H2Headers, type H2StreamEvents } from './session.js';
-
-interface SeenFrame {
-  type: number;
-  flags: number;
-  streamId: number;
-  payload: Buffer;
-}
 
 /** A client session on an in-memory socket; the test plays the server. */
 function harness(windows = { stream: 1 << 20, connection: 4 << 20 }) {
@@ -61,22 +53,8 @@ function harness(windows = { stream: 1 << 20, connection: 4 << 20 }) {
       },
     },
   );
-  let consumed = 0;
   /** Frames the client wrote since the last call (after the preface). */
-  const frames = (): SeenFrame[] => {
-    const all = Buffer.concat(fromClient);
-    let bytes = all.subarray(consumed);
-    consumed = all.length;
-    if (bytes.subarray(0, CLIENT_PREFACE.length).equals(CLIENT_PREFACE)) {
-      bytes = bytes.subarray(CLIENT_PREFACE.length);
-    }
-    const out: SeenFrame[] = [];
-    createFrameReader(1 << 24).push(bytes, (f) => {
-      out.push({ ...f, payload: Buffer.from(f.payload) });
-      return true;
-    });
-    return out;
-  };
+  const frames = frameCollector(fromClient, { skipPreface: true });
   const send = (...bufs: Buffer[]): void => {
     // Synchronously, as a socket read would call its listener.
     for (const b of bufs) socket.emit('data', b);
