@@ -6,7 +6,9 @@
  *   shards, and counts received diffs; each diff carries its send time (float64 ms since the
  *   epoch at offset 0), so fan-out latency (publisher write → subscriber read) goes into an HDR
  *   histogram in µs, sampled on one message in 8 (every message is counted).
- * - `publish`: pushes 256 B diffs round-robin over shards at a paced rate for a duration.
+ * - `publish`: pushes 256 B diffs round-robin over shards at a paced rate for a duration
+ *   (`pace.ts`: per 1 ms tick, evenly spread one per write, or in bursts).
+ * - `cpu`: this process's `process.cpuUsage()`.
  */
 import { type ClientHttp2Session, type ClientHttp2Stream, connect } from 'node:http2';
 import { performance } from 'node:perf_hooks';
@@ -20,6 +22,7 @@ import {
   PUBSUB_METHOD_PATH,
 } from '../src/protocol/index.js';
 import { createWriteWindow, systemClock } from '../src/util/index.js';
+import { pace } from './pace.js';
 
 export type ClientRequest =
   | { type: 'subscribe'; port: number; connections: string[][]; connectionsPerSession: number }
@@ -37,6 +40,11 @@ export type ClientRequest =
        * everything due per 1 ms tick in one write.
        */
       spread?: boolean;
+      /**
+       * With `spread`: every push due within one slot of this many ms written at the slot's
+       * start, in one wake-up, still one write each (`bench/pace.ts`). @default 0
+       */
+      burstMs?: number;
       /**
        * With `spread`: the SDK sender's write window, in µs (`src/util/write-window.ts`, as
        * `persist_pubsub_client_write_window_us`): a push within it of the last write waits
@@ -174,11 +182,8 @@ async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<
   const seqnos = r.shards.map(() => 0n);
   const diff = Buffer.alloc(r.diffBytes);
   for (let i = 8; i < diff.length; i++) diff[i] = i & 0xff;
-  let sent = 0;
   let next = 0;
-  const t0 = performance.now();
   let waiting = false;
-  const total = Math.round((r.durationMs / 1000) * r.pushesPerSecond);
   // With a write window, frames wait here for the window's end (as in the SDK's sender).
   let held: Buffer[] = [];
   let soon: NodeJS.Immediate | undefined;
@@ -198,44 +203,26 @@ async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<
     },
     flush: writeHeld,
   });
-  while (sent < total) {
-    // Paced: what is due by now (all of it once the duration is over, so every run sends `total`).
-    const elapsed = performance.now() - t0;
-    const dueByNow =
-      elapsed >= r.durationMs ? total : Math.floor((elapsed / 1000) * r.pushesPerSecond);
-    const due = Math.min(total, dueByNow) - sent;
-    if (due > 0 && !waiting) {
-      const frames: Buffer[] = [];
-      const batch = r.spread === true ? 1 : due;
-      for (let k = 0; k < batch; k++) {
-        const i = next;
-        next = (next + 1) % ids.length;
-        seqnos[i]! += 1n;
-        diff.writeDoubleLE(nowMs(), 0);
-        frames.push(encodePush(ids[i]!, seqnos[i]!, diff, undefined, undefined, true));
-      }
-      if ((r.writeWindowUs ?? 0) > 0) {
-        held.push(...frames);
-        window.request();
-      } else if (!stream.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames))) {
-        waiting = true;
-        stream.once('drain', () => {
-          waiting = false;
-        });
-      }
-      sent += batch;
+  const write = (count: number): void => {
+    const frames: Buffer[] = [];
+    for (let k = 0; k < count; k++) {
+      const i = next;
+      next = (next + 1) % ids.length;
+      seqnos[i]! += 1n;
+      diff.writeDoubleLE(nowMs(), 0);
+      frames.push(encodePush(ids[i]!, seqnos[i]!, diff, undefined, undefined, true));
     }
-    if (r.spread === true) {
-      // One push per write: sleep until the next push is due (a timer, never a busy loop).
-      const nextDueMs = ((sent + 1) / r.pushesPerSecond) * 1000;
-      const wait = Math.max(0, nextDueMs - (performance.now() - t0));
-      await new Promise((res) => setTimeout(res, wait));
-      continue;
+    if ((r.writeWindowUs ?? 0) > 0) {
+      held.push(...frames);
+      window.request();
+    } else if (!stream.write(frames.length === 1 ? frames[0]! : Buffer.concat(frames))) {
+      waiting = true;
+      stream.once('drain', () => {
+        waiting = false;
+      });
     }
-    // A 1 ms timer, not a busy loop: the publisher must not steal a core from the others.
-    await new Promise((res) => setTimeout(res, 1));
-  }
-  return sent;
+  };
+  return pace(r, write, () => waiting);
 }
 
 process.on('message', async (m: ClientRequest) => {

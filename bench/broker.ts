@@ -21,8 +21,18 @@
  * `--reference-rate / 2` pushes/s (default 1500 in all), one push per write, spread evenly in
  * time like the e2e writers' commits, and two subscriber connections (each its own HTTP/2
  * session, like two reader processes) subscribed to every shard: fan-out 2, 3000 deliveries/s.
- * It prints the broker's CPU µs per delivery (its own `process.cpuUsage()`), its idle CPU with
- * the same connections and default keepalive, and the clients' CPU (they must not be the limit).
+ * It prints the broker's CPU µs per delivery (its own `process.cpuUsage()`), its user / system
+ * split and context switches per delivery (all its threads, `/proc`: about one voluntary switch
+ * per wake-up), its idle CPU with the same connections and default keepalive, and the clients'
+ * CPU (they must not be the limit).
+ * `--reference-burst-ms N` offers the same rate in bursts: every push due within one N ms slot is
+ * written at the slot's start, in one wake-up of each publisher, still one write per push
+ * (`bench/pace.ts`; default 0, evenly spread). It shows the share of the per-wake-up cost.
+ * `--server nats` runs the same reference load through nats-server (started on a free port as
+ * `bench fanout` does, `bench/nats-server.ts`): one subject per shard, the two publishers' lean
+ * NATS clients one PUB per push, two subscriber TCP connections with one SUB per subject
+ * (`fanout-nats-client.ts`); its CPU is utime+stime of all its threads from `/proc` (10 ms ticks:
+ * measure for 10 s or more). With `--reference` only; no write windows, tokens or profiles.
  *
  * `--brokers N` runs N broker processes, each shard on the one rendezvous hashing picks (the SDK's
  * `mode: 'sharded'`, the same `src/client/rendezvous.ts`), one publisher per broker pushing its
@@ -58,6 +68,9 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as hdr from 'hdr-histogram-js';
 import { createRendezvous } from '../src/client/index.js';
+import { loadAverage, procContextSwitches, procCpu } from './e2e-child.js';
+import { startNatsServer } from './nats-server.js';
+import { UsageError } from './usage.js';
 
 const DIFF_BYTES = 256;
 
@@ -161,8 +174,9 @@ async function startBroker(
   return { child, port: ready.port };
 }
 
-async function startClient(): Promise<Child> {
-  const child = new Child(fork(here('./broker-client.js'), [], { stdio: 'inherit' }));
+/** A bench client process: ours (`broker-client.ts`) or nats-server's (`fanout-nats-client.ts`). */
+async function startClient(module = './broker-client.js'): Promise<Child> {
+  const child = new Child(fork(here(module), [], { stdio: 'inherit' }));
   await child.next('ready');
   return child;
 }
@@ -264,9 +278,9 @@ async function runFanout(
   );
   const brokers = started.map((b) => b.child);
   const ports = started.map((b) => b.port);
-  const subs = await Promise.all(Array.from({ length: subWorkers }, startClient));
+  const subs = await Promise.all(Array.from({ length: subWorkers }, () => startClient()));
   // One publisher per broker, each pushing its broker's shards (as a writer's SDK would).
-  const pubs = await Promise.all(ports.map(startClient));
+  const pubs = await Promise.all(ports.map(() => startClient()));
   const results: StepResult[] = [];
   try {
     const shards = Array.from({ length: shardCount }, () => `s${randomUUID()}`);
@@ -492,29 +506,88 @@ const clientCpu = (clients: Child[]) =>
     clients.map(async (c) => cpuOf((await c.request<ClientCpu>({ type: 'cpu' }, 'cpu')).cpu)),
   );
 
-/** The e2e reference load at the broker alone: see the header (`--reference`). */
-async function runReference(
-  shardCount: number,
-  pushesPerSecond: number,
-  durationMs: number,
+/** The server under the reference load: a forked broker (ours, the floor) or nats-server. */
+interface ReferenceServer {
+  /** What runs as the broker and how its CPU is read, for the report. */
+  description: string;
+  port: number;
+  pid: number;
+  /** Its CPU time so far, µs. */
+  cpu(): Promise<{ user: number; system: number }>;
+  /** Resolves once `count` subscriptions are active. */
+  subscribed(count: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+async function startReferenceServer(
+  nats: boolean,
   cpuProf: boolean,
-  window: { brokerUs: number; publishersUs: number },
-): Promise<void> {
+  brokerWindowUs: number,
+): Promise<ReferenceServer> {
+  if (nats) {
+    const server = await startNatsServer();
+    const cpu = async () => {
+      const c = procCpu(server.pid);
+      if (c === undefined) throw new Error('nats-server exited');
+      return { user: c.userSeconds * 1e6, system: c.systemSeconds * 1e6 };
+    };
+    // The NATS clients return from `subscribe` once the server has answered a PING after the SUBs.
+    return {
+      description:
+        `nats-server ${server.version} as the broker (CPU = utime+stime of all its threads from ` +
+        '/proc, 10 ms ticks), 1 subscriber process (2 TCP connections, one SUB per subject), ' +
+        '2 publisher processes (lean NATS protocol clients, one PUB per push)',
+      port: server.port,
+      pid: server.pid,
+      cpu,
+      subscribed: async () => {},
+      stop: server.stop,
+    };
+  }
   // No event-loop monitor here: its timer would be most of the idle figure.
-  const { child: broker, port } = await startBroker(cpuProf, [
+  const { child, port } = await startBroker(cpuProf, [
     '--default-keepalive',
     '--write-window-us',
-    String(window.brokerUs),
+    String(brokerWindowUs),
   ]);
-  const sub = await startClient();
-  const pubs = await Promise.all([startClient(), startClient()]);
+  return {
+    description:
+      'broker in its own process (CPU = its own user+system time), 1 subscriber process ' +
+      '(2 sessions), 2 publisher processes',
+    port,
+    pid: child.proc.pid ?? 0,
+    cpu: async () => (await stats(child)).cpu,
+    subscribed: (count) => waitForSubscriptions(child, count),
+    stop: () => child.stop(),
+  };
+}
+
+/** The e2e reference load at the broker alone: see the header (`--reference`). */
+async function runReference(
+  o: {
+    shardCount: number;
+    pushesPerSecond: number;
+    durationMs: number;
+    burstMs: number;
+    nats: boolean;
+    cpuProf: boolean;
+  },
+  window: { brokerUs: number; publishersUs: number },
+): Promise<void> {
+  const { shardCount, pushesPerSecond, durationMs } = o;
+  const server = await startReferenceServer(o.nats, o.cpuProf, window.brokerUs);
+  const { port } = server;
+  console.log(`${server.description}.\n`);
+  const clientModule = o.nats ? './fanout-nats-client.js' : './broker-client.js';
+  const sub = await startClient(clientModule);
+  const pubs = await Promise.all([startClient(clientModule), startClient(clientModule)]);
   try {
     const shards = Array.from({ length: shardCount }, () => `s${randomUUID()}`);
     await sub.request(
       { type: 'subscribe', port, connections: [shards, shards], connectionsPerSession: 1 },
       'subscribed',
     );
-    await waitForSubscriptions(broker, shardCount * 2);
+    await server.subscribed(shardCount * 2);
     const half = Math.ceil(shardCount / 2);
     const slices = [shards.slice(0, half), shards.slice(half)];
     const publish = (ms: number, rate: number) =>
@@ -529,6 +602,7 @@ async function runReference(
               durationMs: ms,
               diffBytes: 512,
               spread: true,
+              burstMs: o.burstMs,
               writeWindowUs: window.publishersUs,
             },
             'published',
@@ -540,16 +614,17 @@ async function runReference(
     await sub.request({ type: 'reset' }, 'reset');
     await publish(1000, pushesPerSecond);
     await settle([sub]);
-    const idle0 = await stats(broker);
+    const idle0 = await server.cpu();
     await sleep(durationMs);
-    const idle1 = await stats(broker);
-    const idleCpuUs = cpuOf(idle1.cpu) - cpuOf(idle0.cpu);
+    const idle1 = await server.cpu();
+    const idleCpuUs = cpuOf(idle1) - cpuOf(idle0);
 
     await sub.request({ type: 'reset' }, 'reset');
     const clients0 = await Promise.all(
       [sub, ...pubs].map((c) => c.request<ClientCpu>({ type: 'cpu' }, 'cpu')),
     );
-    const before = await stats(broker);
+    const before = await server.cpu();
+    const switches0 = procContextSwitches(server.pid);
     const sent = (await publish(durationMs, pushesPerSecond)).reduce((a, r) => a + r.sent, 0);
     const expected = sent * 2;
     let report = { received: 0, histogram: '' };
@@ -562,34 +637,38 @@ async function runReference(
       if (report.received >= expected || Date.now() > deadline) break;
       await sleep(50);
     }
-    const after = await stats(broker);
+    const after = await server.cpu();
+    const switches1 = procContextSwitches(server.pid);
     const clients1 = await Promise.all(
       [sub, ...pubs].map((c) => c.request<ClientCpu>({ type: 'cpu' }, 'cpu')),
     );
     const h = hdr.decodeFromCompressedBase64(report.histogram);
-    const cpuUs = cpuOf(after.cpu) - cpuOf(before.cpu);
+    const cpuUs = cpuOf(after) - cpuOf(before);
     const clientCpu = clients1.map((c, i) => cpuOf(c.cpu) - cpuOf(clients0[i]!.cpu));
     const seconds = durationMs / 1000;
     const pct = (us: number) => `${((us / 1e6 / seconds) * 100).toFixed(1)}%`;
-    const perMessage = (us: number) => (us / Math.max(1, report.received)).toFixed(1);
+    const perDelivery = (n: number) => (n / Math.max(1, report.received)).toFixed(1);
+    const switchesPer = (n: number) => (n / Math.max(1, report.received)).toFixed(2);
+    const windows = o.nats ? '– / –' : `${window.brokerUs} / ${window.publishersUs}`;
     console.log(
-      '| write window µs (broker / publishers) | shards | pushes/s | deliveries/s | delivered | broker CPU µs per delivery | broker CPU | broker user / system µs per delivery | broker idle CPU | p50 ms | p99 ms | max ms | subscriber CPU | subscriber CPU µs per message | publishers CPU | publishers CPU µs per push |\n' +
-        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n' +
-        `| ${window.brokerUs} / ${window.publishersUs} | ${shardCount} | ${pushesPerSecond} | ${Math.round(report.received / seconds)} | ` +
+      '| write window µs (broker / publishers) | publisher burst ms | shards | pushes/s | deliveries/s | delivered | broker CPU µs per delivery | broker CPU | broker user / system µs per delivery | broker context switches per delivery (voluntary / involuntary) | broker idle CPU | p50 ms | p99 ms | max ms | subscriber CPU | subscriber CPU µs per message | publishers CPU | publishers CPU µs per push |\n' +
+        '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n' +
+        `| ${windows} | ${o.burstMs} | ${shardCount} | ${pushesPerSecond} | ${Math.round(report.received / seconds)} | ` +
         `${((report.received / Math.max(1, expected)) * 100).toFixed(1)}% | ` +
-        `${(cpuUs / Math.max(1, report.received)).toFixed(1)} | ${pct(cpuUs)} | ` +
-        `${((after.cpu.user - before.cpu.user) / Math.max(1, report.received)).toFixed(1)} / ` +
-        `${((after.cpu.system - before.cpu.system) / Math.max(1, report.received)).toFixed(1)} | ` +
+        `${perDelivery(cpuUs)} | ${pct(cpuUs)} | ` +
+        `${perDelivery(after.user - before.user)} / ${perDelivery(after.system - before.system)} | ` +
+        `${switchesPer(switches1.voluntary - switches0.voluntary)} / ` +
+        `${switchesPer(switches1.involuntary - switches0.involuntary)} | ` +
         `${pct(idleCpuUs)} (${(idleCpuUs / seconds / 1000).toFixed(2)} ms/s) | ` +
         `${(h.getValueAtPercentile(50) / 1000).toFixed(2)} | ${(h.getValueAtPercentile(99) / 1000).toFixed(2)} | ` +
         `${(h.maxValue / 1000).toFixed(2)} | ` +
-        `${pct(clientCpu[0]!)} | ${perMessage(clientCpu[0]!)} | ${pct(clientCpu[1]! + clientCpu[2]!)} | ` +
+        `${pct(clientCpu[0]!)} | ${perDelivery(clientCpu[0]!)} | ${pct(clientCpu[1]! + clientCpu[2]!)} | ` +
         `${((clientCpu[1]! + clientCpu[2]!) / Math.max(1, sent)).toFixed(1)} |`,
     );
   } finally {
     await Promise.all(pubs.map((p) => p.stop()));
     await sub.stop();
-    await broker.stop();
+    await server.stop();
   }
 }
 
@@ -653,6 +732,7 @@ async function run(args: string[]): Promise<void> {
       server: { type: 'string', default: 'ours' },
       reference: { type: 'boolean', default: false },
       'reference-rate': { type: 'string', default: '1500' },
+      'reference-burst-ms': { type: 'string', default: '0' },
       'trace-gc': { type: 'boolean', default: false },
       'heap-prof': { type: 'boolean', default: false },
       'broker-node-flags': { type: 'string', default: '' },
@@ -676,13 +756,21 @@ async function run(args: string[]): Promise<void> {
   const http2Server = values['http2-server'];
   if (http2Server !== undefined) {
     if (http2Server !== 'own' && http2Server !== 'node') {
-      throw new Error('--http2-server must be own or node');
+      throw new UsageError('--http2-server must be own or node');
     }
     process.env.PERSIST_PUBSUB_BENCH_HTTP2_SERVER = http2Server;
   }
+  const nats = values.server === 'nats';
   if (values.server === 'grpc-js') serverModule = './broker-grpcjs-server.js';
   else if (values.server === 'floor') serverModule = './broker-floor-server.js';
-  else if (values.server !== 'ours') throw new Error('--server must be ours, grpc-js or floor');
+  else if (values.server !== 'ours' && !nats) {
+    throw new UsageError('--server must be ours, grpc-js, floor or nats');
+  }
+  if (nats && !values.reference) {
+    throw new UsageError(
+      '--server nats runs with --reference only (bench fanout ladders nats-server)',
+    );
+  }
   const fanouts = values.fanouts.split(',').map(Number);
   const rates = values.rates.split(',').map(Number);
   const stepMs = Number(values['step-ms'] ?? (values.quick ? '1000' : '3000'));
@@ -695,17 +783,19 @@ async function run(args: string[]): Promise<void> {
     ['sub-workers', subWorkers],
     ['brokers', brokerCount],
   ] as const) {
-    if (!Number.isInteger(v) || v < 1) throw new Error(`--${name} must be a positive integer`);
+    if (!Number.isInteger(v) || v < 1) throw new UsageError(`--${name} must be a positive integer`);
   }
   if ([...fanouts, ...rates].some((n) => !Number.isInteger(n) || n < 1)) {
-    throw new Error('--fanouts and --rates must be positive integers');
+    throw new UsageError('--fanouts and --rates must be positive integers');
   }
   if (values.idle) {
     const streams = Number(values['idle-streams']);
     const perSession = Number(values['idle-per-session']);
     const ms = Number(values['step-ms'] ?? (values.quick ? '10000' : '35000'));
     if (![streams, perSession, ms].every((n) => Number.isInteger(n) && n >= 1)) {
-      throw new Error('--idle-streams, --idle-per-session and --step-ms must be positive integers');
+      throw new UsageError(
+        '--idle-streams, --idle-per-session and --step-ms must be positive integers',
+      );
     }
     console.log(
       `server: ours. Idle: ${streams} PubSub streams, ${perSession} per HTTP/2 session, one shard each, ` +
@@ -718,24 +808,48 @@ async function run(args: string[]): Promise<void> {
   if (values.reference) {
     const rate = Number(values['reference-rate']);
     if (!Number.isInteger(rate) || rate < 2) {
-      throw new Error('--reference-rate must be an integer >= 2');
+      throw new UsageError('--reference-rate must be an integer >= 2');
     }
     const ms = Number(values['step-ms'] ?? (values.quick ? '3000' : '10000'));
-    console.log(
-      `server: ${values.server}${http2Server === undefined ? '' : ` (HTTP/2 ${http2Server})`}${values.tokens ? ', scoped tokens' : ''}. Reference load: 512 B diffs, ${ms} ms measured (and as long idle), ` +
-        'broker in its own process (CPU = its own user+system time), 1 subscriber process ' +
-        '(2 sessions), 2 publisher processes. CPU % is of one core.\n',
-    );
+    const burstMs = Number(values['reference-burst-ms']);
+    if (!Number.isInteger(burstMs) || burstMs < 0 || burstMs > 10_000) {
+      throw new UsageError('--reference-burst-ms must be an integer in [0, 10000]');
+    }
     const brokerUs = Number(values['write-window-us']);
     const publishersUs = Number(values['publisher-write-window-us'] ?? brokerUs);
     for (const v of [brokerUs, publishersUs]) {
       if (!Number.isInteger(v) || v < 0 || v > 100_000) {
-        throw new Error(
+        throw new UsageError(
           '--write-window-us and --publisher-write-window-us must be integers in [0, 100000]',
         );
       }
     }
-    await runReference(shardCount, rate, ms, values['cpu-prof'], { brokerUs, publishersUs });
+    if (nats && (brokerUs !== 0 || publishersUs !== 0 || values.tokens || values['cpu-prof'])) {
+      throw new UsageError(
+        '--server nats takes no --write-window-us, --publisher-write-window-us, --tokens or --cpu-prof',
+      );
+    }
+    const pattern =
+      burstMs === 0
+        ? 'one push per write, spread evenly'
+        : `one push per write, each ${burstMs} ms slot's pushes written at its start in one wake-up`;
+    const label = `${values.server}${http2Server === undefined ? '' : ` (HTTP/2 ${http2Server})`}${values.tokens ? ', scoped tokens' : ''}`;
+    console.log(
+      `server: ${label}. Reference load: 512 B diffs, ${pattern}, ${ms} ms measured (and as long idle). ` +
+        `CPU % is of one core. Load average ${loadAverage()}.`,
+    );
+    await runReference(
+      {
+        shardCount,
+        pushesPerSecond: rate,
+        durationMs: ms,
+        burstMs,
+        nats,
+        cpuProf: values['cpu-prof'],
+      },
+      { brokerUs, publishersUs },
+    );
+    console.log(`\nload average after: ${loadAverage()}`);
     return;
   }
   console.log(

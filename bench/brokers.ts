@@ -19,7 +19,7 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { type BrokerKillsResult, type BrokerProcess, runBrokerKills } from './brokers-scenario.js';
 import { here } from './e2e-child.js';
-import { freePort } from './fanout-nats.js';
+import { freePort } from './nats-server.js';
 import { type BenchRun, writeResult } from './report.js';
 
 export const brokersBench = {

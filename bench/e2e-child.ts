@@ -88,17 +88,48 @@ export function forkChild(
 /** Kernel clock ticks per second (`getconf CLK_TCK`; 100 on Linux for every common arch). */
 const CLK_TCK = 100;
 
-/** utime + stime of a process in seconds, or undefined if it is gone. */
-export function procCpuSeconds(pid: number): number | undefined {
+/** utime and stime of a process (all its threads) in seconds, or undefined if it is gone. */
+export function procCpu(pid: number): { userSeconds: number; systemSeconds: number } | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     // The command name (field 2) may contain spaces: fields after it start past the last ')'.
     const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // rest[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (Number(rest[11]) + Number(rest[12])) / CLK_TCK;
+    return { userSeconds: Number(rest[11]) / CLK_TCK, systemSeconds: Number(rest[12]) / CLK_TCK };
   } catch {
     return undefined;
   }
+}
+
+/** utime + stime of a process in seconds, or undefined if it is gone. */
+export function procCpuSeconds(pid: number): number | undefined {
+  const c = procCpu(pid);
+  return c === undefined ? undefined : c.userSeconds + c.systemSeconds;
+}
+
+/**
+ * Context switches of a process, summed over its live threads (`/proc/<pid>/task/<tid>/status`):
+ * voluntary ones are a thread blocking (in `epoll_wait`, a futex), so about one per wake-up.
+ */
+export function procContextSwitches(pid: number): { voluntary: number; involuntary: number } {
+  let voluntary = 0;
+  let involuntary = 0;
+  let tids: string[] = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    // Gone.
+  }
+  for (const tid of tids) {
+    try {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      voluntary += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+      involuntary += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+    } catch {
+      // The thread exited meanwhile.
+    }
+  }
+  return { voluntary, involuntary };
 }
 
 /** Pids of every process of a user (by uid, from `/proc`). */

@@ -1,7 +1,8 @@
 /**
- * The nats-server side of the fan-out comparison (forked by `bench/fanout-nats.ts`): the same
- * IPC protocol and the same workload as `broker-client.ts` (subscribe / reset / report /
- * publish / exit; 256 B messages whose first 8 bytes are the send time, float64 ms since the
+ * The nats-server side of the comparisons (forked by `bench/fanout-nats.ts` and by
+ * `bench/broker.ts --server nats`): the same IPC protocol and the same workload as
+ * `broker-client.ts` (subscribe / reset / report / publish / cpu / exit, the publisher paced by
+ * the same `pace.ts`; messages whose first 8 bytes are the send time, float64 ms since the
  * epoch; latency sampled on one message in 8, every message counted), over NATS core pub/sub
  * with a lean client of the NATS text protocol on raw TCP sockets. A lean client on both sides
  * keeps the comparison about the servers: the official client allocates a message object per
@@ -14,6 +15,7 @@ import { type Socket, connect as tcpConnect } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import * as hdr from 'hdr-histogram-js';
 import type { ClientRequest } from './broker-client.js';
+import { pace } from './pace.js';
 
 const nowMs = () => performance.timeOrigin + performance.now();
 const send = (m: unknown) => process.send?.(m);
@@ -125,46 +127,40 @@ async function subscribe(port: number, connections: string[][]): Promise<void> {
   }
 }
 
+/** One publisher connection per server port, kept open between runs (as a writer's would be). */
+const publishers = new Map<number, Promise<Conn>>();
+
 async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<number> {
-  const conn = await open(r.port, `bench-pub-${process.pid}`);
+  let opened = publishers.get(r.port);
+  if (opened === undefined) {
+    opened = open(r.port, `bench-pub-${process.pid}`);
+    publishers.set(r.port, opened);
+  }
+  const conn = await opened;
   const heads = r.shards.map((s) => Buffer.from(`PUB ${s} ${r.diffBytes}\r\n`, 'latin1'));
   const payload = Buffer.alloc(r.diffBytes + 2);
   for (let i = 8; i < r.diffBytes; i++) payload[i] = i & 0xff;
   payload.write('\r\n', r.diffBytes, 'latin1');
-  let sent = 0;
   let next = 0;
-  const t0 = performance.now();
   let waiting = false;
-  const total = Math.round((r.durationMs / 1000) * r.pushesPerSecond);
-  while (sent < total) {
-    // Paced: what is due by now, and all of it once the duration is over.
-    const elapsed = performance.now() - t0;
-    const due =
-      (elapsed >= r.durationMs
-        ? total
-        : Math.min(total, Math.floor((elapsed / 1000) * r.pushesPerSecond))) - sent;
-    if (due > 0 && !waiting) {
-      const parts: Buffer[] = [];
-      for (let k = 0; k < due; k++) {
-        const head = heads[next]!;
-        next = (next + 1) % heads.length;
-        payload.writeDoubleLE(nowMs(), 0);
-        parts.push(head, Buffer.from(payload));
-      }
-      const ok = conn.socket.write(Buffer.concat(parts));
-      sent += due;
-      if (!ok) {
-        waiting = true;
-        conn.socket.once('drain', () => {
-          waiting = false;
-        });
-      }
+  const write = (count: number): void => {
+    const parts: Buffer[] = [];
+    for (let k = 0; k < count; k++) {
+      const head = heads[next]!;
+      next = (next + 1) % heads.length;
+      payload.writeDoubleLE(nowMs(), 0);
+      parts.push(head, Buffer.from(payload));
     }
-    // A 1 ms timer, not a busy loop (as the broker bench's publisher).
-    await new Promise((res) => setTimeout(res, 1));
-  }
+    if (!conn.socket.write(Buffer.concat(parts))) {
+      waiting = true;
+      conn.socket.once('drain', () => {
+        waiting = false;
+      });
+    }
+  };
+  const sent = await pace(r, write, () => waiting);
+  // The server has processed every PUB once it answers the PING after them.
   await conn.ping();
-  conn.socket.end();
   return sent;
 }
 
@@ -193,6 +189,9 @@ process.on('message', async (m: ClientRequest) => {
       send({ type: 'published', sent });
       break;
     }
+    case 'cpu':
+      send({ type: 'cpu', cpu: process.cpuUsage() });
+      break;
     case 'exit':
       for (const s of sockets) s.destroy();
       process.exit(0);

@@ -17,12 +17,11 @@
  * limit of the clients is not taken for one of the server.
  * Results: `bench/results/fanout.json` (`quick/` with `--quick`), and the report.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { createServer } from 'node:net';
 import { parseArgs } from 'node:util';
 import * as hdr from 'hdr-histogram-js';
 import { forkChild, loadAverage, newHistogram, procCpuSeconds, sleep } from './e2e-child.js';
+import { startNatsServer } from './nats-server.js';
 import { type BenchRun, writeResult } from './report.js';
 
 export const fanoutBench = {
@@ -97,19 +96,6 @@ function layout(shards: string[], fanout: number, connections: number): string[]
   return out;
 }
 
-/** A free loopback TCP port (listen on 0, close). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a !== null ? a.port : 0;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 interface Server {
   port: number;
   cpuSeconds(): Promise<number>;
@@ -145,40 +131,8 @@ async function startOurs(cpuProf: string | undefined): Promise<Server> {
 }
 
 async function startNats(): Promise<Server & { version: string }> {
-  const port = await freePort();
-  const proc: ChildProcess = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port)], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let log = '';
-  proc.stderr?.on('data', (d: Buffer) => {
-    log += d.toString();
-  });
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
-  const failed = new Promise<never>((_, reject) => {
-    proc.once('error', (err) => reject(new Error(`cannot start nats-server: ${err.message}`)));
-    proc.once('exit', (code) =>
-      reject(new Error(`nats-server exited with ${code} before it was ready: ${log}`)),
-    );
-  });
-  failed.catch(() => undefined);
-  const deadline = Date.now() + 10_000;
-  while (!/Server is ready/.test(log)) {
-    if (Date.now() > deadline) throw new Error(`nats-server not ready after 10 s: ${log}`);
-    await Promise.race([sleep(20), failed]);
-  }
-  const version = /Version:\s+(\S+)/.exec(log)?.[1] ?? 'unknown';
-  const pid = proc.pid ?? 0;
-  return {
-    port,
-    version,
-    cpuSeconds: async () => procCpuSeconds(pid) ?? 0,
-    stop: async () => {
-      proc.kill('SIGTERM');
-      const t = setTimeout(() => proc.kill('SIGKILL'), 3000);
-      await exited;
-      clearTimeout(t);
-    },
-  };
+  const nats = await startNatsServer();
+  return { ...nats, cpuSeconds: async () => procCpuSeconds(nats.pid) ?? 0 };
 }
 
 interface Report {

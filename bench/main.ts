@@ -5,7 +5,7 @@
  * an unknown or malformed option is a one-line error and exit code 2, not a stack trace.
  */
 import { readFileSync } from 'node:fs';
-import { leadingDocComment } from './usage.js';
+import { leadingDocComment, UsageError } from './usage.js';
 
 type Bench = { description: string; run: (args: string[]) => Promise<void> };
 
@@ -42,7 +42,8 @@ const BENCHES: Record<string, { module: string; load: () => Promise<Bench> }> = 
 /** Node's `parseArgs` rejects an option with an error whose code starts with this. */
 const PARSE_ARGS_ERROR = 'ERR_PARSE_ARGS_';
 
-function isUsageError(err: unknown): err is Error & { code: string } {
+function isUsageError(err: unknown): err is Error {
+  if (err instanceof UsageError) return true;
   if (!(err instanceof Error)) return false;
   const code: unknown = (err as Error & { code?: unknown }).code;
   return typeof code === 'string' && code.startsWith(PARSE_ARGS_ERROR);

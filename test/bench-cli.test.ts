@@ -34,6 +34,24 @@ describe('npm run bench -- NAME with bad options', () => {
     expect(r.stderr).toContain("bench e2e: Unknown option '--no-such-option'");
   });
 
+  it("answers a bad value found by the bench's own validation with one line and exit code 2", () => {
+    const r = spawnSync(process.execPath, [main.pathname, 'broker', '--server', 'nats'], {
+      encoding: 'utf8',
+    });
+    expect(r.status).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain('bench broker: --server nats runs with --reference only');
+  });
+
+  it('lists the reference options of bench broker in its --help', () => {
+    const r = spawnSync(process.execPath, [main.pathname, 'broker', '--help'], {
+      encoding: 'utf8',
+    });
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('--server nats');
+    expect(r.stdout).toContain('--reference-burst-ms');
+  });
+
   it('answers an unknown benchmark with exit code 2', () => {
     const r = spawnSync(process.execPath, [main.pathname, 'nope'], { encoding: 'utf8' });
     expect(r.status).toBe(2);
