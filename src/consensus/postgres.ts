@@ -31,7 +31,9 @@
  * The per-call statements (compare-and-set, head, scan, truncate) are named prepared statements,
  * parsed once per connection: Postgres then skips parse and planning on every call (its CPU per
  * compare-and-set about halves) and the client sends no SQL text. At READ COMMITTED a generic
- * plan takes no predicate locks, so it cannot add conflicts (under SERIALIZABLE it did).
+ * plan takes no predicate locks, so it cannot add conflicts (under SERIALIZABLE it did). The
+ * compare-and-set, a writer's hot call, skips pg's `Query` machinery: `postgres-execute.ts`
+ * encodes its Bind/Execute/Sync into one write; its errors are pg's, classified the same way.
  *
  * The SQL avoids Postgres-only syntax (no `ON CONFLICT`, no advisory locks, no `pg_` functions)
  * so the same statements run on CockroachDB.
@@ -51,6 +53,7 @@ import {
   validatePageSize,
   validateSeqno,
 } from './limits.js';
+import { executeNamed } from './postgres-execute.js';
 import { abortedError, raceAbort } from './postgres-redis-abort.js';
 import type {
   CallOptions,
@@ -377,22 +380,20 @@ class PostgresConsensus implements Consensus {
   ): Promise<CasResult> {
     this.#check(options);
     validateCas(key, expected, next);
-    const data = Buffer.from(next.data.buffer, next.data.byteOffset, next.data.byteLength);
-    const query: pg.QueryConfig =
+    // The hot statement, run without pg's Query (see postgres-execute.ts).
+    const [name, text, values] =
       expected === null
-        ? {
-            name: 'cas_first',
-            text: this.#sql.casFirst,
-            values: [key, next.seqno.toString(), data],
-          }
-        : {
-            name: 'cas_expected',
-            text: this.#sql.casExpected,
-            values: [key, next.seqno.toString(), data, expected.toString()],
-          };
+        ? (['cas_first', this.#sql.casFirst, [key, next.seqno.toString(), next.data]] as const)
+        : ([
+            'cas_expected',
+            this.#sql.casExpected,
+            [key, next.seqno.toString(), next.data, expected.toString()],
+          ] as const);
     try {
-      const res = await this.#run('compare_and_set', options, (c) => c.query(query));
-      return res.rowCount === 1 ? 'committed' : 'mismatch';
+      const count = await this.#run('compare_and_set', options, (c) =>
+        executeNamed(c, name, text, values),
+      );
+      return count === 1 ? 'committed' : 'mismatch';
     } catch (err) {
       // Someone inserted next.seqno first: the head moved past expected. A lost race.
       if (err instanceof ConsensusError && pgCode(err.cause) === '23505') return 'mismatch';
@@ -483,11 +484,11 @@ class PostgresConsensus implements Consensus {
    * Runs one statement on a pooled connection: retries serialization failures and deadlocks
    * (they did not apply), maps every other failure to a `ConsensusError`.
    */
-  async #run(
+  async #run<T>(
     op: Op,
     options: CallOptions | undefined,
-    send: (client: pg.PoolClient) => Promise<pg.QueryResult>,
-  ): Promise<pg.QueryResult> {
+    send: (client: pg.PoolClient) => Promise<T>,
+  ): Promise<T> {
     let backoffMs = this.#config.retryBackoffMs;
     for (let attempt = 1; ; attempt++) {
       try {
@@ -521,11 +522,11 @@ class PostgresConsensus implements Consensus {
     return op === 'schema' ? Math.max(this.#config.maxAttempts, 5) : this.#config.maxAttempts;
   }
 
-  async #once(
+  async #once<T>(
     op: Op,
     options: CallOptions | undefined,
-    send: (client: pg.PoolClient) => Promise<pg.QueryResult>,
-  ): Promise<pg.QueryResult> {
+    send: (client: pg.PoolClient) => Promise<T>,
+  ): Promise<T> {
     if (this.#closed) throw new ConsensusError('closed', 'the Consensus is closed');
     throwIfAborted(options);
     const signal = options?.signal;
