@@ -1,6 +1,7 @@
+import type pg from 'pg';
 import { serialize } from 'pg-protocol';
 import { describe, expect, it } from 'vitest';
-import { encodeExecute } from './postgres-execute.js';
+import { encodeExecute, executeNamed } from './postgres-execute.js';
 
 /** What pg itself writes for a named statement: [Parse] Bind Execute Sync (no Describe). */
 function pgBytes(name: string, text: string | undefined, values: (string | Buffer)[]): Buffer {
@@ -37,5 +38,89 @@ describe('encodeExecute', () => {
     const buf = encodeExecute('s', undefined, [key]);
     expect(buf).toEqual(pgBytes('s', undefined, [key]));
     expect(buf.includes(Buffer.from(key, 'utf8'))).toBe(true);
+  });
+});
+
+/** A pg client stand-in: `query` submits at once on a connection that records its writes. */
+function fakeClient(parsed: Record<string, string> = {}) {
+  const writes: Buffer[] = [];
+  const connection = {
+    stream: { writable: true, write: (b: Buffer) => writes.push(b) },
+    parsedStatements: parsed,
+    submittedNamedStatements: {} as Record<string, string>,
+  };
+  let active: ActiveQuery | undefined;
+  const client = {
+    query(q: ActiveQuery) {
+      active = q;
+      const err = q.submit(connection);
+      if (err !== null) queueMicrotask(() => q.handleError(err));
+    },
+  };
+  return {
+    client: client as unknown as pg.ClientBase,
+    connection,
+    writes,
+    answer: (msgs: ((q: ActiveQuery) => void)[]) => {
+      for (const m of msgs) m(active as ActiveQuery);
+    },
+  };
+}
+
+interface ActiveQuery {
+  submit(c: unknown): Error | null;
+  handleCommandComplete(msg: { text: string }): void;
+  handleReadyForQuery(): void;
+  handleError(err: Error): void;
+  handleDataRow(): void;
+}
+
+const complete = (text: string) => (q: ActiveQuery) => q.handleCommandComplete({ text });
+const ready = (q: ActiveQuery) => q.handleReadyForQuery();
+
+describe('executeNamed', () => {
+  it('sends the Parse only on a connection that has not parsed the statement', async () => {
+    const fresh = fakeClient();
+    const first = executeNamed(fresh.client, 'cas', 'SELECT 1', ['k']);
+    fresh.answer([complete('INSERT 0 1'), ready]);
+    expect(await first).toBe(1);
+    expect(fresh.writes).toEqual([encodeExecute('cas', 'SELECT 1', ['k'])]);
+    expect(fresh.connection.submittedNamedStatements).toEqual({ cas: 'SELECT 1' });
+
+    const warm = fakeClient({ cas: 'SELECT 1' });
+    const again = executeNamed(warm.client, 'cas', 'SELECT 1', ['k']);
+    warm.answer([complete('INSERT 0 0'), ready]);
+    expect(await again).toBe(0);
+    expect(warm.writes).toEqual([encodeExecute('cas', undefined, ['k'])]);
+  });
+
+  it("rejects with pg's error, and on an answer that is not a row-less statement's", async () => {
+    const f = fakeClient();
+    const failed = executeNamed(f.client, 'cas', 'SELECT 1', []);
+    const err = new Error('duplicate key');
+    f.answer([(q) => q.handleError(err)]);
+    await expect(failed).rejects.toBe(err);
+
+    const rows = fakeClient();
+    const withRows = executeNamed(rows.client, 'cas', 'SELECT 1', []);
+    rows.answer([(q) => q.handleDataRow(), complete('INSERT 0 1'), ready]);
+    await expect(withRows).rejects.toThrow(/unexpected answer to cas: DataRow/);
+
+    const tag = fakeClient();
+    const badTag = executeNamed(tag.client, 'cas', 'SELECT 1', []);
+    tag.answer([complete('SELECT 1'), ready]);
+    await expect(badTag).rejects.toThrow(/command tag "SELECT 1"/);
+
+    const none = fakeClient();
+    const noComplete = executeNamed(none.client, 'cas', 'SELECT 1', []);
+    none.answer([ready]);
+    await expect(noComplete).rejects.toThrow(/no CommandComplete/);
+  });
+
+  it('fails without writing on a connection that is not writable', async () => {
+    const f = fakeClient();
+    f.connection.stream.writable = false;
+    await expect(executeNamed(f.client, 'cas', 'SELECT 1', [])).rejects.toThrow(/not writable/);
+    expect(f.writes).toEqual([]);
   });
 });

@@ -4,8 +4,8 @@
  * instead of pg's `Query`: the Parse (on the connection's first use of the statement), Bind,
  * Execute and Sync are encoded here into ONE buffer and one socket write, with no Describe, so
  * the answer is BindComplete, CommandComplete and ReadyForQuery; no `Query`, `Result`, config
- * clone or four corked writes per call (about 40 % of the client CPU of a paced
- * compare-and-set: bench/results/notes.md "The Postgres writer's client").
+ * clone or four corked writes per call (a fifth to a third of the main thread's instructions
+ * per compare-and-set: bench/results/notes.md "The Postgres writer's client").
  *
  * pg still owns the connection (startup, TLS, authentication), parses the answer (an
  * ErrorResponse arrives as `pg.DatabaseError`, with its SQLSTATE), applies its per-query read
