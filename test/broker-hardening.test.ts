@@ -8,7 +8,7 @@
 import { connect as h2connect } from 'node:http2';
 import { connect as netConnect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Broker, createBroker } from '../src/broker/index.js';
+import { type Broker, type BrokerOptions, createBroker } from '../src/broker/index.js';
 import { createFakeClock, type FakeClock } from '../src/util/index.js';
 import { openRaw } from './support/grpc-clients.js';
 
@@ -21,7 +21,7 @@ afterEach(async () => {
 });
 
 async function start(
-  options: Parameters<typeof createBroker>[0] = {},
+  options: Omit<BrokerOptions, 'listen'> = {},
 ): Promise<{ broker: Broker; address: string; clock: FakeClock }> {
   const clock = createFakeClock();
   const broker = createBroker({ listen: { host: '127.0.0.1', port: 0 }, clock, ...options });

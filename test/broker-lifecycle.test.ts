@@ -34,7 +34,9 @@ afterEach(() => {
   for (const b of brokers.splice(0)) b.destroy();
 });
 
-async function start(options: BrokerOptions = {}): Promise<{ broker: Broker; address: string }> {
+async function start(
+  options: Omit<BrokerOptions, 'listen'> = {},
+): Promise<{ broker: Broker; address: string }> {
   const broker = createBroker({ listen: { host: '127.0.0.1', port: 0 }, ...options });
   brokers.push(broker);
   await broker.start();

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { type Broker, createBroker } from '../src/broker/index.js';
+import { type Broker, type BrokerOptions, createBroker } from '../src/broker/index.js';
 import {
   type ClientKind,
   clientMissing,
@@ -35,7 +35,7 @@ afterAll(async () => {
   pki.remove();
 });
 
-async function start(options: Parameters<typeof createBroker>[0]): Promise<string> {
+async function start(options: Omit<BrokerOptions, 'listen'>): Promise<string> {
   const b = createBroker({ listen: { host: '127.0.0.1', port: 0 }, ...options });
   brokers.push(b);
   await b.start();

@@ -8,6 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import { AdminError } from './admin-errors.js';
+import { formatListenAddress } from './options.js';
 import type { HostPort } from './types.js';
 
 /** A request must arrive in full within this long, in ms. */
@@ -295,5 +296,5 @@ export function createHttpEndpoint(options: {
 
 /** `host:port`, with brackets around an IPv6 host. */
 export function formatHostPort(hp: HostPort): string {
-  return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+  return formatListenAddress(hp);
 }

@@ -53,6 +53,7 @@ import type {
   BrokerObserver,
   BrokerObserverControls,
   InProcessConnection,
+  ListenAddress,
   ObservedPush,
 } from './types.js';
 
@@ -95,7 +96,10 @@ export interface NatsBridge {
    * Attaches to the (serving) broker and connects to NATS. Resolves once connected; rejects if
    * `signal` aborts first (the bridge then closes). Call once.
    */
-  start(broker: Broker, options?: { signal?: AbortSignal | undefined }): Promise<void>;
+  start(
+    broker: Broker<ListenAddress>,
+    options?: { signal?: AbortSignal | undefined },
+  ): Promise<void>;
   /** Flushes what is buffered, leaves NATS and closes the broker connection. Idempotent. */
   close(): Promise<void>;
 }

@@ -83,7 +83,7 @@ import { connectInProcess } from './in-process-connection.js';
 import { watchSession } from './keepalive.js';
 import { createListings } from './listings.js';
 import { createBrokerMetrics } from './metrics.js';
-import { DEFAULT_DRAIN_DEADLINE_MS, resolveBrokerOptions } from './options.js';
+import { DEFAULT_DRAIN_DEADLINE_MS, formatListenAddress, resolveBrokerOptions } from './options.js';
 import { createPubSubStreams, type PubSubStreams } from './pubsub-stream.js';
 import {
   createReflectionService,
@@ -94,7 +94,15 @@ import {
 import type { ServerSession } from './server-stream.js';
 import { createStreamScopes } from './stream-scopes.js';
 import { compileTokenGrants, type TokenGrant } from './token-scopes.js';
-import type { Broker, BrokerFlags, BrokerOptions, BrokerState, HostPort } from './types.js';
+import type {
+  Broker,
+  BrokerFlags,
+  BrokerOptions,
+  BrokerState,
+  HostPort,
+  ListenAddress,
+  UnixSocketAddress,
+} from './types.js';
 
 /** After the drain deadline, streams get this long (at least) to take their trailers, in ms. */
 const TRAILERS_GRACE_MIN_MS = 100;
@@ -118,8 +126,16 @@ function grpcRoutes(
   return routes;
 }
 
-/** Creates a broker (not yet listening: call `start()`). Validates `options` at once. */
-export function createBroker(options: BrokerOptions = {}): Broker {
+/**
+ * Creates a broker (not yet listening: call `start()`). Validates `options` at once. Its
+ * address type follows `options.listen`: a Unix socket broker's `address` is its `{ path }`.
+ */
+export function createBroker(
+  options: BrokerOptions & { listen: UnixSocketAddress },
+): Broker<UnixSocketAddress>;
+export function createBroker(options?: BrokerOptions & { listen?: HostPort | undefined }): Broker;
+export function createBroker(options?: BrokerOptions): Broker<ListenAddress>;
+export function createBroker(options: BrokerOptions = {}): Broker<ListenAddress> {
   const o = resolveBrokerOptions(options);
   const { limits, registry, clock } = o;
   const now = o.now;
@@ -127,7 +143,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
   const flags: BrokerFlags = { ...o.flags };
   let state: BrokerState = 'starting';
   let started = false;
-  let bound: HostPort = { ...o.listen };
+  let bound: ListenAddress = { ...o.listen };
   let closing: Promise<void> | undefined;
   let connSeq = 0;
   /** Woken whenever a connection, session or socket goes away (the drain waits on it). */
@@ -274,10 +290,7 @@ export function createBroker(options: BrokerOptions = {}): Broker {
     bound = await server.listen(opts?.signal);
     state = 'serving';
     health.notify();
-    log.info(
-      { address: `${bound.host}:${bound.port}`, tls: o.tls !== undefined },
-      'broker serving',
-    );
+    log.info({ address: formatListenAddress(bound), tls: o.tls !== undefined }, 'broker serving');
   }
 
   function endAllConnections(status: CallStatus): void {

@@ -6,6 +6,7 @@ import { createFakeClock } from '../util/index.js';
 import { createTestMetrics, silentLog } from './fanout.test-support.js';
 import { createGrpcServer, type GrpcHandler, type GrpcServer } from './grpc-server.js';
 import type { Http2ServerKind } from './server-stream.js';
+import type { HostPort } from './types.js';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 const cleanup: Array<() => void> = [];
@@ -34,7 +35,7 @@ async function setup(o: { maxTcpConnections?: number; routes?: Map<string, GrpcH
     onSession: () => {},
     onClosed: () => closedEvents++,
   });
-  const address = await server.listen();
+  const address = (await server.listen()) as HostPort;
   cleanup.push(() => server.destroyAll());
   const rejections = async (limit: string) => {
     const m = await registry.getSingleMetric('persist_pubsub_server_rejections_total')?.get();

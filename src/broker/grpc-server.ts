@@ -26,16 +26,19 @@ import { isGrpcContentType } from './grpc-respond.js';
 import { GrpcStatus } from './grpc-status.js';
 import type { BrokerMetrics } from './metrics.js';
 import { createNodeH2Server } from './node-h2-server.js';
+import { isUnixSocketAddress } from './options.js';
 import { createOwnH2Server } from './own-h2-server.js';
-import type {
-  H2ServerEvents,
-  H2ServerSettings,
-  Http2ServerKind,
-  RequestHeaders,
-  ServerSession,
-  ServerStream,
+import {
+  type H2ServerEvents,
+  type H2ServerSettings,
+  type Http2ServerKind,
+  peerOf,
+  type RequestHeaders,
+  type ServerSession,
+  type ServerStream,
 } from './server-stream.js';
-import type { BrokerTlsOptions, HostPort } from './types.js';
+import type { BrokerTlsOptions, ListenAddress } from './types.js';
+import { applySocketMode, prepareSocketPath } from './unix-socket-file.js';
 
 /** Serves one gRPC call whose path it is registered under. */
 export type GrpcHandler = (stream: ServerStream, headers: RequestHeaders) => void;
@@ -48,7 +51,7 @@ const SETTINGS: H2ServerSettings = {
 };
 
 export interface GrpcServerOptions {
-  listen: HostPort;
+  listen: ListenAddress;
   tls: BrokerTlsOptions | undefined;
   /** Which implementation serves plain TCP (TLS is always `node:http2`'s). */
   http2Server: Http2ServerKind;
@@ -70,8 +73,8 @@ export interface GrpcServerOptions {
 }
 
 export interface GrpcServer {
-  /** Binds and listens; resolves with the bound address. */
-  listen(signal?: AbortSignal): Promise<HostPort>;
+  /** Binds and listens; resolves with the bound address (a Unix socket's as given). */
+  listen(signal?: AbortSignal): Promise<ListenAddress>;
   /** Stops accepting connections; resolves once the listener and every socket are closed. */
   stopAccepting(): Promise<void>;
   /** GOAWAY on every session: no new streams, open ones run on. */
@@ -91,8 +94,11 @@ export function createGrpcServer(o: GrpcServerOptions): GrpcServer {
   /** `stopAccepting()` calls waiting for the last socket to close. */
   const socketsGone: (() => void)[] = [];
   let server: Server | undefined;
-  const peerKey = (s: { remoteAddress?: string | undefined; remotePort?: number | undefined }) =>
-    `${s.remoteAddress}|${s.remotePort}`;
+  const peerKey = (s: {
+    readonly remoteAddress?: string | undefined;
+    readonly remotePort?: number | undefined;
+  }) => `${s.remoteAddress}|${s.remotePort}`;
+  const unixPath = isUnixSocketAddress(o.listen) ? o.listen.path : undefined;
 
   function onConnection(socket: Socket): void {
     if (sockets.size >= o.maxTcpConnections) {
@@ -103,7 +109,7 @@ export function createGrpcServer(o: GrpcServerOptions): GrpcServer {
     }
     socket.setNoDelay(true);
     sockets.add(socket);
-    const key = peerKey(socket);
+    const key = peerKey(peerOf(socket));
     const timer = o.clock.setTimer(() => {
       handshaking.delete(key);
       metrics.rejected('handshake_timeout');
@@ -168,6 +174,8 @@ export function createGrpcServer(o: GrpcServerOptions): GrpcServer {
   return {
     async listen(signal) {
       signal?.throwIfAborted();
+      if (unixPath !== undefined) await prepareSocketPath(unixPath);
+      signal?.throwIfAborted();
       const srv =
         o.tls === undefined && o.http2Server === 'own'
           ? createOwnH2Server(SETTINGS, events, log, o.clock, o.readPaused)
@@ -185,13 +193,26 @@ export function createGrpcServer(o: GrpcServerOptions): GrpcServer {
         };
         srv.once('error', onError);
         signal?.addEventListener('abort', onAbort, { once: true });
-        srv.listen(o.listen.port, o.listen.host, () => {
+        const listening = () => {
           srv.off('error', onError);
           signal?.removeEventListener('abort', onAbort);
           resolve();
-        });
+        };
+        if (isUnixSocketAddress(o.listen)) srv.listen(o.listen.path, listening);
+        else srv.listen(o.listen.port, o.listen.host, listening);
       });
       srv.on('error', (err) => log.error({ err }, 'server error'));
+      if (isUnixSocketAddress(o.listen)) {
+        if (o.listen.mode !== undefined) {
+          try {
+            await applySocketMode(o.listen.path, o.listen.mode);
+          } catch (err) {
+            srv.close();
+            throw err;
+          }
+        }
+        return { ...o.listen };
+      }
       const addr = srv.address() as AddressInfo;
       return { host: o.listen.host, port: addr.port };
     },

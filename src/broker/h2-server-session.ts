@@ -48,12 +48,13 @@ import {
 import type { Clock } from '../util/index.js';
 import { GRPC_RESPONSE_HEADERS, grpcTrailers } from './grpc-respond.js';
 import type { CallStatus } from './grpc-status.js';
-import type {
-  H2ServerSettings,
-  RequestHeaders,
-  ServerSession,
-  ServerStream,
-  ServerStreamEvents,
+import {
+  type H2ServerSettings,
+  peerOf,
+  type RequestHeaders,
+  type ServerSession,
+  type ServerStream,
+  type ServerStreamEvents,
 } from './server-stream.js';
 
 /** The largest header block (HEADERS + CONTINUATIONs) we buffer, and the largest decoded list. */
@@ -230,8 +231,7 @@ class OwnSession implements ServerSession {
     private readonly events: H2ServerSessionEvents,
     private readonly clock: Clock,
   ) {
-    this.remoteAddress = socket.remoteAddress;
-    this.remotePort = socket.remotePort;
+    ({ remoteAddress: this.remoteAddress, remotePort: this.remotePort } = peerOf(socket));
     this.connWindow = Math.max(DEFAULT_WINDOW_SIZE, settings.connectionWindowBytes);
     this.connRecvWindow = this.connWindow;
     socket.on('error', () => this.destroy());

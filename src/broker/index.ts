@@ -31,6 +31,8 @@ export {
   DEFAULT_MAX_CONNECTION_AGE_GRACE_MS,
   DEFAULT_MAX_CONNECTION_AGE_MS,
   DEFAULT_WRITE_WINDOW_US,
+  formatListenAddress,
+  isUnixSocketAddress,
   MAX_WRITE_WINDOW_US,
 } from './options.js';
 export { HTTP2_SERVER_KINDS, type Http2ServerKind } from './server-stream.js';
@@ -52,8 +54,10 @@ export type {
   InProcessConnection,
   InProcessConnectOptions,
   InProcessMessage,
+  ListenAddress,
   ObservedPush,
   Page,
   PageRequest,
   ShardInfo,
+  UnixSocketAddress,
 } from './types.js';

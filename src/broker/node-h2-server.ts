@@ -15,13 +15,15 @@ import {
 import type { Logger } from 'pino';
 import { GRPC_RESPONSE_HEADERS, grpcTrailers } from './grpc-respond.js';
 import type { CallStatus } from './grpc-status.js';
-import type {
-  H2ServerEvents,
-  H2ServerSettings,
-  RequestHeaders,
-  ServerSession,
-  ServerStream,
-  ServerStreamEvents,
+import {
+  type H2ServerEvents,
+  type H2ServerSettings,
+  type Peer,
+  peerOf,
+  type RequestHeaders,
+  type ServerSession,
+  type ServerStream,
+  type ServerStreamEvents,
 } from './server-stream.js';
 import type { BrokerTlsOptions } from './types.js';
 
@@ -34,8 +36,12 @@ class NodeSession implements ServerSession {
   readonly remoteAddress: string | undefined;
   readonly remotePort: number | undefined;
   constructor(readonly raw: Http2Session) {
-    this.remoteAddress = raw.socket?.remoteAddress;
-    this.remotePort = raw.socket?.remotePort;
+    const peer: Peer =
+      raw.socket === undefined
+        ? { remoteAddress: undefined, remotePort: undefined }
+        : peerOf(raw.socket);
+    this.remoteAddress = peer.remoteAddress;
+    this.remotePort = peer.remotePort;
   }
   get closed(): boolean {
     return this.raw.closed || this.raw.destroyed;

@@ -5,10 +5,12 @@
 import { type Logger, pino } from 'pino';
 import { Registry } from 'prom-client';
 import {
+  checkSocketPath,
   DEFAULT_KEEPALIVE_TIME_MS,
   DEFAULT_KEEPALIVE_TIMEOUT_MS,
   DEFAULT_MAX_MESSAGE_BYTES,
   DEFAULT_MAX_SHARD_ID_BYTES,
+  formatUnixTarget,
   MAX_SHARD_ID_BYTES_LIMIT,
 } from '../protocol/index.js';
 import { type Clock, systemClock } from '../util/index.js';
@@ -21,6 +23,8 @@ import type {
   BrokerOptions,
   BrokerTlsOptions,
   HostPort,
+  ListenAddress,
+  UnixSocketAddress,
 } from './types.js';
 
 export const DEFAULT_LISTEN: HostPort = { host: '127.0.0.1', port: 6879 };
@@ -62,7 +66,7 @@ export const DEFAULT_HTTP2_SERVER: Http2ServerKind = 'own';
 export const DEFAULT_FLAGS: Readonly<BrokerFlags> = Object.freeze({ forwardPushes: true });
 
 export interface ResolvedBrokerOptions {
-  listen: HostPort;
+  listen: ListenAddress;
   tls: BrokerTlsOptions | undefined;
   authToken: string | undefined;
   tokens: TokenTable | undefined;
@@ -101,14 +105,45 @@ function pem(value: unknown, field: string): string | Buffer {
   return value as string | Buffer;
 }
 
-export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBrokerOptions {
-  if (typeof options !== 'object' || options === null) bad('', 'must be an object');
-  const listen = options.listen ?? DEFAULT_LISTEN;
-  if (typeof listen !== 'object' || listen === null) bad('listen', 'must be { host, port }');
-  if (typeof listen.host !== 'string' || listen.host.length === 0) {
+/** True for a Unix socket listen address (`{ path }`), false for TCP (`{ host, port }`). */
+export function isUnixSocketAddress(address: ListenAddress): address is UnixSocketAddress {
+  return 'path' in address;
+}
+
+/** `host:port` (brackets around an IPv6 host) or `unix:PATH`: how logs and the CLI name it. */
+export function formatListenAddress(address: ListenAddress): string {
+  if (isUnixSocketAddress(address)) return formatUnixTarget(address.path);
+  const { host, port } = address;
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function resolveListen(listen: unknown): ListenAddress {
+  if (typeof listen !== 'object' || listen === null) {
+    bad('listen', 'must be { host, port } or { path }');
+  }
+  if ('path' in listen) {
+    const { path, mode } = listen as Partial<UnixSocketAddress>;
+    if (typeof path !== 'string') bad('listen.path', 'must be a string');
+    const checked = checkSocketPath(path);
+    if (checked.kind !== 'unix') {
+      bad(
+        'listen.path',
+        `is not a socket path: ${checked.kind === 'invalid' ? checked.reason : ''}`,
+      );
+    }
+    if (mode === undefined) return { path };
+    return { path, mode: int(mode, 'listen.mode', 0, 0o777) };
+  }
+  const { host, port } = listen as Partial<HostPort>;
+  if (typeof host !== 'string' || host.length === 0) {
     bad('listen.host', 'must be a non-empty string');
   }
-  int(listen.port, 'listen.port', 0, 65535);
+  return { host, port: int(port, 'listen.port', 0, 65535) };
+}
+
+export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBrokerOptions {
+  if (typeof options !== 'object' || options === null) bad('', 'must be an object');
+  const listen = resolveListen(options.listen ?? DEFAULT_LISTEN);
 
   let tls: BrokerTlsOptions | undefined;
   if (options.tls !== undefined) {
@@ -119,6 +154,12 @@ export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBroke
       clientCa:
         options.tls.clientCa === undefined ? undefined : pem(options.tls.clientCa, 'tls.clientCa'),
     };
+    if (isUnixSocketAddress(listen)) {
+      bad(
+        'tls',
+        'is for a TCP listener: on a Unix socket the file permissions (listen.mode) decide who connects',
+      );
+    }
   }
 
   const authToken = options.authToken;
@@ -185,7 +226,7 @@ export function resolveBrokerOptions(options: BrokerOptions = {}): ResolvedBroke
   if (typeof reflection !== 'boolean') bad('reflection', 'must be a boolean');
 
   return {
-    listen: { host: listen.host, port: listen.port },
+    listen,
     tls,
     authToken,
     tokens,

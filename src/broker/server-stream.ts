@@ -15,6 +15,35 @@ import type { CallStatus } from './grpc-status.js';
 export type Http2ServerKind = 'own' | 'node';
 export const HTTP2_SERVER_KINDS: readonly Http2ServerKind[] = ['own', 'node'];
 
+/** What a session reports as its peer (`ServerSession.remoteAddress` and `remotePort`). */
+export interface Peer {
+  remoteAddress: string | undefined;
+  remotePort: number | undefined;
+}
+
+/**
+ * The peer of an accepted socket. A Unix socket's peer has no address: it is reported as
+ * `unix` with the socket's file descriptor as its "port", unique among the open connections, so
+ * that connection listings tell such peers apart and the handshake timeout finds each socket by
+ * its peer as it does for TCP.
+ */
+export function peerOf(socket: {
+  readonly remoteAddress?: string | undefined;
+  readonly remotePort?: number | undefined;
+}): Peer {
+  if (socket.remoteAddress !== undefined) {
+    return { remoteAddress: socket.remoteAddress, remotePort: socket.remotePort };
+  }
+  // libuv's handle (Node's own, not public): `Pipe` for a Unix socket, its `fd` the descriptor.
+  const handle = (socket as { _handle?: { fd?: unknown; constructor?: { name?: string } } | null })
+    ._handle;
+  const fd = typeof handle?.fd === 'number' && handle.fd >= 0 ? handle.fd : undefined;
+  return {
+    remoteAddress: handle?.constructor?.name === 'Pipe' ? 'unix' : undefined,
+    remotePort: fd,
+  };
+}
+
 /** Request headers, pseudo-headers (`:path`, `:method`) included; repeated ones joined by ", ". */
 export type RequestHeaders = Readonly<Record<string, string | undefined>>;
 

@@ -14,6 +14,27 @@ export interface HostPort {
   port: number;
 }
 
+/**
+ * A Unix domain socket to listen on: a sidecar broker whose clients share its host skips the
+ * TCP/IP stack (README "Operating: a Unix socket"). On start a stale socket file at `path` (one
+ * that nothing accepts on) is removed; any other file there is an error. The file is removed on
+ * close. No TLS on a Unix socket: the file's permissions decide who may connect.
+ */
+export interface UnixSocketAddress {
+  /** The socket file, absolute or relative to the working directory. */
+  path: string;
+  /**
+   * The socket file's permission bits, set right after it is bound (e.g. `0o660`: owner and
+   * group may connect). Until then, and without it, the file has the process umask's mode; to
+   * close that window keep the socket in a directory only its clients can enter.
+   * @default the umask's (typically 0o755: anyone may connect)
+   */
+  mode?: number | undefined;
+}
+
+/** Where the broker's gRPC server listens: TCP (`{ host, port }`) or a Unix socket (`{ path }`). */
+export type ListenAddress = HostPort | UnixSocketAddress;
+
 /** TLS for the gRPC port: PEM contents (not paths; the CLI reads the files). */
 export interface BrokerTlsOptions {
   cert: string | Buffer;
@@ -55,8 +76,9 @@ export interface BrokerLimits {
 }
 
 export interface BrokerOptions {
-  /** gRPC listen address. @default 127.0.0.1:6879 */
-  listen?: HostPort | undefined;
+  /** gRPC listen address: TCP, or a Unix socket (`{ path }`). @default 127.0.0.1:6879 */
+  listen?: ListenAddress | undefined;
+  /** TLS for a TCP listener (refused with a Unix socket). */
   tls?: BrokerTlsOptions | undefined;
   /**
    * If set, clients must send `authorization: Bearer <token>`; otherwise UNAUTHENTICATED. With
@@ -261,9 +283,14 @@ export interface PageRequest {
 /** Broker lifecycle, one tagged state. */
 export type BrokerState = 'starting' | 'serving' | 'draining' | 'closed';
 
-export interface Broker {
-  /** The bound gRPC address (after `start()`). */
-  readonly address: HostPort;
+/**
+ * A broker. `A` is the kind of address it listens on: `createBroker` infers it from
+ * `options.listen` (a TCP `HostPort` unless given a Unix socket), so `broker.address.port` needs
+ * no narrowing for a TCP broker; code that takes any broker takes `Broker<ListenAddress>`.
+ */
+export interface Broker<A extends ListenAddress = HostPort> {
+  /** The bound gRPC address (after `start()`): the bound port, or the socket path. */
+  readonly address: A;
   readonly state: BrokerState;
   readonly registry: Registry;
   /** Binds the gRPC port and starts serving. */

@@ -25,7 +25,8 @@ import {
   createAdminServer,
   createBroker,
   createNatsBridge,
-  type HostPort,
+  formatListenAddress,
+  type ListenAddress,
   type NatsBridge,
 } from '../broker/index.js';
 import {
@@ -46,7 +47,7 @@ export const ADMIN_CLOSE_TIMEOUT_MS = 1_000;
 
 /** What the running process needs from its surroundings; injectable for tests. */
 export interface BrokerProcessDeps {
-  createBroker: (options: BrokerOptions) => Broker;
+  createBroker: (options: BrokerOptions) => Broker<ListenAddress>;
   logger: Logger;
   /** Where SIGTERM, SIGINT and SIGHUP come from. @default process */
   signals?: Pick<NodeJS.Process, 'on' | 'off'> | undefined;
@@ -58,7 +59,7 @@ export interface BrokerProcessDeps {
 
 /** The running broker process. */
 export interface BrokerProcess {
-  readonly broker: Broker;
+  readonly broker: Broker<ListenAddress>;
   readonly admin: AdminServer;
   /** Phase of the process, one tagged state. */
   readonly phase: 'serving' | 'draining' | 'stopped';
@@ -69,9 +70,6 @@ export interface BrokerProcess {
   /** Reads the tokens file now. */
   reloadTokens(): Promise<void>;
 }
-
-const fmt = (hp: HostPort) =>
-  hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
 
 /**
  * Starts the broker and the admin server from a resolved configuration and wires signals.
@@ -141,8 +139,8 @@ export async function startBrokerProcess(
 
   logger.info(
     {
-      grpc: fmt(broker.address),
-      admin: fmt(admin.address),
+      grpc: formatListenAddress(broker.address),
+      admin: formatListenAddress(admin.address),
       tls: config.broker.tls === undefined ? 'off' : config.broker.tls.clientCa ? 'mtls' : 'tls',
       auth:
         [

@@ -106,7 +106,7 @@ function isLocalhost(host: string): boolean {
   return h === 'localhost' || h.endsWith('.localhost');
 }
 
-function addressUrl(address: GrpcAddress, ip: string): string {
+function addressUrl(address: Extract<GrpcAddress, { kind: 'tcp' }>, ip: string): string {
   const host = isIP(ip) === 6 ? `[${ip}]` : ip;
   return `${address.tls ? 'grpcs' : 'grpc'}://${host}:${address.port}`;
 }
@@ -188,7 +188,7 @@ export function createBrokerSetPubSubClient(options: BrokerSetOptions): BrokerSe
     entries.push({
       configured,
       address,
-      resolved: isIP(address.host.replace(/^\[|\]$/g, '')) === 0,
+      resolved: address.kind === 'tcp' && isIP(address.host.replace(/^\[|\]$/g, '')) === 0,
       members: new Map(),
       resolving: false,
       resolveAgain: false,
@@ -417,7 +417,8 @@ export function createBrokerSetPubSubClient(options: BrokerSetOptions): BrokerSe
   };
 
   const addMember = (entry: Entry, url: string): void => {
-    const serverName = entry.resolved ? entry.address.host : undefined;
+    const serverName =
+      entry.resolved && entry.address.kind === 'tcp' ? entry.address.host : undefined;
     const client = createPubSubClient(options.transport(url, serverName), {
       ...memberOptions,
       logger: options.logger?.child({ broker: url }),
@@ -457,7 +458,8 @@ export function createBrokerSetPubSubClient(options: BrokerSetOptions): BrokerSe
   };
 
   const resolveEntry = async (entry: Entry): Promise<void> => {
-    if (closed) return;
+    const address = entry.address;
+    if (closed || address.kind !== 'tcp') return;
     if (entry.resolving) {
       entry.resolveAgain = true;
       return;
@@ -468,13 +470,13 @@ export function createBrokerSetPubSubClient(options: BrokerSetOptions): BrokerSe
     try {
       let addresses: string[] = [];
       try {
-        addresses = [...new Set(await resolve(entry.address.host))];
+        addresses = [...new Set(await resolve(address.host))];
       } catch (err) {
         log?.warn({ err, broker: entry.configured }, 'resolving a broker name failed');
       }
       if (closed) return;
-      if (isLocalhost(entry.address.host)) addresses = addresses.slice(0, 1);
-      const wanted = new Set(addresses.map((ip) => addressUrl(entry.address, ip)));
+      if (isLocalhost(address.host)) addresses = addresses.slice(0, 1);
+      const wanted = new Set(addresses.map((ip) => addressUrl(address, ip)));
       // An empty or failed answer keeps what we have: a DNS hiccup is not a broker outage.
       if (wanted.size > 0) {
         for (const member of [...entry.members.values()]) {
@@ -501,8 +503,11 @@ export function createBrokerSetPubSubClient(options: BrokerSetOptions): BrokerSe
   };
 
   for (const entry of entries) {
+    const { address } = entry;
     if (entry.resolved) void resolveEntry(entry);
-    else addMember(entry, addressUrl(entry.address, entry.address.host.replace(/^\[|\]$/g, '')));
+    // A Unix socket is one broker, named as configured.
+    else if (address.kind === 'unix') addMember(entry, entry.configured);
+    else addMember(entry, addressUrl(address, address.host.replace(/^\[|\]$/g, '')));
   }
   publishStatus();
 

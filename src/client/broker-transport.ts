@@ -5,7 +5,8 @@
  * gRPC to the broker's own port like any other process would. The flag is read at every
  * connect, and `createPubSubClient` reconnects at once when it changes (`reconnectOn`).
  */
-import type { Broker } from '../broker/index.js';
+import { type Broker, isUnixSocketAddress, type ListenAddress } from '../broker/index.js';
+import { formatUnixTarget } from '../protocol/index.js';
 import type { Flags } from './flags.js';
 import { createGrpcTransport, type GrpcTransportOptions } from './grpc-transport.js';
 import { createInProcessTransport } from './in-process-transport.js';
@@ -18,22 +19,28 @@ export interface BrokerTransportOptions {
   grpc?: Omit<GrpcTransportOptions, 'url' | 'callerId'> | undefined;
 }
 
+/** The URL of a broker's own listener, as another process would dial it. */
+function listenerUrl(address: ListenAddress, tls: boolean): string {
+  if (isUnixSocketAddress(address)) return formatUnixTarget(address.path);
+  const { host, port } = address;
+  const h = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
+  return `${tls ? 'grpcs' : 'grpc'}://${h}:${port}`;
+}
+
 export function createBrokerTransport(
-  broker: Broker,
+  broker: Broker<ListenAddress>,
   options: BrokerTransportOptions,
 ): PubSubTransport {
   const inProcess = createInProcessTransport(broker, { callerId: options.callerId });
-  let grpc: { port: number; transport: PubSubTransport } | undefined;
+  let grpc: { url: string; transport: PubSubTransport } | undefined;
   const grpcTransport = (): PubSubTransport => {
-    const { host, port } = broker.address;
-    if (grpc === undefined || grpc.port !== port) {
-      const scheme = options.grpc?.tls !== undefined ? 'grpcs' : 'grpc';
-      const h = host.includes(':') ? `[${host}]` : host === '0.0.0.0' ? '127.0.0.1' : host;
+    const url = listenerUrl(broker.address, options.grpc?.tls !== undefined);
+    if (grpc === undefined || grpc.url !== url) {
       grpc = {
-        port,
+        url,
         transport: createGrpcTransport({
           ...options.grpc,
-          url: `${scheme}://${h}:${port}`,
+          url,
           callerId: options.callerId,
           flags: options.flags,
         }),

@@ -1,18 +1,48 @@
 /**
- * Parses a broker address: `grpc://host:port` (plaintext) or `grpcs://host:port` (TLS).
- * IPv6 hosts go in brackets (`grpc://[::1]:6879`). The port is required; there is no path.
+ * Parses a broker address: `grpc://host:port` (plaintext), `grpcs://host:port` (TLS), or a Unix
+ * socket in gRPC's syntax (`unix:/abs/path`, `unix:///abs/path`, `unix:relative/path`; a broker
+ * on the same host, `--listen unix:…`). IPv6 hosts go in brackets (`grpc://[::1]:6879`). The
+ * port is required; there is no path. No TLS over a Unix socket (the broker refuses it too).
  */
+import { isUnixTarget, parseUnixTarget, UNIX_SOCKET_AUTHORITY } from '../protocol/index.js';
 import { ClientError } from './errors.js';
 
-export interface GrpcAddress {
-  tls: boolean;
-  host: string;
-  port: number;
-  /** `host:port`, brackets kept for IPv6 (the HTTP/2 authority). */
-  target: string;
+export type GrpcAddress =
+  | {
+      kind: 'tcp';
+      tls: boolean;
+      host: string;
+      port: number;
+      /** `host:port`, brackets kept for IPv6 (the HTTP/2 authority). */
+      target: string;
+    }
+  | {
+      kind: 'unix';
+      tls: false;
+      /** The socket file. */
+      path: string;
+      /** The HTTP/2 authority: `localhost`, as grpc-js and gRPC core send for a Unix socket. */
+      target: string;
+    };
+
+/** How logs and errors name the broker: `host:port` or `unix:PATH`. */
+export function describeGrpcAddress(address: GrpcAddress): string {
+  return address.kind === 'unix' ? `unix:${address.path}` : address.target;
 }
 
+const bad = (message: string): ClientError =>
+  new ClientError('invalid_argument', `pubsub: ${message}`, { field: 'pubsub' });
+
 export function parseGrpcAddress(url: string): GrpcAddress {
+  if (isUnixTarget(url)) {
+    const unix = parseUnixTarget(url);
+    if (unix.kind !== 'unix') {
+      throw bad(
+        `${JSON.stringify(url)} is not a Unix socket target: ${unix.kind === 'invalid' ? unix.reason : ''}`,
+      );
+    }
+    return { kind: 'unix', tls: false, path: unix.path, target: UNIX_SOCKET_AUTHORITY };
+  }
   let parsed: URL;
   try {
     parsed = new URL(url);
@@ -23,30 +53,17 @@ export function parseGrpcAddress(url: string): GrpcAddress {
     });
   }
   if (parsed.protocol !== 'grpc:' && parsed.protocol !== 'grpcs:') {
-    throw new ClientError(
-      'invalid_argument',
-      `pubsub: scheme must be grpc:// or grpcs://, got ${JSON.stringify(url)}`,
-      { field: 'pubsub' },
-    );
+    throw bad(`scheme must be grpc://, grpcs:// or unix:, got ${JSON.stringify(url)}`);
   }
   const port = Number(parsed.port);
   if (parsed.hostname === '' || !Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new ClientError(
-      'invalid_argument',
-      `pubsub: ${JSON.stringify(url)} needs a host and a port (grpc://host:port)`,
-      { field: 'pubsub' },
-    );
+    throw bad(`${JSON.stringify(url)} needs a host and a port (grpc://host:port)`);
   }
   if ((parsed.pathname !== '' && parsed.pathname !== '/') || parsed.search !== '') {
-    throw new ClientError(
-      'invalid_argument',
-      `pubsub: ${JSON.stringify(url)} must have no path or query`,
-      {
-        field: 'pubsub',
-      },
-    );
+    throw bad(`${JSON.stringify(url)} must have no path or query`);
   }
   return {
+    kind: 'tcp',
     tls: parsed.protocol === 'grpcs:',
     host: parsed.hostname,
     port,

@@ -50,7 +50,7 @@ import {
 import { type Clock, createWriteWindow, systemClock, type Timer } from '../util/index.js';
 import { ClientError } from './errors.js';
 import type { Flags } from './flags.js';
-import { parseGrpcAddress } from './grpc-address.js';
+import { describeGrpcAddress, parseGrpcAddress } from './grpc-address.js';
 import {
   connectH2,
   ErrorCode,
@@ -79,7 +79,7 @@ export interface GrpcTlsOptions {
 }
 
 export interface GrpcTransportOptions {
-  /** `grpc://host:port` or `grpcs://host:port`. */
+  /** `grpc://host:port`, `grpcs://host:port` or a Unix socket (`unix:/path`, `unix:///path`). */
   url: string;
   /** Sent as `persist-pubsub-caller-id`; ASCII. @default 'unknown' */
   callerId?: string | undefined;
@@ -168,7 +168,9 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
     });
   }
   // SNI carries a name, never an IP; certificate checks use `servername` when set, else host.
-  const serverName = tls?.serverName ?? (isIP(address.host) === 0 ? address.host : undefined);
+  const serverName =
+    tls?.serverName ??
+    (address.kind === 'tcp' && isIP(address.host) === 0 ? address.host : undefined);
   const tlsOptions: ConnectionOptions | undefined = address.tls
     ? {
         ...(tls?.ca !== undefined ? { ca: tls.ca } : {}),
@@ -196,7 +198,9 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
   const writeWindowUs = (): number => flags?.get().persist_pubsub_client_write_window_us ?? 0;
   const now = (): number => clock.nowMs();
   const unreachable = (why: string, cause?: unknown): ClientError =>
-    new ClientError('unavailable', `broker ${address.target} unreachable (${why})`, { cause });
+    new ClientError('unavailable', `broker ${describeGrpcAddress(address)} unreachable (${why})`, {
+      cause,
+    });
 
   /**
    * Resolves once the broker's SETTINGS arrived: the HTTP/2 connection is up. `events` is the
@@ -227,8 +231,9 @@ export function createGrpcTransport(options: GrpcTransportOptions): PubSubTransp
       const onAbort = (): void => settle(signal.reason as Error);
       const session = connectH2(
         {
-          host: address.host,
-          port: address.port,
+          ...(address.kind === 'unix'
+            ? { path: address.path }
+            : { host: address.host, port: address.port }),
           tls: tlsOptions,
           streamWindowBytes: STREAM_WINDOW_BYTES,
           connectionWindowBytes: SESSION_WINDOW_BYTES,

@@ -10,6 +10,7 @@ import {
   BrokerError,
   type InProcessConnection,
   type InProcessMessage,
+  type ListenAddress,
 } from '../broker/index.js';
 import { ClientError } from './errors.js';
 import type {
@@ -56,7 +57,7 @@ function toInbound(msg: InProcessMessage): InboundMessage {
 }
 
 export function createInProcessTransport(
-  broker: Broker,
+  broker: Broker<ListenAddress>,
   options: InProcessTransportOptions = {},
 ): PubSubTransport {
   return {

@@ -16,7 +16,7 @@
  */
 import type { Logger } from 'pino';
 import { Registry } from 'prom-client';
-import type { Broker } from '../broker/index.js';
+import type { Broker, ListenAddress } from '../broker/index.js';
 import { type Consensus, openConsensus } from '../consensus/index.js';
 import {
   createShardStateCache,
@@ -69,7 +69,7 @@ export type PubSubTarget =
   | readonly string[]
   | PubSubBrokersOptions
   | PubSubGrpcOptions
-  | Broker
+  | Broker<ListenAddress>
   | PubSubClient
   | 'none'
   | undefined;
@@ -129,7 +129,7 @@ function isFlags(v: unknown): v is Flags {
   );
 }
 
-function isBroker(v: object): v is Broker {
+function isBroker(v: object): v is Broker<ListenAddress> {
   return typeof (v as Broker).connectInProcess === 'function';
 }
 

@@ -67,3 +67,12 @@ export {
   ShardIdError,
   toShardId,
 } from './shard-id.js';
+export type { UnixTargetResult } from './unix-target.js';
+export {
+  checkSocketPath,
+  formatUnixTarget,
+  isUnixTarget,
+  MAX_UNIX_SOCKET_PATH_BYTES,
+  parseUnixTarget,
+  UNIX_SOCKET_AUTHORITY,
+} from './unix-target.js';

@@ -86,7 +86,7 @@ describe('broker flags', () => {
     expect(help).toContain('(default: 10000, env: PERSIST_PUBSUB_DRAIN_DEADLINE_MS)');
     expect(help).toContain('PERSIST_PUBSUB_AUTH_TOKEN');
     const flags = [...help.matchAll(/^ {2}(--[a-z-]+)/gm)].map((m) => m[1]);
-    expect(flags.length).toBe(31);
+    expect(flags.length).toBe(32);
     for (const line of help.split('\n').filter((l) => /^ {2}--/.test(l))) {
       expect(line, line).toMatch(/env: PERSIST_PUBSUB_/);
     }
@@ -114,7 +114,9 @@ describe('broker flags', () => {
   });
 
   it.each([
-    [['--listen', 'nope'], {}, "option '--listen <host:port>' argument 'nope' is invalid"],
+    [['--listen', 'nope'], {}, "option '--listen <address>' argument 'nope' is invalid"],
+    [['--listen', 'unix://host/x.sock'], {}, 'no authority'],
+    [['--socket-mode', '0999'], {}, '--socket-mode'],
     [['--max-queue-messages', '0'], {}, '--max-queue-messages'],
     [['--keepalive-time-ms', '-5'], {}, '--keepalive-time-ms'],
     [['--write-window-us', '100001'], {}, '--write-window-us'],
@@ -136,6 +138,20 @@ describe('broker flags', () => {
     expect(q.message).toContain('--max-queue-bytes');
     const same = await configError({ ...base, adminListen: { host: '127.0.0.1', port: 6879 } });
     expect(same.flag).toBe('--admin-listen');
+    expect((await configError({ ...base, socketMode: 0o660 })).flag).toBe('--socket-mode');
+    const unix = { ...base, listen: { path: '/run/pp.sock' } };
+    expect((await configError({ ...unix, tlsCert: 'c', tlsKey: 'k' })).flag).toBe('--tls-cert');
+  });
+
+  it('listens on a Unix socket: --listen unix:PATH, --socket-mode', async () => {
+    const a = parse(['--listen', 'unix:///run/pp.sock', '--socket-mode', '0660']).opts!;
+    expect(a.listen).toEqual({ path: '/run/pp.sock' });
+    expect((await resolveBrokerConfig(a, {})).broker.listen).toEqual({
+      path: '/run/pp.sock',
+      mode: 0o660,
+    });
+    const b = parse([], { PERSIST_PUBSUB_LISTEN: 'unix:pp.sock' }).opts!;
+    expect((await resolveBrokerConfig(b, {})).broker.listen).toEqual({ path: 'pp.sock' });
   });
 
   it('reads TLS files and rejects unreadable or non-PEM ones', async () => {

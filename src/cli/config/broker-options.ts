@@ -26,6 +26,8 @@ import {
   type HostPort,
   HTTP2_SERVER_KINDS,
   type Http2ServerKind,
+  isUnixSocketAddress,
+  type ListenAddress,
   MAX_WRITE_WINDOW_US,
 } from '../../broker/index.js';
 import {
@@ -35,7 +37,15 @@ import {
 } from '../../protocol/index.js';
 import { ConfigError } from './config-error.js';
 import { parseBrokerFlagsFile } from './flags-file.js';
-import { integerIn, oneOf, parseBoolean, parseHostPort, parsePath } from './parse-values.js';
+import {
+  integerIn,
+  oneOf,
+  parseBoolean,
+  parseFileMode,
+  parseHostPort,
+  parseListenAddress,
+  parsePath,
+} from './parse-values.js';
 import { parseTokensFile } from './tokens-file.js';
 
 /** Longest timer Node.js honours, in ms (~24.8 days). */
@@ -71,7 +81,8 @@ export const AUTH_TOKEN_ENV = 'PERSIST_PUBSUB_AUTH_TOKEN';
 
 /** What commander hands the action, already parsed per option. */
 export interface RawBrokerOptions {
-  listen: HostPort;
+  listen: ListenAddress;
+  socketMode?: number;
   adminListen: HostPort;
   tlsCert?: string;
   tlsKey?: string;
@@ -144,12 +155,18 @@ export function addBrokerOptions(command: Command): Command {
   const positiveMs = integerIn(1, MAX_TIMER_MS);
   const options = [
     opt(
-      '--listen <host:port>',
+      '--listen <address>',
       'PERSIST_PUBSUB_LISTEN',
-      'gRPC listen address; port 0 picks a free port',
-      parseHostPort,
+      'gRPC listen address: HOST:PORT (port 0 picks a free port) or a Unix socket, unix:/path/to.sock (or unix:///path, unix:relative): for clients on this host, no TCP/IP stack; a stale socket file is replaced, a live one is an error; no TLS on a socket',
+      parseListenAddress,
       d.listen,
       fmt(d.listen),
+    ),
+    opt(
+      '--socket-mode <octal>',
+      'PERSIST_PUBSUB_SOCKET_MODE',
+      "with --listen unix:…: the socket file's permission bits, e.g. 0660 (owner and group may connect); default: as the umask leaves them",
+      parseFileMode,
     ),
     opt(
       '--admin-listen <host:port>',
@@ -408,16 +425,29 @@ export async function resolveBrokerConfig(
       `--max-queue-bytes (${raw.maxQueueBytes}) must be at least --max-message-bytes (${raw.maxMessageBytes}), or no large diff could ever be queued`,
     );
   }
+  const { listen } = raw;
   if (
-    raw.listen.port !== 0 &&
-    raw.listen.port === raw.adminListen.port &&
-    raw.listen.host === raw.adminListen.host
+    !isUnixSocketAddress(listen) &&
+    listen.port !== 0 &&
+    listen.port === raw.adminListen.port &&
+    listen.host === raw.adminListen.host
   ) {
     throw new ConfigError('--admin-listen', '--admin-listen must differ from --listen');
   }
+  if (isUnixSocketAddress(listen) && raw.tlsCert !== undefined) {
+    throw new ConfigError(
+      '--tls-cert',
+      '--tls-cert is for a TCP --listen: on a Unix socket the file permissions (--socket-mode) decide who connects',
+    );
+  }
+  if (raw.socketMode !== undefined && !isUnixSocketAddress(listen)) {
+    throw new ConfigError('--socket-mode', '--socket-mode needs --listen unix:PATH');
+  }
 
   const broker: BrokerOptions = {
-    listen: raw.listen,
+    listen: isUnixSocketAddress(listen)
+      ? { path: listen.path, ...(raw.socketMode === undefined ? {} : { mode: raw.socketMode }) }
+      : listen,
     limits: {
       maxMessageBytes: raw.maxMessageBytes,
       maxConnections: raw.maxConnections,

@@ -1,6 +1,13 @@
 import { InvalidArgumentError } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { integerIn, oneOf, parseBoolean, parseHostPort } from './parse-values.js';
+import {
+  integerIn,
+  oneOf,
+  parseBoolean,
+  parseFileMode,
+  parseHostPort,
+  parseListenAddress,
+} from './parse-values.js';
 
 describe('flag value parsers', () => {
   it('parses HOST:PORT and [IPv6]:PORT', () => {
@@ -23,6 +30,24 @@ describe('flag value parsers', () => {
     'h:1e3',
   ])('rejects host:port %j', (v) => {
     expect(() => parseHostPort(v)).toThrow(InvalidArgumentError);
+  });
+
+  it('parses a listen address: HOST:PORT or a Unix socket in gRPC syntax', () => {
+    expect(parseListenAddress('127.0.0.1:6879')).toEqual({ host: '127.0.0.1', port: 6879 });
+    expect(parseListenAddress('unix:/run/pp.sock')).toEqual({ path: '/run/pp.sock' });
+    expect(parseListenAddress('unix:///run/pp.sock')).toEqual({ path: '/run/pp.sock' });
+    expect(parseListenAddress('unix:pp.sock')).toEqual({ path: 'pp.sock' });
+    expect(() => parseListenAddress('unix:')).toThrow(/empty/);
+    expect(() => parseListenAddress('unix://h/x')).toThrow(/no authority/);
+  });
+
+  it('parses octal file modes up to 0777', () => {
+    expect(parseFileMode('660')).toBe(0o660);
+    expect(parseFileMode('0660')).toBe(0o660);
+    expect(parseFileMode('0o600')).toBe(0o600);
+    for (const bad of ['', '8', '0999', '1777', 'rw', '-1']) {
+      expect(() => parseFileMode(bad), bad).toThrow(InvalidArgumentError);
+    }
   });
 
   it('parses integers within bounds only', () => {

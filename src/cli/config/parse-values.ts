@@ -4,7 +4,8 @@
  * and the bad value; the broker command maps it to exit code 2.
  */
 import { InvalidArgumentError } from 'commander';
-import type { HostPort } from '../../broker/index.js';
+import type { HostPort, ListenAddress } from '../../broker/index.js';
+import { isUnixTarget, parseUnixTarget } from '../../protocol/index.js';
 
 /** Parses `HOST:PORT` or `[IPV6]:PORT`; port 0 picks a free port. */
 export function parseHostPort(value: string): HostPort {
@@ -16,6 +17,31 @@ export function parseHostPort(value: string): HostPort {
   const port = Number(m[3]);
   if (port > 65535) throw new InvalidArgumentError(`port ${port} is above 65535`);
   return { host, port };
+}
+
+/**
+ * Parses a gRPC listen address: `HOST:PORT`, `[IPV6]:PORT`, or a Unix socket in gRPC's syntax
+ * (`unix:/abs/path`, `unix:///abs/path`, `unix:relative/path`).
+ */
+export function parseListenAddress(value: string): ListenAddress {
+  if (!isUnixTarget(value)) return parseHostPort(value);
+  const unix = parseUnixTarget(value);
+  if (unix.kind !== 'unix') {
+    throw new InvalidArgumentError(
+      `expected unix:/path/to.sock or unix:///path/to.sock: ${unix.kind === 'invalid' ? unix.reason : ''}`,
+    );
+  }
+  return { path: unix.path };
+}
+
+/** Parses file permission bits in octal (`660`, `0660`, `0o660`), at most 0777. */
+export function parseFileMode(value: string): number {
+  const m = /^(?:0o?)?([0-7]{1,4})$/i.exec(value);
+  const mode = m === null ? Number.NaN : Number.parseInt(m[1] as string, 8);
+  if (!(mode >= 0 && mode <= 0o777)) {
+    throw new InvalidArgumentError('expected octal permission bits, e.g. 0660');
+  }
+  return mode;
 }
 
 /** A parser for a decimal integer in `[min, max]` (no sign, exponent, fraction or spaces). */

@@ -52,9 +52,14 @@ export class H2Error extends Error {
   }
 }
 
-export interface H2ConnectOptions {
-  host: string;
-  port: number;
+/** Where to dial: a TCP host and port, or a Unix socket's path. */
+export type H2ConnectTarget =
+  | { host: string; port: number; path?: undefined }
+  | { path: string; host?: undefined; port?: undefined };
+
+export type H2ConnectOptions = H2ConnectTarget & H2SessionOptions;
+
+export interface H2SessionOptions {
   /** TLS (ALPN `h2` is added). Plain TCP when undefined. */
   tls?: ConnectionOptions | undefined;
   /** Our SETTINGS_INITIAL_WINDOW_SIZE: what the peer may send on a stream before we ack. */
@@ -160,8 +165,9 @@ export function connectH2(options: H2ConnectOptions, events: H2SessionEvents): H
     if (options.tls !== undefined) {
       const s: TLSSocket = tlsConnect({
         ...options.tls,
-        host: options.host,
-        port: options.port,
+        ...(options.path !== undefined
+          ? { path: options.path }
+          : { host: options.host, port: options.port }),
         ALPNProtocols: ['h2'],
       });
       s.setNoDelay(true);
@@ -179,9 +185,9 @@ export function connectH2(options: H2ConnectOptions, events: H2SessionEvents): H
     let slab = Buffer.allocUnsafe(SLAB_BYTES);
     let slabUsed = 0;
     return netConnect({
-      host: options.host,
-      port: options.port,
-      noDelay: true,
+      ...(options.path !== undefined
+        ? { path: options.path }
+        : { host: options.host, port: options.port, noDelay: true }),
       onread: {
         // Called for every read's buffer, after the callback of the one before.
         buffer: (): Buffer => {
