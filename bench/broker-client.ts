@@ -10,7 +10,13 @@
  *   (`pace.ts`: per 1 ms tick, evenly spread one per write, or in bursts).
  * - `cpu`: this process's `process.cpuUsage()`.
  */
-import { type ClientHttp2Session, type ClientHttp2Stream, connect } from 'node:http2';
+import {
+  type ClientHttp2Session,
+  type ClientHttp2Stream,
+  connect,
+  type SecureClientSessionOptions,
+} from 'node:http2';
+import { connect as netConnect } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import * as hdr from 'hdr-histogram-js';
 import {
@@ -67,6 +73,15 @@ let received = 0;
 let recording = false;
 
 const BENCH_TOKEN = process.env.PERSIST_PUBSUB_BENCH_TOKEN;
+/** `bench broker --socket unix`: the broker's Unix socket (else loopback TCP on `port`). */
+const BENCH_SOCKET = process.env.PERSIST_PUBSUB_BENCH_SOCKET;
+
+/** An HTTP/2 session to the broker: TCP on `port`, or the run's Unix socket. */
+function dial(port: number, options: SecureClientSessionOptions = {}): ClientHttp2Session {
+  if (BENCH_SOCKET === undefined) return connect(`http://127.0.0.1:${port}`, options);
+  const path = BENCH_SOCKET;
+  return connect('http://localhost', { ...options, createConnection: () => netConnect(path) });
+}
 
 function openStream(session: ClientHttp2Session, callerId: string): ClientHttp2Stream {
   const stream = session.request({
@@ -159,7 +174,7 @@ async function subscribe(port: number, connections: string[][], perSession: numb
   let session: ClientHttp2Session | undefined;
   for (let i = 0; i < connections.length; i++) {
     if (i % perSession === 0) {
-      session = connect(`http://127.0.0.1:${port}`, { settings: { initialWindowSize: 1 << 20 } });
+      session = dial(port, { settings: { initialWindowSize: 1 << 20 } });
       session.on('error', () => {});
       // The connection-level window too (HTTP/2 default 64 KiB), as gRPC clients do (BDP probing).
       const s = session;
@@ -174,7 +189,7 @@ async function subscribe(port: number, connections: string[][], perSession: numb
 }
 
 async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<number> {
-  const session = connect(`http://127.0.0.1:${r.port}`);
+  const session = dial(r.port);
   session.on('error', () => {});
   sessions.push(session);
   const stream = openStream(session, `bench-pub-${process.pid}`);

@@ -37,7 +37,13 @@ async function main(): Promise<void> {
     };
     stream.on('data', (chunk: Buffer) => decoder.push(chunk, onMessage));
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  // `bench broker --socket unix`: a Unix socket instead of loopback TCP.
+  const socket = process.env.PERSIST_PUBSUB_BENCH_SOCKET;
+  await new Promise<void>((r) =>
+    socket === undefined
+      ? server.listen(0, '127.0.0.1', () => r())
+      : server.listen(socket, () => r()),
+  );
   process.on('message', (m: { type: string }) => {
     if (m.type === 'stats') {
       process.send?.({
@@ -52,7 +58,10 @@ async function main(): Promise<void> {
       process.exit(0);
     }
   });
-  process.send?.({ type: 'ready', port: (server.address() as AddressInfo).port });
+  process.send?.({
+    type: 'ready',
+    port: socket === undefined ? (server.address() as AddressInfo).port : 0,
+  });
 }
 
 main().catch((err: unknown) => {

@@ -27,7 +27,7 @@ import {
   PerformanceObserver,
   performance,
 } from 'node:perf_hooks';
-import { createBroker, createNatsBridge } from '../src/broker/index.js';
+import { createBroker, createNatsBridge, isUnixSocketAddress } from '../src/broker/index.js';
 import { schedstatReader, startStallLog } from './stall-log.js';
 
 type Request =
@@ -45,6 +45,8 @@ interface GcTally {
   pauseMs: number;
   maxPauseMs: number;
 }
+/** `bench broker --socket unix`: the Unix socket every process of the run uses (else TCP). */
+const BENCH_SOCKET = process.env.PERSIST_PUBSUB_BENCH_SOCKET;
 const newTally = (): GcTally => ({ scavenges: 0, markCompacts: 0, pauseMs: 0, maxPauseMs: 0 });
 
 async function main(): Promise<void> {
@@ -75,7 +77,8 @@ async function main(): Promise<void> {
     writeWindowUs,
     tokens,
     observer: bridge?.observer,
-    listen: { host: '127.0.0.1', port: 0 },
+    // `bench broker --socket unix`: a Unix socket instead of loopback TCP.
+    listen: BENCH_SOCKET === undefined ? { host: '127.0.0.1', port: 0 } : { path: BENCH_SOCKET },
     // The default keepalive with `--default-keepalive` (idle CPU is part of the figure).
     ...(process.argv.includes('--default-keepalive') ? {} : { keepaliveTimeMs: 0 }),
     ...(keepaliveAt < 0 ? {} : { keepaliveTimeMs: Number(process.argv[keepaliveAt + 1]) }),
@@ -215,7 +218,7 @@ async function main(): Promise<void> {
       process.exit(0);
     }
   });
-  send({ type: 'ready', port: broker.address.port });
+  send({ type: 'ready', port: isUnixSocketAddress(broker.address) ? 0 : broker.address.port });
 }
 
 main().catch((err: unknown) => {

@@ -59,11 +59,16 @@
  * what the stack itself costs, below which no broker logic can go.
  * `--http2-server own|node` picks our broker's HTTP/2 server (`BrokerOptions.http2Server`; the
  * broker's default when not given), for an A/B within one build.
+ * `--socket unix` (default `tcp`): the broker (ours or the floor) listens on a Unix socket and
+ * every client dials it (`listen: { path }`, the sidecar's hop without the TCP/IP stack).
  * `--server grpc-js` runs the same fan-out on grpc-js with pass-through serializers instead
  * (`broker-grpcjs-server.ts`): the measurement behind the choice of stack.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as hdr from 'hdr-histogram-js';
@@ -746,8 +751,21 @@ async function run(args: string[]): Promise<void> {
       brokers: { type: 'string', default: '1' },
       tokens: { type: 'boolean', default: false },
       'http2-server': { type: 'string' },
+      socket: { type: 'string', default: 'tcp' },
     },
   });
+  if (values.socket !== 'tcp' && values.socket !== 'unix') {
+    throw new UsageError('--socket must be tcp or unix');
+  }
+  if (values.socket === 'unix') {
+    if (values.server === 'grpc-js' || values.server === 'nats' || values.brokers !== '1') {
+      throw new UsageError('--socket unix runs one broker of ours or the floor');
+    }
+    // Inherited by the forked broker and clients; short, as a socket path must be.
+    const path = join(tmpdir(), `pp-bench-${process.pid}.sock`);
+    process.env.PERSIST_PUBSUB_BENCH_SOCKET = path;
+    process.on('exit', () => rmSync(path, { force: true }));
+  }
   traceGc = values['trace-gc'];
   heapProf = values['heap-prof'];
   brokerNodeFlags = values['broker-node-flags'].split(',').filter((f) => f !== '');
@@ -833,7 +851,7 @@ async function run(args: string[]): Promise<void> {
       burstMs === 0
         ? 'one push per write, spread evenly'
         : `one push per write, each ${burstMs} ms slot's pushes written at its start in one wake-up`;
-    const label = `${values.server}${http2Server === undefined ? '' : ` (HTTP/2 ${http2Server})`}${values.tokens ? ', scoped tokens' : ''}`;
+    const label = `${values.server}${http2Server === undefined ? '' : ` (HTTP/2 ${http2Server})`}${values.tokens ? ', scoped tokens' : ''}, ${values.socket === 'unix' ? 'Unix socket' : 'loopback TCP'}`;
     console.log(
       `server: ${label}. Reference load: 512 B diffs, ${pattern}, ${ms} ms measured (and as long idle). ` +
         `CPU % is of one core. Load average ${loadAverage()}.`,

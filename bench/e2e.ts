@@ -4,7 +4,7 @@
  *   [--measure-ms 30000] [--drain-ms 3000] [--diff-min 100] [--diff-max 1024] [--cpu-prof]
  *   [--postgres-url URL] [--sqlite-synchronous normal|full] [--writer-pool-size 32]
  *   [--variant NAME] [--nats-url nats://127.0.0.1:4222] [--write-window-us 0]
- *   [--stall-log] [--stall-ms 20] [--trace-gc] [--writer-slot-ms 0]`
+ *   [--stall-log] [--stall-ms 20] [--trace-gc] [--writer-slot-ms 0] [--broker-socket tcp|unix]`
  *
  * End to end through the SDK: W writer and R reader processes (`e2e-worker.ts`, each a
  * `createPersistClient`) over S shards at a per-shard commit rate (the reference load: 1000
@@ -38,6 +38,8 @@
  * `--writer-slot-ms N`: the writers' phases rounded down to multiples of N ms, so the shards of one
  * slot fall due together (a group-commit tick): the same commits per second per shard, in one
  * wake-up per slot instead of about one per commit; 0 (the default) spreads them evenly.
+ * `--broker-socket unix` (default `tcp`): in `pubsub` mode the broker listens on a Unix socket
+ * and every client dials `unix:PATH` (the sidecar's hop without the TCP/IP stack).
  * `--variant NAME` writes `e2e-NAME.json` instead (an extra run with other settings, reported in
  * a section of its own; the targets are judged on `e2e.json`).
  * Results: `bench/results/e2e.json` (`bench/results/quick/` with `--quick`), and the report.
@@ -186,6 +188,8 @@ interface Opts {
   traceGc: boolean;
   /** Writers' phases on slots of this many ms (`--writer-slot-ms`; 0: spread evenly). */
   writerSlotMs: number;
+  /** `pubsub` mode: the broker on loopback TCP or a Unix socket (`--broker-socket`). */
+  brokerSocket: 'tcp' | 'unix';
 }
 
 /** Pids of every process whose command name is `comm` (from `/proc`). */
@@ -285,13 +289,20 @@ async function runPhase(
     let pubsub = 'none';
     let readersPubsub: string | undefined;
     if (mode === 'pubsub') {
+      // `--broker-socket unix`: a socket in this phase's temporary directory.
+      const socket = o.brokerSocket === 'unix' ? join(tmp, 'broker.sock') : undefined;
       broker = forkChild(
         './broker-server.js',
         ['--default-keepalive', '--write-window-us', String(o.writeWindowUs), ...stallArg],
-        childOpts,
+        {
+          ...childOpts,
+          ...(socket === undefined
+            ? {}
+            : { env: { ...process.env, PERSIST_PUBSUB_BENCH_SOCKET: socket } }),
+        },
       );
       const ready = await broker.next<{ port: number }>('ready');
-      pubsub = `grpc://127.0.0.1:${ready.port}`;
+      pubsub = socket === undefined ? `grpc://127.0.0.1:${ready.port}` : `unix:${socket}`;
     } else if (mode === 'nats') {
       pubsub = o.natsUrl;
     } else if (mode === 'bridged') {
@@ -636,6 +647,7 @@ async function run(args: string[]): Promise<void> {
       'stall-ms': { type: 'string', default: '20' },
       'trace-gc': { type: 'boolean', default: false },
       'writer-slot-ms': { type: 'string', default: '0' },
+      'broker-socket': { type: 'string', default: 'tcp' },
     },
   });
   const quick = values.quick;
@@ -669,7 +681,11 @@ async function run(args: string[]): Promise<void> {
     stallMs: num('stall-ms', values['stall-ms'], false, 1),
     traceGc: values['trace-gc'],
     writerSlotMs: num('writer-slot-ms', values['writer-slot-ms'], false, 0),
+    brokerSocket: values['broker-socket'] as 'tcp' | 'unix',
   };
+  if (o.brokerSocket !== 'tcp' && o.brokerSocket !== 'unix') {
+    throw new Error('--broker-socket must be tcp or unix');
+  }
   if (o.sqliteSynchronous !== 'full' && o.sqliteSynchronous !== 'normal') {
     throw new Error('--sqlite-synchronous must be full or normal');
   }
@@ -692,7 +708,7 @@ async function run(args: string[]): Promise<void> {
   const loadBefore = loadAverage();
   console.log(
     `${o.shards} shards × ${o.rate} commits/s, diffs ${o.diffMin}–${o.diffMax} B, ${o.writers} writer and ${o.readers} reader processes (each reader follows every shard); ` +
-      `warm-up ${o.warmupMs} ms, window ${o.measureMs} ms; write window ${o.writeWindowUs} µs (broker and clients); writer slot ${o.writerSlotMs} ms; load average ${loadBefore}.\n` +
+      `warm-up ${o.warmupMs} ms, window ${o.measureMs} ms; write window ${o.writeWindowUs} µs (broker and clients); writer slot ${o.writerSlotMs} ms; broker on ${o.brokerSocket === 'unix' ? 'a Unix socket' : 'loopback TCP'}; load average ${loadBefore}.\n` +
       'Latency columns: p50 / p90 / p99 / p99.9 / max in ms. CPU columns: µs per observed update.\n',
   );
   console.log(
