@@ -274,7 +274,10 @@ export function registerTail(program: Command): void {
     .description("print shards' diffs as they arrive over pubsub (gRPC broker or NATS)")
     .argument('<shard...>', 'shard ids to subscribe to', collectShardArgs)
     .addOption(
-      new Option('--pubsub <url>', 'grpc://HOST:PORT (a broker), grpcs://… or nats://HOST:PORT')
+      new Option(
+        '--pubsub <url>',
+        "grpc://HOST:PORT (a broker), grpcs://…, unix:/path/to.sock (a broker's socket) or nats://HOST:PORT",
+      )
         .env('PERSIST_PUBSUB_PUBSUB')
         .makeOptionMandatory(),
     )

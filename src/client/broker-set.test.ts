@@ -277,6 +277,31 @@ describe('createBrokerSetPubSubClient, replicated', () => {
     await client.close();
   });
 
+  it('a Unix socket is one broker, never resolved, named as configured', async () => {
+    const made: [string, string | undefined][] = [];
+    const resolved: string[] = [];
+    const f = fakeBrokers();
+    const client = createBrokerSetPubSubClient({
+      brokers: ['unix:/run/a.sock', 'unix:///run/b.sock'],
+      transport: (url, serverName) => {
+        made.push([url, serverName]);
+        return f.transport(url);
+      },
+      resolve: async (host) => {
+        resolved.push(host);
+        return [];
+      },
+      clock: createFakeClock(),
+    });
+    await new Promise((r) => setImmediate(r));
+    expect(made.sort()).toEqual([
+      ['unix:///run/b.sock', undefined],
+      ['unix:/run/a.sock', undefined],
+    ]);
+    expect(resolved).toEqual([]);
+    await client.close();
+  });
+
   it('localhost is one host, not a broker per address family', async () => {
     const { clock, client } = setup('replicated', ['grpc://localhost:6879'], async () => [
       '::1',

@@ -62,7 +62,10 @@ export type BrokerSetMode = 'replicated' | 'sharded';
 export const DEFAULT_HANDOVER_GRACE_MS = 5000;
 
 export interface BrokerSetOptions extends Omit<PubSubClientOptions, 'reportConnected'> {
-  /** `grpc://host:port` or `grpcs://host:port` URLs; a host name stands for all its addresses. */
+  /**
+   * `grpc://host:port` or `grpcs://host:port` URLs (a host name stands for all its addresses), or
+   * Unix sockets (`unix:/path`, one broker each).
+   */
   brokers: readonly string[];
   /** @default 'replicated' */
   mode?: BrokerSetMode | undefined;

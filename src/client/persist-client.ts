@@ -58,7 +58,8 @@ export interface PubSubBrokersOptions extends Omit<PubSubGrpcOptions, 'url'> {
 }
 
 /**
- * Where pubsub goes: a `grpc://` or `grpcs://` URL (one stream), a list of them or
+ * Where pubsub goes: a `grpc://` or `grpcs://` URL or a broker's Unix socket (`unix:/path`; one
+ * stream), a list of them or
  * `{ brokers, mode }` (one stream per broker address, replicated or sharded), a
  * `nats://host:port` URL (clients meet on NATS directly: `createNatsTransport`), gRPC options
  * with such a URL, a broker running in this process (the same-process delegate), a ready
@@ -244,7 +245,7 @@ export async function createPersistClient(options: PersistClientOptions): Promis
     } else {
       throw new ClientError(
         'invalid_argument',
-        'pubsub must be a grpc://, grpcs:// or nats:// URL, a list of broker URLs, gRPC options with a url or brokers, a Broker, a PubSubClient or none',
+        'pubsub must be a grpc://, grpcs://, unix: or nats:// URL, a list of broker URLs, gRPC options with a url or brokers, a Broker, a PubSubClient or none',
         { field: 'pubsub' },
       );
     }
