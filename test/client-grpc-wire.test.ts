@@ -148,7 +148,9 @@ describe('gRPC transport wire use', () => {
   });
 
   it('rejects bad addresses and options with the field named', () => {
-    expect(() => createGrpcPubSubClient({ url: 'http://x:1' })).toThrow(/grpc:\/\/ or grpcs:\/\//);
+    expect(() => createGrpcPubSubClient({ url: 'http://x:1' })).toThrow(
+      /grpc:\/\/, grpcs:\/\/ or unix:/,
+    );
     expect(() => createGrpcPubSubClient({ url: 'grpc://x' })).toThrow(/host and a port/);
     expect(() => createGrpcPubSubClient({ url: 'grpc://x:1', tls: { ca: 'x' } })).toThrow(/grpcs/);
     expect(() => createGrpcPubSubClient({ url: 'grpc://x:1', callerId: 'é' })).toThrow(/callerId/);
