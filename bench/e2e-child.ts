@@ -76,10 +76,19 @@ export const here = (f: string): string => fileURLToPath(new URL(f, import.meta.
 export function forkChild(
   module: string,
   args: string[] = [],
-  opts: { cpuProf?: string | undefined; traceGc?: boolean; env?: NodeJS.ProcessEnv } = {},
+  opts: {
+    cpuProf?: string | undefined;
+    /** The profiler's sampling interval in µs (Node's default: 1000). */
+    cpuProfIntervalUs?: number | undefined;
+    traceGc?: boolean;
+    env?: NodeJS.ProcessEnv;
+  } = {},
 ): Child {
   const execArgv =
     opts.cpuProf === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProf}`];
+  if (opts.cpuProf !== undefined && opts.cpuProfIntervalUs !== undefined) {
+    execArgv.push(`--cpu-prof-interval=${opts.cpuProfIntervalUs}`);
+  }
   // Each GC pause printed by V8 (times in ms since the child's start, prefixed by its pid).
   if (opts.traceGc === true) execArgv.push('--trace-gc');
   return new Child(fork(here(module), args, { execArgv, stdio: 'inherit', env: opts.env }));

@@ -2,6 +2,7 @@
  * `npm run bench -- e2e [--quick] [--shards 1000] [--rate 1.5] [--writers 2] [--readers 2]
  *   [--consensus postgres,sqlite] [--modes pubsub,nats,bridged,polling] [--warmup-ms 5000]
  *   [--measure-ms 30000] [--drain-ms 3000] [--diff-min 100] [--diff-max 1024] [--cpu-prof]
+ *   [--cpu-prof-interval-us 1000]
  *   [--postgres-url URL] [--sqlite-synchronous normal|full] [--writer-pool-size 32]
  *   [--variant NAME] [--nats-url nats://127.0.0.1:4222] [--write-window-us 0]
  *   [--stall-log] [--stall-ms 20] [--trace-gc] [--writer-slot-ms 0] [--broker-socket tcp|unix]`
@@ -35,6 +36,8 @@
  * process and its episodes of (reader, commit) pairs slower than `--stall-ms` (commit →
  * observed), each with the stalls, GC pauses and slow writer updates of every process at that
  * time (`stall-episodes.ts`). `--trace-gc` runs every child under `node --trace-gc`.
+ * `--cpu-prof` profiles every child (`.tmp/cpu-prof/`, for `bench/report-profile.ts`), sampling
+ * every `--cpu-prof-interval-us` µs (Node's default 1000; 100–250 for line-level detail).
  * `--writer-slot-ms N`: the writers' phases rounded down to multiples of N ms, so the shards of one
  * slot fall due together (a group-commit tick): the same commits per second per shard, in one
  * wake-up per slot instead of about one per commit; 0 (the default) spreads them evenly.
@@ -176,6 +179,7 @@ interface Opts {
   diffMin: number;
   diffMax: number;
   cpuProf: string | undefined;
+  cpuProfIntervalUs: number | undefined;
   postgresUrl: string;
   sqliteSynchronous: 'full' | 'normal';
   writerPoolSize: number;
@@ -283,7 +287,11 @@ async function runPhase(
   let broker: Child | undefined;
   /** bridged: the readers' broker (`broker` is the writers'). */
   let readersBroker: Child | undefined;
-  const childOpts = { cpuProf: o.cpuProf, traceGc: o.traceGc };
+  const childOpts = {
+    cpuProf: o.cpuProf,
+    cpuProfIntervalUs: o.cpuProfIntervalUs,
+    traceGc: o.traceGc,
+  };
   const stallArg = o.stallLog ? ['--stall-log'] : [];
   try {
     let pubsub = 'none';
@@ -637,6 +645,7 @@ async function run(args: string[]): Promise<void> {
       'diff-min': { type: 'string', default: '100' },
       'diff-max': { type: 'string', default: '1024' },
       'cpu-prof': { type: 'boolean', default: false },
+      'cpu-prof-interval-us': { type: 'string' },
       'postgres-url': { type: 'string', default: 'postgres://postgres@127.0.0.1:5432/test' },
       'sqlite-synchronous': { type: 'string', default: 'normal' },
       'writer-pool-size': { type: 'string', default: '32' },
@@ -672,6 +681,10 @@ async function run(args: string[]): Promise<void> {
     diffMin: num('diff-min', values['diff-min'], true, 64),
     diffMax: num('diff-max', values['diff-max'], true, 64),
     cpuProf: values['cpu-prof'] ? '.tmp/cpu-prof' : undefined,
+    cpuProfIntervalUs:
+      values['cpu-prof-interval-us'] === undefined
+        ? undefined
+        : num('cpu-prof-interval-us', values['cpu-prof-interval-us'], true, 10),
     postgresUrl: values['postgres-url'],
     sqliteSynchronous: values['sqlite-synchronous'] as 'full' | 'normal',
     writerPoolSize: num('writer-pool-size', values['writer-pool-size'], true, 1),
