@@ -577,6 +577,7 @@ export function createBrokerSetPubSubClient(options: BrokerSetOptions): BrokerSe
     subscribedShards: () => [...subs.keys()],
     events: () => events,
     eventBatches: () => events.batches(),
+    onEvent: (listener) => events.sink(listener),
     statusChanges: () => feed.iterate(),
     brokers: () =>
       allMembers()

@@ -571,6 +571,7 @@ export function createPubSubClient(
     subscribedShards: () => [...subs.keys()],
     events: () => events,
     eventBatches: () => events.batches(),
+    onEvent: (listener) => events.sink(listener),
     statusChanges: () => feed.iterate(),
     async close() {
       if (!closed) {

@@ -59,4 +59,43 @@ describe('event queue', () => {
     q.push(diff('s1', 1n));
     expect(await singles.next()).toMatchObject({ done: false, value: { seqno: 1n } });
   });
+
+  it('a sink takes what was queued at once, then each event as it is pushed, past the bound', () => {
+    const dropped: PubSubEvent[] = [];
+    const q = new EventQueue(
+      () => 2,
+      (e) => dropped.push(e),
+    );
+    for (let i = 1n; i <= 3n; i++) q.push(diff('s1', i));
+    expect(dropped.length).toBe(1);
+    const seen: PubSubEvent[] = [];
+    const stop = q.sink((e) => seen.push(e));
+    expect(seen.map((e) => e.kind)).toEqual(['gap', 'diff', 'diff']);
+    for (let i = 4n; i <= 10n; i++) expect(q.push(diff('s1', i))).toBe(true);
+    expect(seen.length).toBe(10);
+    expect(q.size).toBe(0);
+    expect(dropped.length).toBe(1);
+    expect(() => q.batches()[Symbol.asyncIterator]()).toThrow(/one consumer/);
+    stop();
+    // Queued again (for the next consumer), and bounded again.
+    q.push(diff('s1', 11n));
+    expect(seen.length).toBe(10);
+    expect(q.size).toBe(1);
+    stop();
+    const it = q[Symbol.asyncIterator]();
+    expect(typeof it.next).toBe('function');
+  });
+
+  it('a sink gets nothing once the queue is closed', () => {
+    const q = new EventQueue(
+      () => 25,
+      () => {},
+    );
+    const seen: PubSubEvent[] = [];
+    q.sink((e) => seen.push(e));
+    q.push(diff('s1', 1n));
+    q.close();
+    expect(q.push(diff('s1', 2n))).toBe(false);
+    expect(seen.length).toBe(1);
+  });
 });

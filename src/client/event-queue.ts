@@ -11,6 +11,12 @@
  * waiting takes everything the transport delivers in this event-loop turn (one network read,
  * `ConnectOptions.onMessage`) at its next step, so that turn's messages are all accepted: a read
  * of a hundred diffs is one batch, not 25 diffs and 75 gaps.
+ *
+ * A third kind of consumer, `sink(fn)`, takes each event synchronously as it is pushed: nothing
+ * is queued, so nothing waits and nothing is dropped. For a consumer that handles an event at
+ * once and never waits (the persist client applies a diff in the socket read that brought it):
+ * no event is held, no promise or iterator result is made per batch, and the apply is not two
+ * microtask hops after the read.
  */
 import type { PubSubEvent } from './pubsub-client.js';
 
@@ -26,6 +32,8 @@ export class EventQueue implements AsyncIterable<PubSubEvent> {
   #batchWaiting = false;
   #closed = false;
   #iterating = false;
+  /** The synchronous consumer, while `sink` holds it. */
+  #sink: ((event: PubSubEvent) => void) | undefined;
 
   constructor(
     private readonly capacity: () => number,
@@ -35,6 +43,11 @@ export class EventQueue implements AsyncIterable<PubSubEvent> {
   /** Queues an event; returns false if it was dropped (its shard then gets a gap). */
   push(event: PubSubEvent): boolean {
     if (this.#closed) return false;
+    const sink = this.#sink;
+    if (sink !== undefined) {
+      sink(event);
+      return true;
+    }
     if (event.kind === 'diff' && !this.#batchWaiting && this.#items.length >= this.capacity()) {
       this.#lagged.add(event.shardId);
       this.onDrop(event);
@@ -55,6 +68,7 @@ export class EventQueue implements AsyncIterable<PubSubEvent> {
 
   close(): void {
     this.#closed = true;
+    this.#sink = undefined;
     this.#items.length = 0;
     this.#lagged.clear();
     const w = this.#wake;
@@ -101,6 +115,22 @@ export class EventQueue implements AsyncIterable<PubSubEvent> {
     this.#wake = undefined;
     w?.();
     return { value: undefined, done: true };
+  }
+
+  /**
+   * Hands every event to `fn` as it is pushed, synchronously, until the returned function is
+   * called or the queue closes (what was queued before goes to `fn` first, at once). The same
+   * one consumer as the iterables. `fn` must not throw: it runs inside the transport's read.
+   */
+  sink(fn: (event: PubSubEvent) => void): () => void {
+    this.#claim();
+    for (let e = this.#next(); e !== undefined; e = this.#next()) fn(e);
+    if (!this.#closed) this.#sink = fn;
+    return () => {
+      if (this.#sink !== fn) return;
+      this.#sink = undefined;
+      this.#release();
+    };
   }
 
   [Symbol.asyncIterator](): AsyncIterator<PubSubEvent> {

@@ -57,7 +57,10 @@ export interface PersistFlags {
    * 0 writes every event-loop turn's pushes at once. @default 0
    */
   persist_pubsub_client_write_window_us: number;
-  /** Received events queued for the consumer at most; more become gaps. @default 25 */
+  /**
+   * Received events queued for an `events()` / `eventBatches()` consumer at most; more become
+   * gaps (the persist client takes them synchronously, `onEvent`: nothing queued). @default 25
+   */
   persist_pubsub_client_receiver_channel_size: number;
   /** A reader waiting for the next seqno first polls Consensus after this long, in ms. @default 1200 */
   persist_next_listen_batch_retryer_fixed_sleep_ms: number;

@@ -6,7 +6,8 @@ import { createFakeClock, type FakeClock } from '../util/index.js';
 import { createPubSubClient } from './create-pubsub-client.js';
 import { createFlags } from './flags.js';
 import { createPersistClient } from './persist-client.js';
-import type { ConnectOptions, PubSubTransport } from './transport.js';
+import type { PubSubClient } from './pubsub-client.js';
+import type { ConnectOptions, InboundMessage, PubSubTransport } from './transport.js';
 
 /** A transport that connects at once and records pushes and subscriptions. */
 function recordingTransport() {
@@ -173,5 +174,87 @@ describe('createPersistClient wiring', () => {
     wh.close();
     await reader.close();
     await writer.close();
+  });
+
+  it('applies a pushed diff inside the transport read that brought it; without onEvent, by batches', async () => {
+    const store = createMemoryConsensus();
+    // The writer's pushes, with their bytes.
+    const pushed: InboundMessage[] = [];
+    const writerPubsub = createPubSubClient({
+      kind: 'fake',
+      async connect() {
+        return {
+          subscribe: () => 1,
+          unsubscribe: () => 1,
+          push: (shardId, seqno, diff) =>
+            pushed.push({
+              kind: 'diff',
+              shardId,
+              seqno,
+              diff,
+              originTimestampMs: undefined,
+              brokerTimestampMs: undefined,
+              bytes: diff.byteLength,
+            }) && 1,
+          bufferedBytes: () => 0,
+          close: () => {},
+        };
+      },
+    });
+    const writer = await createPersistClient({ consensus: store, pubsub: writerPubsub });
+    const wh = await writer.openShard(S, counterModel);
+    await until(createFakeClock(), () => writerPubsub.status.state === 'connected');
+    await wh.update((s) => s + 7);
+
+    const rec = recordingTransport();
+    const clock = createFakeClock();
+    const pubsub = createPubSubClient(rec.transport, { clock });
+    const reader = await createPersistClient({ consensus: store, pubsub, clock });
+    const rh = await reader.openShard(S, counterModel);
+    await until(clock, () => pubsub.status.state === 'connected');
+    expect(rh.seqno).toBe(1n);
+    await wh.update((s) => s + 1);
+    expect(pushed.length).toBe(2);
+    rec.conns[0]!.onMessage(pushed[1]!);
+    // Applied before any await.
+    expect(rh.seqno).toBe(2n);
+    expect(rh.state).toBe(8);
+    rh.close();
+    await reader.close();
+    await pubsub.close();
+
+    // A PubSubClient without onEvent (an application's own): consumed a batch at a time.
+    const rec2 = recordingTransport();
+    const clock2 = createFakeClock();
+    const inner = createPubSubClient(rec2.transport, { clock: clock2 });
+    const withoutSink: PubSubClient = {
+      transport: inner.transport,
+      get status() {
+        return inner.status;
+      },
+      push: (...args) => inner.push(...args),
+      subscribe: (...args) => inner.subscribe(...args),
+      subscribedShards: () => inner.subscribedShards(),
+      events: () => inner.events(),
+      eventBatches: () => inner.eventBatches?.() ?? (inner.events() as never),
+      statusChanges: () => inner.statusChanges(),
+      close: () => inner.close(),
+    };
+    const batched = await createPersistClient({
+      consensus: createMemoryConsensus(),
+      pubsub: withoutSink,
+      clock: clock2,
+    });
+    const bh = await batched.openShard(S, counterModel);
+    await until(clock2, () => inner.status.state === 'connected');
+    rec2.conns[0]!.onMessage(pushed[0]!);
+    expect(bh.seqno).toBe(0n); // queued, taken a microtask later
+    expect((await bh.waitForSeqno(1n)).state).toBe(7);
+    bh.close();
+    await batched.close();
+    await inner.close();
+    wh.close();
+    await writer.close();
+    await writerPubsub.close();
   });
 });

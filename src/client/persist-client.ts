@@ -337,11 +337,6 @@ export async function createPersistClient(options: PersistClientOptions): Promis
     }
   });
 
-  // One consumer of the pubsub stream for the life of the client, a batch (what arrived in one
-  // turn) at a time: one wake-up per batch, not a promise per diff.
-  const stream =
-    pubsub.eventBatches?.()[Symbol.asyncIterator]() ??
-    singles(pubsub.events()[Symbol.asyncIterator]());
   /** Reused for every diff: `receiveDiff` reads it synchronously and keeps nothing. */
   const receiveOptions = { originTimestampMs: undefined as number | undefined, receivedAtMs: 0 };
   const handle = (ev: PubSubEvent, nowMs: number): void => {
@@ -379,15 +374,37 @@ export async function createPersistClient(options: PersistClientOptions): Promis
       }
     }
   };
-  const pump = (async () => {
-    for (;;) {
-      const next = await stream.next();
-      if (next.done) break;
-      // One clock read per batch: the batch arrived in one turn.
-      const nowMs = clock.nowMs();
-      for (const ev of next.value) handle(ev, nowMs);
-    }
-  })().catch((err: unknown) => log?.error({ err }, 'pubsub event loop failed'));
+  // One consumer of the pubsub events for the life of the client. Synchronous where the client
+  // offers it (`onEvent`): each diff is applied in the read that brought it, with no event
+  // queued and no promise or microtask hop between the read and the apply (waiters still wake
+  // once per run of applies, `src/shard-state/waiters.ts`). Otherwise a batch (what arrived in
+  // one turn) at a time: one wake-up per batch, not a promise per diff.
+  let stopEvents: (() => void) | undefined;
+  let stream: AsyncIterator<readonly PubSubEvent[], undefined> | undefined;
+  let pump: Promise<void> = Promise.resolve();
+  if (pubsub.onEvent !== undefined) {
+    stopEvents = pubsub.onEvent((ev) => {
+      try {
+        handle(ev, clock.nowMs());
+      } catch (err) {
+        log?.error({ err }, 'handling a pubsub event failed');
+      }
+    });
+  } else {
+    const it =
+      pubsub.eventBatches?.()[Symbol.asyncIterator]() ??
+      singles(pubsub.events()[Symbol.asyncIterator]());
+    stream = it;
+    pump = (async () => {
+      for (;;) {
+        const next = await it.next();
+        if (next.done) break;
+        // One clock read per batch: the batch arrived in one turn.
+        const nowMs = clock.nowMs();
+        for (const ev of next.value) handle(ev, nowMs);
+      }
+    })().catch((err: unknown) => log?.error({ err }, 'pubsub event loop failed'));
+  }
 
   let closing: Promise<void> | undefined;
   return {
@@ -408,7 +425,8 @@ export async function createPersistClient(options: PersistClientOptions): Promis
         cache.close();
         for (const t of tokens.values()) t.release();
         tokens.clear();
-        await stream.return?.();
+        stopEvents?.();
+        await stream?.return?.();
         if (pubsub !== target) await pubsub.close();
         await pump;
         if (ownsConsensus) await consensus.close();

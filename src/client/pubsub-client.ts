@@ -190,6 +190,13 @@ export interface PubSubClient {
    * consumer as `events()` (use one or the other). Optional: without it, consume `events()`.
    */
   eventBatches?(): AsyncIterable<readonly PubSubEvent[]>;
+  /**
+   * The same events handed to `listener` synchronously, each as it arrives (inside the
+   * transport's read: no queue, no promise, never a drop), until the returned function is called
+   * or the client closes. For a consumer that never waits and never throws (the persist client
+   * applies each diff at once). The same one consumer as `events()`. Optional.
+   */
+  onEvent?(listener: (event: PubSubEvent) => void): () => void;
   /** Every status change from now on (the current one first); ends when the client closes. */
   statusChanges(): AsyncIterable<ConnectionStatus>;
   /** Stops reconnecting, ends the stream and both iterables. Idempotent. */
