@@ -237,7 +237,8 @@ export class Shard<S, D> implements Wakeable {
       return this.#badDiff(seqno, err instanceof EnvelopeError ? err.reason : 'decode', err);
     }
     if (this.#loaded && seqno === this.#seqno + 1n) {
-      if (!this.#applyDiff(seqno, diff, originMs, receivedAtMs)) return 'refetch';
+      // Applied in the call that received it: its receive time is its apply time (no clock read).
+      if (!this.#applyDiff(seqno, diff, originMs, receivedAtMs, receivedAtMs)) return 'refetch';
       this.#cells.applied.value++;
       this.#drainHeld();
       return 'applied';
@@ -262,8 +263,17 @@ export class Shard<S, D> implements Wakeable {
     return 'refetch';
   }
 
-  /** Applies a held or just-received diff at `#seqno + 1`; false (and a refetch) if it fails. */
-  #applyDiff(seqno: bigint, diff: D, originMs: number, receivedAtMs: number): boolean {
+  /**
+   * Applies a held or just-received diff at `#seqno + 1`; false (and a refetch) if it fails.
+   * `appliedAtMs`: now, if the caller has just read the clock.
+   */
+  #applyDiff(
+    seqno: bigint,
+    diff: D,
+    originMs: number,
+    receivedAtMs: number,
+    appliedAtMs?: number,
+  ): boolean {
     let next: S;
     try {
       next = this.model.apply(this.#state, diff);
@@ -271,7 +281,7 @@ export class Shard<S, D> implements Wakeable {
       this.#badDiff(seqno, 'apply', err);
       return false;
     }
-    this.#advance(seqno, next, 'pubsub', 'pubsub', originMs, receivedAtMs);
+    this.#advance(seqno, next, 'pubsub', 'pubsub', originMs, receivedAtMs, appliedAtMs);
     return true;
   }
 
@@ -469,12 +479,12 @@ export class Shard<S, D> implements Wakeable {
     reason: ConsensusReadReason | 'pubsub' | 'local',
     originMs: number,
     receivedAtMs: number,
+    appliedAtMs: number = this.#d.clock.nowMs(),
   ): void {
     this.#seqno = seqno;
     this.#state = state;
     this.#loaded = true;
     this.#discardHeld(source === 'fetch' ? 'fetch' : 'pubsub');
-    const appliedAtMs = this.#d.clock.nowMs();
     const { hooks } = this.#d;
     if (hooks.onApplied !== undefined) {
       try {
