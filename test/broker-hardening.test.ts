@@ -9,6 +9,7 @@ import { connect as h2connect } from 'node:http2';
 import { connect as netConnect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Broker, type BrokerOptions, createBroker } from '../src/broker/index.js';
+import { afterH2Receive } from '../src/broker/node-h2-client.test-support.js';
 import { createFakeClock, type FakeClock } from '../src/util/index.js';
 import { openRaw } from './support/grpc-clients.js';
 
@@ -17,6 +18,8 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 const SETTINGS = Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]);
 const cleanup: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
+  // Not in the continuation of a call's answer: see node-h2-client.test-support.ts.
+  await afterH2Receive();
   for (const f of cleanup.splice(0).reverse()) await f();
 });
 

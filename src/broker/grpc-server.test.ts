@@ -5,12 +5,15 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createFakeClock } from '../util/index.js';
 import { createTestMetrics, silentLog } from './fanout.test-support.js';
 import { createGrpcServer, type GrpcHandler, type GrpcServer } from './grpc-server.js';
+import { afterH2Receive } from './node-h2-client.test-support.js';
 import type { Http2ServerKind } from './server-stream.js';
 import type { HostPort } from './types.js';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 const cleanup: Array<() => void> = [];
-afterEach(() => {
+afterEach(async () => {
+  // Not in the continuation of a call's answer: see node-h2-client.test-support.ts.
+  await afterH2Receive();
   for (const f of cleanup.splice(0)) f();
 });
 

@@ -13,6 +13,7 @@ import { createBearerAuth } from './bearer-auth.js';
 import { TURN_BUDGET_DELIVERIES } from './fanout.js';
 import { createTestOpener, setupFanout, silentLog } from './fanout.test-support.js';
 import { GrpcStatus } from './grpc-status.js';
+import { afterH2Receive } from './node-h2-client.test-support.js';
 import { createNodeH2Server } from './node-h2-server.js';
 import { DEFAULT_LIMITS } from './options.js';
 import { createOwnH2Server } from './own-h2-server.js';
@@ -23,7 +24,9 @@ import { compileTokenGrants, type TokenGrant } from './token-scopes.js';
 import type { BrokerLimits } from './types.js';
 
 const cleanup: Array<() => void> = [];
-afterEach(() => {
+afterEach(async () => {
+  // Not in the continuation of a call's trailers: see node-h2-client.test-support.ts.
+  await afterH2Receive();
   for (const f of cleanup.splice(0)) f();
 });
 

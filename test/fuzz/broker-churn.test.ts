@@ -9,6 +9,7 @@ import { type ClientHttp2Session, connect as http2Connect } from 'node:http2';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Broker, createBroker } from '../../src/broker/index.js';
+import { afterH2Receive } from '../../src/broker/node-h2-client.test-support.js';
 import { ProtoPubSubMessageSchema } from '../../src/gen/mz_persist_client/internal/service/pubsub_pb.js';
 import { openClient, openRaw, until } from '../support/grpc-clients.js';
 
@@ -158,6 +159,8 @@ describe('abusive traffic', () => {
       );
       expect(lat).toHaveLength(10);
     } finally {
+      // Not in the continuation of a call's answer: see node-h2-client.test-support.ts.
+      await afterH2Receive();
       for (const c of calls) c.close();
       for (const s of sessions) s.destroy();
     }

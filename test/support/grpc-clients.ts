@@ -16,6 +16,7 @@ import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
 import * as grpc from '@grpc/grpc-js';
+import { afterH2Receive } from '../../src/broker/node-h2-client.test-support.js';
 import {
   ProtoPersistPubSub,
   type ProtoPubSubMessage,
@@ -421,6 +422,10 @@ export interface RawCall {
   readonly ended: Promise<RawEnd>;
   /** Writes one gRPC frame holding `message` (flag 0 unless given). */
   sendMessage(message: Uint8Array, flag?: number): void;
+  /**
+   * Resets the stream (and closes the session if the call opened it) on the next turn of the
+   * event loop: callers close right after awaiting `ended` (node-h2-client.test-support.ts).
+   */
   close(): void;
 }
 
@@ -493,8 +498,10 @@ export function openRaw(
       stream.write(Buffer.concat([head, message]));
     },
     close() {
-      stream.close();
-      if (options.session === undefined) session.close();
+      void afterH2Receive().then(() => {
+        stream.close();
+        if (options.session === undefined) session.close();
+      });
     },
   };
 }
