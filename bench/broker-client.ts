@@ -5,7 +5,9 @@
  * - `subscribe`: opens sessions, one PubSub stream per connection, subscribes each to its
  *   shards, and counts received diffs; each diff carries its send time (float64 ms since the
  *   epoch at offset 0), so fan-out latency (publisher write → subscriber read) goes into an HDR
- *   histogram in µs, sampled on one message in 8 (every message is counted).
+ *   histogram in µs, sampled on one message in 8 (every message is counted). A subscriber also
+ *   keeps its own worst stall since `reset` (`tick-stalls.ts`, 1 ms ticks), in each `report`: a
+ *   latency tail is then told apart as the broker's or the bench subscriber's own.
  * - `publish`: pushes 256 B diffs round-robin over shards at a paced rate for a duration
  *   (`pace.ts`: per 1 ms tick, evenly spread one per write, or in bursts).
  * - `cpu`: this process's `process.cpuUsage()`.
@@ -29,6 +31,7 @@ import {
 } from '../src/protocol/index.js';
 import { createWriteWindow, systemClock } from '../src/util/index.js';
 import { pace } from './pace.js';
+import { type RunningTickStalls, startTickStalls } from './tick-stalls.js';
 
 export type ClientRequest =
   | { type: 'subscribe'; port: number; connections: string[][]; connectionsPerSession: number }
@@ -71,6 +74,8 @@ const histogram = hdr.build({
 });
 let received = 0;
 let recording = false;
+/** The subscriber's own stalls (started by its first subscribe: publishers have none). */
+let stalls: RunningTickStalls | undefined;
 
 const BENCH_TOKEN = process.env.PERSIST_PUBSUB_BENCH_TOKEN;
 /** `bench broker --socket unix`: the broker's Unix socket (else loopback TCP on `port`). */
@@ -243,6 +248,7 @@ async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<
 process.on('message', async (m: ClientRequest) => {
   switch (m.type) {
     case 'subscribe':
+      stalls ??= startTickStalls(1);
       await subscribe(m.port, m.connections, m.connectionsPerSession);
       send({ type: 'subscribed' });
       break;
@@ -250,10 +256,16 @@ process.on('message', async (m: ClientRequest) => {
       histogram.reset();
       received = 0;
       recording = true;
+      stalls?.reset();
       send({ type: 'reset' });
       break;
     case 'report':
-      send({ type: 'report', received, histogram: hdr.encodeIntoCompressedBase64(histogram) });
+      send({
+        type: 'report',
+        received,
+        histogram: hdr.encodeIntoCompressedBase64(histogram),
+        stall: stalls?.read(),
+      });
       break;
     case 'publish': {
       const sent = await publish(m);

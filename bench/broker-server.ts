@@ -14,21 +14,18 @@
  * Each `stats` reply carries the GC pauses since the previous one (scavenges, mark-compacts, the
  * longest pause) and, with `--loop-resolution-ms`, the longest gap between two 1 ms ticks with the
  * main thread's time on a CPU and in the run queue inside it, and the GC pauses inside it, and the
- * most time on a CPU between two ticks (the broker's own longest uninterrupted run); `heap-prof-start` / `heap-prof-stop` sample every allocation in between
+ * most time on a CPU between two ticks (the broker's own longest uninterrupted run) with the GC
+ * pauses inside that one (`tick-stalls.ts`); `heap-prof-start` / `heap-prof-stop` sample every allocation in between
  * (collected ones included) into a `.heapprofile` for `report-profile.js`.
  * `--stall-log` (the e2e benchmark's): keeps its own event-loop stalls and GC pauses
  * (`stall-log.ts`) and answers `stall-log` requests with them.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
-import {
-  constants,
-  monitorEventLoopDelay,
-  PerformanceObserver,
-  performance,
-} from 'node:perf_hooks';
+import { constants, monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks';
 import { createBroker, createNatsBridge, isUnixSocketAddress } from '../src/broker/index.js';
-import { schedstatReader, startStallLog } from './stall-log.js';
+import { startStallLog } from './stall-log.js';
+import { startTickStalls } from './tick-stalls.js';
 
 type Request =
   | { type: 'stats' }
@@ -97,8 +94,6 @@ async function main(): Promise<void> {
   loopDelay?.enable();
   // GC pauses per step: is a stall a collection, and which kind?
   let gc = newTally();
-  /** This step's pauses as [start, end] (performance.now() ms), to find those inside a stall. */
-  let pauses: [number, number][] = [];
   new PerformanceObserver((list) => {
     for (const e of list.getEntries()) {
       const kind = (e as unknown as { detail?: { kind?: number } }).detail?.kind;
@@ -106,42 +101,10 @@ async function main(): Promise<void> {
       else if (kind === constants.NODE_PERFORMANCE_GC_MAJOR) gc.markCompacts++;
       gc.pauseMs += e.duration;
       gc.maxPauseMs = Math.max(gc.maxPauseMs, e.duration);
-      pauses.push([e.startTime, e.startTime + e.duration]);
     }
   }).observe({ entryTypes: ['gc'] });
-  // With the loop monitor: the longest gap between two 1 ms ticks, and what the main thread did
-  // inside it (`/proc/thread-self/schedstat`): on a CPU (the broker's own work or a GC pause) or
-  // runnable but waiting for one (descheduled by the machine's other load); the rest it slept.
-  let stall = { wallMs: 0, onCpuMs: 0, runQueueMs: 0, at: 0 };
-  // The most time on a CPU between two ticks: the broker's own longest run (a synchronous turn
-  // or a GC pause that no tick could interrupt), whatever the machine's load did to the gaps.
-  let busyMs = 0;
-  if (loopDelay !== undefined) {
-    const sched = schedstatReader();
-    let last = performance.now();
-    let lastSched = sched.read() ?? [0, 0];
-    setInterval(() => {
-      const t = performance.now();
-      const now = sched.read() ?? [0, 0];
-      busyMs = Math.max(busyMs, (now[0] - lastSched[0]) / 1e6);
-      if (t - last > stall.wallMs) {
-        stall = {
-          wallMs: t - last,
-          onCpuMs: (now[0] - lastSched[0]) / 1e6,
-          runQueueMs: (now[1] - lastSched[1]) / 1e6,
-          at: last,
-        };
-      }
-      last = t;
-      lastSched = now;
-    }, 1).unref();
-  }
-  /** GC pause time inside the longest stall, ms. */
-  const gcInStall = () =>
-    pauses.reduce(
-      (a, [s, e]) => a + Math.max(0, Math.min(e, stall.at + stall.wallMs) - Math.max(s, stall.at)),
-      0,
-    );
+  // With the loop monitor: the worst stall per step, on a CPU or descheduled (`tick-stalls.ts`).
+  const stalls = loopDelay === undefined ? undefined : startTickStalls(1);
   // `bench broker --heap-prof`: every allocation sampled over a step, also those collected since.
   let heapSession: Session | undefined;
   const stallLog = process.argv.includes('--stall-log')
@@ -179,19 +142,11 @@ async function main(): Promise<void> {
         connections: broker.listConnections({ pageSize: 1 }).items.length > 0,
         dropped,
         gc,
-        stall: {
-          wallMs: stall.wallMs,
-          onCpuMs: stall.onCpuMs,
-          runQueueMs: stall.runQueueMs,
-          gcMs: gcInStall(),
-          busyMs,
-        },
+        stall: stalls?.read(),
       });
       loopDelay?.reset();
       gc = newTally();
-      pauses = [];
-      stall = { wallMs: 0, onCpuMs: 0, runQueueMs: 0, at: 0 };
-      busyMs = 0;
+      stalls?.reset();
     } else if (m.type === 'heap-prof-start') {
       heapSession = new Session();
       heapSession.connect();

@@ -10,7 +10,9 @@
  * p50/p99/p99.9/max (publisher write → subscriber read, HDR histogram, µs), the broker's
  * CPU-seconds per million deliveries (its own `process.cpuUsage()`), and two figures from inside
  * the broker that separate its own latency from the machine's: the share of its flushes written
- * within 1 ms of receipt (its fan-out latency histogram) and its worst event-loop stall.
+ * within 1 ms of receipt (its fan-out latency histogram) and its worst event-loop stall; and the
+ * bench subscriber's own worst stall (its longest run on a CPU, its longest tick gap), so that a
+ * tail is told apart as the broker's or the subscriber's.
  *
  * Then the memory figure: a fresh broker, 1k HTTP/2 connections holding 100k subscriptions over
  * 10k shards (10 subscribers each), and one push per shard (filling the resume rings): RSS
@@ -75,6 +77,7 @@ import * as hdr from 'hdr-histogram-js';
 import { createRendezvous } from '../src/client/index.js';
 import { loadAverage, procContextSwitches, procCpu } from './e2e-child.js';
 import { startNatsServer } from './nats-server.js';
+import { noStall, type TickStalls } from './tick-stalls.js';
 import { UsageError } from './usage.js';
 
 const DIFF_BYTES = 256;
@@ -84,16 +87,6 @@ export const brokerBench = {
     'broker fan-out: delivered diffs/s, fan-out latency, broker CPU per million deliveries, RSS at 100k subscriptions',
   run,
 };
-
-/** A stall of the broker's main thread: its length and what the thread did inside it, ms. */
-interface Stall {
-  wallMs: number;
-  onCpuMs: number;
-  runQueueMs: number;
-  gcMs: number;
-  /** Of the whole step: the most time on a CPU between two ticks (its own longest run), ms. */
-  busyMs: number;
-}
 
 interface Stats {
   /** Prometheus text of the broker's fan-out latency histogram (receive → written, per flush). */
@@ -111,7 +104,7 @@ interface Stats {
    * The longest gap between two 1 ms ticks, and inside it the main thread's time on a CPU and in
    * the run queue (waiting for a CPU), and the GC pauses, ms.
    */
-  stall?: Stall;
+  stall?: TickStalls;
 }
 
 /** A forked child with request/response over IPC, one message type at a time. */
@@ -256,9 +249,17 @@ interface StepResult {
   markCompacts: number;
   gcMaxPauseMs: number;
   /** The worst broker's longest tick gap (wall ms), with its on-CPU, run-queue and GC ms. */
-  stall: Stall;
+  stall: TickStalls;
   /** Any broker's longest run on a CPU between two ticks, ms (its own stall, load aside). */
   brokerBusyMs: number;
+  /** The GC pauses inside that run, ms. */
+  brokerBusyGcMs: number;
+  /**
+   * The worst bench subscriber's own stall: its longest run on a CPU between two ticks and its
+   * longest tick gap, ms (is a latency tail the broker's or the subscriber's?).
+   */
+  subscriberBusyMs: number;
+  subscriberGapMs: number;
   /** The bench's own publisher and subscriber processes, % of one core (they must not be the limit). */
   publisherCpuPercent: number;
   subscribersCpuPercent: number;
@@ -349,13 +350,16 @@ async function runFanout(
       // Let in-flight diffs land (bounded).
       const expected = published.reduce((a, p) => a + p.sent, 0) * fanout;
       let received = 0;
-      const reports: { received: number; histogram: string }[] = [];
+      const reports: { received: number; histogram: string; stall?: TickStalls }[] = [];
       const settle = Date.now() + 2000;
       for (;;) {
         reports.length = 0;
         for (const w of subs) {
           reports.push(
-            await w.request<{ received: number; histogram: string }>({ type: 'report' }, 'report'),
+            await w.request<{ received: number; histogram: string; stall?: TickStalls }>(
+              { type: 'report' },
+              'report',
+            ),
           );
         }
         received = reports.reduce((a, r) => a + r.received, 0);
@@ -409,11 +413,19 @@ async function runFanout(
         scavenges: after.reduce((a, x) => a + (x.gc?.scavenges ?? 0), 0),
         markCompacts: after.reduce((a, x) => a + (x.gc?.markCompacts ?? 0), 0),
         gcMaxPauseMs: Math.max(...after.map((x) => x.gc?.maxPauseMs ?? 0)),
-        stall: after.reduce<Stall>(
+        stall: after.reduce<TickStalls>(
           (a, x) => (x.stall !== undefined && x.stall.wallMs > a.wallMs ? x.stall : a),
-          { wallMs: 0, onCpuMs: 0, runQueueMs: 0, gcMs: 0, busyMs: 0 },
+          noStall(),
         ),
-        brokerBusyMs: Math.max(...after.map((x) => x.stall?.busyMs ?? 0)),
+        ...(() => {
+          const busiest = after.reduce<TickStalls>(
+            (a, x) => (x.stall !== undefined && x.stall.busyMs > a.busyMs ? x.stall : a),
+            noStall(),
+          );
+          return { brokerBusyMs: busiest.busyMs, brokerBusyGcMs: busiest.busyGcMs };
+        })(),
+        subscriberBusyMs: Math.max(...reports.map((r) => r.stall?.busyMs ?? 0)),
+        subscriberGapMs: Math.max(...reports.map((r) => r.stall?.wallMs ?? 0)),
         publisherCpuPercent: pubs.reduce((a, _, i) => a + clientPct(i), 0),
         subscribersCpuPercent: subs.reduce((a, _, i) => a + clientPct(pubs.length + i), 0),
       };
@@ -432,7 +444,7 @@ async function runFanout(
 function printStep(r: StepResult): void {
   const ms = (us: number) => (us / 1000).toFixed(2);
   console.log(
-    `| ${r.fanout} | ${r.targetPerSecond} | ${r.deliveredPerSecond} | ${(r.deliveredRatio * 100).toFixed(1)}% | ${ms(r.p50Us)} | ${ms(r.p99Us)} | ${ms(r.p999Us)} | ${ms(r.maxUs)} | ${r.cpuSecondsPerMillion.toFixed(2)} | ${r.brokerCpuPercent.toFixed(0)}% | ${(r.brokerWithin1ms * 100).toFixed(1)}% | ${r.brokerLoopMaxMs.toFixed(0)} | ${r.scavenges} / ${r.markCompacts} | ${r.gcMaxPauseMs.toFixed(1)} | ${r.stall.wallMs.toFixed(0)} / ${r.stall.onCpuMs.toFixed(0)} / ${r.stall.runQueueMs.toFixed(0)} / ${r.stall.gcMs.toFixed(0)} | ${r.brokerBusyMs.toFixed(1)} | ${r.dropped} | ${r.publisherCpuPercent.toFixed(0)}% | ${r.subscribersCpuPercent.toFixed(0)}% |`,
+    `| ${r.fanout} | ${r.targetPerSecond} | ${r.deliveredPerSecond} | ${(r.deliveredRatio * 100).toFixed(1)}% | ${ms(r.p50Us)} | ${ms(r.p99Us)} | ${ms(r.p999Us)} | ${ms(r.maxUs)} | ${r.cpuSecondsPerMillion.toFixed(2)} | ${r.brokerCpuPercent.toFixed(0)}% | ${(r.brokerWithin1ms * 100).toFixed(1)}% | ${r.brokerLoopMaxMs.toFixed(0)} | ${r.scavenges} / ${r.markCompacts} | ${r.gcMaxPauseMs.toFixed(1)} | ${r.stall.wallMs.toFixed(0)} / ${r.stall.onCpuMs.toFixed(0)} / ${r.stall.runQueueMs.toFixed(0)} / ${r.stall.gcMs.toFixed(0)} | ${r.brokerBusyMs.toFixed(1)} / ${r.brokerBusyGcMs.toFixed(1)} | ${r.subscriberBusyMs.toFixed(1)} / ${r.subscriberGapMs.toFixed(0)} | ${r.dropped} | ${r.publisherCpuPercent.toFixed(0)}% | ${r.subscribersCpuPercent.toFixed(0)}% |`,
   );
 }
 
@@ -878,9 +890,9 @@ async function run(args: string[]): Promise<void> {
       `${subWorkers} subscriber process(es), ${brokerCount} publisher process(es).\n`,
   );
   console.log(
-    '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | broker flushes ≤ 1 ms | broker loop stall max ms | broker scavenges / mark-compacts | broker longest GC pause ms | longest tick gap: wall / on CPU / run queue / GC ms | broker longest run on CPU ms | drops | publisher CPU | subscribers CPU |',
+    '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | broker flushes ≤ 1 ms | broker loop stall max ms | broker scavenges / mark-compacts | broker longest GC pause ms | longest tick gap: wall / on CPU / run queue / GC ms | broker longest run on CPU / GC in it ms | subscriber longest run on CPU / longest tick gap ms | drops | publisher CPU | subscribers CPU |',
   );
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const f of fanouts) {
     await runFanout(f, rates, stepMs, shardCount, subWorkers, values['cpu-prof'], brokerCount);
   }

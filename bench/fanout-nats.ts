@@ -14,7 +14,8 @@
  * failing step of a ladder is tried once more before the ladder ends). The
  * figure is the delivered msgs/s of the highest passing step, and the ratio ours / NATS. Each step
  * also reports the bench's own publisher and subscriber CPU (% of one core, from `/proc`), so a
- * limit of the clients is not taken for one of the server.
+ * limit of the clients is not taken for one of the server, and for ours the broker's and the
+ * subscriber's longest runs on a CPU (`tick-stalls.ts`), so a tail is told apart as either's.
  * Results: `bench/results/fanout.json` (`quick/` with `--quick`), and the report.
  */
 import { randomUUID } from 'node:crypto';
@@ -23,6 +24,7 @@ import * as hdr from 'hdr-histogram-js';
 import { forkChild, loadAverage, newHistogram, procCpuSeconds, sleep } from './e2e-child.js';
 import { startNatsServer } from './nats-server.js';
 import { type BenchRun, writeResult } from './report.js';
+import type { TickStalls } from './tick-stalls.js';
 
 export const fanoutBench = {
   description:
@@ -49,6 +51,17 @@ export interface FanoutStep {
   serverCpuPercent: number;
   /** Our broker's longest event-loop stall during the step (ms); null for nats-server. */
   serverLoopStallMaxMs: number | null;
+  /**
+   * Our broker's longest run on a CPU between two 1 ms ticks (its own stall, whatever the
+   * machine's load did to the gaps), ms; null for nats-server. Absent in older results.
+   */
+  serverBusyMaxMs?: number | null;
+  /**
+   * The bench subscriber's own longest run on a CPU between two 1 ms ticks, ms (our clients
+   * only; null for NATS's): a tail that is the subscriber's, not the server's. Absent in older
+   * results.
+   */
+  subscriberBusyMaxMs?: number | null;
   disconnects: number;
   /**
    * The bench's own publisher and subscriber processes during the step, % of one core (all
@@ -101,6 +114,8 @@ interface Server {
   cpuSeconds(): Promise<number>;
   /** The longest event-loop stall since the previous call, in ms (our broker only). */
   loopStallMs?(): number | undefined;
+  /** The longest run on a CPU since the previous call, in ms (our broker only). */
+  busyMs?(): number | undefined;
   subscriptions?(): Promise<number>;
   stop(): Promise<void>;
 }
@@ -109,13 +124,16 @@ async function startOurs(cpuProf: string | undefined): Promise<Server> {
   const broker = forkChild('./broker-server.js', ['--loop-resolution-ms', '1'], { cpuProf });
   const { port } = await broker.next<{ port: number }>('ready');
   let stall: number | undefined;
+  let busy: number | undefined;
   const stats = async () => {
     const s = await broker.request<{
       cpu: { user: number; system: number };
       subscriptions: number;
       loopDelayMs?: { max: number };
+      stall?: TickStalls;
     }>({ type: 'stats' }, 'stats');
     stall = s.loopDelayMs?.max;
+    busy = s.stall?.busyMs;
     return s;
   };
   return {
@@ -125,6 +143,7 @@ async function startOurs(cpuProf: string | undefined): Promise<Server> {
       return (s.cpu.user + s.cpu.system) / 1e6;
     },
     loopStallMs: () => stall,
+    busyMs: () => busy,
     subscriptions: async () => (await stats()).subscriptions,
     stop: () => broker.stop(),
   };
@@ -139,6 +158,8 @@ interface Report {
   received: number;
   histogram: string;
   disconnects?: number;
+  /** Our bench subscriber's own stalls since `reset` (`broker-client.ts`). */
+  stall?: TickStalls;
 }
 
 async function runSystem(
@@ -234,6 +255,9 @@ async function runSystem(
         serverCpuPercent: Math.round(((cpu1 - cpu0) / (o.stepMs / 1000)) * 100),
         serverLoopStallMaxMs:
           server.loopStallMs?.() === undefined ? null : Math.round(server.loopStallMs()! * 10) / 10,
+        serverBusyMaxMs:
+          server.busyMs?.() === undefined ? null : Math.round(server.busyMs()! * 10) / 10,
+        subscriberBusyMaxMs: r.stall === undefined ? null : Math.round(r.stall.busyMs * 10) / 10,
         disconnects: r.disconnects ?? 0,
         publisherCpuPercent,
         subscriberCpuPercent,
@@ -261,7 +285,7 @@ async function runSystem(
 
 function printStep(s: FanoutStep): void {
   console.log(
-    `| ${s.system} | ${s.fanout} | ${s.offeredPerSecond} | ${s.deliveredPerSecond} | ${(s.deliveredRatio * 100).toFixed(1)}% | ${s.p50Ms} | ${s.p99Ms} | ${s.p999Ms} | ${s.maxMs} | ${s.serverCpuSecondsPerMillion} | ${s.serverCpuPercent}% | ${s.serverLoopStallMaxMs ?? '–'} | ${s.publisherCpuPercent ?? '–'}% | ${s.subscriberCpuPercent ?? '–'}% | ${s.pass ? 'pass' : 'FAIL'} |`,
+    `| ${s.system} | ${s.fanout} | ${s.offeredPerSecond} | ${s.deliveredPerSecond} | ${(s.deliveredRatio * 100).toFixed(1)}% | ${s.p50Ms} | ${s.p99Ms} | ${s.p999Ms} | ${s.maxMs} | ${s.serverCpuSecondsPerMillion} | ${s.serverCpuPercent}% | ${s.serverLoopStallMaxMs ?? '–'} | ${s.serverBusyMaxMs ?? '–'} | ${s.subscriberBusyMaxMs ?? '–'} | ${s.publisherCpuPercent ?? '–'}% | ${s.subscriberCpuPercent ?? '–'}% | ${s.pass ? 'pass' : 'FAIL'} |`,
   );
 }
 
@@ -315,9 +339,9 @@ async function run(args: string[]): Promise<void> {
       `nats-server ${natsVersion}. Load average ${loadBefore}.\n`,
   );
   console.log(
-    '| system | fan-out | offered msgs/s | delivered msgs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | server CPU-s per 1M | server CPU | broker loop stall max ms | publisher CPU | subscriber CPU | bound |',
+    '| system | fan-out | offered msgs/s | delivered msgs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | server CPU-s per 1M | server CPU | broker loop stall max ms | broker longest run on CPU ms | subscriber longest run on CPU ms | publisher CPU | subscriber CPU | bound |',
   );
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   const steps: FanoutStep[] = [];
   const best: FanoutBest[] = [];
   for (const f of fanouts) {
