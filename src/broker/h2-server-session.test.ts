@@ -39,9 +39,20 @@ const SETTINGS: H2ServerSettings = {
   maxConcurrentStreams: 10,
 };
 
-/** A server session on an in-memory socket; the test is the client. */
-function harness(settings: H2ServerSettings = SETTINGS) {
+/**
+ * A server session on an in-memory socket; the test is the client. Writes complete at once (a
+ * chunk is then the writer's again, as a kernel socket's once it took the bytes: the harness
+ * keeps a copy; with `keepChunks`, the chunk itself, to see which bytes were written), or with
+ * `asyncWrites` only in a later turn (the chunk kept, as a socket whose kernel buffer is full).
+ */
+function harness(
+  settings: H2ServerSettings = SETTINGS,
+  options: { asyncWrites?: boolean; keepChunks?: boolean } = {},
+) {
   const toClient: Buffer[] = [];
+  const keep = (c: Buffer) =>
+    toClient.push(options.asyncWrites || options.keepChunks ? c : Buffer.from(c));
+  const done = (cb: () => void) => (options.asyncWrites ? setImmediate(cb) : cb());
   /** Socket writes (a corked batch is one), for the one-write-per-flush checks. */
   let writes = 0;
   let ended = false;
@@ -49,13 +60,13 @@ function harness(settings: H2ServerSettings = SETTINGS) {
     read() {},
     write(chunk: Buffer, _enc, cb) {
       writes++;
-      toClient.push(chunk);
-      cb();
+      keep(chunk);
+      done(cb);
     },
     writev(chunks, cb) {
       writes++;
-      for (const c of chunks) toClient.push(c.chunk as Buffer);
-      cb();
+      for (const c of chunks) keep(c.chunk as Buffer);
+      done(cb);
     },
     final(cb) {
       ended = true;
@@ -112,6 +123,7 @@ function harness(settings: H2ServerSettings = SETTINGS) {
     conn,
     clock,
     socket,
+    toClient,
     streams,
     log,
     errors,
@@ -297,6 +309,58 @@ describe('own HTTP/2 server session', () => {
     h.frames();
     s.write(big);
     expect(h.frames().map((f) => f.payload.length)).toEqual([32_768, 7_232]);
+  });
+
+  it('copies a flush into the write slab: its bytes used again once written out, never while pending', async () => {
+    const flushes = (h: ReturnType<typeof harness>, n: number, bytes: number) => {
+      h.open([[Setting.INITIAL_WINDOW_SIZE, 1 << 30]]);
+      h.send(encodeWindowUpdate(0, (1 << 30) - 65_535));
+      h.send(h.request(1));
+      const s = h.streams[0]!;
+      s.sendHeaders();
+      h.frames();
+      const first = h.toClient.length;
+      for (let i = 0; i < n; i++) {
+        s.writeFrames([{ frame: Buffer.alloc(bytes, i) }, { frame: Buffer.alloc(bytes, i + 1) }]);
+      }
+      return h.toClient.slice(first);
+    };
+    // Written out at once: every flush from the same bytes.
+    const reused = flushes(harness(SETTINGS, { keepChunks: true }), 3, 1000);
+    expect(reused).toHaveLength(3);
+    for (const c of reused) {
+      expect(c.buffer).toBe(reused[0]!.buffer);
+      expect(c.byteOffset).toBe(reused[0]!.byteOffset);
+    }
+    // Pending: 300 flushes of 4,009 B (past one 256 KiB slab) keep their bytes until written.
+    const h = harness(SETTINGS, { asyncWrites: true });
+    flushes(h, 300, 2000);
+    while (h.socket.writableLength > 0) await new Promise((r) => setImmediate(r));
+    const data = h.frames().filter((f) => f.type === FrameType.DATA);
+    expect(data).toHaveLength(300);
+    data.forEach((f, i) => {
+      expect(f.payload).toEqual(Buffer.concat([Buffer.alloc(2000, i), Buffer.alloc(2000, i + 1)]));
+    });
+  });
+
+  it('writes a flush larger than a slab region corked, over the frames themselves', () => {
+    const h = harness(SETTINGS, { keepChunks: true });
+    h.open([[Setting.INITIAL_WINDOW_SIZE, 1 << 20]]);
+    h.send(encodeWindowUpdate(0, 1 << 20));
+    h.send(h.request(1));
+    const s = h.streams[0]!;
+    s.sendHeaders();
+    h.frames();
+    const parts = [Buffer.alloc(30_000, 1), Buffer.alloc(30_000, 2), Buffer.alloc(30_000, 3)];
+    const before = h.writes();
+    s.writeFrames(parts.map((frame) => ({ frame })));
+    expect(h.writes() - before).toBe(1);
+    expect(h.toClient.some((c) => c.buffer === parts[1]!.buffer)).toBe(true);
+    const data = h.frames();
+    expect(data.map((f) => f.payload.length)).toEqual([
+      16_384, 16_384, 16_384, 16_384, 16_384, 8_080,
+    ]);
+    expect(Buffer.concat(data.map((f) => f.payload))).toEqual(Buffer.concat(parts));
   });
 
   it('sends WINDOW_UPDATEs for the peer’s DATA at half a window, stream and connection', () => {

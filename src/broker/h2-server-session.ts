@@ -12,8 +12,9 @@
  * Why not `node:http2`: at one push per wake-up its per-read and per-write machinery is most
  * of the broker's CPU per delivery (bench/results/notes.md, "Broker"); the socket is read with
  * `net`'s `onread` (`own-h2-server.ts`) and each flush of a stream is one socket write: its
- * DATA frame header and small gRPC frames copied into one buffer, larger batches corked into
- * one writev of the shared broadcast buffers.
+ * gRPC frames copied behind their DATA frame headers into a region of the server's write slab
+ * (`write-slab.ts`), and only a batch larger than a region corked into one writev of the shared
+ * broadcast buffers.
  *
  * Untrusted bytes: a bad frame ends the connection with a GOAWAY naming the error (a stream's
  * own error resets that stream only); nothing the peer sends throws out of `receive`.
@@ -56,6 +57,7 @@ import {
   type ServerStream,
   type ServerStreamEvents,
 } from './server-stream.js';
+import { createWriteSlab, WRITE_SLAB_MAX_REGION_BYTES, type WriteSlab } from './write-slab.js';
 
 /** The largest header block (HEADERS + CONTINUATIONs) we buffer, and the largest decoded list. */
 export const MAX_HEADER_BLOCK_BYTES = 64 * 1024;
@@ -64,8 +66,6 @@ export const MAX_HEADER_BLOCK_BYTES = 64 * 1024;
  * cut this long later if the peer neither reads it nor closes, in ms.
  */
 export const FAIL_GRACE_MS = 1000;
-/** A flush of at most this many bytes is copied behind its DATA header into one buffer. */
-const COPY_MAX_BYTES = 4096;
 
 /** What the session needs of its socket (a `net.Socket`; a duplex in tests). */
 export type H2ServerSocket = Pick<
@@ -230,6 +230,7 @@ class OwnSession implements ServerSession {
     private readonly settings: H2ServerSettings,
     private readonly events: H2ServerSessionEvents,
     private readonly clock: Clock,
+    private readonly slab: WriteSlab,
   ) {
     ({ remoteAddress: this.remoteAddress, remotePort: this.remotePort } = peerOf(socket));
     this.connWindow = Math.max(DEFAULT_WINDOW_SIZE, settings.connectionWindowBytes);
@@ -628,22 +629,9 @@ class OwnSession implements ServerSession {
     if (s.queuedBytes === 0 && total <= s.sendWindow && total <= this.connSendWindow) {
       s.sendWindow -= total;
       this.connSendWindow -= total;
-      if (total <= COPY_MAX_BYTES && total <= this.peerMaxFrameSize) {
-        const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + total);
-        writeFrameHeader(out, 0, total, FrameType.DATA, 0, s.id);
-        if (one !== undefined) out.set(one, FRAME_HEADER_BYTES);
-        else {
-          let at = FRAME_HEADER_BYTES;
-          for (let i = 0; i < items!.length; i++) {
-            const f = items![i]!.frame;
-            out.set(f, at);
-            at += f.length;
-          }
-        }
-        this.socket.write(out);
-      } else {
-        this.writeCorked(s.id, one, items, total);
-      }
+      const bytes = total + Math.ceil(total / this.peerMaxFrameSize) * FRAME_HEADER_BYTES;
+      if (bytes <= WRITE_SLAB_MAX_REGION_BYTES) this.writeCopied(s.id, one, items, total, bytes);
+      else this.writeCorked(s.id, one, items, total);
     } else {
       if (one !== undefined) s.queue.push(one);
       else for (let i = 0; i < items!.length; i++) s.queue.push(items![i]!.frame);
@@ -655,6 +643,45 @@ class OwnSession implements ServerSession {
       return false;
     }
     return true;
+  }
+
+  /**
+   * DATA frames of at most the peer's frame size, `bytes` in all with their headers, copied into
+   * a region of the write slab and written with one `write`.
+   */
+  private writeCopied(
+    id: number,
+    one: Buffer | undefined,
+    items: readonly { readonly frame: Buffer }[] | undefined,
+    total: number,
+    bytes: number,
+  ): void {
+    const out = this.slab.take(bytes);
+    const max = this.peerMaxFrameSize;
+    let at = 0;
+    let room = 0;
+    let left = total;
+    const n = one !== undefined ? 1 : items!.length;
+    for (let k = 0; k < n; k++) {
+      const b = one ?? items![k]!.frame;
+      let i = 0;
+      while (i < b.length) {
+        if (room === 0) {
+          room = Math.min(max, left);
+          left -= room;
+          writeFrameHeader(out, at, room, FrameType.DATA, 0, id);
+          at += FRAME_HEADER_BYTES;
+        }
+        const take = Math.min(room, b.length - i);
+        out.set(i === 0 && take === b.length ? b : b.subarray(i, i + take), at);
+        at += take;
+        i += take;
+        room -= take;
+      }
+    }
+    this.socket.write(out);
+    // Written out already (the kernel took it): the next flush may use the same bytes.
+    this.slab.written(this.socket.writableLength > 0);
   }
 
   /** DATA frames of at most the peer's frame size over the shared buffers, in one writev. */
@@ -781,8 +808,10 @@ export function createH2ServerSession(
   settings: H2ServerSettings,
   events: H2ServerSessionEvents,
   clock: Clock,
+  /** Where flushes are copied before their write: the server's, shared by its sessions. */
+  slab: WriteSlab = createWriteSlab(),
 ): H2ServerConnection {
-  const session = new OwnSession(socket, settings, events, clock);
+  const session = new OwnSession(socket, settings, events, clock, slab);
   return {
     session,
     receive: (chunk) => session.receive(chunk),

@@ -2,7 +2,8 @@
  * The `own` HTTP/2 server's listener: a `net` server whose accepted sockets are read with
  * `onread` into one read buffer shared by every connection (each read is copied out of it at
  * once, so the buffer is free again before the next read), each served by our server session
- * (`h2-server-session.ts`). Plain h2c only: TLS is `node-h2-server.ts`'s.
+ * (`h2-server-session.ts`), whose flushes are all copied into one write slab (`write-slab.ts`).
+ * Plain h2c only: TLS is `node-h2-server.ts`'s.
  *
  * `net.Server` has no `onread` option for the sockets it accepts, so each accepted socket's
  * handle is moved into a new `net.Socket` constructed with `onread` (Node's own accept path
@@ -15,6 +16,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../util/index.js';
 import { createH2ServerSession, type H2ServerConnection } from './h2-server-session.js';
 import type { H2ServerEvents, H2ServerSettings } from './server-stream.js';
+import { createWriteSlab } from './write-slab.js';
 
 const READ_BUFFER_BYTES = 64 * 1024;
 
@@ -67,6 +69,8 @@ export function createOwnH2Server(
   readPaused?: () => boolean,
 ): Server {
   const read = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+  // Every session's flushes are copied into one slab (`write-slab.ts`).
+  const slab = createWriteSlab();
   const srv = createServer({ pauseOnConnect: true, noDelay: true });
   srv.on('connection', (accepted: Socket) => {
     let conn: H2ServerConnection | undefined;
@@ -90,6 +94,7 @@ export function createOwnH2Server(
           log.debug({ h2Code: code, detail: message }, 'HTTP/2 protocol error: GOAWAY'),
       },
       clock,
+      slab,
     );
     events.onSession(conn.session);
   });
