@@ -24,6 +24,7 @@ import {
 import { createFakeClock } from '../util/index.js';
 import { createH2ServerSession, FAIL_GRACE_MS, type H2ServerSocket } from './h2-server-session.js';
 import type { H2ServerSettings, ServerStream } from './server-stream.js';
+import { WRITE_SLAB_BYTES } from './write-slab.js';
 
 const REQUEST: HeaderField[] = [
   [':method', 'POST'],
@@ -312,7 +313,7 @@ describe('own HTTP/2 server session', () => {
   });
 
   it('copies a flush into the write slab: its bytes used again once written out, never while pending', async () => {
-    const flushes = (h: ReturnType<typeof harness>, n: number, bytes: number) => {
+    const flushes = async (h: ReturnType<typeof harness>, n: number, bytes: number) => {
       h.open([[Setting.INITIAL_WINDOW_SIZE, 1 << 30]]);
       h.send(encodeWindowUpdate(0, (1 << 30) - 65_535));
       h.send(h.request(1));
@@ -322,11 +323,13 @@ describe('own HTTP/2 server session', () => {
       const first = h.toClient.length;
       for (let i = 0; i < n; i++) {
         s.writeFrames([{ frame: Buffer.alloc(bytes, i) }, { frame: Buffer.alloc(bytes, i + 1) }]);
+        // Each flush finds the socket written out (an async write completes a turn later).
+        while (h.socket.writableLength > 0) await new Promise((r) => setImmediate(r));
       }
       return h.toClient.slice(first);
     };
     // Written out at once: every flush from the same bytes.
-    const reused = flushes(harness(SETTINGS, { keepChunks: true }), 3, 1000);
+    const reused = await flushes(harness(SETTINGS, { keepChunks: true }), 3, 1000);
     expect(reused).toHaveLength(3);
     for (const c of reused) {
       expect(c.buffer).toBe(reused[0]!.buffer);
@@ -334,12 +337,37 @@ describe('own HTTP/2 server session', () => {
     }
     // Pending: 300 flushes of 4,009 B (past one 256 KiB slab) keep their bytes until written.
     const h = harness(SETTINGS, { asyncWrites: true });
-    flushes(h, 300, 2000);
-    while (h.socket.writableLength > 0) await new Promise((r) => setImmediate(r));
+    const pending = await flushes(h, 300, 2000);
+    // Regions of five slabs, none handed out twice (the contents below stay intact).
+    const slabs = pending.filter((c) => c.buffer.byteLength === WRITE_SLAB_BYTES);
+    expect(new Set(slabs.map((c) => c.buffer)).size).toBe(5);
     const data = h.frames().filter((f) => f.type === FrameType.DATA);
     expect(data).toHaveLength(300);
     data.forEach((f, i) => {
       expect(f.payload).toEqual(Buffer.concat([Buffer.alloc(2000, i), Buffer.alloc(2000, i + 1)]));
+    });
+  });
+
+  it('writes a flush for a socket still writing its last one corked, over the frames', () => {
+    const h = harness(SETTINGS, { asyncWrites: true });
+    h.open([[Setting.INITIAL_WINDOW_SIZE, 1 << 20]]);
+    h.send(encodeWindowUpdate(0, 1 << 20));
+    h.send(h.request(1));
+    const s = h.streams[0]!;
+    s.sendHeaders();
+    const parts = [Buffer.alloc(3000, 1), Buffer.alloc(3000, 2)];
+    expect(h.socket.writableLength).toBeGreaterThan(0);
+    s.writeFrames(parts.map((frame) => ({ frame })));
+    expect(h.toClient.some((c) => c.buffer === parts[1]!.buffer)).toBe(false);
+    return new Promise<void>((resolve) => {
+      const check = () => {
+        if (h.socket.writableLength > 0) return setImmediate(check);
+        expect(h.toClient.some((c) => c.buffer === parts[1]!.buffer)).toBe(true);
+        const data = h.frames().filter((f) => f.type === FrameType.DATA);
+        expect(Buffer.concat(data.map((f) => f.payload))).toEqual(Buffer.concat(parts));
+        resolve();
+      };
+      check();
     });
   });
 

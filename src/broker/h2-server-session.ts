@@ -13,8 +13,8 @@
  * of the broker's CPU per delivery (bench/results/notes.md, "Broker"); the socket is read with
  * `net`'s `onread` (`own-h2-server.ts`) and each flush of a stream is one socket write: its
  * gRPC frames copied behind their DATA frame headers into a region of the server's write slab
- * (`write-slab.ts`), and only a batch larger than a region corked into one writev of the shared
- * broadcast buffers.
+ * (`write-slab.ts`), and only a batch larger than a region, or one for a socket that has not
+ * written out its last write yet, corked into one writev of the shared broadcast buffers.
  *
  * Untrusted bytes: a bad frame ends the connection with a GOAWAY naming the error (a stream's
  * own error resets that stream only); nothing the peer sends throws out of `receive`.
@@ -630,8 +630,11 @@ class OwnSession implements ServerSession {
       s.sendWindow -= total;
       this.connSendWindow -= total;
       const bytes = total + Math.ceil(total / this.peerMaxFrameSize) * FRAME_HEADER_BYTES;
-      if (bytes <= WRITE_SLAB_MAX_REGION_BYTES) this.writeCopied(s.id, one, items, total, bytes);
-      else this.writeCorked(s.id, one, items, total);
+      // A socket that still holds unwritten bytes will hold these too: written corked over the
+      // frames themselves, so that a subscriber that falls behind pins no slab memory of its own.
+      if (bytes <= WRITE_SLAB_MAX_REGION_BYTES && this.socket.writableLength === 0) {
+        this.writeCopied(s.id, one, items, total, bytes);
+      } else this.writeCorked(s.id, one, items, total);
     } else {
       if (one !== undefined) s.queue.push(one);
       else for (let i = 0; i < items!.length; i++) s.queue.push(items![i]!.frame);

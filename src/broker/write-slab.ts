@@ -10,7 +10,10 @@
  * had), and no new external memory per flush (which, as a fresh `Buffer` per flush, once drew a
  * mark-compact every few hundred ms: bench/results/notes.md, "Broker"). A write still pending
  * keeps its region: the next one starts after it, and a new slab is taken when the rest is too
- * small (the old one lives on in the pending writes only).
+ * small (the old one lives on in the pending writes only). The session copies only for a socket
+ * with nothing unwritten (a flush for a socket that is behind is written corked over the frames
+ * themselves), so a slow subscriber pins at most its one last region, and slabs are not taken at
+ * the delivery rate while subscribers are behind.
  */
 
 /** Bytes of one slab. */
