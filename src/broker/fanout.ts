@@ -90,10 +90,12 @@ export const FANOUT_LATENCY_SAMPLE_EVERY = 8;
  * Items queued in one turn after which the `own` HTTP/2 server stops reading until the next turn
  * (`own-h2-server.ts`, `readPaused`), so that a backlog read in one go (the socket's whole buffer
  * after the broker was descheduled: thousands of diffs) is handled, flushed and written in slices
- * of a few ms, not in one synchronous run that holds every diff and its frame until the end: at
- * fan-out 1 such runs were 12-27 ms on a CPU, their diffs promoted and collected by mark-compacts.
+ * of about a millisecond, not in one synchronous run that holds every diff and its frame until
+ * the end: at fan-out 1 such runs were 12-27 ms on a CPU, their diffs promoted and collected by
+ * mark-compacts. A turn costs ~4 µs per item at fan-out 1 (read, decode, queue, flush, write), so
+ * 1,024 still made runs of 3.7-5.6 ms; 256 keeps them under ~2.5 ms (bench/results/notes.md).
  */
-export const TURN_BUDGET_DELIVERIES = 1024;
+export const TURN_BUDGET_DELIVERIES = 256;
 
 export function createFanoutCore(options: {
   limits: BrokerLimits;
