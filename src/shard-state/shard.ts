@@ -14,7 +14,8 @@
 import type { Logger } from 'pino';
 import { type Consensus, ConsensusError } from '../consensus/index.js';
 import type { Clock, CounterCell, Timer } from '../util/index.js';
-import { unwatchAbort, watchAbort } from './abort-watch.js';
+import { unwatchAbort, watchAbort } from '../util/index.js';
+
 import type { BackgroundQueue } from './background-queue.js';
 import { pollDelayMs, type ShardStateConfig } from './config.js';
 import { decodeEnvelopeDiff, type EnvelopeDiff, EnvelopeError } from './envelope.js';

@@ -8,7 +8,7 @@
  * `WaitList` keeps the usual case (one reader waiting on a shard) in a field, so that a wait
  * that comes and goes with every diff costs no hash-set insertion and deletion.
  */
-import type { AbortWatcher } from './abort-watch.js';
+import type { AbortWatcher } from '../util/index.js';
 
 /** A pending wait: resolved when the state reaches `seqno`. */
 export interface Wait<V> extends AbortWatcher {

@@ -1,4 +1,6 @@
 // Small helpers shared by every layer; this folder depends on nothing of the project's.
+export type { AbortWatcher } from './abort-watch.js';
+export { releaseAbort, unwatchAbort, watchAbort } from './abort-watch.js';
 export type { Clock, Timer, TimerOptions } from './clock.js';
 export { systemClock } from './clock.js';
 export type { FakeClock } from './fake-clock.js';

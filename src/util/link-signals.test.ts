@@ -46,4 +46,19 @@ describe('linkSignals', () => {
     expect(link.signal.aborted).toBe(false);
     link.unlink();
   });
+
+  it('concurrent links on one source share its one listener, removed with the last unlink', () => {
+    const shared = new AbortController();
+    const on = countListeners(shared.signal);
+    const links = Array.from({ length: 100 }, () => linkSignals(shared.signal));
+    expect(on()).toBe(1);
+    for (const l of links.slice(1)) l.unlink();
+    expect(on()).toBe(1);
+    links[0]?.unlink();
+    expect(on()).toBe(0);
+    const again = Array.from({ length: 20 }, () => linkSignals(shared.signal, undefined));
+    shared.abort('stop');
+    expect(again.every((l) => l.signal.aborted && l.signal.reason === 'stop')).toBe(true);
+    expect(on()).toBe(0);
+  });
 });

@@ -1,3 +1,5 @@
+import { type AbortWatcher, releaseAbort, watchAbort } from './abort-watch.js';
+
 /** A signal derived from several, and the way to detach it from them. */
 export interface LinkedSignal {
   /** Aborted, with the first source's reason, as soon as any source aborts. */
@@ -20,13 +22,16 @@ export function linkSignals(...sources: readonly (AbortSignal | undefined)[]): L
     ac.abort(first.reason);
     return { signal: ac.signal, unlink() {} };
   }
-  const onAbort = (event: Event): void => {
-    unlink();
-    ac.abort((event.target as AbortSignal).reason);
-  };
   const unlink = (): void => {
-    for (const s of live) s.removeEventListener('abort', onAbort);
+    for (const s of live) releaseAbort(s, watcher);
   };
-  for (const s of live) s.addEventListener('abort', onAbort, { once: true });
+  const watcher: AbortWatcher = {
+    onAbort(reason) {
+      unlink();
+      ac.abort(reason);
+    },
+  };
+  // One listener per source, however many links share it (`abort-watch.ts`).
+  for (const s of live) watchAbort(s, watcher);
   return { signal: ac.signal, unlink };
 }

@@ -26,4 +26,17 @@ describe('raceSignal', () => {
     const p = Promise.resolve(1);
     expect(raceSignal(p, undefined)).toBe(p);
   });
+
+  it('concurrent races on one signal share its one listener, removed when the last settles', async () => {
+    const ac = new AbortController();
+    const listeners = countListeners(ac.signal);
+    const resolvers: Array<(v: number) => void> = [];
+    const raced = Array.from({ length: 50 }, () =>
+      raceSignal(new Promise<number>((r) => resolvers.push(r)), ac.signal),
+    );
+    expect(listeners()).toBe(1);
+    resolvers.forEach((r, i) => r(i));
+    expect(await Promise.all(raced)).toEqual(resolvers.map((_, i) => i));
+    expect(listeners()).toBe(0);
+  });
 });

@@ -1,7 +1,10 @@
+import { type AbortWatcher, releaseAbort, watchAbort } from './abort-watch.js';
+
 /**
  * `promise`, or a rejection as soon as `signal` aborts (with `abortError()`, by default the
- * signal's reason). The listener is removed when either settles, so a long-lived signal does
- * not collect one listener per call. Without a signal it is `promise` itself.
+ * signal's reason). Every race on one signal shares its one listener (`abort-watch.ts`), removed
+ * when the last settles, so a long-lived signal collects no listener per call. Without a signal
+ * it is `promise` itself.
  */
 export function raceSignal<T>(
   promise: Promise<T>,
@@ -11,15 +14,16 @@ export function raceSignal<T>(
   if (signal === undefined) return promise;
   if (signal.aborted) return Promise.reject(abortError(signal));
   return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(abortError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
+    const watcher: AbortWatcher = { onAbort: () => reject(abortError(signal)) };
+    // One listener per signal, however many races share it (`abort-watch.ts`).
+    watchAbort(signal, watcher);
     promise.then(
       (value) => {
-        signal.removeEventListener('abort', onAbort);
+        releaseAbort(signal, watcher);
         resolve(value);
       },
       (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
+        releaseAbort(signal, watcher);
         reject(err);
       },
     );

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { countListeners } from '../util/abort-listeners.test-support.js';
-import { unwatchAbort, watchAbort } from './abort-watch.js';
+import { countListeners } from './abort-listeners.test-support.js';
+import { releaseAbort, unwatchAbort, watchAbort } from './abort-watch.js';
 
 describe('abort watch', () => {
   it('adds one listener per signal, whatever the number of watchers', () => {
@@ -26,5 +26,21 @@ describe('abort watch', () => {
     unwatchAbort(ac.signal, w);
     ac.abort();
     expect(called).toBe(0);
+  });
+
+  it('releaseAbort removes the listener with the last watcher; unwatchAbort keeps it', () => {
+    const ac = new AbortController();
+    const listeners = countListeners(ac.signal);
+    const a = { onAbort: () => {} };
+    const b = { onAbort: () => {} };
+    watchAbort(ac.signal, a);
+    watchAbort(ac.signal, b);
+    releaseAbort(ac.signal, a);
+    expect(listeners()).toBe(1);
+    releaseAbort(ac.signal, b);
+    expect(listeners()).toBe(0);
+    watchAbort(ac.signal, a);
+    unwatchAbort(ac.signal, a);
+    expect(listeners()).toBe(1);
   });
 });
