@@ -35,7 +35,7 @@ describe('raceSignal', () => {
       raceSignal(new Promise<number>((r) => resolvers.push(r)), ac.signal),
     );
     expect(listeners()).toBe(1);
-    resolvers.forEach((r, i) => r(i));
+    for (const [i, r] of resolvers.entries()) r(i);
     expect(await Promise.all(raced)).toEqual(resolvers.map((_, i) => i));
     expect(listeners()).toBe(0);
   });
