@@ -54,6 +54,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { formatUnixTarget } from '../src/protocol/index.js';
 import {
   type Child,
   cdfPoints,
@@ -310,7 +311,7 @@ async function runPhase(
         },
       );
       const ready = await broker.next<{ port: number }>('ready');
-      pubsub = socket === undefined ? `grpc://127.0.0.1:${ready.port}` : `unix:${socket}`;
+      pubsub = socket === undefined ? `grpc://127.0.0.1:${ready.port}` : formatUnixTarget(socket);
     } else if (mode === 'nats') {
       pubsub = o.natsUrl;
     } else if (mode === 'bridged') {

@@ -4,7 +4,12 @@
  * on the same host, `--listen unix:…`). IPv6 hosts go in brackets (`grpc://[::1]:6879`). The
  * port is required; there is no path. No TLS over a Unix socket (the broker refuses it too).
  */
-import { isUnixTarget, parseUnixTarget, UNIX_SOCKET_AUTHORITY } from '../protocol/index.js';
+import {
+  formatUnixTarget,
+  isUnixTarget,
+  parseUnixTarget,
+  UNIX_SOCKET_AUTHORITY,
+} from '../protocol/index.js';
 import { ClientError } from './errors.js';
 
 export type GrpcAddress =
@@ -27,7 +32,7 @@ export type GrpcAddress =
 
 /** How logs and errors name the broker: `host:port` or `unix:PATH`. */
 export function describeGrpcAddress(address: GrpcAddress): string {
-  return address.kind === 'unix' ? `unix:${address.path}` : address.target;
+  return address.kind === 'unix' ? formatUnixTarget(address.path) : address.target;
 }
 
 const bad = (message: string): ClientError =>
