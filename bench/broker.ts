@@ -66,16 +66,15 @@
  * `--server grpc-js` runs the same fan-out on grpc-js with pass-through serializers instead
  * (`broker-grpcjs-server.ts`): the measurement behind the choice of stack.
  */
-import { type ChildProcess, fork } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as hdr from 'hdr-histogram-js';
 import { createRendezvous } from '../src/client/index.js';
-import { loadAverage, procContextSwitches, procCpu } from './e2e-child.js';
+import { Child, here, loadAverage, procContextSwitches, procCpu } from './e2e-child.js';
 import { startNatsServer } from './nats-server.js';
 import { noStall, type TickStalls } from './tick-stalls.js';
 import { UsageError } from './usage.js';
@@ -106,49 +105,6 @@ interface Stats {
    */
   stall?: TickStalls;
 }
-
-/** A forked child with request/response over IPC, one message type at a time. */
-class Child {
-  private waiters = new Map<string, ((m: Record<string, unknown>) => void)[]>();
-  readonly exited: Promise<number | null>;
-  constructor(readonly proc: ChildProcess) {
-    proc.on('message', (m: Record<string, unknown>) => {
-      const list = this.waiters.get(String(m.type));
-      const w = list?.shift();
-      w?.(m);
-    });
-    this.exited = new Promise((r) => proc.on('exit', (code) => r(code)));
-  }
-  next<T>(type: string, timeoutMs = 60_000): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`timed out waiting for ${type}`)), timeoutMs);
-      const list = this.waiters.get(type) ?? [];
-      list.push((m) => {
-        clearTimeout(t);
-        resolve(m as T);
-      });
-      this.waiters.set(type, list);
-    });
-  }
-  async request<T>(
-    message: Record<string, unknown>,
-    reply: string,
-    timeoutMs?: number,
-  ): Promise<T> {
-    const p = this.next<T>(reply, timeoutMs);
-    this.proc.send(message);
-    return p;
-  }
-  async stop(): Promise<void> {
-    if (this.proc.exitCode !== null) return;
-    this.proc.send({ type: 'exit' });
-    const t = setTimeout(() => this.proc.kill('SIGKILL'), 3000);
-    await this.exited;
-    clearTimeout(t);
-  }
-}
-
-const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
 
 /** Which server runs as the broker: ours, or the grpc-js pass-through comparison point. */
 let serverModule = './broker-server.js';

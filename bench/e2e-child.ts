@@ -9,7 +9,11 @@ import * as hdr from 'hdr-histogram-js';
 
 export type Message = Record<string, unknown> & { type: string };
 
-/** A forked child; `next(type)` waits for its next message of that type. */
+/**
+ * A forked child with request/response over IPC: `next(type)` waits for its next message of that
+ * type (or takes one that came before anyone waited), `request` sends and waits for the reply.
+ * Every benchmark that forks children uses this one (`e2e.ts`, `broker.ts`, `fanout-nats.ts`, …).
+ */
 export class Child {
   private readonly waiters = new Map<string, ((m: Message) => void)[]>();
   private readonly listeners = new Map<string, (m: Message) => void>();
