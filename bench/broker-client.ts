@@ -9,7 +9,8 @@
  *   keeps its own worst stall since `reset` (`tick-stalls.ts`, 1 ms ticks), in each `report`: a
  *   latency tail is then told apart as the broker's or the bench subscriber's own.
  * - `publish`: pushes 256 B diffs round-robin over shards at a paced rate for a duration
- *   (`pace.ts`: per 1 ms tick, evenly spread one per write, or in bursts).
+ *   (`pace.ts`: per 1 ms tick, evenly spread one per write, or in bursts), on the publisher's
+ *   one session and stream, opened by its first `publish` and kept for the next.
  * - `cpu`: this process's `process.cpuUsage()`.
  */
 import {
@@ -193,11 +194,29 @@ async function subscribe(port: number, connections: string[][], perSession: numb
   }
 }
 
-async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<number> {
-  const session = dial(r.port);
+/** The publisher's one session and PubSub stream, kept from one `publish` to the next. */
+let publisher: { port: number; stream: ClientHttp2Stream } | undefined;
+
+/**
+ * The publisher's stream to the broker on `port`: one session and one stream per publisher
+ * process, as an SDK writer holds, used again by every `publish` (a new one only for another
+ * port or once the old one is gone), so that the broker does not see a connection more per step.
+ */
+function publishStream(port: number): ClientHttp2Stream {
+  const p = publisher;
+  if (p !== undefined && p.port === port && !p.stream.destroyed && !p.stream.closed) {
+    return p.stream;
+  }
+  const session = dial(port);
   session.on('error', () => {});
   sessions.push(session);
   const stream = openStream(session, `bench-pub-${process.pid}`);
+  publisher = { port, stream };
+  return stream;
+}
+
+async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<number> {
+  const stream = publishStream(r.port);
   const ids = r.shards;
   const seqnos = r.shards.map(() => 0n);
   const diff = Buffer.alloc(r.diffBytes);
