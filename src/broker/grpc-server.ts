@@ -7,10 +7,15 @@
  * - Routing: `POST` with `content-type: application/grpc[+proto]` only (else HTTP 415); a path
  *   with no handler gets a trailers-only UNIMPLEMENTED. Extra gRPC services (health, reflection)
  *   are entries of `routes`; nothing else here knows them.
- * - TCP limits: at most `maxTcpConnections` sockets (more are closed at once and counted as
- *   `rejections_total{limit="tcp_connections"}`), and a socket must open its first stream within
- *   `handshakeTimeoutMs` of connecting (TLS handshake, HTTP/2 preface and the first request),
- *   else it is destroyed (`limit="handshake_timeout"`): idle sockets cannot pile up.
+ * - Connection limits (TCP and Unix-socket connections alike): at most `maxTcpConnections`
+ *   sockets (more are closed at once and counted as `rejections_total{limit="tcp_connections"}`),
+ *   and a session must open its first stream within `handshakeTimeoutMs` of its start, else it
+ *   is destroyed (`limit="handshake_timeout"`): idle sockets cannot pile up. Both HTTP/2 servers
+ *   start a plain connection's session as it is accepted, so the deadline counts from the
+ *   connect (HTTP/2 preface and first request); a TLS session starts after the TLS handshake,
+ *   which `node:http2`'s own `handshakeTimeout` bounds with the same value. The deadline is the
+ *   session's, found by the session object a stream carries (no address: a Unix socket's peer
+ *   has none).
  * - Receive windows above HTTP/2's 64 KiB default, so a busy publisher is not stalled by a short
  *   pause of the broker, yet small enough that one read burst fits a subscriber queue.
  * - Small frames must not wait for Nagle's algorithm (40-200 ms stalls with delayed ACKs).
@@ -28,14 +33,13 @@ import type { BrokerMetrics } from './metrics.js';
 import { createNodeH2Server } from './node-h2-server.js';
 import { isUnixSocketAddress } from './options.js';
 import { createOwnH2Server } from './own-h2-server.js';
-import {
-  type H2ServerEvents,
-  type H2ServerSettings,
-  type Http2ServerKind,
-  peerOf,
-  type RequestHeaders,
-  type ServerSession,
-  type ServerStream,
+import type {
+  H2ServerEvents,
+  H2ServerSettings,
+  Http2ServerKind,
+  RequestHeaders,
+  ServerSession,
+  ServerStream,
 } from './server-stream.js';
 import type { BrokerTlsOptions, ListenAddress } from './types.js';
 import { applySocketMode, prepareSocketPath } from './unix-socket-file.js';
@@ -89,15 +93,11 @@ export function createGrpcServer(o: GrpcServerOptions): GrpcServer {
   const { log, metrics } = o;
   const sessions = new Set<ServerSession>();
   const sockets = new Set<Socket>();
-  /** Sockets that have not opened a stream yet, by peer address, with their deadline. */
-  const handshaking = new Map<string, { socket: Socket; timer: Timer }>();
+  /** Sessions that have not opened a stream yet, with their deadline. */
+  const handshaking = new Map<ServerSession, Timer>();
   /** `stopAccepting()` calls waiting for the last socket to close. */
   const socketsGone: (() => void)[] = [];
   let server: Server | undefined;
-  const peerKey = (s: {
-    readonly remoteAddress?: string | undefined;
-    readonly remotePort?: number | undefined;
-  }) => `${s.remoteAddress}|${s.remotePort}`;
   const unixPath = isUnixSocketAddress(o.listen) ? o.listen.path : undefined;
 
   function onConnection(socket: Socket): void {
@@ -109,34 +109,25 @@ export function createGrpcServer(o: GrpcServerOptions): GrpcServer {
     }
     socket.setNoDelay(true);
     sockets.add(socket);
-    const key = peerKey(peerOf(socket));
-    const timer = o.clock.setTimer(() => {
-      handshaking.delete(key);
-      metrics.rejected('handshake_timeout');
-      log.debug({ timeoutMs: o.handshakeTimeoutMs }, 'no request within the handshake timeout');
-      socket.destroy();
-    }, o.handshakeTimeoutMs);
-    handshaking.set(key, { socket, timer });
     socket.once('close', () => {
       sockets.delete(socket);
       if (sockets.size === 0) for (const done of socketsGone.splice(0)) done();
-      const h = handshaking.get(key);
-      if (h?.socket === socket) {
-        h.timer.cancel();
-        handshaking.delete(key);
-      }
       o.onClosed();
     });
+  }
+
+  /** The first stream of `session`, or its close: its handshake deadline is off. */
+  function handshakeDone(session: ServerSession): void {
+    const timer = handshaking.get(session);
+    if (timer === undefined) return;
+    timer.cancel();
+    handshaking.delete(session);
   }
 
   function onStream(stream: ServerStream): void {
     const { headers } = stream;
     try {
-      if (handshaking.size > 0) {
-        const key = peerKey(stream.session);
-        handshaking.get(key)?.timer.cancel();
-        handshaking.delete(key);
-      }
+      if (handshaking.size > 0) handshakeDone(stream.session);
       if (headers[':method'] !== 'POST' || !isGrpcContentType(headers['content-type'])) {
         metrics.rejected('content_type');
         stream.respondHttpStatus(415);
@@ -162,8 +153,16 @@ export function createGrpcServer(o: GrpcServerOptions): GrpcServer {
 
   function onSession(session: ServerSession): void {
     sessions.add(session);
+    const timer = o.clock.setTimer(() => {
+      handshaking.delete(session);
+      metrics.rejected('handshake_timeout');
+      log.debug({ timeoutMs: o.handshakeTimeoutMs }, 'no request within the handshake timeout');
+      session.destroy();
+    }, o.handshakeTimeoutMs);
+    handshaking.set(session, timer);
     session.onClose(() => {
       sessions.delete(session);
+      handshakeDone(session);
       o.onClosed();
     });
     o.onSession(session);
@@ -240,7 +239,7 @@ export function createGrpcServer(o: GrpcServerOptions): GrpcServer {
     destroyAll() {
       for (const session of sessions) session.destroy();
       for (const socket of sockets) socket.destroy();
-      for (const h of handshaking.values()) h.timer.cancel();
+      for (const timer of handshaking.values()) timer.cancel();
       handshaking.clear();
       server?.close();
     },

@@ -22,10 +22,10 @@ export interface Peer {
 }
 
 /**
- * The peer of an accepted socket. A Unix socket's peer has no address: it is reported as
- * `unix` with the socket's file descriptor as its "port", unique among the open connections, so
- * that connection listings tell such peers apart and the handshake timeout finds each socket by
- * its peer as it does for TCP.
+ * The peer of an accepted socket, for logs and connection listings. A Unix socket's peer has no
+ * address: it is reported as `unix` with the socket's file descriptor as its "port", unique among
+ * the open connections, so that listings tell such peers apart. Nothing keys on it: the
+ * handshake timeout keeps its deadlines by session (`grpc-server.ts`).
  */
 export function peerOf(socket: {
   readonly remoteAddress?: string | undefined;
