@@ -47,8 +47,8 @@
  * token (`authorization: Bearer <token>`, compared in constant time; missing or wrong →
  * UNAUTHENTICATED), and scoped tokens (`tokens`: a name and the shards each token may publish
  * and subscribe to; `bearer-auth.ts`, `token-scopes.ts`, `stream-scopes.ts`), replaced at run
- * time by `setTokens`. Health and reflection calls are exempt from the token. TCP connections are bounded in
- * number and must send a request within `handshakeTimeoutMs`.
+ * time by `setTokens`. Health and reflection calls are exempt from the token. Connections (TCP or Unix socket) are
+ * bounded in number and must send a request within `handshakeTimeoutMs`.
  *
  * ## Lifecycle
  * `starting` → `serving` (`start()` bound the port) → `draining` (`close()`) → `closed`; or

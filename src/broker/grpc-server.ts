@@ -57,7 +57,7 @@ const SETTINGS: H2ServerSettings = {
 export interface GrpcServerOptions {
   listen: ListenAddress;
   tls: BrokerTlsOptions | undefined;
-  /** Which implementation serves plain TCP (TLS is always `node:http2`'s). */
+  /** Which implementation serves plain TCP and Unix sockets (TLS is always `node:http2`'s). */
   http2Server: Http2ServerKind;
   routes: ReadonlyMap<string, GrpcHandler>;
   maxTcpConnections: number;

@@ -128,7 +128,7 @@ export function createBrokerMetrics(
       },
     });
   gauge('active_connections', 'Open pubsub connections (streams).', gauges.activeConnections);
-  gauge('tcp_connections', 'Open TCP connections to the gRPC port.', gauges.tcpConnections);
+  gauge('tcp_connections', 'Open sockets (TCP or Unix) to the gRPC port.', gauges.tcpConnections);
   gauge('shards', 'Shards with at least one subscriber.', gauges.shards);
   gauge('subscriptions', 'Subscriptions across all connections.', gauges.subscriptions);
   gauge('queued_messages', 'Messages waiting in outbound queues.', gauges.queuedMessages);

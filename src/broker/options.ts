@@ -60,7 +60,7 @@ export const DEFAULT_LIMITS: Readonly<BrokerLimits> = Object.freeze({
   maxResumeBytes: DEFAULT_MAX_RESUME_BYTES,
 });
 
-/** The HTTP/2 server for plain TCP (`BrokerOptions.http2Server`). */
+/** The HTTP/2 server for plain TCP and Unix sockets (`BrokerOptions.http2Server`). */
 export const DEFAULT_HTTP2_SERVER: Http2ServerKind = 'own';
 
 export const DEFAULT_FLAGS: Readonly<BrokerFlags> = Object.freeze({ forwardPushes: true });

@@ -11,7 +11,7 @@
  */
 import type { CallStatus } from './grpc-status.js';
 
-/** Which HTTP/2 server implementation serves plain-TCP gRPC. */
+/** Which HTTP/2 server implementation serves plain gRPC (TCP or Unix socket; not TLS). */
 export type Http2ServerKind = 'own' | 'node';
 export const HTTP2_SERVER_KINDS: readonly Http2ServerKind[] = ['own', 'node'];
 

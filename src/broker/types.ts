@@ -55,8 +55,9 @@ export interface BrokerLimits {
   /** Open connections at most; more are refused with RESOURCE_EXHAUSTED. @default 10000 */
   maxConnections: number;
   /**
-   * TCP connections at most (each carries any number of calls up to HTTP/2's stream limit);
-   * more are closed at once. @default 10000
+   * Connections at most, TCP and Unix-socket ones alike (the name is older than the socket
+   * listener), each carrying any number of calls up to HTTP/2's stream limit; more are closed
+   * at once. @default 10000
    */
   maxTcpConnections: number;
   /** Subscriptions one connection may hold. @default 100000 */
@@ -107,13 +108,14 @@ export interface BrokerOptions {
    */
   maxConnectionAgeGraceMs?: number | undefined;
   /**
-   * A TCP connection must send its first request (TLS handshake and HTTP/2 preface included)
-   * within this long, or it is closed, in ms. @default 10000
+   * A connection, TCP or Unix socket, must send its first request (HTTP/2 preface included)
+   * within this long of connecting, or it is closed, in ms. On TLS the TLS handshake has this
+   * long, and the first request as long again after it. @default 10000
    */
   handshakeTimeoutMs?: number | undefined;
   /**
-   * Which HTTP/2 server serves plain-TCP gRPC: `own` (our framing on `net`, read with
-   * `onread`) or `node` (`node:http2`). TLS is served by `node:http2` either way.
+   * Which HTTP/2 server serves plain gRPC (TCP or Unix socket): `own` (our framing on `net`,
+   * read with `onread`) or `node` (`node:http2`). TLS is served by `node:http2` either way.
    * @default 'own'
    */
   http2Server?: 'own' | 'node' | undefined;

@@ -218,7 +218,7 @@ export function addBrokerOptions(command: Command): Command {
     opt(
       '--max-tcp-connections <n>',
       'PERSIST_PUBSUB_MAX_TCP_CONNECTIONS',
-      'open TCP connections at most (each carries up to 1000 calls); more are closed at once',
+      'open connections at most, TCP and Unix-socket ones alike (each carries up to 1000 calls); more are closed at once',
       count,
       L.maxTcpConnections,
     ),
@@ -302,14 +302,14 @@ export function addBrokerOptions(command: Command): Command {
     opt(
       '--handshake-timeout-ms <ms>',
       'PERSIST_PUBSUB_HANDSHAKE_TIMEOUT_MS',
-      'close a TCP connection that has not sent its first request (TLS and HTTP/2 handshakes included) this long after connecting, in ms',
+      'close a connection, TCP or Unix socket, that has not sent its first request (HTTP/2 preface included) this long after connecting, in ms; on TLS, this long for the TLS handshake and as long again for the first request',
       positiveMs,
       d.handshakeTimeoutMs,
     ),
     opt(
       '--http2-server <kind>',
       'PERSIST_PUBSUB_HTTP2_SERVER',
-      "the HTTP/2 server for plain TCP: own (the broker's framing on net) or node (node:http2); TLS is always node:http2's",
+      "the HTTP/2 server for plain TCP and Unix sockets: own (the broker's framing on net) or node (node:http2); TLS is always node:http2's",
       oneOf(HTTP2_SERVER_KINDS),
       d.http2Server,
     ),
