@@ -23,7 +23,6 @@ import {
 import { createPersistClient } from '../src/client/index.js';
 import { createMemoryConsensus } from '../src/consensus/index.js';
 import { createFakeClock } from '../src/util/index.js';
-import { counterModel } from './support/counter-model.js';
 import { countingConsensus } from './support/counting-consensus.js';
 import {
   clientMissing,
@@ -32,6 +31,7 @@ import {
   type TestClient,
   until,
 } from './support/grpc-clients.js';
+import { openWriterAndReader } from './support/writer-reader.js';
 
 const cleanup: (() => unknown)[] = [];
 afterEach(async () => {
@@ -133,18 +133,7 @@ describe('broker on a Unix socket', () => {
       () => reader.close(),
     );
     const S = shard(2);
-    const wh = await writer.openShard(S, counterModel);
-    const rh = await reader.openShard(S, counterModel);
-    cleanup.push(
-      () => wh.close(),
-      () => rh.close(),
-    );
-    await until(
-      () =>
-        reader.pubsub.status.state === 'connected' && writer.pubsub.status.state === 'connected',
-      5000,
-      'both connected',
-    );
+    const { wh, rh } = await openWriterAndReader(writer, reader, S, cleanup);
     await new Promise((res) => setTimeout(res, 50)); // the resync catch-up read settles
     const readsBefore = r.counts.reads;
     for (let i = 1; i <= 10; i++) {

@@ -11,6 +11,7 @@ import { createPersistClient, type PersistClient } from '../src/client/index.js'
 import { createMemoryConsensus } from '../src/consensus/index.js';
 import { counterModel } from './support/counter-model.js';
 import { countingConsensus } from './support/counting-consensus.js';
+import { openWriterAndReader } from './support/writer-reader.js';
 
 const cleanup: (() => unknown)[] = [];
 afterEach(async () => {
@@ -73,16 +74,7 @@ async function commit(writer: PersistClient, n: number) {
 describe('createPersistClient', () => {
   it('a reader sees each commit through pubsub, without reading Consensus', async () => {
     const { writer, reader, readerReads } = await setup();
-    const wh = await writer.openShard(S, counterModel);
-    const rh = await reader.openShard(S, counterModel);
-    cleanup.push(
-      () => wh.close(),
-      () => rh.close(),
-    );
-    await until(
-      () =>
-        reader.pubsub.status.state === 'connected' && writer.pubsub.status.state === 'connected',
-    );
+    const { wh, rh } = await openWriterAndReader(writer, reader, S, cleanup);
     await new Promise((r) => setTimeout(r, 50)); // the resync catch-up read settles
     const readsBefore = readerReads.reads;
     for (let i = 1; i <= 20; i++) {

@@ -32,8 +32,8 @@ import {
   uniquePrefix,
   until,
 } from './nats-support.js';
-import { counterModel } from './support/counter-model.js';
 import { requireService, SERVICE_URLS } from './support/services.js';
+import { openWriterAndReader } from './support/writer-reader.js';
 
 const natsOk = await requireService('nats');
 const SHARED = SERVICE_URLS.nats;
@@ -354,16 +354,7 @@ describe.skipIf(!natsOk)("createPersistClient({ pubsub: 'nats://…' })", () => 
       () => reader.close(),
     );
     expect(reader.pubsub.transport).toBe('nats');
-    const wh = await writer.openShard(S, counterModel);
-    const rh = await reader.openShard(S, counterModel);
-    cleanup.push(
-      () => wh.close(),
-      () => rh.close(),
-    );
-    await until(
-      () =>
-        reader.pubsub.status.state === 'connected' && writer.pubsub.status.state === 'connected',
-    );
+    const { wh, rh } = await openWriterAndReader(writer, reader, S, cleanup, 10_000);
     // The first few commits may race the reader's SUB reaching the server; after one arrives
     // through pubsub, every later one does.
     let viaPubsub = 0;

@@ -20,6 +20,7 @@ import { countingConsensus } from './support/counting-consensus.js';
 import { openRaw } from './support/grpc-clients.js';
 import { requireService, SERVICE_URLS } from './support/services.js';
 import { until } from './support/wait.js';
+import { openWriterAndReader } from './support/writer-reader.js';
 
 const natsOk = await requireService('nats');
 
@@ -100,15 +101,7 @@ async function expectFastPath(
   shardId: string,
   n: number,
 ): Promise<void> {
-  const wh = await writer.openShard(shardId, counterModel);
-  const rh = await reader.openShard(shardId, counterModel);
-  cleanup.push(
-    () => wh.close(),
-    () => rh.close(),
-  );
-  await until(
-    () => reader.pubsub.status.state === 'connected' && writer.pubsub.status.state === 'connected',
-  );
+  const { wh, rh } = await openWriterAndReader(writer, reader, shardId, cleanup);
   // Let the subscription land and the connect-time catch-up read settle.
   await new Promise((r) => setTimeout(r, 100));
   const before = readerCounts.reads;
