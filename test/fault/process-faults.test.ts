@@ -144,6 +144,36 @@ describe('Consensus restarts mid-traffic', () => {
   });
   afterAll(() => broker.destroy());
 
+  /**
+   * The checker's traffic over Consensus `url` through the broker, with `midway` as the fault:
+   * its report logged under `label()` and asserted (no divergence, no process error, the
+   * commits made, the fault landed mid-traffic).
+   */
+  async function trafficThroughFault(
+    url: string,
+    check: Consensus,
+    midway: () => Promise<void>,
+    label: () => string,
+  ): Promise<void> {
+    const r = await runTraffic({
+      consensusUrl: url,
+      checkConsensus: check,
+      pubsub: `grpc://127.0.0.1:${broker.address.port}`,
+      shardId: shard(),
+      writers: 2,
+      readers: 2,
+      versionsPerWriter: 25,
+      intervalMs: 10,
+      catchUpBoundMs: CATCH_UP_BOUND_MS,
+      midway,
+    });
+    console.log(`[faults] ${label()}${JSON.stringify(r)}`);
+    expect(r.divergences).toEqual([]);
+    expect(r.processErrors).toEqual([]);
+    expect(r.commits).toBeGreaterThanOrEqual(50);
+    expect(r.commitsAtFaultEnd).toBeLessThan(r.commits); // the fault landed mid-traffic
+  }
+
   it.skipIf(!requirePrerequisite(REDIS_BINARIES))(
     'a private redis-server killed with SIGKILL and restarted (AOF, fsync always)',
     async () => {
@@ -169,17 +199,10 @@ describe('Consensus restarts mid-traffic', () => {
       const url = `redis://127.0.0.1:${port}`;
       const check = await openConsensus(url);
       try {
-        const r = await runTraffic({
-          consensusUrl: url,
-          checkConsensus: check,
-          pubsub: `grpc://127.0.0.1:${broker.address.port}`,
-          shardId: shard(),
-          writers: 2,
-          readers: 2,
-          versionsPerWriter: 25,
-          intervalMs: 10,
-          catchUpBoundMs: CATCH_UP_BOUND_MS,
-          async midway() {
+        await trafficThroughFault(
+          url,
+          check,
+          async () => {
             const first = children[0] as Child;
             first.proc.kill('SIGKILL');
             await first.exited;
@@ -188,12 +211,8 @@ describe('Consensus restarts mid-traffic', () => {
             children.push(start());
             await waitReachable(port, true);
           },
-        });
-        console.log(`[faults] redis kill -9: ${JSON.stringify(r)}`);
-        expect(r.divergences).toEqual([]);
-        expect(r.processErrors).toEqual([]);
-        expect(r.commits).toBeGreaterThanOrEqual(50);
-        expect(r.commitsAtFaultEnd).toBeLessThan(r.commits); // the fault landed mid-traffic
+          () => 'redis kill -9: ',
+        );
       } finally {
         await check.close();
         for (const c of children) c.proc.kill('SIGKILL');
@@ -214,17 +233,10 @@ describe('Consensus restarts mid-traffic', () => {
       await admin.connect();
       let terminated = 0;
       try {
-        const r = await runTraffic({
-          consensusUrl: url,
-          checkConsensus: check,
-          pubsub: `grpc://127.0.0.1:${broker.address.port}`,
-          shardId: shard(),
-          writers: 2,
-          readers: 2,
-          versionsPerWriter: 25,
-          intervalMs: 10,
-          catchUpBoundMs: CATCH_UP_BOUND_MS,
-          async midway() {
+        await trafficThroughFault(
+          url,
+          check,
+          async () => {
             for (let k = 0; k < 2; k++) {
               const res = await admin.query(
                 'SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1',
@@ -234,13 +246,9 @@ describe('Consensus restarts mid-traffic', () => {
               await sleep(150);
             }
           },
-        });
-        console.log(`[faults] postgres terminate: terminated=${terminated} ${JSON.stringify(r)}`);
+          () => `postgres terminate: terminated=${terminated} `,
+        );
         expect(terminated).toBeGreaterThan(0);
-        expect(r.divergences).toEqual([]);
-        expect(r.processErrors).toEqual([]);
-        expect(r.commits).toBeGreaterThanOrEqual(50);
-        expect(r.commitsAtFaultEnd).toBeLessThan(r.commits); // the fault landed mid-traffic
       } finally {
         await admin.end();
         await check.close();
@@ -268,17 +276,10 @@ describe('Consensus restarts mid-traffic', () => {
       const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
       const check = await openConsensus(url);
       try {
-        const r = await runTraffic({
-          consensusUrl: url,
-          checkConsensus: check,
-          pubsub: `grpc://127.0.0.1:${broker.address.port}`,
-          shardId: shard(),
-          writers: 2,
-          readers: 2,
-          versionsPerWriter: 25,
-          intervalMs: 10,
-          catchUpBoundMs: CATCH_UP_BOUND_MS,
-          async midway() {
+        await trafficThroughFault(
+          url,
+          check,
+          async () => {
             await new Promise<void>((resolve, reject) => {
               const p = spawn(
                 'runuser',
@@ -303,12 +304,8 @@ describe('Consensus restarts mid-traffic', () => {
               );
             });
           },
-        });
-        console.log(`[faults] private postgres restart: ${JSON.stringify(r)}`);
-        expect(r.divergences).toEqual([]);
-        expect(r.processErrors).toEqual([]);
-        expect(r.commits).toBeGreaterThanOrEqual(50);
-        expect(r.commitsAtFaultEnd).toBeLessThan(r.commits);
+          () => 'private postgres restart: ',
+        );
       } finally {
         await check.close();
         try {
