@@ -17,6 +17,7 @@ import {
   createNatsTransport,
   createPersistClient,
   createPubSubClient,
+  type PersistClientOptions,
   type PubSubClient,
 } from '../src/client/index.js';
 import { createMemoryConsensus } from '../src/consensus/index.js';
@@ -65,6 +66,42 @@ function grpcClient(broker: Broker, callerId: string): PubSubClient {
   });
   cleanup.push(() => c.close());
   return c;
+}
+
+/**
+ * A private nats-server (never the shared one: the tests stop it), brokers A and B bridged
+ * through it on a fresh subject prefix, and persist clients over one Consensus: a writer on A,
+ * a reader on B (`callerIds`: named `writer` and `reader`).
+ */
+async function writerAndReaderAcrossBridge(
+  label: string,
+  config: NonNullable<PersistClientOptions['config']>,
+  callerIds = false,
+) {
+  const server = await ownNatsServer();
+  cleanup.push(() => server.kill());
+  await server.start();
+  const prefix = uniquePrefix(label);
+  const A = await bridgedBroker(server.url, prefix);
+  const B = await bridgedBroker(server.url, prefix);
+  const store = createMemoryConsensus();
+  const writer = await createPersistClient({
+    consensus: store,
+    pubsub: `grpc://127.0.0.1:${A.broker.address.port}`,
+    config,
+    ...(callerIds ? { callerId: 'writer' } : {}),
+  });
+  const reader = await createPersistClient({
+    consensus: store,
+    pubsub: `grpc://127.0.0.1:${B.broker.address.port}`,
+    config,
+    ...(callerIds ? { callerId: 'reader' } : {}),
+  });
+  cleanup.push(
+    () => writer.close(),
+    () => reader.close(),
+  );
+  return { server, A, B, writer, reader };
 }
 
 /** Pushes probe diffs (seqno 0) until `got` has one: the path writer → reader is live. */
@@ -156,34 +193,16 @@ describe.skipIf(!natsOk)('brokers bridged by NATS', () => {
   });
 
   it('nats-server restarted mid-traffic: bridges reconnect, readers stay correct and catch up', async () => {
-    const server = await ownNatsServer();
-    cleanup.push(() => server.kill());
-    await server.start();
-    const prefix = uniquePrefix('restart');
-    const A = await bridgedBroker(server.url, prefix);
-    const B = await bridgedBroker(server.url, prefix);
     const S = `s${crypto.randomUUID()}`;
-    const store = createMemoryConsensus();
     const config = {
       ...fast,
       // A slow first poll: a reader that sees a commit sooner got it through pubsub.
       persist_next_listen_batch_retryer_fixed_sleep_ms: 3000,
     };
-    const writer = await createPersistClient({
-      consensus: store,
-      pubsub: `grpc://127.0.0.1:${A.broker.address.port}`,
+    const { server, A, B, writer, reader } = await writerAndReaderAcrossBridge(
+      'restart',
       config,
-      callerId: 'writer',
-    });
-    const reader = await createPersistClient({
-      consensus: store,
-      pubsub: `grpc://127.0.0.1:${B.broker.address.port}`,
-      config,
-      callerId: 'reader',
-    });
-    cleanup.push(
-      () => writer.close(),
-      () => reader.close(),
+      true,
     );
     // A raw gRPC subscriber on B counts deliveries: no seqno may arrive twice.
     const tap = grpcClient(B.broker, 'tap');
@@ -237,14 +256,7 @@ describe.skipIf(!natsOk)('brokers bridged by NATS', () => {
   });
 
   it('after a NATS outage the bridge sends gap notices: a reader catches up at once, not at its poll', async () => {
-    const server = await ownNatsServer();
-    cleanup.push(() => server.kill());
-    await server.start();
-    const prefix = uniquePrefix('gap');
-    const A = await bridgedBroker(server.url, prefix);
-    const B = await bridgedBroker(server.url, prefix);
     const S = `s${crypto.randomUUID()}`;
-    const store = createMemoryConsensus();
     // Polls far apart: a reader that catches up within seconds was told to.
     const config = {
       ...fast,
@@ -252,20 +264,7 @@ describe.skipIf(!natsOk)('brokers bridged by NATS', () => {
       persist_next_listen_batch_retryer_initial_backoff_ms: 30_000,
       persist_next_listen_batch_retryer_clamp_ms: 30_000,
     };
-    const writer = await createPersistClient({
-      consensus: store,
-      pubsub: `grpc://127.0.0.1:${A.broker.address.port}`,
-      config,
-    });
-    const reader = await createPersistClient({
-      consensus: store,
-      pubsub: `grpc://127.0.0.1:${B.broker.address.port}`,
-      config,
-    });
-    cleanup.push(
-      () => writer.close(),
-      () => reader.close(),
-    );
+    const { server, A, B, writer, reader } = await writerAndReaderAcrossBridge('gap', config);
     const wh = await writer.openShard(S, counterModel);
     const rh = await reader.openShard(S, counterModel);
     cleanup.push(
