@@ -198,7 +198,11 @@ describe('fan-out core', () => {
     expect(local.sink.pushes()).toHaveLength(80);
   });
 
-  it('closes a connection stuck full past stuckConnectionTimeoutMs with RESOURCE_EXHAUSTED', async () => {
+  /**
+   * A subscriber whose sink refuses writes, pushed to until its queue of one is full, under
+   * `stuckConnectionTimeoutMs` 1000.
+   */
+  async function stuckSubscriber() {
     const { core, conn, push, clock } = setup({
       maxQueueMessages: 1,
       stuckConnectionTimeoutMs: 1000,
@@ -211,6 +215,11 @@ describe('fan-out core', () => {
     await turn();
     push(pub.c, 's', 2n);
     push(pub.c, 's', 3n);
+    return { core, sub, clock };
+  }
+
+  it('closes a connection stuck full past stuckConnectionTimeoutMs with RESOURCE_EXHAUSTED', async () => {
+    const { sub, clock } = await stuckSubscriber();
     await clock.advance(999);
     expect(sub.sink.aborted).toBeUndefined();
     await clock.advance(1);
@@ -218,18 +227,7 @@ describe('fan-out core', () => {
   });
 
   it('a drain before the deadline cancels the stuck close', async () => {
-    const { core, conn, push, clock } = setup({
-      maxQueueMessages: 1,
-      stuckConnectionTimeoutMs: 1000,
-    });
-    const pub = conn();
-    const sub = conn();
-    core.subscribe(sub.c, 's');
-    sub.sink.accept = false;
-    push(pub.c, 's', 1n);
-    await turn();
-    push(pub.c, 's', 2n);
-    push(pub.c, 's', 3n);
+    const { core, sub, clock } = await stuckSubscriber();
     await clock.advance(500);
     sub.sink.accept = true;
     core.drained(sub.c);
