@@ -31,6 +31,7 @@ import {
   PUBSUB_METHOD_PATH,
 } from '../src/protocol/index.js';
 import { createWriteWindow, systemClock } from '../src/util/index.js';
+import { serveClientRequests } from './client-requests.js';
 import { pace } from './pace.js';
 import { type RunningTickStalls, startTickStalls } from './tick-stalls.js';
 
@@ -66,7 +67,6 @@ export type ClientRequest =
   | { type: 'exit' };
 
 const nowMs = () => performance.timeOrigin + performance.now();
-const send = (m: unknown) => process.send?.(m);
 const sessions: ClientHttp2Session[] = [];
 const histogram = hdr.build({
   lowestDiscernibleValue: 1,
@@ -264,39 +264,24 @@ async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<
   return pace(r, write, () => waiting);
 }
 
-process.on('message', async (m: ClientRequest) => {
-  switch (m.type) {
-    case 'subscribe':
-      stalls ??= startTickStalls(1);
-      await subscribe(m.port, m.connections, m.connectionsPerSession);
-      send({ type: 'subscribed' });
-      break;
-    case 'reset':
-      histogram.reset();
-      received = 0;
-      recording = true;
-      stalls?.reset();
-      send({ type: 'reset' });
-      break;
-    case 'report':
-      send({
-        type: 'report',
-        received,
-        histogram: hdr.encodeIntoCompressedBase64(histogram),
-        stall: stalls?.read(),
-      });
-      break;
-    case 'publish': {
-      const sent = await publish(m);
-      send({ type: 'published', sent });
-      break;
-    }
-    case 'cpu':
-      send({ type: 'cpu', cpu: process.cpuUsage() });
-      break;
-    case 'exit':
-      for (const s of sessions) s.destroy();
-      process.exit(0);
-  }
+serveClientRequests({
+  async subscribe(m) {
+    stalls ??= startTickStalls(1);
+    await subscribe(m.port, m.connections, m.connectionsPerSession);
+  },
+  reset() {
+    histogram.reset();
+    received = 0;
+    recording = true;
+    stalls?.reset();
+  },
+  report: () => ({
+    received,
+    histogram: hdr.encodeIntoCompressedBase64(histogram),
+    stall: stalls?.read(),
+  }),
+  publish,
+  close() {
+    for (const s of sessions) s.destroy();
+  },
 });
-send({ type: 'ready' });

@@ -15,10 +15,10 @@ import { type Socket, connect as tcpConnect } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import * as hdr from 'hdr-histogram-js';
 import type { ClientRequest } from './broker-client.js';
+import { serveClientRequests } from './client-requests.js';
 import { pace } from './pace.js';
 
 const nowMs = () => performance.timeOrigin + performance.now();
-const send = (m: unknown) => process.send?.(m);
 const sockets: Socket[] = [];
 const histogram = hdr.build({
   lowestDiscernibleValue: 1,
@@ -170,37 +170,16 @@ async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<
   return sent;
 }
 
-process.on('message', async (m: ClientRequest) => {
-  switch (m.type) {
-    case 'subscribe':
-      await subscribe(m.port, m.connections);
-      send({ type: 'subscribed' });
-      break;
-    case 'reset':
-      histogram.reset();
-      received = 0;
-      recording = true;
-      send({ type: 'reset' });
-      break;
-    case 'report':
-      send({
-        type: 'report',
-        received,
-        disconnects,
-        histogram: hdr.encodeIntoCompressedBase64(histogram),
-      });
-      break;
-    case 'publish': {
-      const sent = await publish(m);
-      send({ type: 'published', sent });
-      break;
-    }
-    case 'cpu':
-      send({ type: 'cpu', cpu: process.cpuUsage() });
-      break;
-    case 'exit':
-      for (const s of sockets) s.destroy();
-      process.exit(0);
-  }
+serveClientRequests({
+  subscribe: (m) => subscribe(m.port, m.connections),
+  reset() {
+    histogram.reset();
+    received = 0;
+    recording = true;
+  },
+  report: () => ({ received, disconnects, histogram: hdr.encodeIntoCompressedBase64(histogram) }),
+  publish,
+  close() {
+    for (const s of sockets) s.destroy();
+  },
 });
-send({ type: 'ready' });
