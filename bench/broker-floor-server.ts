@@ -9,10 +9,10 @@
 import { createServer, type ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { createFrameDecoder, decodeMessage, encodeForward } from '../src/protocol/index.js';
+import { answerBenchRequests, createSubscriberTable } from './comparison-server.js';
 
 async function main(): Promise<void> {
-  const subscribers = new Map<string, Set<ServerHttp2Stream>>();
-  let subscriptions = 0;
+  const subscribers = createSubscriberTable<ServerHttp2Stream>();
   const server = createServer({ settings: { initialWindowSize: 256 * 1024 } });
   server.on('stream', (stream) => {
     stream.on('error', () => {});
@@ -21,15 +21,9 @@ async function main(): Promise<void> {
     const onMessage = (message: Buffer) => {
       const m = decodeMessage(message);
       if (m.kind === 'subscribe') {
-        let set = subscribers.get(m.shardId);
-        if (set === undefined) {
-          set = new Set();
-          subscribers.set(m.shardId, set);
-        }
-        if (!set.has(stream)) subscriptions++;
-        set.add(stream);
+        subscribers.subscribe(m.shardId, stream);
       } else if (m.kind === 'push') {
-        const set = subscribers.get(m.shardId);
+        const set = subscribers.of(m.shardId);
         if (set === undefined) return;
         const frame = encodeForward(m.pushDiff, Date.now(), true);
         for (const s of set) if (s !== stream) s.write(frame);
@@ -44,20 +38,7 @@ async function main(): Promise<void> {
       ? server.listen(0, '127.0.0.1', () => r())
       : server.listen(socket, () => r()),
   );
-  process.on('message', (m: { type: string }) => {
-    if (m.type === 'stats') {
-      process.send?.({
-        type: 'stats',
-        cpu: process.cpuUsage(),
-        rss: process.memoryUsage().rss,
-        heapUsed: process.memoryUsage().heapUsed,
-        subscriptions,
-        dropped: 0,
-      });
-    } else if (m.type === 'exit') {
-      process.exit(0);
-    }
-  });
+  answerBenchRequests(subscribers);
   process.send?.({
     type: 'ready',
     port: socket === undefined ? (server.address() as AddressInfo).port : 0,

@@ -6,12 +6,12 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { decodeMessage, encodeForward, PUBSUB_METHOD_PATH } from '../src/protocol/index.js';
+import { answerBenchRequests, createSubscriberTable } from './comparison-server.js';
 
 type Call = grpc.ServerDuplexStream<Buffer, Buffer>;
 
 async function main(): Promise<void> {
-  const subscribers = new Map<string, Set<Call>>();
-  let subscriptions = 0;
+  const subscribers = createSubscriberTable<Call>();
   const identity = (b: Buffer) => b;
   const service: grpc.ServiceDefinition = {
     PubSub: {
@@ -33,26 +33,17 @@ async function main(): Promise<void> {
         if (env.kind !== 'subscribe' && env.kind !== 'push') return;
         const shardId = env.shardId;
         if (env.kind === 'subscribe') {
-          let set = subscribers.get(shardId);
-          if (set === undefined) {
-            set = new Set();
-            subscribers.set(shardId, set);
-          }
-          if (!set.has(call)) subscriptions++;
-          set.add(call);
+          subscribers.subscribe(shardId, call);
           mine.add(shardId);
         } else if (env.kind === 'push') {
-          const set = subscribers.get(shardId);
+          const set = subscribers.of(shardId);
           if (set === undefined) return;
           const body = encodeForward(env.pushDiff, Date.now(), false);
           for (const c of set) if (c !== call) c.write(body);
         }
       });
       const cleanup = () => {
-        for (const s of mine) {
-          const set = subscribers.get(s);
-          if (set?.delete(call)) subscriptions--;
-        }
+        for (const s of mine) subscribers.unsubscribe(s, call);
         mine.clear();
       };
       call.on('end', () => {
@@ -68,21 +59,7 @@ async function main(): Promise<void> {
       err ? reject(err) : resolve(p),
     ),
   );
-  process.on('message', (m: { type: string }) => {
-    if (m.type === 'stats') {
-      process.send?.({
-        type: 'stats',
-        cpu: process.cpuUsage(),
-        rss: process.memoryUsage().rss,
-        heapUsed: process.memoryUsage().heapUsed,
-        subscriptions,
-        dropped: 0,
-      });
-    } else if (m.type === 'exit') {
-      server.forceShutdown();
-      process.exit(0);
-    }
-  });
+  answerBenchRequests(subscribers, () => server.forceShutdown());
   process.send?.({ type: 'ready', port });
 }
 
