@@ -31,7 +31,7 @@ import {
   PUBSUB_METHOD_PATH,
 } from '../src/protocol/index.js';
 import { createWriteWindow, systemClock } from '../src/util/index.js';
-import { serveClientRequests } from './client-requests.js';
+import { latencyHistogram, serveClientRequests } from './client-requests.js';
 import { pace } from './pace.js';
 import { type RunningTickStalls, startTickStalls } from './tick-stalls.js';
 
@@ -68,11 +68,7 @@ export type ClientRequest =
 
 const nowMs = () => performance.timeOrigin + performance.now();
 const sessions: ClientHttp2Session[] = [];
-const histogram = hdr.build({
-  lowestDiscernibleValue: 1,
-  highestTrackableValue: 60_000_000,
-  numberOfSignificantValueDigits: 3,
-});
+const histogram = latencyHistogram();
 let received = 0;
 let recording = false;
 /** The subscriber's own stalls (started by its first subscribe: publishers have none). */

@@ -6,6 +6,7 @@
  * clients (`broker-client.ts`) and nats-server's (`fanout-nats-client.ts`); what each request
  * does is the client's.
  */
+import * as hdr from 'hdr-histogram-js';
 import type { ClientRequest } from './broker-client.js';
 
 type Request<T extends ClientRequest['type']> = Extract<ClientRequest, { type: T }>;
@@ -20,6 +21,18 @@ export interface ClientRequestHandlers {
   publish(m: Request<'publish'>): Promise<number>;
   /** Before exit: cut every connection. */
   close(): void;
+}
+
+/**
+ * A subscriber's fan-out latency histogram, in µs (1 µs to 60 s, 3 significant digits), sent
+ * compressed in its `report`: the same for both systems, so their figures compare.
+ */
+export function latencyHistogram(): hdr.Histogram {
+  return hdr.build({
+    lowestDiscernibleValue: 1,
+    highestTrackableValue: 60_000_000,
+    numberOfSignificantValueDigits: 3,
+  });
 }
 
 /** Serves the parent's requests with `h` and tells it this process is ready. */

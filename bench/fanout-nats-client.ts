@@ -15,16 +15,12 @@ import { type Socket, connect as tcpConnect } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import * as hdr from 'hdr-histogram-js';
 import type { ClientRequest } from './broker-client.js';
-import { serveClientRequests } from './client-requests.js';
+import { latencyHistogram, serveClientRequests } from './client-requests.js';
 import { pace } from './pace.js';
 
 const nowMs = () => performance.timeOrigin + performance.now();
 const sockets: Socket[] = [];
-const histogram = hdr.build({
-  lowestDiscernibleValue: 1,
-  highestTrackableValue: 60_000_000,
-  numberOfSignificantValueDigits: 3,
-});
+const histogram = latencyHistogram();
 let received = 0;
 let recording = false;
 let disconnects = 0;
