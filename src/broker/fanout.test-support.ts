@@ -69,11 +69,17 @@ export function createTestOpener(
 export class FakeSink implements ConnectionSink {
   got: InProcessMessage[] = [];
   writes = 0;
+  /** Items per write, in order. */
+  batches: number[] = [];
+  /** Called at each write (to see the order of writes across connections). */
+  onWrite: ((items: number) => void) | undefined;
   accept = true;
   ended: CallStatus | undefined;
   aborted: CallStatus | undefined;
   write(items: OutItem[]): boolean {
     this.writes++;
+    this.batches.push(items.length);
+    this.onWrite?.(items.length);
     for (const it of items) this.got.push(it.toMessage());
     return this.accept;
   }
@@ -91,7 +97,37 @@ export class FakeSink implements ConnectionSink {
   }
 }
 
-export function setupFanout(limits: Partial<BrokerLimits> = {}, writeWindowUs = 0) {
+/**
+ * The core's end-of-turn flushes by hand (`deferTurn`): `turn()` runs the callbacks deferred so
+ * far, as one event-loop turn's `setImmediate`s would; those they defer wait for the next.
+ */
+export function createFakeTurns() {
+  let queued: (() => void)[] = [];
+  return {
+    defer(run: () => void): () => void {
+      let live = true;
+      queued.push(() => {
+        if (live) run();
+      });
+      return () => {
+        live = false;
+      };
+    },
+    /** Callbacks waiting for the next turn. */
+    pending: () => queued.length,
+    turn(): void {
+      const now = queued;
+      queued = [];
+      for (const run of now) run();
+    },
+  };
+}
+
+export function setupFanout(
+  limits: Partial<BrokerLimits> = {},
+  writeWindowUs = 0,
+  deferTurn?: (run: () => void) => () => void,
+) {
   const registry = new Registry();
   const metrics = createTestMetrics(registry);
   const flags = { forwardPushes: true };
@@ -103,6 +139,7 @@ export function setupFanout(limits: Partial<BrokerLimits> = {}, writeWindowUs = 
     now: () => 1000,
     clock,
     writeWindowUs,
+    deferTurn,
   });
   let seq = 0;
   const conn = (extensions = false, kind: 'grpc' | 'local' = 'grpc', callerLabel = 'test') => {

@@ -1,7 +1,13 @@
 import { performance } from 'node:perf_hooks';
 import { describe, expect, it, vi } from 'vitest';
-import { TURN_BUDGET_DELIVERIES } from './fanout.js';
-import { setupFanout as setup } from './fanout.test-support.js';
+import { encodePushDiff } from '../protocol/index.js';
+import {
+  FLUSH_QUANTUM_BYTES,
+  FLUSH_QUANTUM_ITEMS,
+  TURN_BUDGET_DELIVERIES,
+  TURN_BUDGET_WRITES,
+} from './fanout.js';
+import { createFakeTurns, setupFanout as setup } from './fanout.test-support.js';
 import { PUSH_TIME_SAMPLE_EVERY } from './metrics.js';
 
 const turn = () => new Promise((r) => setImmediate(r));
@@ -78,6 +84,141 @@ describe('fan-out core', () => {
     await turn();
     expect(core.overBudget()).toBe(false);
     expect(a.sink.pushes()).toHaveLength(TURN_BUDGET_DELIVERIES / 2);
+  });
+
+  it('writes a drained backlog a slice per write and a budget per turn, the connections not reached first in the next', () => {
+    const turns = createFakeTurns();
+    const { core, conn, push, metrics } = setup({ maxQueueMessages: 4096 }, 0, turns.defer);
+    const pub = conn();
+    const subs = Array.from({ length: 6 }, () => conn());
+    /** Per turn, each write as [subscriber index, items]. */
+    const log: [number, number][][] = [];
+    subs.forEach((x, i) => {
+      core.subscribe(x.c, 's');
+      x.sink.accept = false;
+      x.sink.onWrite = (n) => log.at(-1)?.push([i, n]);
+    });
+    // Each transport takes one write, then is full while three slices' worth queue up.
+    const backlog = 3 * FLUSH_QUANTUM_ITEMS;
+    push(pub.c, 's', 1n);
+    turns.turn();
+    for (let n = 2; n <= backlog + 1; n++) push(pub.c, 's', BigInt(n));
+    turns.turn();
+    for (const x of subs) {
+      expect(x.sink.pushes()).toEqual([1n]);
+      expect(x.c.queue).toHaveLength(backlog);
+      x.sink.accept = true;
+      core.drained(x.c);
+    }
+    while (turns.pending() > 0) {
+      log.push([]);
+      turns.turn();
+      // Reads wait while a turn leaves writes for the next (see own-h2-server.ts).
+      expect(core.overBudget()).toBe(turns.pending() > 0);
+    }
+    // No write over a slice, no turn over its budget, and no turn short of it but the last.
+    expect(log.flat().every(([, n]) => n <= FLUSH_QUANTUM_ITEMS)).toBe(true);
+    for (const t of log) {
+      expect(t.reduce((a, [, n]) => a + n, 0)).toBeLessThanOrEqual(TURN_BUDGET_WRITES);
+    }
+    expect(log).toHaveLength(Math.ceil((subs.length * backlog) / TURN_BUDGET_WRITES));
+    // Turn 1 reached the first four; turn 2 starts with the two it did not reach.
+    const budgetSlices = TURN_BUDGET_WRITES / FLUSH_QUANTUM_ITEMS;
+    expect(log[0]!.map(([i]) => i)).toEqual([0, 1, 2, 3].slice(0, budgetSlices));
+    expect(log[1]![0]![0]).toBe(budgetSlices);
+    // Every diff once, in order, nothing dropped.
+    for (const x of subs) {
+      expect(x.sink.pushes()).toEqual(Array.from({ length: backlog + 1 }, (_, k) => BigInt(k + 1)));
+    }
+    expect(metrics.stats.drops.queue_full).toBe(0);
+    expect(core.overBudget()).toBe(false);
+  });
+
+  it('slices a queue by bytes too (at least one item a write)', () => {
+    const turns = createFakeTurns();
+    const { core, conn } = setup({ maxQueueMessages: 4096 }, 0, turns.defer);
+    const pub = conn();
+    const sub = conn();
+    core.subscribe(sub.c, 's');
+    const diffBytes = Math.ceil(FLUSH_QUANTUM_BYTES / 2.5);
+    const big = (n: number) =>
+      core.push(
+        pub.c,
+        's',
+        BigInt(n),
+        encodePushDiff('s', BigInt(n), new Uint8Array(diffBytes), undefined),
+      );
+    for (let n = 1; n <= 5; n++) big(n);
+    while (turns.pending() > 0) turns.turn();
+    // Two of these fit in a slice's bytes, a third does not.
+    expect(sub.sink.batches).toEqual([2, 2, 1]);
+    expect(sub.sink.pushes()).toEqual([1n, 2n, 3n, 4n, 5n]);
+    // One item over a slice's bytes still goes, alone.
+    const huge = encodePushDiff('s', 6n, new Uint8Array(FLUSH_QUANTUM_BYTES + 1), undefined);
+    core.push(pub.c, 's', 6n, huge);
+    turns.turn();
+    expect(sub.sink.batches.at(-1)).toBe(1);
+    expect(sub.sink.pushes().at(-1)).toBe(6n);
+  });
+
+  it('eager writes in a push count against the turn budget', () => {
+    const turns = createFakeTurns();
+    // Eager writes from 512 queued (half the queue).
+    const { core, conn, push } = setup({ maxQueueMessages: 1024 }, 0, turns.defer);
+    const pub = conn();
+    const subs = Array.from({ length: 5 }, () => conn());
+    for (const x of subs) {
+      core.subscribe(x.c, 's');
+      x.sink.accept = false;
+    }
+    push(pub.c, 's', 1n);
+    turns.turn();
+    for (let n = 2; n <= 701; n++) push(pub.c, 's', BigInt(n));
+    turns.turn();
+    for (const x of subs) {
+      expect(x.c.queue).toHaveLength(700);
+      x.sink.accept = true;
+      core.drained(x.c);
+    }
+    // A push before the turn's flush: each writable queue over half full writes a slice at once,
+    // until the turn's budget is spent (four slices); the fifth waits for the turn.
+    push(pub.c, 's', 702n);
+    expect(subs.map((x) => x.sink.writes)).toEqual([2, 2, 2, 2, 1]);
+    while (turns.pending() > 0) turns.turn();
+    for (const x of subs) {
+      expect(x.sink.pushes()).toEqual(Array.from({ length: 702 }, (_, k) => BigInt(k + 1)));
+    }
+  });
+
+  it('sends the gap notice after the last slice of the queue', () => {
+    const turns = createFakeTurns();
+    const { core, conn, push } = setup(
+      { maxQueueMessages: 2 * FLUSH_QUANTUM_ITEMS },
+      0,
+      turns.defer,
+    );
+    const pub = conn();
+    const sub = conn(true);
+    core.subscribe(sub.c, 's');
+    sub.sink.accept = false;
+    push(pub.c, 's', 1n);
+    turns.turn();
+    // A full queue, then 10 dropped.
+    const last = 1 + 2 * FLUSH_QUANTUM_ITEMS;
+    for (let n = 2; n <= last + 10; n++) push(pub.c, 's', BigInt(n));
+    sub.sink.accept = true;
+    core.drained(sub.c);
+    turns.turn();
+    // One slice written: no notice yet, it would overtake the diffs still queued.
+    expect(sub.sink.gaps()).toHaveLength(0);
+    while (turns.pending() > 0) turns.turn();
+    expect(sub.sink.batches).toEqual([1, FLUSH_QUANTUM_ITEMS, FLUSH_QUANTUM_ITEMS, 1]);
+    expect(sub.sink.pushes()).toEqual(Array.from({ length: last }, (_, k) => BigInt(k + 1)));
+    expect(sub.sink.got.at(-1)).toMatchObject({
+      kind: 'gap',
+      fromSeqno: BigInt(last + 1),
+      dropped: 10,
+    });
   });
 
   it('a write window: after a write, later turns wait for the window and share one write', async () => {

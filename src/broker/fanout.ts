@@ -20,6 +20,12 @@
  *   transport keeps up. With a write window (`writeWindowUs`, `src/util/write-window.ts`) a gRPC
  *   connection written less than the window ago waits for the window's end, so the diffs of
  *   several turns share one write.
+ * - Writes are budgeted: one write takes at most `FLUSH_QUANTUM_ITEMS` items and
+ *   `FLUSH_QUANTUM_BYTES` of a queue, and one turn writes at most `TURN_BUDGET_WRITES` items in
+ *   all; what is left is written in the next turns, oldest connection first, so that a backlog
+ *   (every queue written out when a subscriber's socket drains) is written a slice per turn, not
+ *   in one synchronous run. While such a carry-over is left, `overBudget()` is true: the `own`
+ *   server reads no more until the writes have caught up.
  */
 import { performance } from 'node:perf_hooks';
 import { type Clock, createWriteWindow } from '../util/index.js';
@@ -74,8 +80,9 @@ export interface FanoutCore {
   /** The transport is gone: forget the connection. Idempotent. */
   remove(conn: Connection, why: string): void;
   /**
-   * True once this turn has queued `TURN_BUDGET_DELIVERIES` items: a transport then stops
-   * reading until the next turn (see `TURN_BUDGET_DELIVERIES`).
+   * True once this turn has queued `TURN_BUDGET_DELIVERIES` items, or while the writes of an
+   * earlier turn are carried over (`TURN_BUDGET_WRITES`): a transport then stops reading and asks
+   * again at the next turn (see `TURN_BUDGET_DELIVERIES`).
    */
   overBudget(): boolean;
   /** Queue totals, for gauges. */
@@ -96,6 +103,25 @@ export const FANOUT_LATENCY_SAMPLE_EVERY = 8;
  * 1,024 still made runs of 3.7-5.6 ms; 256 keeps them under ~2.5 ms (bench/results/notes.md).
  */
 export const TURN_BUDGET_DELIVERIES = 256;
+/**
+ * The most items and bytes of one connection's queue handed to its transport in one write; the
+ * rest waits for the next turn. 60 KiB with their DATA headers fit one region of the own server's
+ * write slab (`write-slab.ts`, 64 KiB), so a slice is one copied write, not a corked one per frame.
+ */
+export const FLUSH_QUANTUM_ITEMS = 256;
+export const FLUSH_QUANTUM_BYTES = 60 * 1024;
+/**
+ * Items written to transports in one turn, after which the turn's remaining flushes go to the next
+ * turn (first in line). At ~0.4 µs per item written, a turn's writes stay under ~0.5 ms; before,
+ * the flush after a subscriber's socket drained wrote every connection's whole queue in one run:
+ * 13k items and 5 ms on a CPU at fan-out 10 (bench/results/notes.md).
+ */
+export const TURN_BUDGET_WRITES = 1024;
+
+function immediate(run: () => void): () => void {
+  const h = setImmediate(run);
+  return () => clearImmediate(h);
+}
 
 export function createFanoutCore(options: {
   limits: BrokerLimits;
@@ -113,8 +139,15 @@ export function createFanoutCore(options: {
   writeWindowUs?: number | undefined;
   /** A connection was removed (the broker's drain waits on this). */
   onRemoved?: (() => void) | undefined;
+  /**
+   * Runs `flush` once at the end of this event-loop turn (after its I/O), returning its cancel;
+   * tests inject their own.
+   * @default setImmediate
+   */
+  deferTurn?: ((flush: () => void) => () => void) | undefined;
 }): FanoutCore {
   const { limits, flags, metrics, now, clock } = options;
+  const deferTurn = options.deferTurn ?? immediate;
   const writeWindowUs = options.writeWindowUs ?? 0;
   const { stats } = metrics;
   const table = createSubscriptionTable<Connection>();
@@ -128,8 +161,14 @@ export function createFanoutCore(options: {
   const eagerMessages = Math.max(1, Math.floor(limits.maxQueueMessages / 2));
   const eagerBytes = Math.max(1, Math.min(256 * 1024, Math.floor(limits.maxQueueBytes / 2)));
   let latencyCountdown = 0;
+  /** Connections to flush at the end of the turn, in order (a carry-over first). */
   let dirty: Connection[] = [];
-  let flushScheduled: NodeJS.Immediate | undefined;
+  /** Cancels the scheduled `flushAll`. */
+  let flushScheduled: (() => void) | undefined;
+  /** Items written since the last `flushAll` ended (eager writes in the I/O phase count too). */
+  let writtenThisTurn = 0;
+  /** The last `flushAll` left flushes for the next turn: reads wait (`overBudget`). */
+  let carried = false;
 
   /**
    * `performance.now()` at the first enqueue since the last `flushAll`: every diff read in one
@@ -141,7 +180,7 @@ export function createFanoutCore(options: {
   function receivedNow(): number {
     if (turnStart < 0) {
       turnStart = performance.now();
-      flushScheduled ??= setImmediate(flushAll);
+      flushScheduled ??= deferTurn(flushAll);
     }
     return turnStart;
   }
@@ -160,25 +199,59 @@ export function createFanoutCore(options: {
     if (conn.scheduled) return;
     conn.scheduled = true;
     dirty.push(conn);
-    flushScheduled ??= setImmediate(flushAll);
+    flushScheduled ??= deferTurn(flushAll);
   }
 
+  /**
+   * The turn's flushes, in order, until `TURN_BUDGET_WRITES` items are written (at least one
+   * connection's); the connections not reached, then those written only in part, are first in
+   * the next turn's.
+   */
   function flushAll(): void {
     flushScheduled = undefined;
     turnStart = -1;
     queuedThisTurn = 0;
     const batch = dirty;
     dirty = [];
-    for (const conn of batch) flush(conn);
+    let i = 0;
+    while (i < batch.length && (i === 0 || writtenThisTurn < TURN_BUDGET_WRITES))
+      flush(batch[i++]!);
+    writtenThisTurn = 0;
+    if (i < batch.length) dirty = batch.slice(i).concat(dirty);
+    // What this turn left (a part of a queue re-added by `flush`, or connections not reached).
+    carried = dirty.length > 0;
+    if (carried) flushScheduled ??= deferTurn(flushAll);
+  }
+
+  /**
+   * The oldest items of `conn`'s queue, at most `FLUSH_QUANTUM_ITEMS` and `FLUSH_QUANTUM_BYTES`
+   * (at least one item), taken off the queue.
+   */
+  function takeSlice(conn: Connection): OutItem[] {
+    const queue = conn.queue;
+    if (queue.length <= FLUSH_QUANTUM_ITEMS && conn.queueBytes <= FLUSH_QUANTUM_BYTES) {
+      conn.queue = [];
+      conn.queueBytes = 0;
+      return queue;
+    }
+    let n = 0;
+    let bytes = 0;
+    while (n < queue.length && n < FLUSH_QUANTUM_ITEMS) {
+      const b = queue[n]!.bytes;
+      if (n > 0 && bytes + b > FLUSH_QUANTUM_BYTES) break;
+      bytes += b;
+      n++;
+    }
+    conn.queueBytes -= bytes;
+    return queue.splice(0, n);
   }
 
   function flush(conn: Connection): void {
     conn.scheduled = false;
     if (conn.state !== 'open' || !conn.writable) return;
     if (conn.queue.length > 0) {
-      const items = conn.queue;
-      conn.queue = [];
-      conn.queueBytes = 0;
+      const items = takeSlice(conn);
+      writtenThisTurn += items.length;
       const oldest = items[0]!;
       let ok: boolean;
       try {
@@ -188,20 +261,23 @@ export function createFanoutCore(options: {
         end(conn, { code: GrpcStatus.INTERNAL, message: 'write failed' }, 'abort');
         return;
       }
-      // Sampled: a prom-client observe allocates and hashes labels, half a µs per flush.
+      // Sampled: a prom-client observe allocates and hashes labels, half a µs per flush. A
+      // slice after the first is timed from the queue's oldest receipt too (an upper bound).
       if (oldest instanceof Broadcast && --latencyCountdown <= 0) {
         latencyCountdown = FANOUT_LATENCY_SAMPLE_EVERY;
         metrics.fanoutLatency.observe((performance.now() - conn.queuedAt) / 1000);
       }
       conn.window?.wrote();
       if (!ok) conn.writable = false;
+      // The rest of the queue, in the next turn (or after the drain).
+      else if (conn.queue.length > 0) flushSoon(conn);
     }
     if (conn.stuckTimer !== undefined) {
       conn.stuckTimer.cancel();
       conn.stuckTimer = undefined;
     }
-    // The subscriber can receive again: tell it what it missed.
-    if (conn.gaps !== undefined && conn.gaps.size > 0 && conn.writable) {
+    // The subscriber can receive again: tell it what it missed, after what was queued before.
+    if (conn.gaps !== undefined && conn.gaps.size > 0 && conn.writable && conn.queue.length === 0) {
       const ts = now();
       const notices: OutItem[] = [];
       for (const [shardId, gap] of conn.gaps) {
@@ -272,15 +348,18 @@ export function createFanoutCore(options: {
     }
     // The oldest item's receipt, for the fan-out latency histogram.
     if (conn.queue.length === 0) conn.queuedAt = receivedNow();
-    queuedThisTurn++;
+    // The turn's end resets the budget even if nothing is written (a queue not writable).
+    if (++queuedThisTurn === TURN_BUDGET_DELIVERIES) flushScheduled ??= deferTurn(flushAll);
     conn.queue.push(item);
     conn.queueBytes += bytes;
     if (
       conn.kind === 'grpc' &&
       conn.writable &&
-      (conn.queue.length >= eagerMessages || conn.queueBytes >= eagerBytes)
+      (conn.queue.length >= eagerMessages || conn.queueBytes >= eagerBytes) &&
+      writtenThisTurn < TURN_BUDGET_WRITES
     ) {
-      // A burst within one turn: write now rather than let a healthy subscriber's queue fill.
+      // A burst within one turn: write now rather than let a healthy subscriber's queue fill
+      // (a slice, within the turn's budget: `flushAll` writes the rest).
       // Never for same-process connections: their callback must not run inside a push.
       flush(conn);
     } else {
@@ -445,7 +524,7 @@ export function createFanoutCore(options: {
     },
     end,
     remove,
-    overBudget: () => queuedThisTurn >= TURN_BUDGET_DELIVERIES,
+    overBudget: () => carried || queuedThisTurn >= TURN_BUDGET_DELIVERIES,
     queued() {
       let messages = 0;
       let bytes = 0;
@@ -456,10 +535,12 @@ export function createFanoutCore(options: {
       return { messages, bytes };
     },
     dispose() {
-      if (flushScheduled !== undefined) clearImmediate(flushScheduled);
+      flushScheduled?.();
       flushScheduled = undefined;
       turnStart = -1;
       queuedThisTurn = 0;
+      writtenThisTurn = 0;
+      carried = false;
       for (const c of connections.values()) {
         c.stuckTimer?.cancel();
         c.stuckTimer = undefined;

@@ -57,9 +57,10 @@ function adoptWithOnread(
 /**
  * A plain-TCP HTTP/2 server on our session, reporting to `events`. Listening is the caller's.
  * After each read, `readPaused()` true (the fan-out core's turn is over its budget) stops reading
- * that socket until the next turn: a backlog that piled up in the kernel while the broker was
- * descheduled is then handled a slice per turn, each flushed and written before the next is read,
- * instead of in one synchronous run (up to libuv's 32 reads of 64 KiB) that holds all of it.
+ * that socket until a later turn at whose end it is false (the turn's writes, budgeted too, have
+ * caught up): a backlog that piled up in the kernel while the broker was descheduled is then
+ * handled a slice per turn, each flushed and written before the next is read, instead of in one
+ * synchronous run (up to libuv's 32 reads of 64 KiB) that holds all of it.
  */
 export function createOwnH2Server(
   settings: H2ServerSettings,
@@ -74,12 +75,16 @@ export function createOwnH2Server(
   const srv = createServer({ pauseOnConnect: true, noDelay: true });
   srv.on('connection', (accepted: Socket) => {
     let conn: H2ServerConnection | undefined;
+    // At the end of each later turn (after the core's flush of it) until the budget allows.
+    const resumeLater = (): void => {
+      if (socket.destroyed) return;
+      if (readPaused?.() === true) setImmediate(resumeLater);
+      else socket.resume();
+    };
     const socket = adoptWithOnread(accepted, read, (chunk) => {
       conn?.receive(chunk);
       if (readPaused?.() !== true) return true;
-      setImmediate(() => {
-        if (!socket.destroyed) socket.resume();
-      });
+      setImmediate(resumeLater);
       return false;
     });
     socket.on('error', (err) => log.debug({ err }, 'socket error'));
