@@ -85,12 +85,11 @@ describe('resume store', () => {
     r.record('a', 1n, frame('a1', 40), A);
     r.record('b', 1n, frame('b1', 40), A);
     r.record('b', 2n, frame('b2', 5), A);
-    // 'a' has aged by a full round of pushes: it moves to the young end (approximate LRU).
-    r.record('a', 2n, frame('a2', 10), A);
     r.record('c', 1n, frame('c1', 40), A);
     expect(r.totalBytes).toBeLessThanOrEqual(100);
-    expect(r.replay('b', 0n).kind).toBe('gap');
-    expect(view(r.replay('a', 0n))).toEqual({ kind: 'complete', items: ['a1', 'a2'] });
+    // The oldest ring not pushed since it was placed goes: 'a' ('b' was pushed again).
+    expect(r.replay('a', 0n).kind).toBe('gap');
+    expect(view(r.replay('b', 0n))).toEqual({ kind: 'complete', items: ['b1', 'b2'] });
     r.record('big', 1n, frame('x', 500), A);
     expect(r.totalBytes).toBeLessThanOrEqual(500);
     expect(r.shardCount).toBe(1);
@@ -98,6 +97,29 @@ describe('resume store', () => {
     r.record('big', 2n, frame('y', 500), A);
     expect(view(r.replay('big', 0n))).toEqual({ kind: 'gap', items: ['y'], fromSeqno: 1n });
     expect(r.totalBytes).toBe(500);
+  });
+
+  it('evicts by second chance: a ring pushed since placed moves to the young end once', () => {
+    const r = createResumeStore({ ringSize: 4, maxTotalBytes: 100 });
+    r.record('a', 1n, frame('a1', 30), A);
+    r.record('b', 1n, frame('b1', 30), A);
+    r.record('c', 1n, frame('c1', 30), A);
+    r.record('a', 2n, frame('a2', 5), A);
+    // Over by 25: 'a' (pushed since placed) moves behind 'c', 'b' goes.
+    r.record('d', 1n, frame('d1', 30), A);
+    expect(r.replay('b', 0n).kind).toBe('gap');
+    expect(view(r.replay('a', 0n))).toEqual({ kind: 'complete', items: ['a1', 'a2'] });
+    // Over again: 'c' is now the oldest placed and not pushed since: it goes, 'a' stays.
+    r.record('e', 1n, frame('e1', 30), A);
+    expect(r.replay('c', 0n).kind).toBe('gap');
+    expect(r.replay('a', 0n).kind).toBe('complete');
+    // Then in the order placed: 'd', then 'a' (not pushed since its second chance), not 'e'.
+    r.record('f', 1n, frame('f1', 30), A);
+    expect(r.replay('d', 0n).kind).toBe('gap');
+    r.record('g', 1n, frame('g1', 30), A);
+    expect(r.replay('a', 0n).kind).toBe('gap');
+    expect(r.replay('e', 0n).kind).toBe('complete');
+    expect(r.totalBytes).toBeLessThanOrEqual(100);
   });
 
   it('ring size 0 keeps nothing', () => {
