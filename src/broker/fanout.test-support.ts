@@ -127,6 +127,7 @@ export function setupFanout(
   limits: Partial<BrokerLimits> = {},
   writeWindowUs = 0,
   deferTurn?: (run: () => void) => () => void,
+  now: () => number = () => 1000,
 ) {
   const registry = new Registry();
   const metrics = createTestMetrics(registry);
@@ -136,7 +137,7 @@ export function setupFanout(
     limits: { ...DEFAULT_LIMITS, ...limits },
     flags,
     metrics,
-    now: () => 1000,
+    now,
     clock,
     writeWindowUs,
     deferTurn,

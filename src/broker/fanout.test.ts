@@ -69,6 +69,24 @@ describe('fan-out core', () => {
     }
   });
 
+  it('reads the wall clock once per turn: the forwarded timestamp of every diff of the turn', () => {
+    const turns = createFakeTurns();
+    let wall = 5000;
+    const now = vi.fn(() => wall++);
+    const { core, conn, push } = setup({}, 0, turns.defer, now);
+    const pub = conn();
+    const sub = conn(false, 'local');
+    core.subscribe(sub.c, 's');
+    for (let n = 1n; n <= 3n; n++) push(pub.c, 's', n);
+    expect(now).toHaveBeenCalledTimes(1);
+    turns.turn();
+    push(pub.c, 's', 4n);
+    turns.turn();
+    expect(now).toHaveBeenCalledTimes(2);
+    const stamps = sub.sink.got.map((m) => (m.kind === 'push' ? m.timestampMs : -1));
+    expect(stamps).toEqual([5000, 5000, 5000, 5001]);
+  });
+
   it("is over its turn's budget once TURN_BUDGET_DELIVERIES items are queued, until the flush", async () => {
     const { core, conn, push } = setup();
     const pub = conn();
