@@ -179,12 +179,33 @@ describe('fan-out core', () => {
     expect(sub.sink.pushes().at(-1)).toBe(6n);
   });
 
+  it('writes all a turn queued, in slices, however many: the budget bounds only a backlog', () => {
+    const turns = createFakeTurns();
+    const { core, conn, push, metrics } = setup({ maxQueueMessages: 4096 }, 0, turns.defer);
+    const pub = conn();
+    const hot = conn();
+    core.subscribe(hot.c, 's');
+    // More per turn than a slice, more than the budget: reads that nothing pauses (node:http2,
+    // same-process publishers, the NATS bridge) must not outrun the writes.
+    const perTurn = TURN_BUDGET_WRITES + FLUSH_QUANTUM_ITEMS + 10;
+    let n = 0;
+    for (let t = 0; t < 3; t++) {
+      for (let k = 0; k < perTurn; k++) push(pub.c, 's', BigInt(++n));
+      turns.turn();
+      expect(hot.c.queue).toHaveLength(0);
+      expect(core.overBudget()).toBe(false);
+    }
+    expect(hot.sink.batches.every((b) => b <= FLUSH_QUANTUM_ITEMS)).toBe(true);
+    expect(hot.sink.pushes()).toEqual(Array.from({ length: n }, (_, k) => BigInt(k + 1)));
+    expect(metrics.stats.drops.queue_full).toBe(0);
+  });
+
   it('eager writes in a push count against the turn budget', () => {
     const turns = createFakeTurns();
     // Eager writes from 512 queued (half the queue).
     const { core, conn, push } = setup({ maxQueueMessages: 1024 }, 0, turns.defer);
     const pub = conn();
-    const subs = Array.from({ length: 5 }, () => conn());
+    const subs = Array.from({ length: 6 }, () => conn());
     for (const x of subs) {
       core.subscribe(x.c, 's');
       x.sink.accept = false;
@@ -199,9 +220,10 @@ describe('fan-out core', () => {
       core.drained(x.c);
     }
     // A push before the turn's flush: each writable queue over half full writes a slice at once,
-    // until the turn's budget is spent (four slices); the fifth waits for the turn.
+    // until the turn may write no more (what it queued, 5 items so far, and the budget: five
+    // slices); the sixth waits for the turn.
     push(pub.c, 's', 702n);
-    expect(subs.map((x) => x.sink.writes)).toEqual([2, 2, 2, 2, 1]);
+    expect(subs.map((x) => x.sink.writes)).toEqual([2, 2, 2, 2, 2, 1]);
     while (turns.pending() > 0) turns.turn();
     for (const x of subs) {
       expect(x.sink.pushes()).toEqual(Array.from({ length: 702 }, (_, k) => BigInt(k + 1)));
@@ -210,8 +232,10 @@ describe('fan-out core', () => {
 
   it('sends the gap notice after the last slice of the queue', () => {
     const turns = createFakeTurns();
+    // A queue of more than a turn's budget.
+    const slices = TURN_BUDGET_WRITES / FLUSH_QUANTUM_ITEMS + 1;
     const { core, conn, push } = setup(
-      { maxQueueMessages: 2 * FLUSH_QUANTUM_ITEMS },
+      { maxQueueMessages: slices * FLUSH_QUANTUM_ITEMS },
       0,
       turns.defer,
     );
@@ -222,15 +246,16 @@ describe('fan-out core', () => {
     push(pub.c, 's', 1n);
     turns.turn();
     // A full queue, then 10 dropped.
-    const last = 1 + 2 * FLUSH_QUANTUM_ITEMS;
+    const last = 1 + slices * FLUSH_QUANTUM_ITEMS;
     for (let n = 2; n <= last + 10; n++) push(pub.c, 's', BigInt(n));
+    turns.turn();
     sub.sink.accept = true;
     core.drained(sub.c);
     turns.turn();
-    // One slice written: no notice yet, it would overtake the diffs still queued.
+    // A budget's slices written: no notice yet, it would overtake the diffs still queued.
     expect(sub.sink.gaps()).toHaveLength(0);
     while (turns.pending() > 0) turns.turn();
-    expect(sub.sink.batches).toEqual([1, FLUSH_QUANTUM_ITEMS, FLUSH_QUANTUM_ITEMS, 1]);
+    expect(sub.sink.batches).toEqual([1, ...Array(slices).fill(FLUSH_QUANTUM_ITEMS), 1]);
     expect(sub.sink.pushes()).toEqual(Array.from({ length: last }, (_, k) => BigInt(k + 1)));
     expect(sub.sink.got.at(-1)).toMatchObject({
       kind: 'gap',

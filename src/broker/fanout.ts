@@ -21,11 +21,11 @@
  *   connection written less than the window ago waits for the window's end, so the diffs of
  *   several turns share one write.
  * - Writes are budgeted: one write takes at most `FLUSH_QUANTUM_ITEMS` items and
- *   `FLUSH_QUANTUM_BYTES` of a queue, and one turn writes at most `TURN_BUDGET_WRITES` items in
- *   all; what is left is written in the next turns, oldest connection first, so that a backlog
- *   (every queue written out when a subscriber's socket drains) is written a slice per turn, not
- *   in one synchronous run. While such a carry-over is left, `overBudget()` is true: the `own`
- *   server reads no more until the writes have caught up.
+ *   `FLUSH_QUANTUM_BYTES` of a queue, and one turn writes at most `TURN_BUDGET_WRITES` items more
+ *   than it queued; what is left is written in the next turns, oldest connection first, so that
+ *   a backlog (every queue written out when a subscriber's socket drains) is written a slice per
+ *   turn, not in one synchronous run. While such a carry-over is left, `overBudget()` is true:
+ *   the `own` server reads no more until the writes have caught up.
  */
 import { performance } from 'node:perf_hooks';
 import { type Clock, createWriteWindow } from '../util/index.js';
@@ -111,10 +111,13 @@ export const TURN_BUDGET_DELIVERIES = 256;
 export const FLUSH_QUANTUM_ITEMS = 256;
 export const FLUSH_QUANTUM_BYTES = 60 * 1024;
 /**
- * Items written to transports in one turn, after which the turn's remaining flushes go to the next
- * turn (first in line). At ~0.4 µs per item written, a turn's writes stay under ~0.5 ms; before,
- * the flush after a subscriber's socket drained wrote every connection's whole queue in one run:
- * 13k items and 5 ms on a CPU at fan-out 10 (bench/results/notes.md).
+ * Items written to transports in one turn beyond those the turn queued, after which the turn's
+ * remaining flushes go to the next turn (first in line). A turn always may write what it queued,
+ * so that writes keep pace with reads that no budget pauses (`node:http2`, TLS; same-process
+ * publishers; the NATS bridge) and a busy connection gets several slices in a turn; what the
+ * budget bounds is a backlog: before, the flush after a subscriber's socket drained wrote every
+ * connection's whole queue in one run, 13k items and 5 ms on a CPU at fan-out 10
+ * (bench/results/notes.md). At ~0.4 µs per item written, 1,024 more are ~0.5 ms.
  */
 export const TURN_BUDGET_WRITES = 1024;
 
@@ -215,23 +218,35 @@ export function createFanoutCore(options: {
     flushScheduled ??= deferTurn(flushAll);
   }
 
+  /** Items the turn may write: what it queued (so writes never fall behind reads), and more. */
+  const turnLimit = () => queuedThisTurn + TURN_BUDGET_WRITES;
+
   /**
-   * The turn's flushes, in order, until `TURN_BUDGET_WRITES` items are written (at least one
-   * connection's); the connections not reached, then those written only in part, are first in
-   * the next turn's.
+   * The turn's flushes, a slice per connection per pass, passes in order while the turn may write
+   * more (`turnLimit`; at least one connection's slice); the connections not reached, then those
+   * written only in part, are first in the next turn's.
    */
   function flushAll(): void {
     flushScheduled = undefined;
     turnStart = -1;
     turnWallMs = -1;
+    const limit = turnLimit();
     queuedThisTurn = 0;
-    const batch = dirty;
-    dirty = [];
-    let i = 0;
-    while (i < batch.length && (i === 0 || writtenThisTurn < TURN_BUDGET_WRITES))
-      flush(batch[i++]!);
+    for (let first = true; ; first = false) {
+      const batch = dirty;
+      dirty = [];
+      let i = 0;
+      while (i < batch.length && ((first && i === 0) || writtenThisTurn < limit)) {
+        flush(batch[i++]!);
+      }
+      if (i < batch.length) {
+        dirty = batch.slice(i).concat(dirty);
+        break;
+      }
+      // Another pass over those written in part, while the turn may write more.
+      if (dirty.length === 0 || writtenThisTurn >= limit) break;
+    }
     writtenThisTurn = 0;
-    if (i < batch.length) dirty = batch.slice(i).concat(dirty);
     // What this turn left (a part of a queue re-added by `flush`, or connections not reached).
     carried = dirty.length > 0;
     if (carried) flushScheduled ??= deferTurn(flushAll);
@@ -370,7 +385,7 @@ export function createFanoutCore(options: {
       conn.kind === 'grpc' &&
       conn.writable &&
       (conn.queue.length >= eagerMessages || conn.queueBytes >= eagerBytes) &&
-      writtenThisTurn < TURN_BUDGET_WRITES
+      writtenThisTurn < turnLimit()
     ) {
       // A burst within one turn: write now rather than let a healthy subscriber's queue fill
       // (a slice, within the turn's budget: `flushAll` writes the rest).
