@@ -54,6 +54,7 @@ import {
   validateSeqno,
 } from './limits.js';
 import { executeNamed } from './postgres-execute.js';
+import { PostgresPool } from './postgres-pool.js';
 import { abortedError, raceAbort } from './postgres-redis-abort.js';
 import type {
   CallOptions,
@@ -68,6 +69,8 @@ import type {
 export const DEFAULT_POSTGRES_TABLE = 'consensus';
 export const DEFAULT_POSTGRES_POOL_SIZE = 10;
 export const DEFAULT_POSTGRES_CONNECT_TIMEOUT_MS = 5_000;
+/** Idle connections stay open (0): see `PostgresConsensusOptions.idleTimeoutMs`. */
+export const DEFAULT_POSTGRES_IDLE_TIMEOUT_MS = 0;
 export const DEFAULT_POSTGRES_STATEMENT_TIMEOUT_MS = 30_000;
 export const DEFAULT_POSTGRES_MAX_ATTEMPTS = 50;
 /** The retry backoff stops doubling here. */
@@ -86,13 +89,25 @@ export interface PostgresConsensusOptions extends OpenConsensusOptions {
    * use a table per run. @default 'consensus'
    */
   table?: string | undefined;
-  /** Connections in the pool, in [1, 1000]. @default 10 (`DEFAULT_POSTGRES_POOL_SIZE`) */
+  /**
+   * Connections in the pool at most, in [1, 1000]; opened as calls need them, then kept.
+   * @default 10 (`DEFAULT_POSTGRES_POOL_SIZE`)
+   */
   poolSize?: number | undefined;
+  /**
+   * Close a connection that has been idle this long, in ms; 0 keeps every connection open once
+   * opened (a writer's pool between bursts would otherwise reopen them, paying connection
+   * setup and the statements' Parse in the next burst's tail). In [0, 86400000]. Until
+   * 2026-12 the pool closed idle connections after 10 s (node-postgres's pool default).
+   * @default 0 (`DEFAULT_POSTGRES_IDLE_TIMEOUT_MS`)
+   */
+  idleTimeoutMs?: number | undefined;
   /** How long to wait for a pooled connection before failing `unavailable`. @default 5000 */
   connectTimeoutMs?: number | undefined;
   /**
    * The server's `statement_timeout`; a statement cut off by it is `indeterminate`. The client
-   * gives up 5 s later still (a black-holed connection), also `indeterminate`. @default 30000
+   * drops a connection that has answered nothing 5–6 s later still (a black-holed connection;
+   * the pool's sweep), also `indeterminate` for a write. @default 30000
    */
   statementTimeoutMs?: number | undefined;
   /**
@@ -129,21 +144,49 @@ export async function openPostgresConsensus(
     backend: 'postgres',
     table: config.table,
   });
-  const pool = new pg.Pool({
+  const clientConfig: pg.ClientConfig = {
     connectionString: config.connectionString,
     options: config.startupOptions,
-    max: config.poolSize,
     connectionTimeoutMillis: config.connectTimeoutMs,
-    query_timeout: config.statementTimeoutMs + 5_000,
     keepAlive: true,
-    allowExitOnIdle: true,
-  });
-  // An idle client whose connection drops emits 'error' on the pool; a checked-out one emits it
-  // on the client, even after the query already failed. Without listeners either would crash
-  // the process.
-  pool.on('error', (err) => logger.warn({ err }, 'idle Postgres connection failed'));
-  pool.on('connect', (client) => {
-    client.on('error', (err) => logger.debug({ err }, 'Postgres connection failed'));
+  };
+  // A connection that drops emits 'error' on its client, idle or checked out (even after its
+  // statement already failed); without a listener it would crash the process. The pool adds
+  // its own once the connection is open.
+  const onConnectingError = (err: Error) =>
+    logger.debug({ err }, 'Postgres connection failed while opening');
+  const pool = new PostgresPool<pg.Client>({
+    size: config.poolSize,
+    connectTimeoutMs: config.connectTimeoutMs,
+    // The server's statement_timeout cuts a statement off first; this is for a connection
+    // that no longer answers at all.
+    readTimeoutMs: config.statementTimeoutMs + 5_000,
+    idleTimeoutMs: config.idleTimeoutMs,
+    connect: async () => {
+      const client = new pg.Client(clientConfig);
+      client.on('error', onConnectingError);
+      try {
+        await client.connect();
+      } catch (err) {
+        client.end().catch(() => undefined);
+        throw err;
+      }
+      client.off('error', onConnectingError);
+      return client;
+    },
+    // pg's Client.ref/unref (its socket's), missing from @types/pg.
+    hold: (client, held) => {
+      const c = client as unknown as { ref(): void; unref(): void };
+      if (held) c.ref();
+      else c.unref();
+    },
+    destroy: (client, err) => client.connection.stream.destroy(err),
+    onError: (err, idle) =>
+      idle
+        ? logger.warn({ err }, 'idle Postgres connection failed')
+        : logger.debug({ err }, 'Postgres connection failed'),
+    // The system clock: `clock` is the retry sleeps' (documented so; a test counts them).
+    clock: systemClock,
   });
   const consensus = new PostgresConsensus(pool, config, logger, options);
   try {
@@ -160,6 +203,7 @@ interface ResolvedConfig {
   startupOptions: string;
   table: string;
   poolSize: number;
+  idleTimeoutMs: number;
   connectTimeoutMs: number;
   statementTimeoutMs: number;
   maxAttempts: number;
@@ -235,6 +279,13 @@ function resolveConfig(url: string, options: PostgresConsensusOptions): Resolved
     startupOptions: startup,
     table,
     poolSize: intOption('poolSize', poolSize, DEFAULT_POSTGRES_POOL_SIZE, 1, 1000),
+    idleTimeoutMs: intOption(
+      'idleTimeoutMs',
+      options.idleTimeoutMs,
+      DEFAULT_POSTGRES_IDLE_TIMEOUT_MS,
+      0,
+      86_400_000,
+    ),
     connectTimeoutMs: intOption(
       'connectTimeoutMs',
       options.connectTimeoutMs,
@@ -310,7 +361,7 @@ type Statements = ReturnType<typeof statements>;
 
 class PostgresConsensus implements Consensus {
   readonly backend = 'postgres' as const;
-  readonly #pool: pg.Pool;
+  readonly #pool: PostgresPool<pg.Client>;
   readonly #config: ResolvedConfig;
   readonly #logger: Logger;
   readonly #sql: Statements;
@@ -319,7 +370,7 @@ class PostgresConsensus implements Consensus {
   #closed = false;
 
   constructor(
-    pool: pg.Pool,
+    pool: PostgresPool<pg.Client>,
     config: ResolvedConfig,
     logger: Logger,
     options: Pick<PostgresConsensusOptions, 'registry' | 'clock'>,
@@ -341,12 +392,17 @@ class PostgresConsensus implements Consensus {
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#run('schema', undefined, async (c) => {
-          await c.query(this.#sql.create);
-          const exists = await c.query(this.#sql.headsExists, [this.#sql.headsTable]);
+          // Several statements on one connection: each restarts the read timeout.
+          const q = (text: string, values?: unknown[]) => {
+            this.#pool.stamp(c);
+            return c.query(text, values);
+          };
+          await q(this.#sql.create);
+          const exists = await q(this.#sql.headsExists, [this.#sql.headsTable]);
           if (exists.rows.length > 0) return exists;
-          return transaction(c, async () => {
-            await c.query(this.#sql.createHeads);
-            return c.query(this.#sql.backfillHeads);
+          return transaction(q, async () => {
+            await q(this.#sql.createHeads);
+            return q(this.#sql.backfillHeads);
           });
         });
         return;
@@ -487,7 +543,7 @@ class PostgresConsensus implements Consensus {
   async #run<T>(
     op: Op,
     options: CallOptions | undefined,
-    send: (client: pg.PoolClient) => Promise<T>,
+    send: (client: pg.Client) => Promise<T>,
   ): Promise<T> {
     let backoffMs = this.#config.retryBackoffMs;
     for (let attempt = 1; ; attempt++) {
@@ -525,14 +581,18 @@ class PostgresConsensus implements Consensus {
   async #once<T>(
     op: Op,
     options: CallOptions | undefined,
-    send: (client: pg.PoolClient) => Promise<T>,
+    send: (client: pg.Client) => Promise<T>,
   ): Promise<T> {
     if (this.#closed) throw new ConsensusError('closed', 'the Consensus is closed');
     throwIfAborted(options);
     const signal = options?.signal;
-    let client: pg.PoolClient;
+    const pool = this.#pool;
+    let client: pg.Client;
     try {
-      client = await raceAbort(this.#pool.connect(), signal, (late) => late.release());
+      // At once when a connection is idle (the usual case): no promise to race.
+      const got = pool.acquire();
+      client =
+        got instanceof Promise ? await raceAbort(got, signal, (late) => pool.release(late)) : got;
     } catch (err) {
       if (err instanceof ConsensusError) throw err;
       if (this.#closed) throw new ConsensusError('closed', 'the Consensus is closed');
@@ -543,14 +603,14 @@ class PostgresConsensus implements Consensus {
     try {
       throwIfAborted(options);
     } catch (err) {
-      client.release();
+      pool.release(client);
       throw err;
     }
     const query = send(client);
     // Release exactly once, when the statement settles (even after an abort gave up on it).
     query.then(
-      () => client.release(),
-      (err) => client.release(breaksConnection(err) ? asError(err) : undefined),
+      () => pool.release(client),
+      (err) => pool.release(client, breaksConnection(err) ? asError(err) : undefined),
     );
     try {
       return await raceAbort(query, signal, () => undefined, WRITES.has(op));
@@ -561,20 +621,20 @@ class PostgresConsensus implements Consensus {
   }
 }
 
-/** Runs `body` in a transaction on `c`, rolled back if it fails. */
+/** Runs `body` in a transaction on the connection `q` queries, rolled back if it fails. */
 async function transaction(
-  c: pg.PoolClient,
+  q: (text: string) => Promise<pg.QueryResult>,
   body: () => Promise<pg.QueryResult>,
 ): Promise<pg.QueryResult> {
-  await c.query('BEGIN');
+  await q('BEGIN');
   try {
     const res = await body();
-    await c.query('COMMIT');
+    await q('COMMIT');
     return res;
   } catch (err) {
     // If the rollback fails too, its error (a lost connection) is the one to report: the pool
     // must drop the connection rather than reuse it mid-transaction.
-    await c.query('ROLLBACK');
+    await q('ROLLBACK');
     throw err;
   }
 }
