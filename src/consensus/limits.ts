@@ -14,8 +14,6 @@ export const MAX_SCAN_LIMIT = 100_000;
 export const DEFAULT_LIST_PAGE_SIZE = 1000;
 export const MAX_LIST_PAGE_SIZE = 10_000;
 
-const encoder = new TextEncoder();
-
 /**
  * Checks a key at the edge: a non-empty string of at most `MAX_KEY_BYTES` UTF-8 bytes, without
  * NUL (Postgres `text` cannot hold it) and without lone surrogates (they cannot round-trip).
@@ -34,7 +32,8 @@ export function validateKey(key: unknown): string {
       'key must be well-formed UTF-16 (no lone surrogates)',
     );
   }
-  const bytes = encoder.encode(key).byteLength;
+  // A UTF-16 code unit is at most 3 UTF-8 bytes: a short key needs no count (a hot path).
+  const bytes = key.length * 3 <= MAX_KEY_BYTES ? 0 : Buffer.byteLength(key, 'utf8');
   if (bytes > MAX_KEY_BYTES) {
     throw new ConsensusError(
       'invalid_argument',

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { countListeners } from '../util/abort-listeners.test-support.js';
 import { createFakeClock, sleep } from '../util/index.js';
 import { ConsensusError } from './errors.js';
 import { abortedError, raceAbort } from './postgres-redis-abort.js';
@@ -46,6 +47,26 @@ describe('raceAbort', () => {
       await Promise.resolve();
       expect(late).toEqual(['connection']);
     }
+  });
+
+  it('adds one listener to a signal for any number of calls, and each call ends its watch', async () => {
+    const ac = new AbortController();
+    const listeners = countListeners(ac.signal);
+    const pending = Array.from({ length: 50 }, () => deferred<number>());
+    const raced = pending.map((d) => raceAbort(d.promise, ac.signal, () => undefined, true));
+    expect(listeners()).toBe(1);
+    // Settled calls no longer react to the signal; the pending ones do.
+    pending.slice(0, 25).forEach((d, i) => {
+      d.resolve(i);
+    });
+    expect(await Promise.all(raced.slice(0, 25))).toEqual([...Array(25).keys()]);
+    ac.abort(new Error('closing'));
+    const errs = await Promise.all(raced.slice(25).map(rejection));
+    expect(errs.map((e) => e.code)).toEqual(Array(25).fill('indeterminate'));
+    // The next call on the aborted signal rejects at once.
+    expect(
+      (await rejection(raceAbort(new Promise(() => {}), ac.signal, () => undefined))).code,
+    ).toBe('aborted');
   });
 
   it('rejects at once for an already-aborted signal', async () => {

@@ -3,6 +3,7 @@
  * sent cannot be recalled, so an abort mid-flight stops the caller waiting but not the server:
  * for a write the outcome is then unknown (`indeterminate`), for a read it is `aborted`.
  */
+import { type AbortWatcher, unwatchAbort, watchAbort } from '../util/index.js';
 import { ConsensusError } from './errors.js';
 
 /** The error of a call whose signal fired before it was sent or while it waited to retry. */
@@ -23,22 +24,26 @@ export function raceAbort<T>(
   if (signal === undefined) return promise;
   return new Promise<T>((resolve, reject) => {
     let settled = false;
-    const onAbort = () => {
-      if (settled) return;
-      settled = true;
-      reject(
-        inFlightWrite
-          ? new ConsensusError('indeterminate', 'aborted while the write was in flight', {
-              cause: signal.reason,
-            })
-          : abortedError(signal),
-      );
+    // One listener per signal however many calls wait on it (src/util/abort-watch.ts): a
+    // handle passes its closing signal to every call, so a listener pair per call is saved.
+    const watcher: AbortWatcher = {
+      onAbort: () => {
+        if (settled) return;
+        settled = true;
+        reject(
+          inFlightWrite
+            ? new ConsensusError('indeterminate', 'aborted while the write was in flight', {
+                cause: signal.reason,
+              })
+            : abortedError(signal),
+        );
+      },
     };
-    if (signal.aborted) onAbort();
-    else signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) watcher.onAbort(signal.reason);
+    else watchAbort(signal, watcher);
     promise.then(
       (value) => {
-        signal.removeEventListener('abort', onAbort);
+        unwatchAbort(signal, watcher);
         if (settled) late(value);
         else {
           settled = true;
@@ -46,7 +51,7 @@ export function raceAbort<T>(
         }
       },
       (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
+        unwatchAbort(signal, watcher);
         if (!settled) {
           settled = true;
           reject(err);
