@@ -73,6 +73,8 @@ export const DEFAULT_POSTGRES_CONNECT_TIMEOUT_MS = 5_000;
 export const DEFAULT_POSTGRES_IDLE_TIMEOUT_MS = 0;
 export const DEFAULT_POSTGRES_STATEMENT_TIMEOUT_MS = 30_000;
 export const DEFAULT_POSTGRES_MAX_ATTEMPTS = 50;
+/** TCP keepalive probes of a connection start after this long without traffic. */
+export const POSTGRES_KEEPALIVE_IDLE_MS = 10_000;
 /** The retry backoff stops doubling here. */
 export const MAX_POSTGRES_RETRY_BACKOFF_MS = 100;
 export const DEFAULT_POSTGRES_RETRY_BACKOFF_MS = 1;
@@ -148,7 +150,11 @@ export async function openPostgresConsensus(
     connectionString: config.connectionString,
     options: config.startupOptions,
     connectionTimeoutMillis: config.connectTimeoutMs,
+    // Idle connections stay open (idleTimeoutMs 0): TCP keepalive from 10 s of silence keeps a
+    // NAT's or load balancer's mapping alive and finds a dead peer while idle, so that the next
+    // statement does not go out on a connection that is gone.
     keepAlive: true,
+    keepAliveInitialDelayMillis: POSTGRES_KEEPALIVE_IDLE_MS,
   };
   // A connection that drops emits 'error' on its client, idle or checked out (even after its
   // statement already failed); without a listener it would crash the process. The pool adds
