@@ -1,6 +1,9 @@
 import { EventEmitter } from 'node:events';
+import { createServer, type Socket } from 'node:net';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { createFakeClock, type FakeClock } from '../util/index.js';
+import { executeNamed } from './postgres-execute.js';
 import { POOL_SWEEP_MS, PostgresPool, type PostgresPoolOptions } from './postgres-pool.js';
 
 /** A connection that records what the pool did with it. */
@@ -245,5 +248,81 @@ describe('PostgresPool', () => {
     expect(h.opened).toHaveLength(1);
     expect(h.opened[0]?.ended).toBe(true);
     expect(h.pool.size).toBe(0);
+  });
+});
+
+/** A server that completes pg's startup (trust), then never answers again: a black hole. */
+async function blackHole(): Promise<{
+  url: string;
+  received: () => number;
+  close(): Promise<void>;
+}> {
+  const sockets = new Set<Socket>();
+  let bytes = 0;
+  const server = createServer((sock) => {
+    sockets.add(sock);
+    let started = false;
+    sock.on('data', (chunk) => {
+      bytes += chunk.length;
+      if (started) return;
+      started = true;
+      // AuthenticationOk, ReadyForQuery (idle).
+      sock.write(Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0, 0x5a, 0, 0, 0, 5, 0x49]));
+    });
+    sock.on('error', () => undefined);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const address = server.address();
+  if (address === null || typeof address === 'string') throw new Error('no port');
+  return {
+    url: `postgres://postgres@127.0.0.1:${address.port}/test`,
+    received: () => bytes,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+describe('PostgresPool with pg clients', () => {
+  it('cuts off a statement on a connection that answers nothing, with no SQLSTATE', async () => {
+    const server = await blackHole();
+    const clock = createFakeClock();
+    const pool = new PostgresPool<pg.Client>({
+      size: 1,
+      connectTimeoutMs: 5_000,
+      readTimeoutMs: 5_000,
+      idleTimeoutMs: 0,
+      connect: async () => {
+        const c = new pg.Client({ connectionString: server.url });
+        await c.connect();
+        return c;
+      },
+      hold: () => undefined,
+      destroy: (c, err) => c.connection.stream.destroy(err),
+      onError: () => undefined,
+      clock,
+    });
+    try {
+      const client = await pool.acquire();
+      const sent = server.received();
+      const cas = executeNamed(client, 'cas', 'SELECT 1', ['k']).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      // Wait until the statement is on the wire, then let the read timeout pass.
+      while (server.received() === sent) await new Promise((r) => setImmediate(r));
+      await clock.advance(4_000);
+      await clock.advance(1_000 + POOL_SWEEP_MS);
+      const err = await cas;
+      expect(err).toBeInstanceOf(Error);
+      expect(err).not.toBeInstanceOf(pg.DatabaseError);
+      expect((err as Error).message).toMatch(/^Postgres read timeout: no answer in \d+ ms/);
+      pool.release(client, err as Error);
+      expect(pool.size).toBe(0);
+    } finally {
+      await pool.end();
+      await server.close();
+    }
   });
 });
