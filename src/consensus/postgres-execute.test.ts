@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { serialize } from 'pg-protocol';
 import { describe, expect, it } from 'vitest';
-import { encodeExecute, executeNamed } from './postgres-execute.js';
+import { encodeExecute, executeNamed, executeNamedRow } from './postgres-execute.js';
 
 /** What pg itself writes for a named statement: [Parse] Bind Execute Sync (no Describe). */
 function pgBytes(name: string, text: string | undefined, values: (string | Buffer)[]): Buffer {
@@ -72,11 +72,12 @@ interface ActiveQuery {
   handleCommandComplete(msg: { text: string }): void;
   handleReadyForQuery(): void;
   handleError(err: Error): void;
-  handleDataRow(): void;
+  handleDataRow(msg?: { fields: (string | null)[] }): void;
 }
 
 const complete = (text: string) => (q: ActiveQuery) => q.handleCommandComplete({ text });
 const ready = (q: ActiveQuery) => q.handleReadyForQuery();
+const dataRow = (fields: (string | null)[]) => (q: ActiveQuery) => q.handleDataRow({ fields });
 
 describe('executeNamed', () => {
   it('sends the Parse only on a connection that has not parsed the statement', async () => {
@@ -122,5 +123,37 @@ describe('executeNamed', () => {
     f.connection.stream.writable = false;
     await expect(executeNamed(f.client, 'cas', 'SELECT 1', [])).rejects.toThrow(/not writable/);
     expect(f.writes).toEqual([]);
+  });
+});
+
+describe('executeNamedRow', () => {
+  it("resolves with the row's text columns, or undefined for none; writes what executeNamed writes", async () => {
+    const f = fakeClient();
+    const one = executeNamedRow(f.client, 'truncate', 'SELECT 1', ['k', '3']);
+    f.answer([dataRow(['7', null]), complete('SELECT 1'), ready]);
+    expect(await one).toEqual(['7', null]);
+    expect(f.writes).toEqual([encodeExecute('truncate', 'SELECT 1', ['k', '3'])]);
+
+    const empty = fakeClient({ truncate: 'SELECT 1' });
+    const none = executeNamedRow(empty.client, 'truncate', 'SELECT 1', []);
+    empty.answer([complete('SELECT 0'), ready]);
+    expect(await none).toBeUndefined();
+  });
+
+  it('rejects on a second row, an INSERT tag or no CommandComplete', async () => {
+    const two = fakeClient();
+    const twoRows = executeNamedRow(two.client, 'truncate', 'SELECT 1', []);
+    two.answer([dataRow(['1']), dataRow(['2']), complete('SELECT 2'), ready]);
+    await expect(twoRows).rejects.toThrow(/unexpected answer to truncate: more than one DataRow/);
+
+    const tag = fakeClient();
+    const insert = executeNamedRow(tag.client, 'truncate', 'SELECT 1', []);
+    tag.answer([complete('INSERT 0 1'), ready]);
+    await expect(insert).rejects.toThrow(/command tag "INSERT 0 1"/);
+
+    const none = fakeClient();
+    const noComplete = executeNamedRow(none.client, 'truncate', 'SELECT 1', []);
+    none.answer([dataRow(['1']), ready]);
+    await expect(noComplete).rejects.toThrow(/no CommandComplete/);
   });
 });

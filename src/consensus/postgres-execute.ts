@@ -1,5 +1,6 @@
 /**
- * One named prepared statement that returns no rows (the compare-and-set), run on a pg client
+ * One named prepared statement that returns no rows (the compare-and-set) or one row (the
+ * truncate, `executeNamedRow`: its columns as text, since no Describe is sent), run on a pg client
  * as a pg "submittable" (`client.query(submittable)`, pg's own interface for custom queries)
  * instead of pg's `Query`: the Parse (on the connection's first use of the statement), Bind,
  * Execute and Sync are encoded here into ONE buffer and one socket write, with no Describe, so
@@ -38,10 +39,33 @@ export function executeNamed(
 ): Promise<number> {
   return new Promise((resolve, reject) => {
     client.query(
-      new NamedExecute(name, text, values, (err, count) =>
+      new NamedExecute(name, text, values, false, (err, count) =>
         err === undefined ? resolve(count) : reject(err),
       ),
     );
+  });
+}
+
+/** A row's columns as text (`null` for SQL NULL): results are requested in text format. */
+export type TextRow = readonly (string | null)[];
+
+/**
+ * Runs the named statement `name` that returns at most one row (the truncate), as
+ * `executeNamed` does; resolves with that row's columns as text, or `undefined` for no row.
+ * Rejects as `executeNamed` does, and on more than one row or a command tag other than
+ * `SELECT n`.
+ */
+export function executeNamedRow(
+  client: pg.ClientBase,
+  name: string,
+  text: string,
+  values: readonly ExecuteValue[],
+): Promise<TextRow | undefined> {
+  return new Promise((resolve, reject) => {
+    const q = new NamedExecute(name, text, values, true, (err) =>
+      err === undefined ? resolve(q.row) : reject(err),
+    );
+    client.query(q);
   });
 }
 
@@ -51,7 +75,10 @@ class NamedExecute implements pg.Submittable {
   readonly name: string;
   readonly text: string;
   callback: (err: Error | undefined, count: number) => void;
+  /** The row of a statement run with `rows` (`executeNamedRow`). */
+  row: TextRow | undefined;
   readonly #values: readonly ExecuteValue[];
+  readonly #rows: boolean;
   #count = -1;
   #unexpected: string | undefined;
 
@@ -59,11 +86,13 @@ class NamedExecute implements pg.Submittable {
     name: string,
     text: string,
     values: readonly ExecuteValue[],
+    rows: boolean,
     callback: (err: Error | undefined, count: number) => void,
   ) {
     this.name = name;
     this.text = text;
     this.#values = values;
+    this.#rows = rows;
     this.callback = callback;
   }
 
@@ -80,7 +109,7 @@ class NamedExecute implements pg.Submittable {
   }
 
   handleCommandComplete(msg: { text: string }): void {
-    const m = /^INSERT \d+ (\d+)$/.exec(msg.text);
+    const m = (this.#rows ? /^SELECT (\d+)$/ : /^INSERT \d+ (\d+)$/).exec(msg.text);
     if (m === null) this.#unexpected = `command tag ${JSON.stringify(msg.text)}`;
     else this.#count = Number(m[1]);
   }
@@ -97,13 +126,17 @@ class NamedExecute implements pg.Submittable {
     this.callback(err, -1);
   }
 
-  // A statement without rows gets none of these; if one comes, the call fails (and the
-  // connection, its error having no SQLSTATE, is dropped).
+  // No Describe is sent, so no RowDescription comes; a statement without rows gets no DataRow,
+  // one with `rows` at most one. Otherwise the call fails (and the connection, its error
+  // having no SQLSTATE, is dropped).
   handleRowDescription(): void {
     this.#unexpected = 'RowDescription';
   }
-  handleDataRow(): void {
-    this.#unexpected = 'DataRow';
+  handleDataRow(msg?: { fields: TextRow }): void {
+    if (!this.#rows) this.#unexpected = 'DataRow';
+    else if (this.row !== undefined) this.#unexpected = 'more than one DataRow';
+    else if (msg === undefined) this.#unexpected = 'DataRow without fields';
+    else this.row = msg.fields;
   }
   handleEmptyQuery(): void {
     this.#unexpected = 'EmptyQueryResponse';

@@ -32,8 +32,9 @@
  * parsed once per connection: Postgres then skips parse and planning on every call (its CPU per
  * compare-and-set about halves) and the client sends no SQL text. At READ COMMITTED a generic
  * plan takes no predicate locks, so it cannot add conflicts (under SERIALIZABLE it did). The
- * compare-and-set, a writer's hot call, skips pg's `Query` machinery: `postgres-execute.ts`
- * encodes its Bind/Execute/Sync into one write; its errors are pg's, classified the same way.
+ * compare-and-set, a writer's hot call, and the truncate (a rollup truncates a burst of shards)
+ * skip pg's `Query` machinery: `postgres-execute.ts` encodes their Bind/Execute/Sync into one
+ * write; their errors are pg's, classified the same way.
  *
  * The SQL avoids Postgres-only syntax (no `ON CONFLICT`, no advisory locks, no `pg_` functions)
  * so the same statements run on CockroachDB.
@@ -53,7 +54,7 @@ import {
   validatePageSize,
   validateSeqno,
 } from './limits.js';
-import { executeNamed } from './postgres-execute.js';
+import { executeNamed, executeNamedRow } from './postgres-execute.js';
 import { PostgresPool } from './postgres-pool.js';
 import { abortedError, raceAbort } from './postgres-redis-abort.js';
 import type {
@@ -483,11 +484,12 @@ class PostgresConsensus implements Consensus {
     this.#check(options);
     validateKey(key);
     validateSeqno(seqno);
-    const res = await this.#run('truncate', options, (c) =>
-      c.query({ name: 'truncate', text: this.#sql.truncate, values: [key, seqno.toString()] }),
+    // Like the compare-and-set, without pg's Query (a rollup truncates a burst of shards).
+    const fields = await this.#run('truncate', options, (c) =>
+      executeNamedRow(c, 'truncate', this.#sql.truncate, [key, seqno.toString()]),
     );
-    const row = res.rows[0] as { head: unknown; deleted: unknown } | undefined;
-    if (row === undefined) throw dataLoss(key, 'truncate returned no row');
+    if (fields === undefined) throw dataLoss(key, 'truncate returned no row');
+    const row = { head: fields[0], deleted: fields[1] };
     if (row.head === null) {
       throw new ConsensusError('failed_precondition', `truncate of ${key}: it has no entries`, {
         key,
