@@ -29,6 +29,8 @@
  * commits/s, a sixth of the reference load. Postgres runs as configured (fsync on); each writer
  * process gets a pool of 32 connections (the default 10 holds about 10 compare-and-sets in
  * flight, each waiting for a WAL flush, which is fewer than 750 commits/s per writer need).
+ * Its table, `persist_pubsub_bench` (and `_heads`), is the bench's own: dropped before each
+ * Postgres phase, so every phase starts empty, as a SQLite phase starts with a new file.
  * `--write-window-us N`: the write window of the broker (`--write-window-us`) and of every client
  * (`persist_pubsub_client_write_window_us`), in µs; 0 (the default) is no window.
  * `--stall-log`: every child (writers, readers, broker) keeps its own event-loop stalls and GC
@@ -239,6 +241,24 @@ async function postgresReachable(url: string): Promise<boolean> {
   }
 }
 
+/**
+ * The bench's own Consensus table, dropped before each Postgres phase so that every phase starts
+ * empty, as a SQLite phase does with its fresh file: the shards are new each run, so the rows a
+ * run leaves (each shard's last versions) would otherwise pile up run after run (1M rows, 975 MB
+ * seen after a day of runs), and a phase's figures would depend on how many runs came before.
+ */
+const BENCH_TABLE = 'persist_pubsub_bench';
+
+async function dropBenchTables(url: string): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  try {
+    await c.connect();
+    await c.query(`DROP TABLE IF EXISTS ${BENCH_TABLE}, ${BENCH_TABLE}_heads`);
+  } finally {
+    await c.end().catch(() => undefined);
+  }
+}
+
 /** Pids of the Postgres backends serving our clients (by application_name). */
 async function ourBackends(url: string, appName: string): Promise<number[]> {
   const c = new pg.Client({ connectionString: url });
@@ -278,7 +298,7 @@ async function runPhase(
       : (() => {
           const u = new URL(o.postgresUrl);
           u.searchParams.set('application_name', appName(role));
-          u.searchParams.set('table', 'persist_pubsub_bench');
+          u.searchParams.set('table', BENCH_TABLE);
           if (role === 'writer') u.searchParams.set('pool_size', String(o.writerPoolSize));
           return u.toString();
         })();
@@ -295,6 +315,7 @@ async function runPhase(
   };
   const stallArg = o.stallLog ? ['--stall-log'] : [];
   try {
+    if (consensus === 'postgres') await dropBenchTables(o.postgresUrl);
     let pubsub = 'none';
     let readersPubsub: string | undefined;
     if (mode === 'pubsub') {
