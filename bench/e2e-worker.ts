@@ -10,8 +10,10 @@
  *   behind) is made as soon as it can, never skipped, and carries its scheduled time: readers
  *   measure latency from the schedule, so a stalled writer cannot hide its own delay
  *   (coordinated omission). It reports each commit as (shard, n, due, start, done).
- * - A reader follows every shard with `waitForSeqno` and reports (shard, n, observed) for each
- *   commit as soon as a version at or past it is applied here.
+ * - A reader follows every shard and reports (shard, n, observed) for each commit as soon as a
+ *   version at or past it is applied here: with `readerApi` `wait` (the default) by a
+ *   `waitForSeqno` loop per shard, as an application that awaits each version; with `callback`
+ *   by `onVersion`, as one that follows every version (no promise per update).
  * On `stats` it answers with its own CPU time and Consensus read counters (client registry);
  * with `stallLog` it keeps its event-loop stalls and GC pauses (`stall-log.ts`) and answers
  * `stall-log` with them.
@@ -52,7 +54,12 @@ export interface E2eWorkerConfig {
   stallLog?: boolean;
   /** Writers: shards' phases rounded down to multiples of this many ms (0: spread evenly). */
   writerSlotMs: number;
+  /** Readers: how they follow each shard (`bench e2e --reader-api`); absent: `wait`. */
+  readerApi?: ReaderApi;
 }
+
+/** `wait`: a `waitForSeqno` loop per shard; `callback`: `onVersion` per shard. */
+export type ReaderApi = 'wait' | 'callback';
 
 export interface E2eWorkerStats {
   type: 'stats';
@@ -231,6 +238,21 @@ async function readShard(h: ShardHandle<BenchState>, g: number): Promise<void> {
   }
 }
 
+/** A reader's follow of one shard by `onVersion`: records each commit in the callback. */
+function followShard(h: ShardHandle<BenchState>, g: number): void {
+  let seen = h.state.n;
+  h.onVersion((v) => {
+    const n = v.state.n;
+    if (n <= seen) return;
+    const now = wallMs();
+    for (let k = seen + 1; k <= n; k++) {
+      records.push(g, k, now);
+      observed++;
+    }
+    seen = n;
+  }, waitOptions);
+}
+
 function flush(): void {
   if (records.length === 0) return;
   send({ type: 'records', role: config.role, data: records });
@@ -255,7 +277,10 @@ process.on('message', (m: { type: string; t0?: number; heads?: Record<string, st
     case 'start': {
       const t0 = m.t0 ?? wallMs();
       if (config.role === 'writer') writing = writeShards(t0);
-      else work = Promise.all(handles.map((h, i) => readShard(h, config.shardBase + i)));
+      else if (config.readerApi === 'callback') {
+        // Ended by `stop` (the callbacks' signal): nothing to await.
+        for (const [i, h] of handles.entries()) followShard(h, config.shardBase + i);
+      } else work = Promise.all(handles.map((h, i) => readShard(h, config.shardBase + i)));
       break;
     }
     case 'stats':

@@ -5,7 +5,8 @@
  *   [--cpu-prof-interval-us 1000]
  *   [--postgres-url URL] [--sqlite-synchronous normal|full] [--writer-pool-size 32]
  *   [--variant NAME] [--nats-url nats://127.0.0.1:4222] [--write-window-us 0]
- *   [--stall-log] [--stall-ms 20] [--trace-gc] [--writer-slot-ms 0] [--broker-socket tcp|unix]`
+ *   [--stall-log] [--stall-ms 20] [--trace-gc] [--writer-slot-ms 0] [--broker-socket tcp|unix]
+ *   [--reader-api wait|callback]`
  *
  * End to end through the SDK: W writer and R reader processes (`e2e-worker.ts`, each a
  * `createPersistClient`) over S shards at a per-shard commit rate (the reference load: 1000
@@ -45,6 +46,8 @@
  * wake-up per slot instead of about one per commit; 0 (the default) spreads them evenly.
  * `--broker-socket unix` (default `tcp`): in `pubsub` mode the broker listens on a Unix socket
  * and every client dials `unix:PATH` (the sidecar's hop without the TCP/IP stack).
+ * `--reader-api callback` (default `wait`): the readers follow each shard with `onVersion` (a
+ * callback per applied version) instead of a `waitForSeqno` loop (a promise per version).
  * `--variant NAME` writes `e2e-NAME.json` instead (an extra run with other settings, reported in
  * a section of its own; the targets are judged on `e2e.json`).
  * Results: `bench/results/e2e.json` (`bench/results/quick/` with `--quick`), and the report.
@@ -72,7 +75,7 @@ import {
   uidOf,
 } from './e2e-child.js';
 import { wallMs } from './e2e-model.js';
-import type { E2eWorkerConfig, E2eWorkerStats } from './e2e-worker.js';
+import type { E2eWorkerConfig, E2eWorkerStats, ReaderApi } from './e2e-worker.js';
 import { type BenchRun, resultsDir, writeResult } from './report.js';
 import {
   episodeLines,
@@ -155,6 +158,8 @@ export interface E2eResult extends BenchRun {
     writerPoolSize: number;
     /** Writers' phases on slots of this many ms (0: spread evenly); absent in older results. */
     writerSlotMs?: number;
+    /** How the readers follow each shard (`--reader-api`); absent in older results: `wait`. */
+    readerApi?: ReaderApi;
   };
   phases: E2ePhase[];
   skipped: string[];
@@ -197,6 +202,8 @@ interface Opts {
   writerSlotMs: number;
   /** `pubsub` mode: the broker on loopback TCP or a Unix socket (`--broker-socket`). */
   brokerSocket: 'tcp' | 'unix';
+  /** How the readers follow each shard (`--reader-api`). */
+  readerApi: ReaderApi;
 }
 
 /** Pids of every process whose command name is `comm` (from `/proc`). */
@@ -403,6 +410,7 @@ async function runPhase(
           name: `reader-${r}`,
           shards,
           shardBase: 0,
+          readerApi: o.readerApi,
         }),
       );
     }
@@ -679,6 +687,7 @@ async function run(args: string[]): Promise<void> {
       'trace-gc': { type: 'boolean', default: false },
       'writer-slot-ms': { type: 'string', default: '0' },
       'broker-socket': { type: 'string', default: 'tcp' },
+      'reader-api': { type: 'string', default: 'wait' },
     },
   });
   const quick = values.quick;
@@ -717,7 +726,11 @@ async function run(args: string[]): Promise<void> {
     traceGc: values['trace-gc'],
     writerSlotMs: num('writer-slot-ms', values['writer-slot-ms'], false, 0),
     brokerSocket: values['broker-socket'] as 'tcp' | 'unix',
+    readerApi: values['reader-api'] as ReaderApi,
   };
+  if (o.readerApi !== 'wait' && o.readerApi !== 'callback') {
+    throw new Error('--reader-api must be wait or callback');
+  }
   if (o.brokerSocket !== 'tcp' && o.brokerSocket !== 'unix') {
     throw new Error('--broker-socket must be tcp or unix');
   }
@@ -743,7 +756,7 @@ async function run(args: string[]): Promise<void> {
   const loadBefore = loadAverage();
   console.log(
     `${o.shards} shards × ${o.rate} commits/s, diffs ${o.diffMin}–${o.diffMax} B, ${o.writers} writer and ${o.readers} reader processes (each reader follows every shard); ` +
-      `warm-up ${o.warmupMs} ms, window ${o.measureMs} ms; write window ${o.writeWindowUs} µs (broker and clients); writer slot ${o.writerSlotMs} ms; broker on ${o.brokerSocket === 'unix' ? 'a Unix socket' : 'loopback TCP'}; load average ${loadBefore}.\n` +
+      `warm-up ${o.warmupMs} ms, window ${o.measureMs} ms; write window ${o.writeWindowUs} µs (broker and clients); writer slot ${o.writerSlotMs} ms; broker on ${o.brokerSocket === 'unix' ? 'a Unix socket' : 'loopback TCP'}; readers follow with ${o.readerApi === 'callback' ? 'onVersion' : 'waitForSeqno'}; load average ${loadBefore}.\n` +
       'Latency columns: p50 / p90 / p99 / p99.9 / max in ms. CPU columns: µs per observed update.\n',
   );
   console.log(
@@ -793,6 +806,7 @@ async function run(args: string[]): Promise<void> {
       sqliteSynchronous: o.sqliteSynchronous,
       writerPoolSize: o.writerPoolSize,
       writerSlotMs: o.writerSlotMs,
+      readerApi: o.readerApi,
     },
     phases,
     skipped,

@@ -114,7 +114,7 @@ function e2eSection(e2e: E2eResult, variant?: string): string[] {
     '',
     runLine(e2e),
     '',
-    `${c.writers} writer and ${c.readers} reader processes (the SDK, \`createPersistClient\`), ${c.shards} shards × ${c.ratePerShard} commits/s (${fmt(c.shards * c.ratePerShard)} commits/s), diffs ${c.diffBytes[0]}–${c.diffBytes[1]} B; every reader follows every shard, so each commit is observed ${c.readers} times. ` +
+    `${c.writers} writer and ${c.readers} reader processes (the SDK, \`createPersistClient\`), ${c.shards} shards × ${c.ratePerShard} commits/s (${fmt(c.shards * c.ratePerShard)} commits/s), diffs ${c.diffBytes[0]}–${c.diffBytes[1]} B; every reader follows every shard (${c.readerApi === 'callback' ? '`onVersion`' : 'a `waitForSeqno` loop'}), so each commit is observed ${c.readers} times. ` +
       `Warm-up ${c.warmupMs / 1000} s, then a ${c.measureMs / 1000} s window. pubsub: through the broker in its own process; polling: no pubsub, the reference poll schedule (1.2 s, then 100 ms doubling). Postgres as configured (fsync on); SQLite with \`synchronous = ${c.sqliteSynchronous ?? 'full'}\` (WAL). ` +
       'Latency of every (reader, commit) pair of the window, HDR histogram: *scheduled → observed* counts from when the commit was due (so a writer running late is charged for it: coordinated omission), and includes the compare-and-set; *commit → observed* counts from the end of the compare-and-set.',
     '',

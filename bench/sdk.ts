@@ -2,7 +2,7 @@
  * `npm run bench -- sdk [--quick] [--shards 1000] [--rounds 20] [--chunk 16]
  *   [--diff-min 100] [--diff-max 1024] [--writer-shards 200] [--writer-rounds 10]
  *   [--backends memory,sqlite] [--sqlite-synchronous normal|full] [--paths receive,write]
- *   [--cpu-prof | --heap-prof]`
+ *   [--reader-api wait|callback|none] [--cpu-prof | --heap-prof]`
  *
  * An in-process microbenchmark of the SDK's own cost per diff, with no network and no broker,
  * so that each change to the client and shard state is measured in seconds:
@@ -10,7 +10,9 @@
  * - **receive**: what a reader process spends per pushed diff from the transport's `onMessage`
  *   up: the pubsub client's event delivery, the persist client's pump, `receiveDiff` (envelope
  *   and model decode, apply), waking the reader's `waitForSeqno` loop (as `bench/e2e-worker.ts`
- *   follows every shard, with one shared stop signal) and the metrics. A stub transport hands
+ *   follows every shard, with one shared stop signal; `--reader-api callback`: an `onVersion`
+ *   callback per shard instead, as `e2e --reader-api callback`; `none`: nobody follows, the
+ *   floor) and the metrics. A stub transport hands
  *   the client ready `InboundMessage`s in chunks of `--chunk` per event-loop turn, like a socket
  *   read. The `decode` row adds the transport's decode of each `ProtoPubSubMessage` first.
  * - **model**: the share of the receive rows that is the state model's own work (the e2e
@@ -71,6 +73,7 @@ interface Options {
   writerRounds: number;
   backends: string[];
   sqliteSynchronous: SqliteSynchronous;
+  readerApi: 'wait' | 'callback' | 'none';
 }
 
 interface Pushed {
@@ -255,20 +258,35 @@ async function receiveBench(o: Options, decode: boolean): Promise<Row> {
   const inbound = messages.map(decodeInbound);
   for (let i = 0; i < 20; i++) await turn(); // the resync fetches after connecting settle
 
-  // Readers as in bench/e2e-worker.ts: one waitForSeqno loop per shard, one shared signal.
+  // Readers as in bench/e2e-worker.ts: one waitForSeqno loop per shard, one shared signal
+  // (or an onVersion callback per shard, on the same signal).
   const stop = new AbortController();
+  const follow = { signal: stop.signal };
   let observed = 0;
-  const loops = readers.map(async (h) => {
-    let seqno = h.seqno;
-    while (!stop.signal.aborted) {
-      try {
-        seqno = (await h.waitForSeqno(seqno + 1n, { signal: stop.signal })).seqno;
-      } catch {
-        return;
-      }
-      observed++;
+  if (o.readerApi === 'callback') {
+    for (const h of readers) {
+      h.onVersion(() => {
+        observed++;
+      }, follow);
     }
-  });
+  }
+  const loops =
+    o.readerApi !== 'wait'
+      ? []
+      : readers.map(async (h) => {
+          let seqno = h.seqno;
+          while (!stop.signal.aborted) {
+            try {
+              seqno = (await h.waitForSeqno(seqno + 1n, follow)).seqno;
+            } catch {
+              return;
+            }
+            observed++;
+          }
+        });
+  // Nobody counts wakes: wait for the applies instead.
+  const applied = () => readers.reduce((n, h) => n + Number(h.seqno), 0);
+  const done = () => (o.readerApi === 'none' ? applied() >= o.shards * o.rounds : false);
   await turn();
   const expected = messages.length;
   const stopProfile = await startProfile(o, decode ? 'receive-decode' : 'receive');
@@ -280,12 +298,11 @@ async function receiveBench(o: Options, decode: boolean): Promise<Row> {
     }
     await turn();
   }
-  for (let i = 0; i < 100 && observed < expected; i++) await turn();
+  for (let i = 0; i < 100 && observed < expected && !done(); i++) await turn();
   const m = meter();
   await stopProfile();
   stop.abort();
   await Promise.all(loops);
-  const applied = readers.reduce((n, h) => n + Number(h.seqno), 0);
   for (const h of [...readers, ...writers]) h.close();
   await Promise.all([reader.close(), writer.close()]);
   return {
@@ -294,7 +311,7 @@ async function receiveBench(o: Options, decode: boolean): Promise<Row> {
     cpuUsPerDiff: m.cpuUs / expected,
     bytesPerDiff: m.allocatedBytes / expected,
     gcs: m.gcs,
-    note: `${observed} wakes, ${applied}/${o.shards * o.rounds} applied`,
+    note: `readers: ${o.readerApi}, ${observed} wakes, ${applied()}/${o.shards * o.rounds} applied`,
   };
 }
 
@@ -393,6 +410,7 @@ async function run(args: string[]): Promise<void> {
       'sqlite-synchronous': { type: 'string', default: 'normal' },
       /** Which paths to run: receive, write (for a profile of one). */
       paths: { type: 'string', default: 'receive,write' },
+      'reader-api': { type: 'string', default: 'wait' },
     },
   });
   const quick = values.quick;
@@ -414,7 +432,11 @@ async function run(args: string[]): Promise<void> {
     writerRounds: int('writer-rounds', values['writer-rounds'] ?? (quick ? '5' : '10'), 1),
     backends: values.backends.split(',').map((b) => b.trim()),
     sqliteSynchronous: values['sqlite-synchronous'] as SqliteSynchronous,
+    readerApi: values['reader-api'] as Options['readerApi'],
   };
+  if (o.readerApi !== 'wait' && o.readerApi !== 'callback' && o.readerApi !== 'none') {
+    throw new Error('--reader-api must be wait, callback or none');
+  }
   if (o.diffMax < o.diffMin || o.diffMax > 8192) {
     throw new Error('--diff-max must be >= --diff-min and <= 8192');
   }
@@ -425,7 +447,7 @@ async function run(args: string[]): Promise<void> {
     throw new Error('--sqlite-synchronous must be normal or full');
   }
   console.log(
-    `receive: ${o.shards} shards × ${o.rounds} diffs, ${o.chunk} per turn; write: ${o.writerShards} shards × ${o.writerRounds} commits; diffs ${o.diffMin}–${o.diffMax} B; load average before: ${loadavg()
+    `receive: ${o.shards} shards × ${o.rounds} diffs, ${o.chunk} per turn, readers ${o.readerApi}; write: ${o.writerShards} shards × ${o.writerRounds} commits; diffs ${o.diffMin}–${o.diffMax} B; load average before: ${loadavg()
       .map((l) => l.toFixed(2))
       .join(' ')}\n`,
   );

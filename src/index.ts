@@ -72,6 +72,7 @@ export {
 } from './protocol/index.js';
 export type {
   AppliedEvent,
+  AppliedSource,
   FieldDiff,
   Frontier,
   HollowBatch,
@@ -89,6 +90,7 @@ export type {
   UpdateContext,
   UpdateFn,
   UpdateResult,
+  VersionCallback,
   WriterState,
 } from './shard-state/index.js';
 export {

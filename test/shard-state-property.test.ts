@@ -172,6 +172,9 @@ async function runSchedule<S, D>(
   };
   const expected: S[] = [model.initial()];
   const observed: bigint[] = [];
+  /** What an `onVersion` callback, registered at open, was called with. */
+  const followed: bigint[] = [];
+  let observedAtOpen = 0;
   let handle: ShardHandle<S> | undefined;
   const failures: string[] = [];
   const reader = createShardStateCache({
@@ -196,6 +199,14 @@ async function runSchedule<S, D>(
     handle = await reader.open(SHARD, model);
     expect(handle.seqno).toBe(BigInt(opensAfter));
     expect(model.equals(handle.state, expected[opensAfter]!)).toBe(true);
+    observedAtOpen = observed.length;
+    handle.onVersion((v, source) => {
+      followed.push(v.seqno);
+      const want = expected[Number(v.seqno)];
+      if (want === undefined || !model.equals(v.state, want) || v.state !== handle?.state) {
+        failures.push(`onVersion at ${v.seqno} (${source}) is not the fold`);
+      }
+    });
   };
   const w = await writer.open(SHARD, model);
   for (const [i, u] of updates.entries()) {
@@ -236,6 +247,9 @@ async function runSchedule<S, D>(
   await wait;
 
   expect(failures).toEqual([]);
+  // The callback saw exactly the versions applied since it was registered, in order.
+  expect(followed).toEqual(observed.slice(observedAtOpen));
+  expect(followed.at(-1) ?? BigInt(opensAfter)).toBe(head);
   for (let i = 1; i < observed.length; i++) {
     expect(observed[i]! > observed[i - 1]!).toBe(true);
   }

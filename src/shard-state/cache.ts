@@ -28,6 +28,7 @@ import type {
   StateModel,
   UpdateFn,
   UpdateResult,
+  VersionCallback,
 } from './types.js';
 import { WakeQueue } from './waiters.js';
 
@@ -355,6 +356,14 @@ class Handle<S> implements ShardHandle<S> {
     return this.#shard.snapshot();
   }
 
+  onVersion(fn: VersionCallback<S>, options?: SignalOptions): () => void {
+    this.#checkOpen();
+    if (typeof fn !== 'function') {
+      throw new ShardStateError('invalid_argument', 'onVersion needs a function');
+    }
+    return this.#shard.follow(fn, options?.signal, this);
+  }
+
   listen(options?: SignalOptions): AsyncIterableIterator<ShardVersion<S>> {
     this.#checkOpen();
     return this.#listen(options?.signal);
@@ -394,7 +403,7 @@ class Handle<S> implements ShardHandle<S> {
     if (this.#closed) return;
     this.#closed = true;
     this.#closingController?.abort(CLOSED);
-    this.#shard.releaseWaiters(this);
+    this.#shard.releaseOwner(this);
     this.#unref();
   }
 

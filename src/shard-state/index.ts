@@ -2,7 +2,7 @@
  * Shard state: one shared, seqno-ordered copy of each shard's state per process.
  *
  * `createShardStateCache({ consensus, hooks })` → `cache.open(shardId)` → a `ShardHandle`
- * (`state`, `seqno`, `update`, `waitForSeqno`, `listen`, `refresh`, `close`). The client SDK
+ * (`state`, `seqno`, `update`, `waitForSeqno`, `listen`, `onVersion`, `refresh`, `close`). The client SDK
  * feeds pushed diffs to `cache.receiveDiff`, gap notices and reconnects to `cache.fetchNow`, and
  * pushes what the `publish` hook hands it. No gRPC and no broker here: only `Consensus`.
  */
@@ -48,4 +48,5 @@ export type {
   UpdateContext,
   UpdateFn,
   UpdateResult,
+  VersionCallback,
 } from './types.js';

@@ -32,6 +32,8 @@ export interface ShardStateMetrics {
   /** `listenWoken` cells: a diff applied (watch), a poll found it (timer). */
   wokenByWatch: CounterCell;
   wokenByTimer: CounterCell;
+  /** `onVersion` callbacks that threw (caught; the apply went on). */
+  followerErrors: CounterCell;
   commits: TallyCounter<'outcome'>;
   /** The `commits{outcome="committed"}` cell. */
   committed: CounterCell;
@@ -90,7 +92,7 @@ function createMetrics(registry: Registry): Omit<ShardStateMetrics, 'detach'> {
     new TallyCounter<L>({ name, help, labelNames, registers });
   const listenWoken = counter(
     'persist_pubsub_state_listen_woken_total',
-    'Waiting readers woken, via the watch (a diff was applied) or via the poll timer',
+    'Waiting readers (and onVersion callbacks) woken, via the watch (a diff was applied) or via the poll timer',
     ['via'],
   );
   const commits = counter(
@@ -137,6 +139,11 @@ function createMetrics(registry: Registry): Omit<ShardStateMetrics, 'detach'> {
     listenWoken,
     wokenByWatch: listenWoken.cell({ via: 'watch' }),
     wokenByTimer: listenWoken.cell({ via: 'timer' }),
+    followerErrors: counter(
+      'persist_pubsub_state_follower_errors_total',
+      'onVersion callbacks that threw; the exception was caught and logged, the version stayed applied',
+      [],
+    ).cell({}),
     commits,
     committed: commits.cell({ outcome: 'committed' }),
     truncations: counter(

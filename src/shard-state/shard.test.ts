@@ -1,3 +1,4 @@
+import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
 import { createMemoryConsensus } from '../consensus/index.js';
@@ -304,6 +305,141 @@ describe('waits on abort signals', () => {
     t.r.close();
     await expect(onC).rejects.toMatchObject({ code: 'closed' });
     c.abort();
+  });
+});
+
+describe('following every version (onVersion)', () => {
+  it('is called in the apply with each version in seqno order: pushed, held, fetched, local', async () => {
+    const t = await setup(5);
+    const seen: [bigint, string, boolean][] = [];
+    const off = t.r.onVersion((v, source) => {
+      seen.push([v.seqno, source, eq(v.state, t.states[Number(v.seqno)])]);
+    });
+    expect(seen).toEqual([]); // not called for the current version
+    expect(t.reader.receiveDiff(SHARD, 1n, t.pushes[0]!.diff)).toBe('applied');
+    expect(seen).toEqual([[1n, 'pubsub', true]]); // synchronously, before receiveDiff returned
+    expect(t.reader.receiveDiff(SHARD, 4n, t.pushes[3]!.diff)).toBe('held');
+    expect(t.reader.receiveDiff(SHARD, 5n, t.pushes[4]!.diff)).toBe('held');
+    await t.clock.advance(5); // the reorder window: the gap 2..3 is read
+    expect(seen.map(([s, src, ok]) => `${s} ${src} ${ok}`)).toEqual([
+      '1 pubsub true',
+      '2 fetch true',
+      '3 fetch true',
+      '4 pubsub true',
+      '5 pubsub true',
+    ]);
+    // This process's own commit, through another handle of the same cache.
+    const w = await t.reader.open<PersistState>(SHARD);
+    await w.update(addBatch('local'));
+    expect(seen.at(-1)?.slice(0, 2)).toEqual([6n, 'local']);
+    expect(await t.sum('persist_pubsub_state_listen_woken_total', { via: 'watch' })).toBe(6);
+    off();
+    w.close();
+    t.reader.receiveDiff(SHARD, 6n, t.pushes[0]!.diff); // stale; nothing called either way
+    expect(seen.length).toBe(6);
+  });
+
+  it('keeps the polling fallback running exactly as a loop of waits does', async () => {
+    const t = await setup(0);
+    const seen: bigint[] = [];
+    t.r.onVersion((v) => seen.push(v.seqno));
+    await t.commit(2); // committed, never pushed
+    await t.clock.advance(1199);
+    expect(t.consensus.scans).toEqual([]);
+    await t.clock.advance(1);
+    expect(seen).toEqual([1n, 2n]);
+    expect(await t.sum('persist_pubsub_state_listen_woken_total', { via: 'timer' })).toBe(2);
+    // Nothing new: polls at +1200, then +100, +200, +400 after each empty one.
+    const times: number[] = [];
+    const start = t.clock.nowMs();
+    for (let i = 0; i < 4; i++) {
+      const before = t.consensus.scans.length;
+      while (t.consensus.scans.length === before) await t.clock.advance(1);
+      times.push(t.clock.nowMs() - start);
+    }
+    expect(times).toEqual([1200, 1300, 1500, 1900]);
+    // Progress (a pushed diff) starts the schedule over with a first sleep.
+    await t.commit(1);
+    t.reader.receiveDiff(SHARD, 3n, t.pushes[2]!.diff);
+    expect(seen).toEqual([1n, 2n, 3n]);
+    const scans = t.consensus.scans.length;
+    await t.clock.advance(1199);
+    expect(t.consensus.scans.length).toBe(scans);
+    await t.clock.advance(1);
+    expect(t.consensus.scans.length).toBe(scans + 1);
+    t.r.close(); // the last follower goes with its handle: no more polls
+    expect(t.clock.pending()).toBe(0);
+  });
+
+  it('an exception in a callback is caught, logged and counted; the apply and the others go on', async () => {
+    const errors: unknown[] = [];
+    const logger = pino({ level: 'error' }, { write: (line: string) => errors.push(line) });
+    const t = await setup(2, { logger });
+    const after: bigint[] = [];
+    t.r.onVersion(() => {
+      throw new Error('boom');
+    });
+    t.r.onVersion((v) => after.push(v.seqno));
+    expect(t.reader.receiveDiff(SHARD, 1n, t.pushes[0]!.diff)).toBe('applied');
+    expect(t.reader.receiveDiff(SHARD, 2n, t.pushes[1]!.diff)).toBe('applied');
+    expect(t.r.seqno).toBe(2n);
+    expect(after).toEqual([1n, 2n]);
+    expect(await t.sum('persist_pubsub_state_follower_errors_total')).toBe(2);
+    expect(errors.length).toBe(2);
+    expect(String(errors[0])).toMatch(/"message":"boom".*"msg":"an onVersion callback threw"/);
+  });
+
+  it('ends on unsubscribe (also from inside a callback), abort, handle close and cache close', async () => {
+    const t = await setup(4);
+    const h2 = await t.reader.open<PersistState>(SHARD);
+    const ac = new AbortController();
+    const listeners = countListeners(ac.signal);
+    const calls: Record<string, bigint[]> = { self: [], signal: [], h2: [], cache: [] };
+    let offSelf: () => void = () => {};
+    // One callback unsubscribes itself at seqno 1; the one after it in line is still called.
+    offSelf = t.r.onVersion((v) => {
+      calls.self?.push(v.seqno);
+      offSelf();
+    });
+    for (let i = 0; i < 100; i++) {
+      t.r.onVersion((v) => (i === 0 ? calls.signal?.push(v.seqno) : 0), { signal: ac.signal });
+    }
+    expect(listeners()).toBe(1); // one listener for the 100 callbacks on one signal
+    h2.onVersion((v) => calls.h2?.push(v.seqno));
+    t.r.onVersion((v) => calls.cache?.push(v.seqno));
+    t.reader.receiveDiff(SHARD, 1n, t.pushes[0]!.diff);
+    ac.abort();
+    expect(listeners()).toBe(0);
+    t.reader.receiveDiff(SHARD, 2n, t.pushes[1]!.diff);
+    h2.close();
+    t.reader.receiveDiff(SHARD, 3n, t.pushes[2]!.diff);
+    t.reader.close();
+    expect(calls).toEqual({ self: [1n], signal: [1n], h2: [1n, 2n], cache: [1n, 2n, 3n] });
+    expect(t.clock.pending()).toBe(0);
+    expect(() => h2.onVersion(() => {})).toThrow(expect.objectContaining({ code: 'closed' }));
+    // An aborted signal registers nothing (and no listener).
+    const t2 = await setup(1);
+    const aborted = AbortSignal.abort();
+    const seen: bigint[] = [];
+    t2.r.onVersion((v) => seen.push(v.seqno), { signal: aborted })();
+    t2.reader.receiveDiff(SHARD, 1n, t2.pushes[0]!.diff);
+    expect(seen).toEqual([]);
+    expect(t2.clock.pending()).toBe(0);
+    expect(() => t2.r.onVersion('x' as never)).toThrow(
+      expect.objectContaining({ code: 'invalid_argument' }),
+    );
+  });
+
+  it('a callback that applies a newer version synchronously: nobody sees seqnos go back', async () => {
+    const t = await setup(2);
+    const seen: Record<string, bigint[]> = { a: [], b: [] };
+    t.r.onVersion((v) => {
+      seen.a?.push(v.seqno);
+      if (v.seqno === 1n) t.reader.receiveDiff(SHARD, 2n, t.pushes[1]!.diff);
+    });
+    t.r.onVersion((v) => seen.b?.push(v.seqno));
+    t.reader.receiveDiff(SHARD, 1n, t.pushes[0]!.diff);
+    expect(seen).toEqual({ a: [1n, 2n], b: [2n] });
   });
 });
 

@@ -5,7 +5,8 @@
  * - `foldPage` (log-reader): which Consensus entries apply, and how (fast, slow, reload);
  * - `PollSchedule`: a waiting reader's polling fallback;
  * - `WriterLoop`: compare-and-set, retry, publish.
- * What stays here is the wiring: receiving, coalesced Consensus reads, and the waiters.
+ * What stays here is the wiring: receiving, coalesced Consensus reads, the waiters and the
+ * followers (`follow`: called synchronously with every applied version).
  *
  * Invariant: `#state` is always the fold of the Consensus log up to `#seqno`. Every change goes
  * through `#advance`, and a new state is computed (by a pure `apply`) before it replaces the old
@@ -13,8 +14,8 @@
  */
 import type { Logger } from 'pino';
 import { type Consensus, ConsensusError } from '../consensus/index.js';
-import type { Clock, CounterCell, Timer } from '../util/index.js';
-import { unwatchAbort, watchAbort } from '../util/index.js';
+import type { AbortWatcher, Clock, CounterCell, Timer } from '../util/index.js';
+import { releaseAbort, unwatchAbort, watchAbort } from '../util/index.js';
 
 import type { BackgroundQueue } from './background-queue.js';
 import { pollDelayMs, type ShardStateConfig } from './config.js';
@@ -35,6 +36,7 @@ import type {
   StateModel,
   UpdateFn,
   UpdateResult,
+  VersionCallback,
 } from './types.js';
 import { type Wait, WaitList, type Wakeable, type WakeQueue } from './waiters.js';
 import { WriterLoop } from './writer-loop.js';
@@ -64,6 +66,7 @@ interface Held<D> {
 }
 
 const RESOLVED: Promise<void> = Promise.resolve();
+const noop = (): void => {};
 const EMPTY = new Uint8Array(0);
 
 /** A pending `waitFor`; its abort goes to the shard's handler (no closure per wait). */
@@ -83,6 +86,25 @@ class Waiter<S> implements Wait<ShardVersion<S>> {
     this.onAborted(this, reason);
   }
 }
+
+/** A `follow` registration; its abort goes to the shard (no closure per follower). */
+class Follower<S> implements AbortWatcher {
+  /** Cleared when it is removed: a removal during a notification skips it at once. */
+  active = true;
+  constructor(
+    readonly fn: VersionCallback<S>,
+    readonly owner: object | undefined,
+    readonly signal: AbortSignal | undefined,
+    readonly onAborted: (f: Follower<S>) => void,
+  ) {}
+
+  onAbort(): void {
+    this.onAborted(this);
+  }
+}
+
+/** No followers (the usual shard): shared, never written. */
+const NO_FOLLOWERS: readonly never[] = Object.freeze([]);
 
 /** The envelope being received (decoding is synchronous: one for every shard). */
 const received: EnvelopeDiff = { diff: EMPTY, wallTimeMs: 0 };
@@ -134,7 +156,7 @@ export class Shard<S, D> implements Wakeable {
   };
   readonly #onWaitAborted = (w: Waiter<S>, reason: unknown): void => {
     if (!this.#waiters.delete(w)) return;
-    if (this.#waiters.size === 0) this.#poll.stop();
+    this.#stopPollIfNobody();
     w.reject(this.#aborted(reason));
   };
   /**
@@ -146,8 +168,12 @@ export class Shard<S, D> implements Wakeable {
   #watched: AbortSignal | undefined;
   #watchedWaits = 0;
   readonly #watcher = { onAbort: (reason: unknown): void => this.#abortWatched(reason) };
-  /** `onChange` listeners, made on the first. */
-  #listeners: Set<() => void> | undefined;
+  /**
+   * The followers, oldest first. Copied on every change (followers come and go rarely, and a
+   * notification iterates the array it started with, whatever its callbacks add or remove).
+   */
+  #followers: readonly Follower<S>[] = NO_FOLLOWERS;
+  readonly #onFollowAborted = (f: Follower<S>): void => this.#unfollow(f);
   readonly #poll: PollSchedule;
   readonly #writer: WriterLoop<S, D>;
 
@@ -508,11 +534,39 @@ export class Shard<S, D> implements Wakeable {
       const wasDue = this.#dueFirst !== undefined;
       this.#waiters.removeDue(seqno, this.#takeDue);
       if (!wasDue && this.#dueFirst !== undefined) this.#d.wakes.schedule(this);
-      if (this.#waiters.size === 0) this.#poll.idle();
+      if (this.#waiters.size === 0 && this.#followers.length === 0) this.#poll.idle();
     }
-    if (this.#listeners !== undefined) for (const l of this.#listeners) l();
     // Progress resets the poll schedule (reference: a listener that saw a new seqno starts over).
     this.#poll.progress();
+    const followers = this.#followers;
+    if (followers.length > 0) this.#tellFollowers(followers, seqno, state, source, reason);
+  }
+
+  /** Calls each follower with the version just applied (after the shard's own bookkeeping). */
+  #tellFollowers(
+    followers: readonly Follower<S>[],
+    seqno: bigint,
+    state: S,
+    source: AppliedSource,
+    reason: ConsensusReadReason | 'pubsub' | 'local',
+  ): void {
+    const { metrics } = this.#d;
+    const woken = reason === 'poll' ? metrics.wokenByTimer : metrics.wokenByWatch;
+    const version: ShardVersion<S> = { seqno, state };
+    for (let i = 0; i < followers.length; i++) {
+      const f = followers[i] as Follower<S>;
+      if (!f.active) continue;
+      woken.value++;
+      try {
+        f.fn(version, source);
+      } catch (err) {
+        metrics.followerErrors.value++;
+        this.#log.error({ err, seqno: String(seqno) }, 'an onVersion callback threw');
+      }
+      // A callback that applied a newer version (synchronously) has told every follower of it:
+      // the rest do not get this older one after it.
+      if (this.#seqno !== seqno) return;
+    }
   }
 
   #callHook(name: string, fn: () => void): void {
@@ -589,7 +643,12 @@ export class Shard<S, D> implements Wakeable {
       (w) => w.viaShard && w.signal === signal,
       (w) => w.reject(this.#aborted(reason)),
     );
-    if (this.#waiters.size === 0) this.#poll.stop();
+    this.#stopPollIfNobody();
+  }
+
+  /** Stops the polling fallback once nobody waits or follows. */
+  #stopPollIfNobody(): void {
+    if (this.#waiters.size === 0 && this.#followers.length === 0) this.#poll.stop();
   }
 
   /** Resolves the waits the last run of applies satisfied (called by the cache's `WakeQueue`). */
@@ -604,8 +663,8 @@ export class Shard<S, D> implements Wakeable {
     for (const w of more) w.resolve(this.snapshot());
   }
 
-  /** Rejects the pending waits of `owner` (a handle being closed) with `closed`. */
-  releaseWaiters(owner: object): void {
+  /** `owner` (a handle) is closing: rejects its pending waits with `closed`, drops its followers. */
+  releaseOwner(owner: object): void {
     this.#waiters.removeWhere(
       (w) => w.owner === owner,
       (w) => {
@@ -613,7 +672,8 @@ export class Shard<S, D> implements Wakeable {
         w.reject(new ShardStateError('closed', 'the handle was closed', { shardId: this.shardId }));
       },
     );
-    if (this.#waiters.size === 0) this.#poll.stop();
+    for (const f of this.#followers) if (f.owner === owner) this.#unfollow(f);
+    this.#stopPollIfNobody();
   }
 
   #aborted(reason: unknown): ShardStateError {
@@ -623,12 +683,29 @@ export class Shard<S, D> implements Wakeable {
     });
   }
 
-  /** Calls `fn` after every applied version until the returned function is called. */
-  onChange(fn: () => void): () => void {
-    this.#listeners ??= new Set();
-    const listeners = this.#listeners;
-    listeners.add(fn);
-    return () => listeners.delete(fn);
+  /**
+   * Calls `fn` synchronously with every version applied from now on, in seqno order, until the
+   * returned function is called, `signal` aborts, `owner` is released (`releaseOwner`) or the
+   * shard closes. An exception in `fn` is caught, logged and counted. While anyone follows, the
+   * shard polls Consensus on the reference schedule, as for a pending wait.
+   */
+  follow(fn: VersionCallback<S>, signal: AbortSignal | undefined, owner?: object): () => void {
+    if (this.#closed || signal?.aborted) return noop;
+    const f = new Follower<S>(fn, owner, signal, this.#onFollowAborted);
+    this.#followers = [...this.#followers, f];
+    if (signal !== undefined) watchAbort(signal, f);
+    this.#poll.start();
+    return () => this.#unfollow(f);
+  }
+
+  #unfollow(f: Follower<S>): void {
+    if (!f.active) return;
+    f.active = false;
+    const rest = this.#followers.filter((x) => x !== f);
+    this.#followers = rest.length === 0 ? NO_FOLLOWERS : rest;
+    // The signal's listener goes with its last watcher: a long-lived signal keeps nothing.
+    if (f.signal !== undefined) releaseAbort(f.signal, f);
+    this.#stopPollIfNobody();
   }
 
   /** Re-times sleeping timers after a config change, so it takes effect at once. */
@@ -667,7 +744,11 @@ export class Shard<S, D> implements Wakeable {
     this.#reorderTimer = undefined;
     this.#poll.stop();
     this.#held.clear();
-    this.#listeners?.clear();
+    for (const f of this.#followers) {
+      f.active = false;
+      if (f.signal !== undefined) releaseAbort(f.signal, f);
+    }
+    this.#followers = NO_FOLLOWERS;
     this.#queued?.resolve();
     this.#queued = undefined;
   }

@@ -47,6 +47,9 @@ export interface ShardVersion<S> {
   readonly state: S;
 }
 
+/** An `onVersion` callback: the version just applied, and where it came from. */
+export type VersionCallback<S> = (version: ShardVersion<S>, source: AppliedSource) => void;
+
 /** What the writer's function sees besides the state. */
 export interface UpdateContext {
   /** The seqno of the state passed in; the commit, if any, will be at `seqno + 1`. */
@@ -123,7 +126,27 @@ export interface ShardHandle<S> extends Disposable {
    * holds the shard open until the loop is left (or the handle is closed).
    */
   listen(options?: SignalOptions): AsyncIterableIterator<ShardVersion<S>>;
-  /** Releases this handle; pending waits reject with `closed`. Idempotent. */
+  /**
+   * Follows every version: calls `fn` synchronously, in the call that applies it (a pushed
+   * diff's receive, a Consensus read, this process's own commit), with each version applied to
+   * the shared state from now on and where it came from. Seqnos strictly increase; a version
+   * is skipped only when the state itself jumps over it (a reload from a rollup). Not called
+   * for the current version: read `snapshot()` first. No promise, no microtask and no abort
+   * listener per version: the cheapest way to follow many shards (`waitForSeqno` in a loop
+   * costs a promise, a wait and a wake per version; `listen` the same).
+   *
+   * While a callback is registered the shard polls Consensus on the reference schedule, as it
+   * does for a pending wait, so versions arrive also when pushes do not (pubsub off, a gap, a
+   * disconnect). `fn` must not block: it runs inside the apply. An exception in `fn` is caught,
+   * logged and counted (`persist_pubsub_state_follower_errors_total`); the version stays
+   * applied and the other callbacks are still called.
+   *
+   * Ends when the returned function is called, when `options.signal` aborts (no error is
+   * raised: the callback is just not called again), when this handle closes or the cache
+   * closes. Throws `closed` on a closed handle.
+   */
+  onVersion(fn: VersionCallback<S>, options?: SignalOptions): () => void;
+  /** Releases this handle; pending waits reject with `closed`, `onVersion` callbacks end. Idempotent. */
   close(): void;
 }
 

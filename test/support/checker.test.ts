@@ -6,9 +6,10 @@ import { describe, expect, it } from 'vitest';
 import type { InboundMessage, PubSubTransport } from '../../src/client/index.js';
 import { createMemoryConsensus } from '../../src/consensus/index.js';
 import { encodeEnvelope } from '../../src/shard-state/envelope.js';
+import type { ShardHandle } from '../../src/shard-state/index.js';
 import { createChecker } from './checker.js';
 import { createFaultConsensus } from './fault-consensus.js';
-import { chainModel } from './fault-model.js';
+import { type ChainState, chainModel } from './fault-model.js';
 import { createFaultTransport, decide, NO_FAULTS } from './fault-transport.js';
 
 const SHARD = 's00000000-0000-4000-8000-00000000c4ec';
@@ -59,6 +60,36 @@ describe('checker', () => {
     c.observe('q', SHARD, { seqno: 9n, state: states[4]! });
     const kinds = (await c.verify()).divergences.map((d) => d.kind).sort();
     expect(kinds).toEqual(['beyond_log', 'seqno_not_increasing', 'state_mismatch']);
+  });
+
+  it('reports an onVersion follower that is behind its handle', async () => {
+    const { consensus, states } = await logOf(3);
+    const c = createChecker(chainModel, consensus);
+    // A handle whose seqno moves without telling its callback (what a lost callback looks like).
+    let seqno = 1n;
+    let callback: ((v: { seqno: bigint; state: unknown }) => void) | undefined;
+    const handle = {
+      shardId: SHARD,
+      get seqno() {
+        return seqno;
+      },
+      snapshot: () => ({ seqno, state: states[Number(seqno)]! }),
+      onVersion: (fn: typeof callback) => {
+        callback = fn;
+        return () => {};
+      },
+    } as unknown as ShardHandle<ChainState>;
+    const ac = new AbortController();
+    const done = c.followVersions('r', handle, ac.signal);
+    seqno = 2n;
+    callback?.({ seqno, state: states[2]! });
+    seqno = 3n; // applied, never reported
+    ac.abort();
+    await done;
+    const d = (await c.verify()).divergences;
+    expect(d.map((x) => [x.kind, x.detail])).toEqual([
+      ['follower_behind', 'at the end: last observed 2, the handle is at 3'],
+    ]);
   });
 
   it('reports a truncated (gapped) log', async () => {

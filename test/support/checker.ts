@@ -2,6 +2,8 @@
  * The fault suites' checker. For every reader it records each observed `{seqno, state}` and
  * proves:
  * - per reader and shard, observed seqnos strictly increase;
+ * - a reader that follows with `onVersion` (`followVersions`) has seen the handle's seqno
+ *   whenever it looks (the callback runs inside the apply, so it can never be behind);
  * - each observed state equals the fold of the Consensus log (version envelopes, decoded and
  *   applied from the model's initial state) up to that seqno, and every rollup in the log
  *   equals the fold at its seqno;
@@ -20,7 +22,8 @@ export type DivergenceKind =
   | 'beyond_log'
   | 'log_gap'
   | 'rollup_mismatch'
-  | 'undecodable_log';
+  | 'undecodable_log'
+  | 'follower_behind';
 
 export interface Divergence {
   kind: DivergenceKind;
@@ -45,6 +48,12 @@ export interface Checker<S> {
    * Rejections other than the abort are recorded as divergences of kind `state_mismatch`.
    */
   follow(reader: string, handle: ShardHandle<S>, signal: AbortSignal): Promise<void>;
+  /**
+   * Observes the current state and then every version `handle.onVersion` reports until
+   * `signal` aborts; resolves then. When it ends (and at every observation) the last observed
+   * seqno must be the handle's: otherwise a divergence of kind `follower_behind`.
+   */
+  followVersions(reader: string, handle: ShardHandle<S>, signal: AbortSignal): Promise<void>;
   /**
    * Waits until every handle is at the shard's head in Consensus (read once now); resolves
    * with the time it took in ms, or rejects after `timeoutMs` naming the readers behind.
@@ -141,6 +150,36 @@ export function createChecker<S, D>(model: StateModel<S, D>, consensus: Consensu
           detail: `listen failed: ${String(err)}`,
         });
       }
+    },
+    followVersions(reader, handle, signal) {
+      const behind = (at: string, last: bigint) => {
+        if (last === handle.seqno) return;
+        early.push({
+          kind: 'follower_behind',
+          reader,
+          shardId: handle.shardId,
+          seqno: handle.seqno,
+          detail: `${at}: last observed ${last}, the handle is at ${handle.seqno}`,
+        });
+      };
+      let last = handle.seqno;
+      observe(reader, handle.shardId, handle.snapshot());
+      handle.onVersion(
+        (v) => {
+          last = v.seqno;
+          observe(reader, handle.shardId, v);
+          behind('in the callback', last);
+        },
+        { signal },
+      );
+      return new Promise<void>((resolve) => {
+        const end = () => {
+          behind('at the end', last);
+          resolve();
+        };
+        if (signal.aborted) end();
+        else signal.addEventListener('abort', end, { once: true });
+      });
     },
     async awaitHead(shardId, readers, timeoutMs) {
       const head = (await consensus.head(shardId))?.seqno ?? 0n;

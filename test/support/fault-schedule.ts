@@ -228,6 +228,7 @@ export async function runSchedule(seed: number): Promise<ScheduleResult> {
       }
       clients.push({ name, store, proxy, transport, pubsub, persist, handle });
       follows.push(checker.follow(name, handle, stopFollow.signal));
+      follows.push(checker.followVersions(`${name}/onVersion`, handle, stopFollow.signal));
     }
 
     // The connection-fault timeline runs while the writers write.

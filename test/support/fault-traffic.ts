@@ -78,6 +78,7 @@ export async function runTraffic(o: TrafficOptions): Promise<TrafficResult> {
       const handle = await persist.openShard(o.shardId, chainModel);
       clients.push({ name, persist, handle });
       follows.push(checker.follow(name, handle, stop.signal));
+      follows.push(checker.followVersions(`${name}/onVersion`, handle, stop.signal));
     }
     const total = o.writers * o.versionsPerWriter;
     let fired: Promise<void> | undefined;
