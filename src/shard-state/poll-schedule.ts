@@ -5,7 +5,10 @@
  * after each poll that found nothing, each sleep jittered by `pollJitterRatio`. Progress (a
  * version applied, from anywhere) starts the schedule over.
  *
- * State: `#phase`, one tagged union changed only by `#to`. The timer is a resource the phase
+ * State: the phase, one tagged union (`phase`) changed only by `#to`; it is kept unboxed, in
+ * four fields of the schedule, so that the progress of every applied diff allocates nothing and
+ * touches no object of its own (a reader following a thousand shards makes a new sleep per
+ * diff). The timer is a resource the phase
  * asks for: one queue timer per schedule, armed for the sleep's deadline and moved in place when
  * progress moves the deadline (a sift in the cache's timer heap). A reader applying a diff every
  * few hundred milliseconds therefore costs no wake-up per sleep: its timer fires only when a
@@ -43,9 +46,17 @@ export interface PollScheduleDeps {
 
 const IDLE: PollPhase = Object.freeze({ kind: 'idle' });
 
+type Kind = PollPhase['kind'];
+
 export class PollSchedule {
   readonly #d: PollScheduleDeps;
-  #phase: PollPhase = IDLE;
+  /** The phase, unboxed: its kind, and the fields of `sleeping` (`attempt` also of `polling`). */
+  #kind: Kind = 'idle';
+  #attempt = 0;
+  #sleepStartMs = 0;
+  #jitterUnit = 0;
+  /** Counts transitions: a poll that ends in the phase it started sees the same number. */
+  #transitions = 0;
   /** The schedule's queue timer, made on first use and rescheduled since; pending while armed. */
   #timer: QueuedTimer | undefined;
   #armed = false;
@@ -56,17 +67,24 @@ export class PollSchedule {
   }
 
   get phase(): PollPhase {
-    return this.#phase;
+    if (this.#kind === 'idle') return IDLE;
+    if (this.#kind === 'polling') return { kind: 'polling', attempt: this.#attempt };
+    return {
+      kind: 'sleeping',
+      attempt: this.#attempt,
+      sleepStartMs: this.#sleepStartMs,
+      jitterUnit: this.#jitterUnit,
+    };
   }
 
   /** Someone waits: from idle, the first sleep starts now. */
   start(): void {
-    if (this.#phase.kind === 'idle') this.#to(this.#sleep(0));
+    if (this.#kind === 'idle') this.#sleep(0);
   }
 
   /** A version was applied: a waiting schedule starts over with a fresh first sleep. */
   progress(): void {
-    if (this.#phase.kind !== 'idle') this.#to(this.#sleep(0));
+    if (this.#kind !== 'idle') this.#sleep(0);
   }
 
   /**
@@ -76,7 +94,7 @@ export class PollSchedule {
    * cancelled.
    */
   idle(): void {
-    this.#to(IDLE);
+    this.#to('idle', 0, 0, 0);
     if (!this.#armed) return;
     const cfg = this.#d.config();
     const firstSleepMs = cfg.pollFirstSleepMs * (1 + cfg.pollJitterRatio);
@@ -87,35 +105,36 @@ export class PollSchedule {
 
   /** Nobody waits, and the timer is cancelled (an abort, a close). */
   stop(): void {
-    this.#to(IDLE);
+    this.#to('idle', 0, 0, 0);
     this.#disarm();
   }
 
   /** The configuration changed: a running sleep is re-timed under it (same start and jitter). */
   configChanged(): void {
-    const p = this.#phase;
-    if (p.kind === 'sleeping') this.#arm(this.#deadline(p));
+    if (this.#kind === 'sleeping') this.#arm(this.#deadline());
   }
 
-  #sleep(attempt: number): PollPhase {
-    return {
-      kind: 'sleeping',
-      attempt,
-      sleepStartMs: this.#d.clock.monotonicMs(),
-      jitterUnit: this.#d.random(),
-    };
+  /** Starts sleeping before poll number `attempt`, from now, with a fresh jitter draw. */
+  #sleep(attempt: number): void {
+    this.#to('sleeping', attempt, this.#d.clock.monotonicMs(), this.#d.random());
   }
 
   /** The one transition: sets the phase and arms the timer a sleep needs. */
-  #to(next: PollPhase): void {
-    this.#phase = next;
-    if (next.kind === 'sleeping') this.#arm(this.#deadline(next));
+  #to(kind: Kind, attempt: number, sleepStartMs: number, jitterUnit: number): void {
+    this.#kind = kind;
+    this.#attempt = attempt;
+    this.#sleepStartMs = sleepStartMs;
+    this.#jitterUnit = jitterUnit;
+    this.#transitions++;
+    if (kind === 'sleeping') this.#arm(this.#deadline());
   }
 
-  #deadline(p: Extract<PollPhase, { kind: 'sleeping' }>): number {
+  /** When the current sleep ends. */
+  #deadline(): number {
     const cfg = this.#d.config();
     return (
-      p.sleepStartMs + jitterWith(pollDelayMs(cfg, p.attempt), cfg.pollJitterRatio, p.jitterUnit)
+      this.#sleepStartMs +
+      jitterWith(pollDelayMs(cfg, this.#attempt), cfg.pollJitterRatio, this.#jitterUnit)
     );
   }
 
@@ -135,19 +154,19 @@ export class PollSchedule {
 
   #fire(): void {
     this.#armed = false;
-    const p = this.#phase;
-    if (p.kind !== 'sleeping') return;
-    const deadline = this.#deadline(p);
+    if (this.#kind !== 'sleeping') return;
+    const deadline = this.#deadline();
     // Not due yet (a clock timer a fraction early; within a millisecond counts as due).
     if (deadline - this.#d.clock.monotonicMs() >= 1) {
       this.#arm(deadline);
       return;
     }
-    const polling: PollPhase = { kind: 'polling', attempt: p.attempt };
-    this.#to(polling);
+    const attempt = this.#attempt;
+    this.#to('polling', attempt, 0, 0);
+    const polling = this.#transitions;
     void this.#d.poll().then(() => {
       // Progress during the poll already started a new sleep; otherwise it found nothing.
-      if (this.#phase === polling) this.#to(this.#sleep(p.attempt + 1));
+      if (this.#transitions === polling) this.#sleep(attempt + 1);
     });
   }
 }
