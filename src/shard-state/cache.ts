@@ -92,7 +92,8 @@ class Cache implements ShardStateCache {
   readonly #options: ShardStateCacheOptions;
   readonly #shards = new Map<string, Entry>();
   readonly #metrics: ShardStateMetrics;
-  readonly #deps: Omit<ShardDeps<unknown, unknown>, 'shardId' | 'model'>;
+  /** Every shard's dependencies: one object, shared. */
+  readonly #deps: ShardDeps;
   readonly #defaultModel: StateModel<unknown, unknown>;
   #config: Readonly<ShardStateConfig>;
   #closed = false;
@@ -107,18 +108,25 @@ class Cache implements ShardStateCache {
       () => this.#shards.size,
     );
     const clock = options.clock ?? systemClock;
+    const random = options.random ?? Math.random;
+    const currentConfig = () => this.#config;
     this.#deps = {
       consensus: options.consensus,
       clock,
-      // Polls are awaited (a waitForSeqno, a listen loop): their timer keeps the process alive.
-      pollTimers: new TimerQueue(clock, true),
+      poll: {
+        clock,
+        // Polls are awaited (a waitForSeqno, a listen loop): their timer keeps the process alive.
+        timers: new TimerQueue(clock, true),
+        random,
+        config: currentConfig,
+      },
       wakes: new WakeQueue(),
       background: new BackgroundQueue(),
-      random: options.random ?? Math.random,
+      random,
       logger: options.logger ?? pino({ level: 'silent' }),
       metrics: this.#metrics,
       hooks: options.hooks ?? {},
-      config: () => this.#config,
+      config: currentConfig,
     };
   }
 
@@ -166,7 +174,7 @@ class Cache implements ShardStateCache {
       );
     }
     if (entry === undefined) {
-      const shard = new Shard<S, D>({ ...this.#deps, shardId, model: wanted });
+      const shard = new Shard<S, D>(this.#deps, shardId, wanted);
       const created: Entry = { shard, refs: 0, ready: Promise.resolve(), pubsub: PUBSUB_OK };
       entry = created;
       this.#shards.set(shardId, created);

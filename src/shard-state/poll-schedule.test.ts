@@ -10,16 +10,18 @@ function setup(partial: Partial<ShardStateConfig> = {}) {
   let config = mergeConfig(DEFAULT_SHARD_STATE_CONFIG, { pollJitterRatio: 0, ...partial });
   const polls: number[] = [];
   let onPoll: () => void = () => {};
-  const schedule = new PollSchedule({
-    clock,
-    timers: new TimerQueue(clock, true),
-    random: () => 0.5,
-    config: () => config,
-    poll: async () => {
+  const schedule = new PollSchedule(
+    {
+      clock,
+      timers: new TimerQueue(clock, true),
+      random: () => 0.5,
+      config: () => config,
+    },
+    async () => {
       polls.push(clock.nowMs());
       onPoll();
     },
-  });
+  );
   return {
     clock,
     polls,
@@ -117,15 +119,17 @@ describe('poll schedule', () => {
     const draws = [0, 1];
     const polls: number[] = [];
     const config = mergeConfig(DEFAULT_SHARD_STATE_CONFIG, { pollJitterRatio: 0.1 });
-    const s = new PollSchedule({
-      clock,
-      timers: new TimerQueue(clock, true),
-      random: () => draws.shift() ?? 0.5,
-      config: () => config,
-      poll: async () => {
+    const s = new PollSchedule(
+      {
+        clock,
+        timers: new TimerQueue(clock, true),
+        random: () => draws.shift() ?? 0.5,
+        config: () => config,
+      },
+      async () => {
         polls.push(clock.nowMs());
       },
-    });
+    );
     s.start();
     await clock.advance(1300);
     expect(polls).toEqual([1080, 1080 + 110]);
@@ -140,15 +144,17 @@ describe('poll schedule', () => {
     const shards = Array.from(
       { length: 100 },
       () =>
-        new PollSchedule({
-          clock: counting.clock,
-          timers,
-          random: () => (draw++ % 10) / 10,
-          config: () => config,
-          poll: async () => {
+        new PollSchedule(
+          {
+            clock: counting.clock,
+            timers,
+            random: () => (draw++ % 10) / 10,
+            config: () => config,
+          },
+          async () => {
             polls++;
           },
-        }),
+        ),
     );
     for (const s of shards) s.start();
     // Every 10 ms a tenth of a round of shards applies a diff: each shard every 670 ms, as a

@@ -34,14 +34,13 @@ export type PollPhase =
   /** Poll number `attempt` is reading Consensus. */
   | { readonly kind: 'polling'; readonly attempt: number };
 
+/** What every schedule of a cache shares (one object for all of them). */
 export interface PollScheduleDeps {
   clock: Clock;
   /** Where the poll timer lives: one queue (one clock timer) for every shard of a cache. */
   timers: TimerQueue;
   random: () => number;
   config: () => Readonly<ShardStateConfig>;
-  /** Reads Consensus for newer versions; never rejects. */
-  poll: () => Promise<void>;
 }
 
 const IDLE: PollPhase = Object.freeze({ kind: 'idle' });
@@ -50,6 +49,8 @@ type Kind = PollPhase['kind'];
 
 export class PollSchedule {
   readonly #d: PollScheduleDeps;
+  /** Reads Consensus for newer versions; never rejects. */
+  readonly #poll: () => Promise<void>;
   /** The phase, unboxed: its kind, and the fields of `sleeping` (`attempt` also of `polling`). */
   #kind: Kind = 'idle';
   #attempt = 0;
@@ -62,8 +63,9 @@ export class PollSchedule {
   #armed = false;
   readonly #onTimer = (): void => this.#fire();
 
-  constructor(deps: PollScheduleDeps) {
+  constructor(deps: PollScheduleDeps, poll: () => Promise<void>) {
     this.#d = deps;
+    this.#poll = poll;
   }
 
   get phase(): PollPhase {
@@ -164,7 +166,7 @@ export class PollSchedule {
     const attempt = this.#attempt;
     this.#to('polling', attempt, 0, 0);
     const polling = this.#transitions;
-    void this.#d.poll().then(() => {
+    void this.#poll().then(() => {
       // Progress during the poll already started a new sleep; otherwise it found nothing.
       if (this.#transitions === polling) this.#sleep(attempt + 1);
     });
