@@ -50,3 +50,4 @@ export type {
   UpdateResult,
   VersionCallback,
 } from './types.js';
+export { isRollupSeqno, rollupPhase } from './writer-loop.js';

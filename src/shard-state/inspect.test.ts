@@ -5,7 +5,8 @@ import { encodeEnvelope } from './envelope.js';
 import { inspectShard } from './inspect.js';
 import { type PersistState, persistStateModel } from './persist-model.js';
 
-const SHARD = 's00000000-0000-0000-0000-0000000015ec';
+/** Rollup phase 0 modulo 5 (`rollupPhase`): its rollups fall at the multiples of 5 counted below. */
+const SHARD = 's00000000-0000-0000-0000-00000000000b';
 
 const setUpper = (n: number) => (s: PersistState) => ({ ...s, upper: [BigInt(n)] });
 

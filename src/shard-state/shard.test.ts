@@ -9,8 +9,14 @@ import { encodeEnvelope } from './envelope.js';
 import { PERSIST_MODEL_NAME, type PersistState, persistStateModel } from './persist-model.js';
 import { createTestConsensus } from './test-consensus.test-support.js';
 import type { AppliedEvent, PublishEvent, ShardStateCacheOptions } from './types.js';
+import { isRollupSeqno, rollupPhase } from './writer-loop.js';
 
 const SHARD = 's00000000-0000-0000-0000-00000000000a';
+/**
+ * A shard whose rollup phase is 0 modulo 40: its rollups fall at the multiples of 2, 4, 5 and 8,
+ * the intervals the rollup tests below count with.
+ */
+const ALIGNED = 's00000000-0000-0000-0000-00000000000b';
 
 const addBatch =
   (id: string) =>
@@ -559,19 +565,52 @@ describe('writer path', () => {
   });
 });
 
+describe('rollup placement', () => {
+  it("the rollup tests' shard has phase 0 modulo 40", () => {
+    expect(rollupPhase(ALIGNED) % 40n).toBe(0n);
+  });
+
+  it('one rollup in every interval of versions, the first version always one', () => {
+    for (const id of [SHARD, ALIGNED, 's00000000-0000-0000-0000-0000000015ec']) {
+      const phase = rollupPhase(id);
+      expect(isRollupSeqno(1n, 32, phase)).toBe(true);
+      for (let from = 2n; from < 200n; from++) {
+        let n = 0;
+        for (let s = from; s < from + 32n; s++) if (isRollupSeqno(s, 32, phase)) n++;
+        expect(n).toBe(1);
+      }
+    }
+  });
+
+  it('shards in lockstep spread their rollups over the interval', () => {
+    // 1000 shards, as in the e2e bench: created together, one commit each per round.
+    const phases = Array.from({ length: 1000 }, (_, i) => rollupPhase(`s${i}-bench-shard`));
+    const perRound = new Map<bigint, number>();
+    for (let round = 2n; round <= 33n; round++) {
+      for (const phase of phases) {
+        if (isRollupSeqno(round, 32, phase)) perRound.set(round, (perRound.get(round) ?? 0) + 1);
+      }
+    }
+    const counts = [...perRound.values()];
+    expect(counts.reduce((a, b) => a + b, 0)).toBe(1000); // each shard once in 32 rounds
+    expect(perRound.size).toBe(32); // every round holds some
+    expect(Math.max(...counts)).toBeLessThan((1000 / 32) * 3); // none holds the whole fleet
+  });
+});
+
 describe('rollups and opening', () => {
   it('writes a rollup every N versions, truncates behind it, and opens from it', async () => {
     const memory = createMemoryConsensus();
     const writer = createShardStateCache({ consensus: memory, config: { rollupInterval: 4 } });
-    const w = await writer.open<PersistState>(SHARD);
+    const w = await writer.open<PersistState>(ALIGNED);
     for (let i = 0; i < 22; i++) await w.update(addBatch(`b${i}`));
     await new Promise((r) => setImmediate(r)); // best-effort truncation is not awaited
-    const log = await memory.scan(SHARD, 0n, 1000);
+    const log = await memory.scan(ALIGNED, 0n, 1000);
     expect(log[0]?.seqno).toBe(20n); // truncated behind the newest rollup
     expect(log.length).toBe(3);
     const consensus = createTestConsensus(memory);
     const reader = createShardStateCache({ consensus, config: { fetchBatchSize: 3 } });
-    const r = await reader.open<PersistState>(SHARD);
+    const r = await reader.open<PersistState>(ALIGNED);
     expect(r.seqno).toBe(22n);
     expect(persistStateModel.equals(r.state, w.state)).toBe(true);
     const read = consensus.scans.reduce((a, s) => a + s.returned, 0);
@@ -587,7 +626,11 @@ describe('rollups and opening', () => {
       return truncate(key, seqno, options);
     };
     const writer = createShardStateCache({ consensus: memory, config: { rollupInterval: 2 } });
-    const ids = Array.from({ length: 10 }, (_, i) => `${SHARD.slice(0, -2)}${10 + i}`);
+    // Ten shards whose version 2 is a rollup (an even phase): e.g. created together, in lockstep.
+    const ids = Array.from({ length: 60 }, (_, i) => `${ALIGNED.slice(0, -2)}${10 + i}`)
+      .filter((id) => isRollupSeqno(2n, 2, rollupPhase(id)))
+      .slice(0, 10);
+    expect(ids).toHaveLength(10);
     const handles = await Promise.all(ids.map((id) => writer.open<PersistState>(id)));
     // Every shard commits versions 1 and 2 (a rollup) in one turn.
     await Promise.all(
@@ -611,10 +654,10 @@ describe('rollups and opening', () => {
   it('a writer that never yields to the event loop still truncates: the log stays bounded', async () => {
     const memory = createMemoryConsensus();
     const writer = createShardStateCache({ consensus: memory, config: { rollupInterval: 4 } });
-    const w = await writer.open<PersistState>(SHARD);
+    const w = await writer.open<PersistState>(ALIGNED);
     // The memory store answers in microtasks: no turn of the background queue in this loop.
     for (let i = 0; i < 200; i++) await w.update(addBatch(`b${i}`));
-    const log = await memory.scan(SHARD, 0n, 1000);
+    const log = await memory.scan(ALIGNED, 0n, 1000);
     // A queued truncation waits at most until the next rollup: the log keeps
     // at most two intervals and a bit, never the 200 versions written.
     expect(log.length).toBeLessThanOrEqual(9);
@@ -627,11 +670,11 @@ describe('rollups and opening', () => {
     const registry = new Registry();
     const writer = createShardStateCache({ consensus: memory, config: { rollupInterval: 2 } });
     const reader = createShardStateCache({ consensus: memory, registry });
-    const w = await writer.open<PersistState>(SHARD);
-    const r = await reader.open<PersistState>(SHARD);
+    const w = await writer.open<PersistState>(ALIGNED);
+    const r = await reader.open<PersistState>(ALIGNED);
     for (let i = 0; i < 9; i++) await w.update(addBatch(`b${i}`));
     await new Promise((res) => setImmediate(res));
-    expect((await memory.scan(SHARD, 0n, 1))[0]?.seqno).toBe(8n);
+    expect((await memory.scan(ALIGNED, 0n, 1))[0]?.seqno).toBe(8n);
     await r.refresh();
     expect(r.seqno).toBe(9n);
     expect(persistStateModel.equals(r.state, w.state)).toBe(true);
@@ -684,15 +727,15 @@ describe('failures', () => {
   it('a rollup interval changed at runtime keeps the earliest live entry a rollup', async () => {
     const memory = createMemoryConsensus();
     const writer = createShardStateCache({ consensus: memory, config: { rollupInterval: 8 } });
-    const w = await writer.open<PersistState>(SHARD);
+    const w = await writer.open<PersistState>(ALIGNED);
     for (let i = 0; i < 12; i++) await w.update(addBatch(`a${i}`));
     writer.setConfig({ rollupInterval: 5 });
     for (let i = 0; i < 12; i++) await w.update(addBatch(`b${i}`));
     await new Promise((r) => setImmediate(r));
-    const log = await memory.scan(SHARD, 0n, 100);
+    const log = await memory.scan(ALIGNED, 0n, 100);
     expect(log[0]?.seqno).toBe(20n);
     const reader = createShardStateCache({ consensus: memory });
-    const r = await reader.open<PersistState>(SHARD);
+    const r = await reader.open<PersistState>(ALIGNED);
     expect(r.seqno).toBe(24n);
     expect(persistStateModel.equals(r.state, w.state)).toBe(true);
   });

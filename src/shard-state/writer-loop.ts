@@ -44,6 +44,30 @@ export interface WriterDeps<S, D> {
 
 type CasOutcome = 'committed' | 'mismatch' | 'unavailable';
 
+/**
+ * Where in the rollup interval a shard's rollups fall: 32-bit FNV-1a of its id. Shards that
+ * commit in lockstep (created together, one cadence: e2e's 1000 shards, or a cluster's shards
+ * advanced on one timestamp tick) would otherwise all write their rollup, and truncate behind
+ * it, in the same commit round; with a phase each round holds about 1/N of them.
+ */
+export function rollupPhase(shardId: string): bigint {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < shardId.length; i++) {
+    h ^= shardId.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return BigInt(h >>> 0);
+}
+
+/**
+ * Whether the version at `seqno` carries a full-state rollup: the first version, and every
+ * `interval`-th after the shard's phase. Which versions hold rollups is the writer's choice
+ * only: readers start from the newest rollup they find, whatever its seqno.
+ */
+export function isRollupSeqno(seqno: bigint, interval: number, phase: bigint): boolean {
+  return seqno === 1n || (seqno + phase) % BigInt(interval) === 0n;
+}
+
 export class WriterLoop<S, D> {
   readonly #host: WriterHost<S>;
   readonly #d: WriterDeps<S, D>;
@@ -51,10 +75,13 @@ export class WriterLoop<S, D> {
   readonly #sleeps = new Set<() => void>();
   /** The rollup whose truncation is queued and not yet started. */
   #truncateAt: bigint | undefined;
+  /** This shard's `rollupPhase`. */
+  readonly #rollupPhase: bigint;
 
   constructor(host: WriterHost<S>, deps: WriterDeps<S, D>) {
     this.#host = host;
     this.#d = deps;
+    this.#rollupPhase = rollupPhase(host.shardId);
   }
 
   /** Re-times every sleeping backoff under the current config. */
@@ -77,7 +104,7 @@ export class WriterLoop<S, D> {
       const next = fn(state, { seqno, nowMs, attempt });
       const seqnoTo = seqno + 1n;
       const cfg = this.#d.config();
-      const isRollup = seqnoTo === 1n || seqnoTo % BigInt(cfg.rollupInterval) === 0n;
+      const isRollup = isRollupSeqno(seqnoTo, cfg.rollupInterval, this.#rollupPhase);
       let envelope: Envelope | undefined;
       try {
         const diff = next === undefined || next === state ? undefined : model.diff(state, next);
