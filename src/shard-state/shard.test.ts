@@ -74,6 +74,18 @@ async function setup(n: number, readerOptions: Partial<ShardStateCacheOptions> =
   return { memory, consensus, clock, pushes, states, writer, w, reader, r, commit, applied, sum };
 }
 
+/** When the reader's next `count` Consensus reads start, in ms from now (the fake clock, 1 ms steps). */
+async function pollTimes(t: Awaited<ReturnType<typeof setup>>, count: number): Promise<number[]> {
+  const times: number[] = [];
+  const start = t.clock.nowMs();
+  for (let i = 0; i < count; i++) {
+    const before = t.consensus.scans.length;
+    while (t.consensus.scans.length === before) await t.clock.advance(1);
+    times.push(t.clock.nowMs() - start);
+  }
+  return times;
+}
+
 const eq = (a: PersistState, b: PersistState | undefined) =>
   b !== undefined && persistStateModel.equals(a, b);
 
@@ -211,15 +223,8 @@ describe('polling fallback', () => {
     expect(await t.sum('persist_pubsub_state_listen_woken_total', { via: 'timer' })).toBe(1);
 
     // Nothing new: polls at +1200, then +100, +200, +400 after each empty one.
-    const times: number[] = [];
-    const start = t.clock.nowMs();
     const wait3 = t.r.waitForSeqno(3n);
-    for (let i = 0; i < 4; i++) {
-      const before = t.consensus.scans.length;
-      while (t.consensus.scans.length === before) await t.clock.advance(1);
-      times.push(t.clock.nowMs() - start);
-    }
-    expect(times).toEqual([1200, 1300, 1500, 1900]);
+    expect(await pollTimes(t, 4)).toEqual([1200, 1300, 1500, 1900]);
     await t.commit(1);
     await t.clock.advance(800);
     await wait3;
@@ -356,14 +361,7 @@ describe('following every version (onVersion)', () => {
     expect(seen).toEqual([1n, 2n]);
     expect(await t.sum('persist_pubsub_state_listen_woken_total', { via: 'timer' })).toBe(2);
     // Nothing new: polls at +1200, then +100, +200, +400 after each empty one.
-    const times: number[] = [];
-    const start = t.clock.nowMs();
-    for (let i = 0; i < 4; i++) {
-      const before = t.consensus.scans.length;
-      while (t.consensus.scans.length === before) await t.clock.advance(1);
-      times.push(t.clock.nowMs() - start);
-    }
-    expect(times).toEqual([1200, 1300, 1500, 1900]);
+    expect(await pollTimes(t, 4)).toEqual([1200, 1300, 1500, 1900]);
     // Progress (a pushed diff) starts the schedule over with a first sleep.
     await t.commit(1);
     t.reader.receiveDiff(SHARD, 3n, t.pushes[2]!.diff);
