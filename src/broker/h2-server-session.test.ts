@@ -141,6 +141,16 @@ function harness(
   };
 }
 
+/** The harness's session opened with 1 MiB windows both ways and stream 1 requested, its headers sent. */
+function openWideStream(h: ReturnType<typeof harness>) {
+  h.open([[Setting.INITIAL_WINDOW_SIZE, 1 << 20]]);
+  h.send(encodeWindowUpdate(0, 1 << 20));
+  h.send(h.request(1));
+  const s = h.streams[0]!;
+  s.sendHeaders();
+  return s;
+}
+
 const types = (fs: SeenFrame[]) => fs.map((f) => f.type);
 const goawayCode = (f: SeenFrame | undefined) => f?.payload.readUInt32BE(4);
 
@@ -297,11 +307,7 @@ describe('own HTTP/2 server session', () => {
 
   it('splits DATA at the peer’s MAX_FRAME_SIZE, and honours a larger one', () => {
     const h = harness();
-    h.open([[Setting.INITIAL_WINDOW_SIZE, 1 << 20]]);
-    h.send(encodeWindowUpdate(0, 1 << 20));
-    h.send(h.request(1));
-    const s = h.streams[0]!;
-    s.sendHeaders();
+    const s = openWideStream(h);
     h.frames();
     const big = Buffer.alloc(40_000, 7);
     s.writeFrames([{ frame: big }, { frame: Buffer.from('x') }]);
@@ -350,11 +356,7 @@ describe('own HTTP/2 server session', () => {
 
   it('writes a flush for a socket still writing its last one corked, over the frames', () => {
     const h = harness(SETTINGS, { asyncWrites: true });
-    h.open([[Setting.INITIAL_WINDOW_SIZE, 1 << 20]]);
-    h.send(encodeWindowUpdate(0, 1 << 20));
-    h.send(h.request(1));
-    const s = h.streams[0]!;
-    s.sendHeaders();
+    const s = openWideStream(h);
     const parts = [Buffer.alloc(3000, 1), Buffer.alloc(3000, 2)];
     expect(h.socket.writableLength).toBeGreaterThan(0);
     s.writeFrames(parts.map((frame) => ({ frame })));
@@ -373,11 +375,7 @@ describe('own HTTP/2 server session', () => {
 
   it('writes a flush larger than a slab region corked, over the frames themselves', () => {
     const h = harness(SETTINGS, { keepChunks: true });
-    h.open([[Setting.INITIAL_WINDOW_SIZE, 1 << 20]]);
-    h.send(encodeWindowUpdate(0, 1 << 20));
-    h.send(h.request(1));
-    const s = h.streams[0]!;
-    s.sendHeaders();
+    const s = openWideStream(h);
     h.frames();
     const parts = [Buffer.alloc(30_000, 1), Buffer.alloc(30_000, 2), Buffer.alloc(30_000, 3)];
     const before = h.writes();
