@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { type Broker, type BrokerOptions, createBroker } from '../src/broker/index.js';
 import { afterH2Receive } from '../src/broker/node-h2-client.test-support.js';
 import { createFakeClock, type FakeClock } from '../src/util/index.js';
-import { openRaw } from './support/grpc-clients.js';
+import { openRaw, until } from './support/grpc-clients.js';
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 /** An empty HTTP/2 SETTINGS frame: what a client sends right after the preface. */
@@ -43,14 +43,6 @@ async function tcpConnections(broker: Broker): Promise<number> {
   return m?.values[0]?.value ?? 0;
 }
 
-async function untilAsync(check: () => Promise<boolean>, what: string): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
 function openSocket(address: string): Promise<Socket> {
   const [host, port] = address.split(':');
   return new Promise((resolve, reject) => {
@@ -71,23 +63,23 @@ describe('broker hardening', () => {
     const { broker, address, clock } = await start({ handshakeTimeoutMs: 10_000 });
     const sockets = await Promise.all(Array.from({ length: 300 }, () => openSocket(address)));
     for (const s of sockets) s.write(Buffer.concat([PREFACE, SETTINGS]));
-    await untilAsync(async () => (await tcpConnections(broker)) === 300, '300 sockets');
+    await until(async () => (await tcpConnections(broker)) === 300, 10_000, '300 sockets');
     await clock.advance(9_999);
     expect(sockets.filter((s) => s.destroyed)).toHaveLength(0);
     await clock.advance(1);
     await Promise.all(sockets.map(closed));
     expect(await metric(broker, 'rejections_total', 'limit', 'handshake_timeout')).toBe(300);
-    await untilAsync(async () => (await tcpConnections(broker)) === 0, 'no sockets');
+    await until(async () => (await tcpConnections(broker)) === 0, 10_000, 'no sockets');
     // A real client still gets served.
     const call = openRaw(address);
     cleanup.push(() => call.close());
-    await untilAsync(async () => broker.listConnections().items.length === 1, 'a connection');
+    await until(async () => broker.listConnections().items.length === 1, 10_000, 'a connection');
   });
 
   it('bounds TCP connections: beyond maxTcpConnections a socket is closed at once and counted', async () => {
     const { broker, address } = await start({ limits: { maxTcpConnections: 5 } });
     const kept = await Promise.all(Array.from({ length: 5 }, () => openSocket(address)));
-    await untilAsync(async () => (await tcpConnections(broker)) === 5, '5 sockets');
+    await until(async () => (await tcpConnections(broker)) === 5, 10_000, '5 sockets');
     const extra = await Promise.all(Array.from({ length: 3 }, () => openSocket(address)));
     await Promise.all(extra.map(closed));
     expect(await metric(broker, 'rejections_total', 'limit', 'tcp_connections')).toBe(3);
@@ -112,9 +104,10 @@ describe('broker hardening', () => {
     expect(await metric(broker, 'rejections_total', 'limit', 'message_size')).toBe(1);
     // The peer keeps sending after the trailers: the stream is reset after the 5 s grace.
     await clock.advance(5_000);
-    await untilAsync(
+    await until(
       async () =>
         (await metric(broker, 'connections_closed_total', 'status', 'RESOURCE_EXHAUSTED')) === 1,
+      10_000,
       'closed as RESOURCE_EXHAUSTED',
     );
   });
@@ -132,20 +125,21 @@ describe('broker hardening', () => {
       });
       const call = openRaw(address, { session });
       call.sendMessage(Buffer.from([0x1a, 3, 0x0a, 1, 0x61]));
-      await untilAsync(async () => broker.listShards().items.length === 1, 'subscribed');
+      await until(async () => broker.listShards().items.length === 1, 10_000, 'subscribed');
       if (how === 'fin') raw?.destroy();
       else raw?.resetAndDestroy();
-      await untilAsync(async () => broker.listConnections().items.length === 0, 'gone');
+      await until(async () => broker.listConnections().items.length === 0, 10_000, 'gone');
     }
     expect(await metric(broker, 'connections_closed_total', 'status', 'RESET')).toBe(2);
     expect(await metric(broker, 'connections_closed_total', 'status', 'OK')).toBe(0);
     const call = openRaw(address);
     call.sendMessage(Buffer.from([0x1a, 3, 0x0a, 1, 0x61]));
-    await untilAsync(async () => broker.listShards().items.length === 1, 'subscribed');
+    await until(async () => broker.listShards().items.length === 1, 10_000, 'subscribed');
     call.stream.end();
     expect((await call.ended).grpcStatus).toBe('0');
-    await untilAsync(
+    await until(
       async () => (await metric(broker, 'connections_closed_total', 'status', 'OK')) === 1,
+      10_000,
       'closed as OK',
     );
     call.close();

@@ -21,6 +21,7 @@ import { createMemoryConsensus } from '../src/consensus/index.js';
 import type { PersistState } from '../src/shard-state/index.js';
 import { type CliRun, ensureBuilt, spawnCli } from './support/run-cli.js';
 import { requireService, SERVICE_URLS } from './support/services.js';
+import { until } from './support/wait.js';
 
 const natsOk = await requireService('nats');
 let broker: Broker;
@@ -38,18 +39,10 @@ afterEach(async () => {
 });
 afterAll(() => broker?.destroy());
 
-async function until(pred: () => boolean, what: string, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
 async function writer(pubsub: string): Promise<PersistClient> {
   const c = await createPersistClient({ consensus: createMemoryConsensus(), pubsub });
   cleanup.push(() => c.close());
-  await until(() => c.pubsub.status.state === 'connected', 'the writer to connect');
+  await until(() => c.pubsub.status.state === 'connected', 10_000, 'the writer to connect');
   return c;
 }
 
@@ -64,7 +57,7 @@ describe('persist-pubsub tail (real process)', () => {
     runs.push(run);
     const subscribed = (id: string) =>
       (broker.listShards().items.find((s) => s.shardId === id)?.subscribers ?? 0) >= 1;
-    await until(() => subscribed(a) && subscribed(b), 'tail to subscribe');
+    await until(() => subscribed(a) && subscribed(b), 10_000, 'tail to subscribe');
     expect(run.stderr()).toMatch(/connected to grpc:/);
 
     const w = await writer(url);
@@ -110,6 +103,7 @@ describe('persist-pubsub tail (real process)', () => {
     // Only the writer's own subscription is left.
     await until(
       () => broker.listShards().items.find((s) => s.shardId === a)?.subscribers === 1,
+      10_000,
       'tail to unsubscribe',
     );
   });
@@ -119,7 +113,11 @@ describe('persist-pubsub tail (real process)', () => {
     const url = `grpc://127.0.0.1:${broker.address.port}`;
     const run = spawnCli(['tail', '--pubsub', url, '--limit', '2', a]);
     runs.push(run);
-    await until(() => broker.listShards().items.some((s) => s.shardId === a), 'tail to subscribe');
+    await until(
+      () => broker.listShards().items.some((s) => s.shardId === a),
+      10_000,
+      'tail to subscribe',
+    );
     const w = await writer(url);
     const h = await w.openShard<PersistState>(a);
     cleanup.push(() => h.close());
@@ -177,6 +175,7 @@ describe('persist-pubsub tail (real process)', () => {
     cleanup.push(() => h.close());
     await until(
       () => scoped.listShards().items.find((s) => s.shardId === ok)?.subscribers === 2,
+      10_000,
       'both subscribed',
     );
     await h.update(setUpper(1));
@@ -189,6 +188,7 @@ describe('persist-pubsub tail (real process)', () => {
     runs.push(anon);
     await until(
       () => /not connected \(.*missing or wrong bearer token/.test(anon.stderr()),
+      10_000,
       'refused at admission',
     );
   });
@@ -212,7 +212,7 @@ describe('persist-pubsub tail (real process)', () => {
       env: { PERSIST_PUBSUB_BRIDGE_SUBJECT_PREFIX: subjectPrefix },
     });
     runs.push(run);
-    await until(() => /connected to nats:/.test(run.stderr()), 'tail to connect to NATS');
+    await until(() => /connected to nats:/.test(run.stderr()), 10_000, 'tail to connect to NATS');
     // A NATS writer with the same subject prefix.
     const pub = createPubSubClient(
       createNatsTransport({ url: SERVICE_URLS.nats, subjectPrefix, callerId: 'tail-test' }),
@@ -220,7 +220,7 @@ describe('persist-pubsub tail (real process)', () => {
     cleanup.push(() => pub.close());
     const nw = await createPersistClient({ consensus: createMemoryConsensus(), pubsub: pub });
     cleanup.push(() => nw.close());
-    await until(() => pub.status.state === 'connected', 'the NATS writer to connect');
+    await until(() => pub.status.state === 'connected', 10_000, 'the NATS writer to connect');
     const h = await nw.openShard<PersistState>(a);
     cleanup.push(() => h.close());
     // Core NATS has no subscription handshake to wait for: push until the tail sees one.

@@ -16,6 +16,7 @@ import {
   type PubSubClient,
   type PubSubEvent,
 } from '../src/client/index.js';
+import { until } from './support/wait.js';
 
 const cleanup: (() => unknown)[] = [];
 afterEach(async () => {
@@ -37,14 +38,6 @@ async function startBroker(port = 0): Promise<Broker> {
   await broker.start();
   cleanup.push(() => broker.destroy());
   return broker;
-}
-
-async function until(pred: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 /** Collects every event of a client into an array. */

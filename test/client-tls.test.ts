@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Broker, createBroker } from '../src/broker/index.js';
 import { createFlags, createGrpcPubSubClient, type PubSubClient } from '../src/client/index.js';
 import { createTestPki, type TestPki } from './support/test-pki.js';
+import { until } from './support/wait.js';
 
 let pki: TestPki;
 const pem = (f: string) => pki.pem(f);
@@ -52,14 +53,6 @@ function client(opts: {
   });
   clients.push(c);
   return c;
-}
-
-async function until(pred: () => boolean, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 describe('grpcs:// client', () => {

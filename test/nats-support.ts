@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import type { PubSubClient, PubSubEvent } from '../src/client/index.js';
 import { tcpReachable } from './support/services.js';
+import { until as waitUntil } from './support/wait.js';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -23,13 +24,9 @@ export async function freePort(): Promise<number> {
 export const uniquePrefix = (what: string): string =>
   `pptest.${what}.${randomBytes(6).toString('hex')}`;
 
-export async function until(pred: () => boolean, timeoutMs = 10_000, what = ''): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!pred()) {
-    if (Date.now() > deadline) throw new Error(`condition not met in time ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+/** `until` of `support/wait.ts` with NATS's longer default: the server's round trips under CI load. */
+export const until = (pred: () => boolean, timeoutMs = 10_000, what = 'condition'): Promise<void> =>
+  waitUntil(pred, timeoutMs, what);
 
 /** Collects every event of a client into an array. */
 export function collect(client: PubSubClient): PubSubEvent[] {

@@ -38,14 +38,6 @@ async function metric(name: string, labels: Record<string, string> = {}): Promis
   return sum;
 }
 
-async function untilAsync(check: () => Promise<boolean>, timeoutMs: number, what: string) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 const frame = (m: Parameters<typeof create<typeof ProtoPubSubMessageSchema>>[1]) => {
   const body = toBinary(ProtoPubSubMessageSchema, create(ProtoPubSubMessageSchema, m));
   const head = Buffer.alloc(5);
@@ -151,7 +143,7 @@ describe('abusive traffic', () => {
         }
         await Promise.all(batch);
       }
-      await untilAsync(async () => (await active()) >= base + n, 60_000, `${n} idle connections`);
+      await until(async () => (await active()) >= base + n, 60_000, `${n} idle connections`);
       const lat = await healthyRoundTrips(10);
       console.log(
         `[fuzz] ${n} idle connections; healthy pair max ${Math.max(...lat).toFixed(1)} ms; ` +
@@ -164,7 +156,7 @@ describe('abusive traffic', () => {
       for (const c of calls) c.close();
       for (const s of sessions) s.destroy();
     }
-    await untilAsync(async () => (await active()) <= base, 60_000, 'idle connections released');
+    await until(async () => (await active()) <= base, 60_000, 'idle connections released');
     expect(broker.state).toBe('serving');
   }, 120_000);
 });
