@@ -31,6 +31,7 @@ const BENCHES: Record<string, { module: string; load: () => Promise<Bench> }> = 
     module: 'fanout-nats',
     load: async () => (await import('./fanout-nats.js')).fanoutBench,
   },
+  floor: { module: 'floor', load: async () => (await import('./floor.js')).floorBench },
   'flags-file': {
     module: 'flags-file',
     load: async () => (await import('./flags-file.js')).flagsFileBench,
