@@ -30,7 +30,8 @@
  * in its half of the period and idles in the other), instead of interleaved (750/s each, evenly).
  *
  * Results: `bench/results/floor.json` (`quick/` with `--quick`; `floor-per-wakeup-K`,
- * `floor-layout-e2e` for the other settings). `--quick`: 1 s warm-up, 5 s windows (about 25 s).
+ * `floor-layout-e2e` for the other settings). `--quick`: 2 s warm-up per variant (after 1 s the
+ * relay and readers still read 30–50 % above their later figures), 5 s windows (about 25 s).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -85,6 +86,9 @@ export interface FloorResult extends BenchRun {
   config: FloorConfig;
   rows: FloorRow[];
 }
+
+/** The variants whose relay or readers fell behind, printed after the table. */
+const lagged: string[] = [];
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -176,6 +180,16 @@ async function runVariant(
     );
   }
   for (const r of rows) console.log(floorTableLine(r));
+  // A floor is per event only if the relay and the readers kept up with the writers.
+  const [w, relayRow, readerRow] = rows;
+  if (relayRow !== undefined && readerRow !== undefined && w !== undefined) {
+    const wanted = w.events * o.readers;
+    if (relayRow.events < 0.98 * wanted || readerRow.events < 0.98 * relayRow.events) {
+      lagged.push(
+        `(c): ${w.events} commits, ${relayRow.events} deliveries, ${readerRow.events} frames read: behind`,
+      );
+    }
+  }
   return rows;
 }
 
@@ -228,7 +242,7 @@ function parse(args: string[]): { o: FloorConfig; quick: boolean } {
     frameBytes: int('frame-bytes', values['frame-bytes'], 16, 64 * 1024),
     sqliteSynchronous: sync,
     variants: [...new Set(variants as FloorVariant[])].sort(),
-    warmupMs: int('warmup-ms', values['warmup-ms'] ?? (quick ? '1000' : '3000'), 0, 60_000),
+    warmupMs: int('warmup-ms', values['warmup-ms'] ?? (quick ? '2000' : '3000'), 0, 60_000),
     measureMs: int('measure-ms', values['measure-ms'] ?? (quick ? '5000' : '20000'), 1000, 120_000),
   };
   return { o, quick };
@@ -286,6 +300,7 @@ async function run(args: string[]): Promise<void> {
     await Promise.all(children.map((c) => c.stop()));
     rmSync(dir, { recursive: true, force: true });
   }
+  for (const l of lagged) console.log(`\n${l}`);
   const loadAverageAfter = loadAverage();
   console.log(`\nload average after: ${loadAverageAfter}`);
   const result: FloorResult = {
