@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { CommitSchedule } from './commit-schedule.js';
 import {
+  behindNote,
   type FloorLayout,
   floorResultFile,
   floorRow,
@@ -175,5 +176,36 @@ describe('floorResultFile', () => {
     expect(floorResultFile({ perWakeup: 1, layout: 'interleaved' })).toBe('floor');
     expect(floorResultFile({ perWakeup: 16, layout: 'interleaved' })).toBe('floor-per-wakeup-16');
     expect(floorResultFile({ perWakeup: 4, layout: 'e2e' })).toBe('floor-per-wakeup-4-layout-e2e');
+  });
+});
+
+describe('behindNote', () => {
+  const row = (role: 'writer' | 'relay' | 'reader', events: number) =>
+    floorRow({
+      role,
+      label: role,
+      event: 'e',
+      before: [],
+      after: [],
+      events,
+      seconds: 1,
+      targetUs: 1,
+    });
+
+  it('is silent while the relay and the readers keep up', () => {
+    expect(behindNote([row('writer', 1000), row('relay', 1990), row('reader', 1960)], 2)).toBe(
+      undefined,
+    );
+    // Variants without a relay have nothing to fall behind.
+    expect(behindNote([row('writer', 1000)], 2)).toBeUndefined();
+  });
+
+  it('says so when the relay or the readers fell behind', () => {
+    expect(behindNote([row('writer', 1000), row('relay', 1900), row('reader', 1900)], 2)).toBe(
+      '1000 commits, 1900 deliveries, 1900 frames read: behind',
+    );
+    expect(behindNote([row('writer', 1000), row('relay', 2000), row('reader', 1900)], 2)).toContain(
+      'behind',
+    );
   });
 });

@@ -145,6 +145,21 @@ export function floorRow(i: FloorRowInput): FloorRow {
   };
 }
 
+/**
+ * A variant's rows (writers, relay, readers) are per event only if the relay and the readers
+ * kept up with the writers: a note saying they fell behind (more than 2 % short), or undefined.
+ */
+export function behindNote(rows: readonly FloorRow[], readers: number): string | undefined {
+  const w = rows.find((r) => r.role === 'writer');
+  const relay = rows.find((r) => r.role === 'relay');
+  const reader = rows.find((r) => r.role === 'reader');
+  if (w === undefined || relay === undefined || reader === undefined) return undefined;
+  if (relay.events >= 0.98 * w.events * readers && reader.events >= 0.98 * relay.events) {
+    return undefined;
+  }
+  return `${w.events} commits, ${relay.events} deliveries, ${reader.events} frames read: behind`;
+}
+
 export const FLOOR_TABLE_HEADER =
   '| floor | processes | event | events/s | CPU µs per event | user / system µs | target µs | voluntary / involuntary switches per event | events per wake-up | CPU (of one core) |\n' +
   '|---|---|---|---|---|---|---|---|---|---|';

@@ -41,6 +41,7 @@ import { type Child, forkChild, loadAverage, procContextSwitches, procCpu } from
 import { wallMs } from './e2e-model.js';
 import type { FloorReaderConfig, FloorVariant, FloorWriterConfig } from './floor-child.js';
 import {
+  behindNote,
   FLOOR_TABLE_HEADER,
   type FloorLayout,
   type FloorRow,
@@ -86,9 +87,6 @@ export interface FloorResult extends BenchRun {
   config: FloorConfig;
   rows: FloorRow[];
 }
-
-/** The variants whose relay or readers fell behind, printed after the table. */
-const lagged: string[] = [];
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -180,16 +178,6 @@ async function runVariant(
     );
   }
   for (const r of rows) console.log(floorTableLine(r));
-  // A floor is per event only if the relay and the readers kept up with the writers.
-  const [w, relayRow, readerRow] = rows;
-  if (relayRow !== undefined && readerRow !== undefined && w !== undefined) {
-    const wanted = w.events * o.readers;
-    if (relayRow.events < 0.98 * wanted || readerRow.events < 0.98 * relayRow.events) {
-      lagged.push(
-        `(c): ${w.events} commits, ${relayRow.events} deliveries, ${readerRow.events} frames read: behind`,
-      );
-    }
-  }
   return rows;
 }
 
@@ -266,6 +254,8 @@ async function run(args: string[]): Promise<void> {
     return c;
   };
   const rows: FloorRow[] = [];
+  /** The variants whose relay or readers fell behind, printed after the table. */
+  const lagged: string[] = [];
   try {
     const relay = fork('relay');
     const { inPort, outPort } = await relay.next<{ inPort: number; outPort: number }>('ready');
@@ -295,7 +285,12 @@ async function run(args: string[]): Promise<void> {
     const { relay: r } = await counts(writers, relay, readers);
     if (r.readers !== o.readers) throw new Error(`relay has ${r.readers} of ${o.readers} readers`);
     console.log(FLOOR_TABLE_HEADER);
-    for (const v of o.variants) rows.push(...(await runVariant(v, o, writers, relay, readers)));
+    for (const v of o.variants) {
+      const vr = await runVariant(v, o, writers, relay, readers);
+      rows.push(...vr);
+      const behind = behindNote(vr, o.readers);
+      if (behind !== undefined) lagged.push(`(${v}): ${behind}`);
+    }
   } finally {
     await Promise.all(children.map((c) => c.stop()));
     rmSync(dir, { recursive: true, force: true });
