@@ -1,7 +1,8 @@
 /**
  * Renders `REPORT.md` and its SVG charts from the JSON results of a folder (`e2e.json`,
- * `fanout.json`, `scale.json`, whichever exist), with the figures set against the targets of
- * the mission. A hand-written `notes.md` in the folder (analysis, profiles) is appended as is.
+ * `fanout.json`, `scale.json`, `floor*.json`, whichever exist), with the figures set against the
+ * targets of the mission and of issues 13 and 14 (per-event CPU of readers, writers and broker,
+ * beside the platform's floor from `bench floor`; fan-out against nats-server). A hand-written `notes.md` in the folder (analysis, profiles) is appended as is.
  */
 
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -10,7 +11,9 @@ import { type BrokersResult, brokersTable } from './brokers.js';
 import { costSpec, fanoutSpec, latencyCdfSpec, renderSvg } from './charts.js';
 import type { E2ePhase, E2eResult } from './e2e.js';
 import type { LatencySummary } from './e2e-child.js';
-import type { FanoutResult } from './fanout-nats.js';
+import type { FanoutResult, FanoutStep } from './fanout-nats.js';
+import type { FloorResult } from './floor.js';
+import { FLOOR_TABLE_HEADER, type FloorRole, floorTableLine } from './floor-shape.js';
 import { type BenchRun, readResult } from './report.js';
 import type { ScaleResult } from './scale.js';
 
@@ -19,7 +22,12 @@ const TARGETS = {
   p99Ms: 5,
   readsRatio: 0.01,
   cpuFactor: 50,
-  natsRatio: 0.25,
+  /** Issue 14 item 3: ours / nats-server delivered msgs/s within the bound, at each fan-out. */
+  natsRatio: 0.5,
+  /** Issue 13 items 1–2 and issue 14 item 1: CPU µs per event. */
+  readerUs: 20,
+  writerUs: { sqlite: 80, postgres: 100 } as Record<string, number>,
+  brokerUs: 8,
 };
 
 const fmt = (x: number | null | undefined, digits = 2): string =>
@@ -49,7 +57,84 @@ function find(e2e: E2eResult, consensus: string, mode: string): E2ePhase | undef
   return e2e.phases.find((p) => p.consensus === consensus && p.mode === mode);
 }
 
-function targetRows(e2e: E2eResult | undefined, fanout: FanoutResult | undefined): string[] {
+/** The floor of `role` in a floor result (`bench floor`): the last variant's row, µs per event. */
+function floorUs(f: FloorResult | undefined, role: FloorRole): number | undefined {
+  return f?.rows.filter((r) => r.role === role).at(-1)?.cpuUsPerEvent;
+}
+
+/** ` (floor: …)`: what the platform alone costs per event, from `bench floor`, if it ran. */
+function floorNote(
+  floors: readonly [FloorResult | undefined, FloorResult | undefined],
+  role: FloorRole,
+  what: string,
+): string {
+  const [even, e2eLayout] = floors.map((f) => floorUs(f, role));
+  if (even === undefined && e2eLayout === undefined) return '';
+  const parts = [
+    even === undefined ? '' : `${fmt(even, 1)} µs at one event per wake-up`,
+    e2eLayout === undefined ? '' : `${fmt(e2eLayout, 1)} µs at e2e's writer layout`,
+  ].filter((x) => x !== '');
+  return ` (floor, ${what}: ${parts.join(', ')})`;
+}
+
+/** A CPU-per-event row: `measured` against `target`, met when at most the target. */
+function cpuRow(target: string, measured: number, limit: number, note: string): string {
+  const ok = measured <= limit;
+  return `| ${target} | ${fmt(measured, 1)} µs${note} | ${verdict(ok, ok ? '' : `${fmt(measured / limit, 1)}× the target`)} |`;
+}
+
+/**
+ * Issue 14 item 3 at each fan-out: delivered msgs/s within the bound against nats-server's, and
+ * CPU-s per million deliveries against nats-server's at each offered rate both passed (the
+ * first try of each system at that rate).
+ */
+export function fanoutTargetRows(f: FanoutResult): string[] {
+  const rows: string[] = [];
+  const passed = (s: FanoutStep) =>
+    s.deliveredRatio >= f.config.minDeliveredRatio && s.p99Ms < f.config.p99BoundMs;
+  for (const r of f.ratios) {
+    const ours = f.best.find((b) => b.fanout === r.fanout && b.system === 'ours');
+    const nats = f.best.find((b) => b.fanout === r.fanout && b.system === 'nats');
+    if (r.ratio !== null) {
+      const ok = r.ratio >= TARGETS.natsRatio;
+      rows.push(
+        `| broker ≥ ${TARGETS.natsRatio}× nats-server's delivered msgs/s within the bound (fan-out ${r.fanout}) | ${fmt(ours?.deliveredPerSecond)} vs ${fmt(nats?.deliveredPerSecond)} msgs/s = ${fmt(r.ratio)}× | ${verdict(ok, ok ? '' : `${fmt(TARGETS.natsRatio / r.ratio, 1)}× short`)} |`,
+      );
+    }
+    const first = (system: FanoutStep['system'], rate: number) =>
+      f.steps.find(
+        (s) => s.system === system && s.fanout === r.fanout && s.offeredPerSecond === rate,
+      );
+    const pairs = [
+      ...new Set(f.steps.filter((s) => s.fanout === r.fanout).map((s) => s.offeredPerSecond)),
+    ]
+      .sort((a, b) => a - b)
+      .flatMap((rate) => {
+        const o = first('ours', rate);
+        const n = first('nats', rate);
+        return o !== undefined && n !== undefined && passed(o) && passed(n) ? [{ rate, o, n }] : [];
+      });
+    if (pairs.length === 0) continue;
+    const above = pairs.filter(
+      (p) => p.o.serverCpuSecondsPerMillion > p.n.serverCpuSecondsPerMillion,
+    );
+    const worst = [...pairs].sort(
+      (a, b) =>
+        b.o.serverCpuSecondsPerMillion / b.n.serverCpuSecondsPerMillion -
+        a.o.serverCpuSecondsPerMillion / a.n.serverCpuSecondsPerMillion,
+    )[0] as (typeof pairs)[number];
+    rows.push(
+      `| broker CPU-s per million deliveries ≤ nats-server's at the same offered rate (fan-out ${r.fanout}) | ours ≤ nats-server at ${pairs.length - above.length} of ${pairs.length} rates both passed; highest ratio ${fmt(worst.o.serverCpuSecondsPerMillion)} vs ${fmt(worst.n.serverCpuSecondsPerMillion)} at ${fmt(worst.rate)}/s | ${verdict(above.length === 0, above.length === 0 ? '' : `above at ${above.map((p) => fmt(p.rate)).join(', ')}/s`)} |`,
+    );
+  }
+  return rows;
+}
+
+export function targetRows(
+  e2e: E2eResult | undefined,
+  fanout: FanoutResult | undefined,
+  floors: readonly [FloorResult | undefined, FloorResult | undefined] = [undefined, undefined],
+): string[] {
   const rows: string[] = [];
   for (const consensus of ['postgres', 'sqlite']) {
     const on = e2e && find(e2e, consensus, 'pubsub');
@@ -69,6 +154,35 @@ function targetRows(e2e: E2eResult | undefined, fanout: FanoutResult | undefined
           .join(', ');
         rows.push(
           `| e2e p50 ≤ ${TARGETS.p50Ms} ms, p99 ≤ ${TARGETS.p99Ms} ms (${consensus}, ${what}) | p50 ${fmt(s.p50Ms)} ms, p99 ${fmt(s.p99Ms)} ms | ${verdict(ok50 && ok99, by)} |`,
+        );
+      }
+    }
+    if (on !== undefined) {
+      const commits = on.commitsPerSecond * on.measureSeconds;
+      const writerUs = commits === 0 ? NaN : (on.cpuSeconds.writers * 1e6) / commits;
+      const sqlite = consensus === 'sqlite';
+      rows.push(
+        cpuRow(
+          `readers ≤ ${TARGETS.readerUs} µs CPU per observed update with pubsub (${consensus})`,
+          on.cpuUsPerObserved.readers,
+          TARGETS.readerUs,
+          floorNote(floors, 'reader', 'a bare `net` reader'),
+        ),
+        cpuRow(
+          `writers ≤ ${TARGETS.writerUs[consensus]} µs CPU per commit with pubsub (${consensus}, the writer processes' whole CPU)`,
+          writerUs,
+          TARGETS.writerUs[consensus] ?? NaN,
+          sqlite ? floorNote(floors, 'writer', 'timer wake-up + SQLite CAS + 500 B write') : '',
+        ),
+      );
+      if (on.cpuUsPerObserved.broker !== null) {
+        rows.push(
+          cpuRow(
+            `broker ≤ ${TARGETS.brokerUs} µs CPU per delivery (${consensus}; one delivery per observed update)`,
+            on.cpuUsPerObserved.broker,
+            TARGETS.brokerUs,
+            floorNote(floors, 'relay', 'a bare `net` relay'),
+          ),
         );
       }
     }
@@ -93,14 +207,7 @@ function targetRows(e2e: E2eResult | undefined, fanout: FanoutResult | undefined
       );
     }
   }
-  const r10 = fanout?.ratios.find((r) => r.fanout === 10);
-  if (fanout !== undefined && r10 !== undefined && r10.ratio !== null) {
-    const ours = fanout.best.find((b) => b.fanout === 10 && b.system === 'ours');
-    const nats = fanout.best.find((b) => b.fanout === 10 && b.system === 'nats');
-    rows.push(
-      `| broker ≥ ${TARGETS.natsRatio}× nats-server's delivered msgs/s at fan-out 10 | ${fmt(ours?.deliveredPerSecond)} vs ${fmt(nats?.deliveredPerSecond)} msgs/s = ${fmt(r10.ratio)}× | ${verdict(r10.ratio >= TARGETS.natsRatio, r10.ratio >= TARGETS.natsRatio ? '' : `${fmt(TARGETS.natsRatio / r10.ratio, 1)}× short`)} |`,
-    );
-  }
+  if (fanout !== undefined) rows.push(...fanoutTargetRows(fanout));
   return rows;
 }
 
@@ -190,6 +297,21 @@ function fanoutSection(f: FanoutResult): string[] {
   return out;
 }
 
+export function floorSection(f: FloorResult, variant: string): string[] {
+  const c = f.config;
+  return [
+    `## Floors${variant === '' ? '' : `, variant \`${variant}\``} (\`npm run bench -- floor\`)`,
+    '',
+    runLine(f),
+    '',
+    `What the platform alone costs per event at the reference load's shape, each figure µs of CPU (utime + stime, all threads, \`/proc\`) per event: ${c.writers} writer processes over ${fmt(c.shards)} shards × ${c.ratePerShard}/s (${c.layout === 'e2e' ? "e2e's layout: each writer a consecutive slice of the shards" : 'interleaved: each writer evenly spread'}, ${c.perWakeup} event${c.perWakeup === 1 ? '' : 's'} per timer wake-up), writing ${c.frameBytes} B frames to a bare \`node:net\` relay that writes each to ${c.readers} bare \`node:net\` readers. Warm-up ${c.warmupMs / 1000} s, then ${c.measureMs / 1000} s per variant. The targets are the issues' per-update figures.`,
+    '',
+    FLOOR_TABLE_HEADER,
+    ...f.rows.map(floorTableLine),
+    '',
+  ];
+}
+
 function scaleSection(s: ScaleResult): string[] {
   const c = s.config;
   return [
@@ -210,6 +332,14 @@ export async function writeReport(dir: string): Promise<void> {
   const e2e = readResult<E2eResult>(dir, 'e2e');
   const fanout = readResult<FanoutResult>(dir, 'fanout');
   const scale = readResult<ScaleResult>(dir, 'scale');
+  const floors = readdirSync(dir)
+    .sort()
+    .flatMap((name) => {
+      const m = /^floor(-[a-z0-9-]+)?\.json$/.exec(name);
+      const f = m === null ? undefined : readResult<FloorResult>(dir, name.slice(0, -5));
+      return f === undefined || f.rows.length === 0 ? [] : [{ variant: m?.[1]?.slice(1) ?? '', f }];
+    });
+  const floorOf = (variant: string) => floors.find((x) => x.variant === variant)?.f;
   const out = [
     '# Benchmark report',
     '',
@@ -219,7 +349,7 @@ export async function writeReport(dir: string): Promise<void> {
     '',
     '| target | measured | verdict |',
     '|---|---|---|',
-    ...targetRows(e2e, fanout),
+    ...targetRows(e2e, fanout, [floorOf(''), floorOf('layout-e2e')]),
     '',
   ];
   if (e2e !== undefined && e2e.phases.length > 0) {
@@ -239,6 +369,7 @@ export async function writeReport(dir: string): Promise<void> {
     writeFileSync(join(dir, 'fanout.svg'), await renderSvg(fanoutSpec(fanout)));
     out.push(...fanoutSection(fanout));
   }
+  for (const { variant, f } of floors) out.push(...floorSection(f, variant));
   if (scale !== undefined) out.push(...scaleSection(scale));
   const brokers = readResult<BrokersResult>(dir, 'brokers');
   if (brokers !== undefined && brokers.runs.length > 0) {
