@@ -347,6 +347,31 @@ describe('fan-out core', () => {
     expect(old.sink.pushes().slice(0, 8)).toEqual([1n, 2n, 3n, 4n, 5n, 6n, 7n, 8n]);
   });
 
+  it('a broadcast still queued when its turn ends holds a copy, not the inbound bytes', async () => {
+    const { core, conn } = setup();
+    const pub = conn();
+    const slow = conn();
+    core.subscribe(slow.c, 's');
+    slow.sink.accept = false;
+    const pushOf = (seqno: bigint, fill: number) =>
+      encodePushDiff('s', seqno, new Uint8Array(8).fill(fill), undefined);
+    core.push(pub.c, 's', 1n, pushOf(1n, 1));
+    await turn();
+    // `slow` cannot take writes now: the next diff waits in its queue past the turn.
+    const inbound = pushOf(2n, 2);
+    core.push(pub.c, 's', 2n, inbound);
+    await turn();
+    expect(slow.c.queue).toHaveLength(1);
+    // The inbound chunk is reused once its turn is over: the queued diff is unchanged.
+    inbound.fill(0xff);
+    slow.sink.accept = true;
+    core.drained(slow.c);
+    await turn();
+    const diffs = (got: typeof slow.sink.got) =>
+      got.flatMap((m) => (m.kind === 'push' ? [[...m.diff]] : []));
+    expect(diffs(slow.sink.got)).toEqual([new Array(8).fill(1), new Array(8).fill(2)]);
+  });
+
   it('bounds the queue in bytes too, and writes a burst at once while the transport keeps up', async () => {
     const { core, conn, push, metrics } = setup({ maxQueueBytes: 200 });
     const pub = conn();

@@ -44,8 +44,10 @@ export interface FanoutCore {
   readonly flags: BrokerFlags;
   add(conn: Connection): void;
   /**
-   * A push from `sender`. `pushDiff` is the raw ProtoPushDiff (forwarded verbatim); `local`
-   * carries the decoded fields when the sender is in-process.
+   * A push from `sender`. `pushDiff` is the raw ProtoPushDiff (forwarded verbatim), read again
+   * until the end of this turn (copied into the writes and the resume ring from there, not
+   * copied at once): its bytes must not change before then. `local` carries the decoded fields
+   * when the sender is in-process.
    */
   push(
     sender: Connection,
@@ -172,6 +174,12 @@ export function createFanoutCore(options: {
   let writtenThisTurn = 0;
   /** The last `flushAll` left flushes for the next turn: reads wait (`overBudget`). */
   let carried = false;
+  /**
+   * The broadcasts made since the last `flushAll`: those still queued when it ends are detached
+   * from the inbound bytes they reference (`Broadcast.detach`), so that no queue pins a chunk.
+   */
+  const turnBroadcasts: (Broadcast | undefined)[] = [];
+  let turnBroadcastCount = 0;
 
   /**
    * `performance.now()` at the first enqueue since the last `flushAll`: every diff read in one
@@ -247,9 +255,23 @@ export function createFanoutCore(options: {
       if (dirty.length === 0 || writtenThisTurn >= limit) break;
     }
     writtenThisTurn = 0;
+    detachQueued();
     // What this turn left (a part of a queue re-added by `flush`, or connections not reached).
     carried = dirty.length > 0;
     if (carried) flushScheduled ??= deferTurn(flushAll);
+  }
+
+  /** Detaches the turn's broadcasts a queue still holds (a subscriber behind, a carry-over). */
+  function detachQueued(): void {
+    const made = turnBroadcasts;
+    const n = turnBroadcastCount;
+    turnBroadcastCount = 0;
+    for (let i = 0; i < n; i++) {
+      const b = made[i]!;
+      if (b.queued > 0) b.detach();
+      // The array is kept from turn to turn (no backing store regrown per turn), its slots not.
+      made[i] = undefined;
+    }
   }
 
   /**
@@ -289,6 +311,11 @@ export function createFanoutCore(options: {
         conn.log.warn({ err }, 'transport write failed');
         end(conn, { code: GrpcStatus.INTERNAL, message: 'write failed' }, 'abort');
         return;
+      }
+      // Written (copied, or kept by the transport as a Buffer of its own): out of this queue.
+      for (let i = 0; i < items.length; i++) {
+        const item = items[i]!;
+        if (item instanceof Broadcast) item.queued--;
       }
       // Sampled: a prom-client observe allocates and hashes labels, half a µs per flush. A
       // slice after the first is timed from the queue's oldest receipt too (an upper bound).
@@ -381,6 +408,7 @@ export function createFanoutCore(options: {
     if (++queuedThisTurn === TURN_BUDGET_DELIVERIES) flushScheduled ??= deferTurn(flushAll);
     conn.queue.push(item);
     conn.queueBytes += bytes;
+    if (item instanceof Broadcast) item.queued++;
     if (
       conn.kind === 'grpc' &&
       conn.writable &&
@@ -475,9 +503,10 @@ export function createFanoutCore(options: {
         return;
       }
       const b = Broadcast.forward(shardId, seqno, pushDiff, wallNow(), sender, local);
+      turnBroadcasts[turnBroadcastCount++] = b;
       const bytes = b.bytes;
       // The ring copies the frame: it keeps no broadcast alive (see resume-ring.ts).
-      resume.record(shardId, seqno, b.frame, sender);
+      resume.record(shardId, seqno, b, sender);
       const subs = table.subscribers(shardId);
       let sent = 0;
       if (subs !== undefined) {
@@ -571,6 +600,8 @@ export function createFanoutCore(options: {
       queuedThisTurn = 0;
       writtenThisTurn = 0;
       carried = false;
+      turnBroadcasts.fill(undefined, 0, turnBroadcastCount);
+      turnBroadcastCount = 0;
       for (const c of connections.values()) {
         c.stuckTimer?.cancel();
         c.stuckTimer = undefined;

@@ -23,6 +23,7 @@ import {
 } from '../protocol/h2/index.js';
 import { createFakeClock } from '../util/index.js';
 import { createH2ServerSession, FAIL_GRACE_MS, type H2ServerSocket } from './h2-server-session.js';
+import type { FrameSource } from './outbound.js';
 import type { H2ServerSettings, ServerStream } from './server-stream.js';
 import { WRITE_SLAB_BYTES } from './write-slab.js';
 
@@ -153,6 +154,12 @@ function openWideStream(h: ReturnType<typeof harness>) {
 
 const types = (fs: SeenFrame[]) => fs.map((f) => f.type);
 const goawayCode = (f: SeenFrame | undefined) => f?.payload.readUInt32BE(4);
+/** A gRPC frame to write that is already a Buffer. */
+const src = (frame: Buffer): FrameSource => ({
+  frame,
+  frameLength: frame.length,
+  copyFrame: (out, at) => out.set(frame, at),
+});
 
 describe('own HTTP/2 server session', () => {
   it('sends its SETTINGS and connection window at once, and acks the peer’s', () => {
@@ -203,7 +210,7 @@ describe('own HTTP/2 server session', () => {
     expect(h.log).toEqual(['data /a.B/C hello']);
     s.sendHeaders();
     const before = h.writes();
-    expect(s.writeFrames([{ frame: Buffer.from('ab') }, { frame: Buffer.from('cd') }])).toBe(true);
+    expect(s.writeFrames([src(Buffer.from('ab')), src(Buffer.from('cd'))])).toBe(true);
     expect(h.writes() - before).toBe(1);
     s.end({ code: 3, message: 'bad 100%' });
     const out = h.frames();
@@ -310,12 +317,37 @@ describe('own HTTP/2 server session', () => {
     const s = openWideStream(h);
     h.frames();
     const big = Buffer.alloc(40_000, 7);
-    s.writeFrames([{ frame: big }, { frame: Buffer.from('x') }]);
+    s.writeFrames([src(big), src(Buffer.from('x'))]);
     expect(h.frames().map((f) => f.payload.length)).toEqual([16_384, 16_384, 7_233]);
     h.send(encodeSettings([[Setting.MAX_FRAME_SIZE, 32_768]]));
     h.frames();
     s.write(big);
     expect(h.frames().map((f) => f.payload.length)).toEqual([32_768, 7_232]);
+  });
+
+  it('copies each gRPC frame by its source, and takes a Buffer only of one that straddles two DATA frames', () => {
+    const h = harness();
+    const s = openWideStream(h);
+    h.frames();
+    const asked: number[] = [];
+    const lazy = (fill: number, n: number): FrameSource => ({
+      frameLength: n,
+      get frame() {
+        asked.push(fill);
+        return Buffer.alloc(n, fill);
+      },
+      copyFrame: (out, at) => {
+        out.fill(fill, at, at + n);
+      },
+    });
+    // 10,000 + 10,000 + 100 B: the second straddles the first DATA frame (16,384 B).
+    expect(s.writeFrames([lazy(1, 10_000), lazy(2, 10_000), lazy(3, 100)])).toBe(true);
+    expect(asked).toEqual([2]);
+    const data = h.frames();
+    expect(data.map((f) => f.payload.length)).toEqual([16_384, 3_716]);
+    expect(Buffer.concat(data.map((f) => f.payload))).toEqual(
+      Buffer.concat([Buffer.alloc(10_000, 1), Buffer.alloc(10_000, 2), Buffer.alloc(100, 3)]),
+    );
   });
 
   it('copies a flush into the write slab: its bytes used again once written out, never while pending', async () => {
@@ -328,7 +360,7 @@ describe('own HTTP/2 server session', () => {
       h.frames();
       const first = h.toClient.length;
       for (let i = 0; i < n; i++) {
-        s.writeFrames([{ frame: Buffer.alloc(bytes, i) }, { frame: Buffer.alloc(bytes, i + 1) }]);
+        s.writeFrames([src(Buffer.alloc(bytes, i)), src(Buffer.alloc(bytes, i + 1))]);
         // Each flush finds the socket written out (an async write completes a turn later).
         while (h.socket.writableLength > 0) await new Promise((r) => setImmediate(r));
       }
@@ -359,7 +391,7 @@ describe('own HTTP/2 server session', () => {
     const s = openWideStream(h);
     const parts = [Buffer.alloc(3000, 1), Buffer.alloc(3000, 2)];
     expect(h.socket.writableLength).toBeGreaterThan(0);
-    s.writeFrames(parts.map((frame) => ({ frame })));
+    s.writeFrames(parts.map(src));
     expect(h.toClient.some((c) => c.buffer === parts[1]!.buffer)).toBe(false);
     return new Promise<void>((resolve) => {
       const check = () => {
@@ -379,7 +411,7 @@ describe('own HTTP/2 server session', () => {
     h.frames();
     const parts = [Buffer.alloc(30_000, 1), Buffer.alloc(30_000, 2), Buffer.alloc(30_000, 3)];
     const before = h.writes();
-    s.writeFrames(parts.map((frame) => ({ frame })));
+    s.writeFrames(parts.map(src));
     expect(h.writes() - before).toBe(1);
     expect(h.toClient.some((c) => c.buffer === parts[1]!.buffer)).toBe(true);
     const data = h.frames();

@@ -49,6 +49,7 @@ import {
 import type { Clock } from '../util/index.js';
 import { GRPC_RESPONSE_HEADERS, grpcTrailers } from './grpc-respond.js';
 import type { CallStatus } from './grpc-status.js';
+import type { FrameSource } from './outbound.js';
 import {
   type H2ServerSettings,
   peerOf,
@@ -169,11 +170,10 @@ class OwnStream implements ServerStream {
     if (this.closed || this.ended) return true;
     return this.conn.sendData(this, frame, undefined, frame.length);
   }
-  writeFrames(items: readonly { readonly frame: Buffer }[]): boolean {
+  writeFrames(items: readonly FrameSource[]): boolean {
     if (this.closed || this.ended) return true;
-    if (items.length === 1) return this.write(items[0]!.frame);
     let total = 0;
-    for (let i = 0; i < items.length; i++) total += items[i]!.frame.length;
+    for (let i = 0; i < items.length; i++) total += items[i]!.frameLength;
     return this.conn.sendData(this, undefined, items, total);
   }
   end(status: CallStatus, last?: Buffer): void {
@@ -622,7 +622,7 @@ class OwnSession implements ServerSession {
   sendData(
     s: OwnStream,
     one: Buffer | undefined,
-    items: readonly { readonly frame: Buffer }[] | undefined,
+    items: readonly FrameSource[] | undefined,
     total: number,
   ): boolean {
     if (this.destroyed || total === 0) return true;
@@ -650,12 +650,14 @@ class OwnSession implements ServerSession {
 
   /**
    * DATA frames of at most the peer's frame size, `bytes` in all with their headers, copied into
-   * a region of the write slab and written with one `write`.
+   * a region of the write slab and written with one `write`. Each gRPC frame inside one DATA
+   * frame is copied by its source (a broadcast writes its header and the publisher's bytes
+   * straight in: `FrameSource.copyFrame`); one that straddles two is copied in parts.
    */
   private writeCopied(
     id: number,
     one: Buffer | undefined,
-    items: readonly { readonly frame: Buffer }[] | undefined,
+    items: readonly FrameSource[] | undefined,
     total: number,
     bytes: number,
   ): void {
@@ -666,6 +668,22 @@ class OwnSession implements ServerSession {
     let left = total;
     const n = one !== undefined ? 1 : items!.length;
     for (let k = 0; k < n; k++) {
+      if (one === undefined) {
+        const item = items![k]!;
+        const len = item.frameLength;
+        if (room === 0 && len > 0) {
+          room = Math.min(max, left);
+          left -= room;
+          writeFrameHeader(out, at, room, FrameType.DATA, 0, id);
+          at += FRAME_HEADER_BYTES;
+        }
+        if (len <= room) {
+          item.copyFrame(out, at);
+          at += len;
+          room -= len;
+          continue;
+        }
+      }
       const b = one ?? items![k]!.frame;
       let i = 0;
       while (i < b.length) {
@@ -691,7 +709,7 @@ class OwnSession implements ServerSession {
   private writeCorked(
     id: number,
     one: Buffer | undefined,
-    items: readonly { readonly frame: Buffer }[] | undefined,
+    items: readonly FrameSource[] | undefined,
     total: number,
   ): void {
     const max = this.peerMaxFrameSize;

@@ -3,36 +3,80 @@
  * subscriber it goes to and by the shard's resume ring), a gap notice or a refusal notice (one
  * subscriber's).
  *
- * A broadcast's gRPC frame is encoded once, when it is created; the same Buffer is written to
- * every gRPC subscriber. Same-process subscribers get a decoded view, built at most once.
+ * A broadcast's gRPC frame is not encoded when it is made: while the turn that received it
+ * lasts, it is the broker's header (`writeForward`) in front of the publisher's raw `push_diff`,
+ * a view of the inbound chunk, and the own server's flush and the resume ring copy it from
+ * there, straight into their own memory (`copyFrame`): no buffer, no allocation and one copy
+ * less per push. A broadcast still queued when its turn ends (a subscriber behind, a write
+ * window, a carry-over) is encoded into a buffer of its own then (`detach`), so that a queue
+ * never pins inbound chunks; so is one that any other writer asks for as a Buffer (`frame`).
+ * Same-process subscribers get a decoded view, built at most once.
  */
 import {
   decodeMessage,
   encodeForward,
   encodeGap,
   encodeRefusal,
+  forwardLength,
   GRPC_FRAME_HEADER_BYTES,
   type RefusalReason,
   type RefusedCall,
   type GapReason as WireGapReason,
+  writeForward,
 } from '../protocol/index.js';
 import type { InProcessMessage } from './types.js';
 
 /** The gap reasons the broker sends (the wire's, without `unknown`). */
 export type GapReason = Exclude<WireGapReason, 'unknown'>;
 
-export class Broadcast {
+/**
+ * One gRPC frame as a transport writes it: copied into the transport's own memory
+ * (`copyFrame`, the own server's write slab), or as a Buffer (`frame`: a corked write, a
+ * stream's flow-control queue, `node:http2`).
+ */
+export interface FrameSource {
+  /** The frame's bytes, gRPC prefix included. */
+  readonly frameLength: number;
+  /** The frame as a Buffer of its own (a broadcast encodes it at the first call). */
+  readonly frame: Buffer;
+  /** Writes the frame's `frameLength` bytes into `out` at `at`. */
+  copyFrame(out: Uint8Array, at: number): void;
+}
+
+export class Broadcast implements FrameSource {
   private local: InProcessMessage | undefined;
+  /** The encoded frame, once made. */
+  private encoded: Buffer | undefined;
+  /**
+   * Until `encoded` is made: the publisher's raw `ProtoPushDiff` (a view of the inbound chunk,
+   * whose bytes do not change until the turn ends) and the broker timestamp to put before it.
+   */
+  private pushDiff: Uint8Array | undefined;
+  private readonly timestampMs: number;
+  /**
+   * Queues holding this broadcast before it was written (the fan-out core counts, so that the
+   * turn's end knows which ones to `detach`).
+   */
+  queued = 0;
+  readonly frameLength: number;
 
   private constructor(
     readonly shardId: string,
     readonly seqno: bigint,
-    /** The forwarded gRPC frame (broker timestamp + the publisher's raw push_diff). */
-    readonly frame: Buffer,
+    encoded: Buffer | undefined,
+    pushDiff: Uint8Array | undefined,
+    timestampMs: number,
     /** The sending connection: never delivered back to it. */
     readonly sender: object,
     local: InProcessMessage | undefined,
   ) {
+    this.encoded = encoded;
+    this.pushDiff = pushDiff;
+    this.timestampMs = timestampMs;
+    this.frameLength =
+      encoded !== undefined
+        ? encoded.length
+        : forwardLength(pushDiff?.length ?? 0, timestampMs, true);
     this.local = local;
   }
 
@@ -44,13 +88,16 @@ export class Broadcast {
     return 'push';
   }
 
-  /** A push as received: its frame is encoded here, once, for every subscriber. */
+  /**
+   * A push as received, forwarded as the broker timestamp + the publisher's raw push_diff; the
+   * frame is copied from `pushDiff` (not encoded) until the turn ends (`detach`).
+   */
   static forward(
     shardId: string,
     seqno: bigint,
     /**
-     * The publisher's raw `ProtoPushDiff` bytes. Not kept: it may alias a large inbound chunk,
-     * and the frame holds a copy.
+     * The publisher's raw `ProtoPushDiff` bytes. Referenced, not copied, until `detach` (or
+     * `frame`): the caller does not change them before the end of the turn.
      */
     pushDiff: Uint8Array,
     /** Broker time at receipt, ms since the Unix epoch (the forwarded `timestamp`). */
@@ -61,7 +108,9 @@ export class Broadcast {
     return new Broadcast(
       shardId,
       seqno,
-      encodeForward(pushDiff, timestampMs, true),
+      undefined,
+      pushDiff,
+      timestampMs,
       sender,
       local === undefined
         ? undefined
@@ -85,13 +134,33 @@ export class Broadcast {
       shardId,
       seqno,
       Buffer.from(frame.buffer, frame.byteOffset, frame.length),
+      undefined,
+      0,
       sender,
       undefined,
     );
   }
 
   get bytes(): number {
-    return this.frame.length;
+    return this.frameLength;
+  }
+
+  get frame(): Buffer {
+    if (this.encoded === undefined) {
+      this.encoded = encodeForward(this.pushDiff!, this.timestampMs, true);
+      this.pushDiff = undefined;
+    }
+    return this.encoded;
+  }
+
+  copyFrame(out: Uint8Array, at: number): void {
+    if (this.encoded !== undefined) out.set(this.encoded, at);
+    else writeForward(out, at, this.pushDiff!, this.timestampMs, true);
+  }
+
+  /** Encodes the frame into a buffer of its own and lets go of the inbound bytes. */
+  detach(): void {
+    if (this.encoded === undefined) void this.frame;
   }
 
   /** The decoded message for same-process subscribers (decoded at most once). */
@@ -113,7 +182,7 @@ export class Broadcast {
   }
 }
 
-export class GapItem {
+export class GapItem implements FrameSource {
   readonly kind = 'gap';
   private encoded: Buffer | undefined;
   constructor(
@@ -136,6 +205,14 @@ export class GapItem {
     return this.encoded;
   }
 
+  get frameLength(): number {
+    return this.frame.length;
+  }
+
+  copyFrame(out: Uint8Array, at: number): void {
+    out.set(this.frame, at);
+  }
+
   get bytes(): number {
     return 64 + this.shardId.length;
   }
@@ -155,7 +232,7 @@ export class GapItem {
  * Extension: the broker refused one subscribe or push of `shardId` and keeps the stream open
  * (sent only to a client that speaks extensions; a reference client's stream is ended instead).
  */
-export class RefusalItem {
+export class RefusalItem implements FrameSource {
   readonly kind = 'refused';
   readonly frame: Buffer;
   constructor(
@@ -172,6 +249,14 @@ export class RefusalItem {
 
   get bytes(): number {
     return this.frame.length;
+  }
+
+  get frameLength(): number {
+    return this.frame.length;
+  }
+
+  copyFrame(out: Uint8Array, at: number): void {
+    out.set(this.frame, at);
   }
 
   toMessage(): InProcessMessage {

@@ -14,9 +14,13 @@
  * minute at the reference load): each survived the young generation, was promoted, and died in
  * the old one, and V8 answered with a mark-compact every 200-300 ms, each a 3-8 ms stall, at
  * fan-out 1 from 28k pushes/s (`bench broker --trace-gc`, bench/results/notes.md). The copy is
- * a memcpy of the frame per push. Frames larger than `MAX_SLOT_BYTES` (rare) are kept by
- * reference instead, so that one large diff does not widen every slot of its shard.
+ * a memcpy of the frame per push (from a broadcast, `FrameSource.copyFrame`: the broker's
+ * header and the publisher's bytes, with no frame buffer made for it). Frames larger than
+ * `MAX_SLOT_BYTES` (rare) are kept by reference instead, so that one large diff does not widen
+ * every slot of its shard.
  */
+
+import type { FrameSource } from './outbound.js';
 
 /** Frames up to this size are copied into the shard's slab; larger ones kept by reference. */
 export const MAX_SLOT_BYTES = 2048;
@@ -41,7 +45,7 @@ export type ResumeResult =
 
 export interface ResumeStore {
   /** Keeps a copy of `frame` (the forwarded gRPC frame) as the shard's newest entry. */
-  record(shardId: string, seqno: bigint, frame: Uint8Array, sender: object): void;
+  record(shardId: string, seqno: bigint, frame: Uint8Array | FrameSource, sender: object): void;
   /** The ring's entries with seqno > `afterSeqno`, ascending, without duplicates. */
   replay(shardId: string, afterSeqno: bigint): ResumeResult;
   /** Highest seqno held for a shard. */
@@ -189,7 +193,8 @@ export function createResumeStore(options: {
     record(shardId, seqno, frame, sender) {
       if (ringSize === 0) return;
       clock++;
-      const bytes = frame.length;
+      const raw = frame instanceof Uint8Array;
+      const bytes = raw ? frame.length : frame.frameLength;
       const small = bytes <= MAX_SLOT_BYTES;
       let ring = rings.get(shardId);
       if (ring === undefined) {
@@ -224,11 +229,12 @@ export function createResumeStore(options: {
       ring.lengths[slot] = bytes;
       ring.senders[slot] = sender;
       if (small) {
-        ring.slab.set(frame, slot * ring.slotBytes);
+        if (raw) ring.slab.set(frame, slot * ring.slotBytes);
+        else frame.copyFrame(ring.slab, slot * ring.slotBytes);
         if (ring.large !== undefined) ring.large[slot] = undefined;
       } else {
         ring.large ??= [];
-        ring.large[slot] = frame;
+        ring.large[slot] = raw ? frame : frame.frame;
       }
       ring.size++;
       ring.bytes += bytes;

@@ -10,6 +10,7 @@
  * Handlers (`pubsub-stream.ts`, `health.ts`, `reflection.ts`) see only this file's types.
  */
 import type { CallStatus } from './grpc-status.js';
+import type { FrameSource } from './outbound.js';
 
 /** Which HTTP/2 server implementation serves plain gRPC (TCP or Unix socket; not TLS). */
 export type Http2ServerKind = 'own' | 'node';
@@ -79,8 +80,11 @@ export interface ServerStream {
   respondHttpStatus(status: number): void;
   /** Writes one gRPC frame. False: buffers are full, wait for `drain`. */
   write(frame: Buffer): boolean;
-  /** Writes several gRPC frames in one socket write. False: wait for `drain`. */
-  writeFrames(items: readonly { readonly frame: Buffer }[]): boolean;
+  /**
+   * Writes several gRPC frames in one socket write (each copied by its source where the
+   * implementation copies, else taken as its `frame`). False: wait for `drain`.
+   */
+  writeFrames(items: readonly FrameSource[]): boolean;
   /** Writes `last` (if given), then the trailers of `status`, after everything written before. */
   end(status: CallStatus, last?: Buffer): void;
   /** RST_STREAM with an HTTP/2 error code (RFC 9113 §7); idempotent. */

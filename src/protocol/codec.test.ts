@@ -20,9 +20,11 @@ import {
   encodeRefusal,
   encodeSubscribe,
   encodeUnsubscribe,
+  forwardLength,
   type GapReason,
   type RefusalReason,
   type RefusedCall,
+  writeForward,
 } from './codec.js';
 import { durationFromMs } from './duration.js';
 import { GRPC_FRAME_HEADER_BYTES } from './grpc.js';
@@ -383,6 +385,32 @@ describe('encoders', () => {
           true,
         );
         expectSame(decodeMessage(body), fromBinary(ProtoPubSubMessageSchema, body));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('property: a forward (encodeForward, or writeForward into a larger buffer) is byte-for-byte the generated encoding', () => {
+    fc.assert(
+      fc.property(generatedArb, fc.boolean(), fc.nat(64), (generated, framed, offset) => {
+        const m = throughMs(generated);
+        if (m.message.case !== 'pushDiff') return;
+        const pd = toBinary(ProtoPushDiffSchema, m.message.value);
+        const ts = msOf(m.timestamp);
+        const expected = Buffer.from(toBinary(ProtoPubSubMessageSchema, m));
+        const own = encodeForward(pd, ts, framed);
+        const body = framed ? own.subarray(GRPC_FRAME_HEADER_BYTES) : own;
+        expect(body.equals(expected)).toBe(true);
+        if (framed) expect(own.readUInt32BE(1)).toBe(expected.length);
+        // Another timestamp in between: the cached timestamp bytes follow the argument.
+        encodeForward(pd, (ts ?? 0) + 1, framed);
+        const n = forwardLength(pd.length, ts, framed);
+        expect(n).toBe(own.length);
+        const out = Buffer.alloc(offset + n + 8, 0xee);
+        expect(writeForward(out, offset, pd, ts, framed)).toBe(offset + n);
+        expect(out.subarray(offset, offset + n).equals(own)).toBe(true);
+        expect(out.subarray(0, offset).every((b) => b === 0xee)).toBe(true);
+        expect(out.subarray(offset + n).every((b) => b === 0xee)).toBe(true);
       }),
       { numRuns: 2000 },
     );

@@ -732,16 +732,79 @@ export function encodePushDiff(
 }
 
 /**
+ * The `timestamp` field (tag, length, `ProtoDuration`) of the last forward written, for the
+ * timestamp `fwdTsMs` (module state: the broker stamps every diff of one turn with the same
+ * time, so a forward writes these bytes, it does not split a duration).
+ */
+let fwdTsMs: number | undefined;
+let fwdTsLen = 0;
+const fwdTs = new Uint8Array(16);
+
+function forwardTimestamp(timestampMs: number | undefined): number {
+  if (timestampMs === fwdTsMs && fwdTsMs !== undefined) return fwdTsLen;
+  fwdTsMs = timestampMs;
+  if (timestampMs === undefined) {
+    fwdTsLen = 0;
+    return 0;
+  }
+  const size = splitDuration(timestampMs);
+  fwdTs[0] = 0x0a;
+  fwdTsLen = writeDuration(fwdTs, writeVarint(fwdTs, 1, size));
+  return fwdTsLen;
+}
+
+/** Length of `encodeForward(pushDiff, timestampMs, framed)` for a `pushDiffLength`-byte push_diff. */
+export function forwardLength(
+  pushDiffLength: number,
+  timestampMs: number | undefined,
+  framed: boolean,
+): number {
+  const msgLen = forwardTimestamp(timestampMs) + lenFieldSize(pushDiffLength);
+  return (framed ? GRPC_FRAME_HEADER_BYTES : 0) + msgLen;
+}
+
+/**
+ * Writes `encodeForward(pushDiff, timestampMs, framed)` into `out` at `at` (which has room for
+ * `forwardLength` bytes): the broker's forwarded message, straight into where it is written,
+ * with no buffer of its own. Returns the position after it.
+ */
+export function writeForward(
+  out: Uint8Array,
+  at: number,
+  pushDiff: Uint8Array,
+  timestampMs: number | undefined,
+  framed: boolean,
+): number {
+  const n = pushDiff.length;
+  const tsLen = forwardTimestamp(timestampMs);
+  if (framed) {
+    const msgLen = tsLen + lenFieldSize(n);
+    out[at] = 0;
+    out[at + 1] = msgLen >>> 24;
+    out[at + 2] = (msgLen >>> 16) & 0xff;
+    out[at + 3] = (msgLen >>> 8) & 0xff;
+    out[at + 4] = msgLen & 0xff;
+    at += GRPC_FRAME_HEADER_BYTES;
+  }
+  for (let i = 0; i < tsLen; i++) out[at++] = fwdTs[i]!;
+  out[at++] = TAG_PUSH_DIFF;
+  at = writeVarint(out, at, n);
+  out.set(pushDiff, at);
+  return at + n;
+}
+
+/**
  * `ProtoPubSubMessage { timestamp, push_diff = <pushDiff verbatim> }`: the broker's forwarded
- * message, built once per broadcast from the publisher's raw `push_diff` bytes.
+ * message, from the publisher's raw `push_diff` bytes, in a buffer of its own (`writeForward`
+ * writes the same bytes into a caller's).
  */
 export function encodeForward(
   pushDiff: Uint8Array,
   timestampMs: number | undefined,
   framed: boolean,
 ): Buffer {
-  const out = envelope(TAG_PUSH_DIFF, pushDiff.length, timestampMs, framed);
-  out.set(pushDiff, bodyAt);
+  const out = Buffer.allocUnsafe(forwardLength(pushDiff.length, timestampMs, framed));
+  writeForward(out, 0, pushDiff, timestampMs, framed);
   return out;
 }
 

@@ -25,7 +25,9 @@ export {
   encodeRefusal,
   encodeSubscribe,
   encodeUnsubscribe,
+  forwardLength,
   PushMessage,
+  writeForward,
 } from './codec.js';
 export type { DurationParts } from './duration.js';
 export { durationFromMs, msFromDuration } from './duration.js';
