@@ -79,9 +79,15 @@ export class PushMessage {
     private readonly pushDiffEnd: number,
   ) {}
 
-  /** The `diff` bytes (a view). */
+  /**
+   * The `diff` bytes: a plain `Uint8Array` view, even of a `Buffer` (a `Buffer`'s `subarray`
+   * constructs through Node's `FastBuffer` class, and so does every `subarray` of its result,
+   * such as the envelope's view of the model's diff: two of the six views a pushed diff took on
+   * its way from the socket read).
+   */
   get diff(): Uint8Array {
-    return this.bytes.subarray(this.diffStart, this.diffEnd);
+    const b = this.bytes;
+    return new Uint8Array(b.buffer, b.byteOffset + this.diffStart, this.diffEnd - this.diffStart);
   }
 
   /** The raw `ProtoPushDiff` submessage (a view), for verbatim forwarding. */
