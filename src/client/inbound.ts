@@ -11,7 +11,7 @@ export function decodeInbound(bytes: Uint8Array): InboundMessage {
   const m = decodeMessage(bytes);
   switch (m.kind) {
     case 'push':
-      if (!parseShardId(m.shardId).ok) break;
+      if (!m.shardIdValid && !parseShardId(m.shardId).ok) break;
       return {
         kind: 'diff',
         shardId: m.shardId,

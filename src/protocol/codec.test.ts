@@ -303,6 +303,23 @@ describe('decodeMessage', () => {
     expect(decodeMessage(bytes)).toMatchObject({ shardId: `z${tail}` });
   });
 
+  it("a push's shardIdValid: the rule's verdict, from the id cache after the first decode", () => {
+    const valid = (id: string) => {
+      const r = decodeMessage(encodePush(id, 1n, Uint8Array.of(1), undefined, undefined, false));
+      if (r.kind !== 'push') throw new Error(r.kind);
+      expect(r.shardId).toBe(Buffer.from(id, 'utf8').toString('latin1'));
+      return r.shardIdValid;
+    };
+    const good = 's0e2c4f06-3d4b-4a1e-9f3c-2b7d8e9a1c55';
+    // The first decode checks the rule; the second answers from the cache.
+    expect([valid(good), valid(good)]).toEqual([true, true]);
+    for (const bad of ['s with spaces', 'sé-non-ascii', 's\u007f-del']) {
+      expect([valid(bad), valid(bad)]).toEqual([false, false]);
+    }
+    // Longer than the cache holds: not known (the caller checks it), however valid.
+    expect(valid(`s${'x'.repeat(100)}`)).toBe(false);
+  });
+
   it('refuses a seqno above 2^63-1 (push, resume, gap) with seqno_range', () => {
     const big = MAX_SEQNO + 1n;
     const cases: ProtoPubSubMessage['message'][] = [

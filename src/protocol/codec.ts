@@ -16,6 +16,7 @@
  * accepts, and a non-ASCII id is refused there, byte by byte, instead of being re-encoded.
  */
 import { GRPC_FRAME_HEADER_BYTES } from './grpc.js';
+import { DEFAULT_MAX_SHARD_ID_BYTES, parseShardId } from './shard-id.js';
 
 /** Why an inbound message could not be decoded. Stable codes, used as metric labels. */
 export type DecodeErrorCode =
@@ -73,6 +74,11 @@ export class PushMessage {
     readonly seqno: bigint,
     /** `origin_timestamp` (the writer's commit time), ms since the Unix epoch, if set. */
     readonly originTimestampMs: number | undefined,
+    /**
+     * `shardId` is known to pass `parseShardId` at `DEFAULT_MAX_SHARD_ID_BYTES` (the codec's id
+     * cache checked it when it took it in); false only means not known: check it.
+     */
+    readonly shardIdValid: boolean,
     private readonly diffStart: number,
     private readonly diffEnd: number,
     private readonly pushDiffStart: number,
@@ -286,14 +292,20 @@ const ID_CACHE_MAX_BYTES = 64;
 const idCacheStrings: string[] = new Array<string>(ID_CACHE_SLOTS).fill('');
 /**
  * The bytes of each cached string, compared as bytes (~3x cheaper than `charCodeAt`): slot i's
- * at `i * ID_CACHE_MAX_BYTES` of one flat array, its length in `idCacheLengths` (0: empty). A
- * hit reads one line of it, where a `Uint8Array` per slot was two cold loads more per message
- * (the view object, then its bytes: in a reader following a thousand shards every id is cold).
+ * at `i * ID_CACHE_MAX_BYTES` of one flat array, and in `idCacheMeta` its length (0: empty)
+ * with `ID_VALID` set if the string passes the shard id rule at the default limit (checked once,
+ * when the slot takes it). A hit reads one line of bytes and the meta byte, where a `Uint8Array`
+ * per slot was two cold loads more per message and the rule a `Set` lookup (in a reader
+ * following a thousand shards every id is cold).
  */
 const idCacheBytes = new Uint8Array(ID_CACHE_SLOTS * ID_CACHE_MAX_BYTES);
-const idCacheLengths = new Uint8Array(ID_CACHE_SLOTS);
+const idCacheMeta = new Uint8Array(ID_CACHE_SLOTS);
+const ID_VALID = 0x80;
+/** Whether the id `latin1` returned last is known valid (`PushMessage.shardIdValid`). */
+let latin1Valid = false;
 
 function latin1(buf: Uint8Array, start: number, end: number): string {
+  latin1Valid = false;
   const n = end - start;
   if (n === 0) return '';
   if (n > ID_CACHE_MAX_BYTES) return latin1Slice.call(buf, start, end);
@@ -303,16 +315,21 @@ function latin1(buf: Uint8Array, start: number, end: number): string {
   for (let i = n > 16 ? end - 16 : start; i < end; i++) h = Math.imul(h ^ buf[i]!, 0x01000193);
   const slot = (h >>> 0) & (ID_CACHE_SLOTS - 1);
   const at = slot * ID_CACHE_MAX_BYTES;
-  if (idCacheLengths[slot] === n) {
+  const meta = idCacheMeta[slot]!;
+  if ((meta & ~ID_VALID) === n) {
     let i = 0;
     while (i < n && idCacheBytes[at + i] === buf[start + i]) i++;
-    if (i === n) return idCacheStrings[slot]!;
+    if (i === n) {
+      latin1Valid = (meta & ID_VALID) !== 0;
+      return idCacheStrings[slot]!;
+    }
   }
   const str = latin1Slice.call(buf, start, end);
   idCacheStrings[slot] = str;
   // A copy: the input may be a view of a large chunk that is reused or should be collected.
   idCacheBytes.set(buf.subarray(start, end), at);
-  idCacheLengths[slot] = n;
+  latin1Valid = parseShardId(str, DEFAULT_MAX_SHARD_ID_BYTES).ok;
+  idCacheMeta[slot] = latin1Valid ? n | ID_VALID : n;
   return str;
 }
 
@@ -478,6 +495,7 @@ export function decodeMessage(buf: Uint8Array): DecodeResult {
         shardId,
         fSeqno ?? 0n,
         fDurationMs,
+        latin1Valid,
         fBytesStart,
         fBytesEnd,
         vStart,
