@@ -445,6 +445,26 @@ describe('following every version (onVersion)', () => {
     t.reader.receiveDiff(SHARD, 1n, t.pushes[0]!.diff);
     expect(seen).toEqual({ a: [1n, 2n], b: [2n] });
   });
+
+  it('followers coming and going (none, one, two, one, none, one): each version reaches those following', async () => {
+    const t = await setup(6);
+    const seen: Record<string, bigint[]> = { a: [], b: [], c: [] };
+    const follow = (name: string) => t.r.onVersion((v) => seen[name]?.push(v.seqno));
+    const apply = (seqno: number) =>
+      t.reader.receiveDiff(SHARD, BigInt(seqno), t.pushes[seqno - 1]!.diff);
+    apply(1); // nobody follows
+    const offA = follow('a');
+    apply(2); // a alone
+    const offB = follow('b');
+    apply(3); // a and b
+    offA();
+    apply(4); // b alone, the one left of two
+    offB();
+    apply(5); // nobody again
+    follow('c');
+    apply(6); // c alone
+    expect(seen).toEqual({ a: [2n, 3n], b: [3n, 4n], c: [6n] });
+  });
 });
 
 describe('closing the cache', () => {
