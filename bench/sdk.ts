@@ -2,7 +2,7 @@
  * `npm run bench -- sdk [--quick] [--shards 1000] [--rounds 20] [--chunk 16]
  *   [--diff-min 100] [--diff-max 1024] [--writer-shards 200] [--writer-rounds 10]
  *   [--backends memory,sqlite] [--sqlite-synchronous normal|full] [--paths receive,write]
- *   [--reader-api wait|callback|none] [--cpu-prof | --heap-prof]`
+ *   [--reader-api wait|callback|none] [--cold-lines 256] [--cpu-prof | --heap-prof]`
  *
  * An in-process microbenchmark of the SDK's own cost per diff, with no network and no broker,
  * so that each change to the client and shard state is measured in seconds:
@@ -15,6 +15,14 @@
  *   floor) and the metrics. A stub transport hands
  *   the client ready `InboundMessage`s in chunks of `--chunk` per event-loop turn, like a socket
  *   read. The `decode` row adds the transport's decode of each `ProtoPubSubMessage` first.
+ * - **shard** (`--paths shard`, not in the default): the shard state's part alone, with cold
+ *   caches: `receiveDiff` of each pushed envelope straight into a shard-state cache (envelope and
+ *   model decode, apply, reorder and poll bookkeeping, one `onVersion` follower per shard), one
+ *   diff at a time in shard rotation, with `--cold-lines` (default 256) random cache lines of a
+ *   16 MiB array read after each: what the writers, the broker and the kernel do to a reader's
+ *   caches between two of its updates on a shared machine (in the receive rows every shard's
+ *   objects stay warm; in the e2e reader each update finds them cold). The sweeps' own CPU,
+ *   measured alone before each of the 4 spans, is subtracted: the least span less the least sweep.
  * - **model**: the share of the receive rows that is the state model's own work (the e2e
  *   model's `decodeDiff`, a UTF-8 decode and `JSON.parse` of each diff, and `apply`), run alone
  *   over the same diffs: what is left of a receive row is the SDK's.
@@ -52,6 +60,7 @@ import {
 import { ProtoPubSubMessageSchema } from '../src/gen/mz_persist_client/internal/service/pubsub_pb.js';
 import { VersionEnvelopeSchema } from '../src/gen/persist_pubsub/state/v1/envelope_pb.js';
 import { createPersistClient, type PersistClient, type ShardHandle } from '../src/index.js';
+import { createShardStateCache } from '../src/shard-state/index.js';
 import { type BenchState, benchModel, padFor, wallMs } from './e2e-model.js';
 
 export const sdkBench = {
@@ -74,6 +83,7 @@ interface Options {
   backends: string[];
   sqliteSynchronous: SqliteSynchronous;
   readerApi: 'wait' | 'callback' | 'none';
+  coldLines: number;
 }
 
 interface Pushed {
@@ -179,6 +189,30 @@ function startMeter(): () => { cpuUs: number; allocatedBytes: number; gcs: numbe
 }
 
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+/** `--cold-lines`: reads `lines` random cache lines of a 16 MiB array per call. */
+function createCacheSweep(lines: number): () => number {
+  const junk = new Float64Array((16 << 20) / 8);
+  const mask = junk.length - 1;
+  let at = 0;
+  return () => {
+    let x = 0;
+    for (let i = 0; i < lines; i++) {
+      at = (at + 40_999 * 8) & mask; // a stride of 320 KB and a line: no prefetch helps
+      x += junk[at] as number;
+    }
+    return x;
+  };
+}
+
+/** CPU µs of `calls` sweeps alone (what `--cold-lines` adds to a measured span). */
+function sweepCpuUs(sweep: () => number, calls: number): number {
+  const cpu = process.cpuUsage();
+  let x = 0;
+  for (let i = 0; i < calls; i++) x += sweep();
+  const c = process.cpuUsage(cpu);
+  return x === -1 ? 0 : c.user + c.system;
+}
 
 function shardIdOf(i: number): string {
   return `s00000000-0000-0000-0000-${String(i).padStart(12, '0')}`;
@@ -315,6 +349,66 @@ async function receiveBench(o: Options, decode: boolean): Promise<Row> {
   };
 }
 
+/** The shard state's part with cold caches (`--paths shard`): see the file's comment. */
+async function shardBench(o: Options): Promise<Row> {
+  const consensus = createMemoryConsensus();
+  const writerTransport = createStubTransport();
+  const writer = await openClient(consensus, writerTransport);
+  const ids = Array.from({ length: o.shards }, (_, i) => shardIdOf(i));
+  const writers = await Promise.all(ids.map((id) => writer.openShard(id, benchModel)));
+  // Opened before the commits, so that every pushed diff is the next one.
+  const cache = createShardStateCache({ consensus });
+  const readers = await Promise.all(ids.map((id) => cache.open(id, benchModel)));
+  await commitRounds(writers, o.rounds, o);
+  let observed = 0;
+  for (const h of readers) {
+    h.onVersion(() => {
+      observed++;
+    });
+  }
+  // Shard rotation: every shard's k-th diff, then every shard's (k+1)-th.
+  const byShard = new Map<string, Pushed[]>(ids.map((id) => [id, []]));
+  for (const p of writerTransport.pushed) byShard.get(p.shardId)?.push(p);
+  const order: Pushed[] = [];
+  for (let k = 0; k < o.rounds; k++) for (const id of ids) order.push(byShard.get(id)![k]!);
+  const sweep = createCacheSweep(o.coldLines);
+  const options = { originTimestampMs: 0, receivedAtMs: 0 };
+  const spans = 4;
+  const per = Math.floor(order.length / spans);
+  let bestSpanUs = Number.POSITIVE_INFINITY;
+  let bestSweepUs = Number.POSITIVE_INFINITY;
+  let allocated = 0;
+  let gcs = 0;
+  const stopProfile = await startProfile(o, 'shard');
+  for (let span = 0, i = 0; span < spans; span++) {
+    bestSweepUs = Math.min(bestSweepUs, sweepCpuUs(sweep, per));
+    const meter = startMeter();
+    for (let j = 0; j < per; j++, i++) {
+      const p = order[i]!;
+      options.originTimestampMs = p.originTimestampMs;
+      cache.receiveDiff(p.shardId, p.seqno, p.diff, options);
+      sweep();
+    }
+    const m = meter();
+    bestSpanUs = Math.min(bestSpanUs, m.cpuUs);
+    allocated += m.allocatedBytes;
+    gcs += m.gcs;
+  }
+  await stopProfile();
+  const diffs = per * spans;
+  for (const h of [...readers, ...writers]) h.close();
+  cache.close();
+  await writer.close();
+  return {
+    path: `shard: receiveDiff → onVersion, ${o.coldLines} cold lines per diff`,
+    diffs,
+    cpuUsPerDiff: Math.max(0, bestSpanUs - bestSweepUs) / per,
+    bytesPerDiff: allocated / diffs,
+    gcs,
+    note: `least of ${spans} spans less the least of ${spans} sweeps alone (${(bestSweepUs / per).toFixed(2)} µs per diff); ${observed}/${diffs} observed`,
+  };
+}
+
 /** The model's own share of the receive path: `decodeDiff` and `apply` of the same diffs. */
 async function modelBench(o: Options): Promise<Row> {
   const consensus = createMemoryConsensus();
@@ -408,9 +502,10 @@ async function run(args: string[]): Promise<void> {
       'writer-rounds': { type: 'string' },
       backends: { type: 'string', default: 'memory,sqlite' },
       'sqlite-synchronous': { type: 'string', default: 'normal' },
-      /** Which paths to run: receive, write (for a profile of one). */
+      /** Which paths to run: receive, write, shard (for a profile of one). */
       paths: { type: 'string', default: 'receive,write' },
       'reader-api': { type: 'string', default: 'wait' },
+      'cold-lines': { type: 'string', default: '256' },
     },
   });
   const quick = values.quick;
@@ -433,6 +528,7 @@ async function run(args: string[]): Promise<void> {
     backends: values.backends.split(',').map((b) => b.trim()),
     sqliteSynchronous: values['sqlite-synchronous'] as SqliteSynchronous,
     readerApi: values['reader-api'] as Options['readerApi'],
+    coldLines: int('cold-lines', values['cold-lines'], 0),
   };
   if (o.readerApi !== 'wait' && o.readerApi !== 'callback' && o.readerApi !== 'none') {
     throw new Error('--reader-api must be wait, callback or none');
@@ -464,6 +560,10 @@ async function run(args: string[]): Promise<void> {
       rows.push(await receiveBench(o, false));
       rows.push(await receiveBench(o, true));
       rows.push(await modelBench(o));
+    }
+    if (paths.includes('shard')) {
+      await shardBench({ ...o, cpuProf: false, heapProf: false, rounds: 2 }); // warm-up (JIT)
+      rows.push(await shardBench(o));
     }
     if (paths.includes('write')) for (const b of o.backends) rows.push(await writeBench(o, b, dir));
   } finally {
