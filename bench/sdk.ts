@@ -349,13 +349,19 @@ async function receiveBench(o: Options, decode: boolean): Promise<Row> {
   };
 }
 
-/** The shard state's part with cold caches (`--paths shard`): see the file's comment. */
-async function shardBench(o: Options): Promise<Row> {
+/** A writer client on a memory Consensus with a stub transport, and its handle on each shard. */
+async function openWriters(o: Options) {
   const consensus = createMemoryConsensus();
-  const writerTransport = createStubTransport();
-  const writer = await openClient(consensus, writerTransport);
+  const transport = createStubTransport();
+  const writer = await openClient(consensus, transport);
   const ids = Array.from({ length: o.shards }, (_, i) => shardIdOf(i));
   const writers = await Promise.all(ids.map((id) => writer.openShard(id, benchModel)));
+  return { consensus, transport, writer, ids, writers };
+}
+
+/** The shard state's part with cold caches (`--paths shard`): see the file's comment. */
+async function shardBench(o: Options): Promise<Row> {
+  const { consensus, transport: writerTransport, writer, ids, writers } = await openWriters(o);
   // Opened before the commits, so that every pushed diff is the next one.
   const cache = createShardStateCache({ consensus });
   const readers = await Promise.all(ids.map((id) => cache.open(id, benchModel)));
@@ -411,11 +417,7 @@ async function shardBench(o: Options): Promise<Row> {
 
 /** The model's own share of the receive path: `decodeDiff` and `apply` of the same diffs. */
 async function modelBench(o: Options): Promise<Row> {
-  const consensus = createMemoryConsensus();
-  const transport = createStubTransport();
-  const writer = await openClient(consensus, transport);
-  const ids = Array.from({ length: o.shards }, (_, i) => shardIdOf(i));
-  const writers = await Promise.all(ids.map((id) => writer.openShard(id, benchModel)));
+  const { transport, writer, ids, writers } = await openWriters(o);
   await commitRounds(writers, o.rounds, o);
   // The model's diff bytes, out of each pushed envelope (not measured).
   const diffs = transport.pushed.map((p) => fromBinary(VersionEnvelopeSchema, p.diff).diff);
