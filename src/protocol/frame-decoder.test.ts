@@ -39,6 +39,35 @@ describe('frame decoder', () => {
     );
   });
 
+  it('completes a message split over chunks from just its bytes; the rest of the chunk is decoded in place', () => {
+    const a = frameMessage(Buffer.alloc(30, 1));
+    const b = frameMessage(Buffer.alloc(20, 2));
+    const c = frameMessage(Buffer.alloc(10, 3));
+    const second = Buffer.concat([a.subarray(12), b, c]);
+    const d = createFrameDecoder(1000);
+    const seen: Buffer[] = [];
+    expect(d.push(a.subarray(0, 12), (m) => seen.push(m))).toBeUndefined();
+    expect(d.bufferedBytes).toBe(12);
+    expect(d.push(second, (m) => seen.push(m))).toBeUndefined();
+    expect(seen.map((m) => [m.length, m[0]])).toEqual([
+      [30, 1],
+      [20, 2],
+      [10, 3],
+    ]);
+    // The joined message is a buffer of its own, exactly its frame; the later ones alias `second`.
+    const within = (m: Buffer | undefined, base: Buffer) =>
+      m !== undefined &&
+      m.buffer === base.buffer &&
+      m.byteOffset >= base.byteOffset &&
+      m.byteOffset + m.length <= base.byteOffset + base.length;
+    expect(within(seen[0], second)).toBe(false);
+    expect(seen[0]?.buffer.byteLength).toBeGreaterThanOrEqual(35);
+    expect(seen[1]?.byteOffset).toBe(second.byteOffset + 23 + 5);
+    expect(within(seen[1], second)).toBe(true);
+    expect(within(seen[2], second)).toBe(true);
+    expect(d.bufferedBytes).toBe(0);
+  });
+
   it('refuses an oversized message from its prefix, before buffering it', () => {
     const d = createFrameDecoder(10);
     const head = Buffer.from([0, 0, 0, 0, 11]);

@@ -75,8 +75,7 @@ export function createFrameDecoder(maxMessageBytes: number): FrameDecoder {
       partsBytes += chunk.length;
       if (partsBytes < GRPC_FRAME_HEADER_BYTES) return undefined;
       if (needed === 0) {
-        const head = Buffer.concat(parts);
-        parts = [head];
+        const head = Buffer.concat(parts, GRPC_FRAME_HEADER_BYTES);
         const flag = head[0]!;
         if (flag !== 0) {
           failed = flag === 1 ? { code: 'compressed' } : { code: 'bad_flag', flag };
@@ -90,9 +89,17 @@ export function createFrameDecoder(maxMessageBytes: number): FrameDecoder {
         needed = GRPC_FRAME_HEADER_BYTES + msgLen;
       }
       if (partsBytes < needed) return undefined;
-      const joined = Buffer.concat(parts);
+      // The pending message ends in this chunk: join just its bytes, and decode the rest of the
+      // chunk in place (views, as for any chunk), not a copy of the whole chunk.
+      const fromChunk = needed - (partsBytes - chunk.length);
+      parts[parts.length - 1] = chunk.subarray(0, fromChunk);
+      const joined = Buffer.concat(parts, needed);
       pending = undefined;
-      failed = take(joined, onMessage);
+      parts = [];
+      partsBytes = 0;
+      needed = 0;
+      onMessage(joined.subarray(GRPC_FRAME_HEADER_BYTES));
+      failed = take(chunk.subarray(fromChunk), onMessage);
       return failed;
     },
     get bufferedBytes() {
