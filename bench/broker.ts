@@ -1,6 +1,7 @@
 /**
  * `npm run bench -- broker [--fanouts 1,10,100] [--rates 50000,100000,200000,300000,400000]
- *   [--step-ms 3000] [--shards 100] [--sub-workers 1] [--skip-rss] [--cpu-prof]`
+ *   [--step-ms 3000] [--shards 100] [--sub-workers 1] [--skip-rss] [--cpu-prof]
+ *   [--client-sched batch|other]`
  *
  * The broker runs in its own process (`broker-server.ts`), publishers and subscribers in others
  * (`broker-client.ts`, raw `node:http2` clients). For each fan-out F, every shard has exactly F
@@ -12,7 +13,15 @@
  * the broker that separate its own latency from the machine's: the share of its flushes written
  * within 1 ms of receipt (its fan-out latency histogram) and its worst event-loop stall; and the
  * bench subscriber's own worst stall (its longest run on a CPU, its longest tick gap), so that a
- * tail is told apart as the broker's or the subscriber's.
+ * tail is told apart as the broker's or the subscriber's; and the broker main thread's whole
+ * run-queue wait over the step, ms per second (runnable, not running: the machine's share of
+ * its stalls).
+ *
+ * The publisher and subscriber processes (here and in every mode below, nats-server's clients of
+ * `--server nats` too) run at SCHED_BATCH (`--client-sched`, `DEFAULT_CLIENT_SCHED` in
+ * `e2e-child.ts`): the same CPU share as the broker, but a woken client never preempts it. At
+ * `other` (every run before session 7) the subscriber, woken by the broker's own socket writes
+ * onto the broker's CPU, preempted the broker ~800-1,500 times a second at fan-out 10, 200k/s.
  *
  * Then the memory figure: a fresh broker, 1k HTTP/2 connections holding 100k subscriptions over
  * 10k shards (10 subscribers each), and one push per shard (filling the resume rings): RSS
@@ -74,7 +83,16 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import * as hdr from 'hdr-histogram-js';
 import { createRendezvous } from '../src/client/index.js';
-import { Child, here, loadAverage, procContextSwitches, procCpu } from './e2e-child.js';
+import {
+  Child,
+  type ClientSched,
+  DEFAULT_CLIENT_SCHED,
+  here,
+  loadAverage,
+  procContextSwitches,
+  procCpu,
+  setProcessSched,
+} from './e2e-child.js';
 import { startNatsServer } from './nats-server.js';
 import { noStall, type TickStalls } from './tick-stalls.js';
 import { UsageError } from './usage.js';
@@ -112,6 +130,8 @@ let serverModule = './broker-server.js';
 let traceGc = false;
 /** Sample every allocation of the broker over each step (`--heap-prof`). */
 let heapProf = false;
+/** The scheduling policy of the bench's publisher and subscriber processes (`--client-sched`). */
+let clientSched: ClientSched = DEFAULT_CLIENT_SCHED;
 /** More node / V8 flags for the broker process (`--broker-node-flags`, comma-separated). */
 let brokerNodeFlags: string[] = [];
 
@@ -132,6 +152,7 @@ async function startBroker(
 async function startClient(module = './broker-client.js'): Promise<Child> {
   const child = new Child(fork(here(module), [], { stdio: 'inherit' }));
   await child.next('ready');
+  setProcessSched(child.proc.pid ?? 0, clientSched);
   return child;
 }
 
@@ -210,6 +231,8 @@ interface StepResult {
   brokerBusyMs: number;
   /** The GC pauses inside that run, ms. */
   brokerBusyGcMs: number;
+  /** The worst broker main thread's run-queue wait over the step, ms per second. */
+  brokerRunQueueMsPerS: number;
   /**
    * The worst bench subscriber's own stall: its longest run on a CPU between two ticks and its
    * longest tick gap, ms (is a latency tail the broker's or the subscriber's?).
@@ -380,6 +403,13 @@ async function runFanout(
           );
           return { brokerBusyMs: busiest.busyMs, brokerBusyGcMs: busiest.busyGcMs };
         })(),
+        brokerRunQueueMsPerS: Math.max(
+          ...after.map((x) =>
+            x.stall === undefined || x.stall.windowMs === 0
+              ? 0
+              : (x.stall.runQueueSumMs / x.stall.windowMs) * 1000,
+          ),
+        ),
         subscriberBusyMs: Math.max(...reports.map((r) => r.stall?.busyMs ?? 0)),
         subscriberGapMs: Math.max(...reports.map((r) => r.stall?.wallMs ?? 0)),
         publisherCpuPercent: pubs.reduce((a, _, i) => a + clientPct(i), 0),
@@ -400,7 +430,7 @@ async function runFanout(
 function printStep(r: StepResult): void {
   const ms = (us: number) => (us / 1000).toFixed(2);
   console.log(
-    `| ${r.fanout} | ${r.targetPerSecond} | ${r.deliveredPerSecond} | ${(r.deliveredRatio * 100).toFixed(1)}% | ${ms(r.p50Us)} | ${ms(r.p99Us)} | ${ms(r.p999Us)} | ${ms(r.maxUs)} | ${r.cpuSecondsPerMillion.toFixed(2)} | ${r.brokerCpuPercent.toFixed(0)}% | ${(r.brokerWithin1ms * 100).toFixed(1)}% | ${r.brokerLoopMaxMs.toFixed(0)} | ${r.scavenges} / ${r.markCompacts} | ${r.gcMaxPauseMs.toFixed(1)} | ${r.stall.wallMs.toFixed(0)} / ${r.stall.onCpuMs.toFixed(0)} / ${r.stall.runQueueMs.toFixed(0)} / ${r.stall.gcMs.toFixed(0)} | ${r.brokerBusyMs.toFixed(1)} / ${r.brokerBusyGcMs.toFixed(1)} | ${r.subscriberBusyMs.toFixed(1)} / ${r.subscriberGapMs.toFixed(0)} | ${r.dropped} | ${r.publisherCpuPercent.toFixed(0)}% | ${r.subscribersCpuPercent.toFixed(0)}% |`,
+    `| ${r.fanout} | ${r.targetPerSecond} | ${r.deliveredPerSecond} | ${(r.deliveredRatio * 100).toFixed(1)}% | ${ms(r.p50Us)} | ${ms(r.p99Us)} | ${ms(r.p999Us)} | ${ms(r.maxUs)} | ${r.cpuSecondsPerMillion.toFixed(2)} | ${r.brokerCpuPercent.toFixed(0)}% | ${(r.brokerWithin1ms * 100).toFixed(1)}% | ${r.brokerLoopMaxMs.toFixed(1)} | ${r.scavenges} / ${r.markCompacts} | ${r.gcMaxPauseMs.toFixed(1)} | ${r.stall.wallMs.toFixed(0)} / ${r.stall.onCpuMs.toFixed(0)} / ${r.stall.runQueueMs.toFixed(0)} / ${r.stall.gcMs.toFixed(0)} | ${r.brokerBusyMs.toFixed(1)} / ${r.brokerBusyGcMs.toFixed(1)} | ${r.brokerRunQueueMsPerS.toFixed(1)} | ${r.subscriberBusyMs.toFixed(1)} / ${r.subscriberGapMs.toFixed(0)} | ${r.dropped} | ${r.publisherCpuPercent.toFixed(0)}% | ${r.subscribersCpuPercent.toFixed(0)}% |`,
   );
 }
 
@@ -709,6 +739,7 @@ async function run(args: string[]): Promise<void> {
       'trace-gc': { type: 'boolean', default: false },
       'heap-prof': { type: 'boolean', default: false },
       'broker-node-flags': { type: 'string', default: '' },
+      'client-sched': { type: 'string', default: DEFAULT_CLIENT_SCHED },
       'write-window-us': { type: 'string', default: '0' },
       idle: { type: 'boolean', default: false },
       'idle-streams': { type: 'string', default: '2000' },
@@ -737,6 +768,11 @@ async function run(args: string[]): Promise<void> {
   traceGc = values['trace-gc'];
   heapProf = values['heap-prof'];
   brokerNodeFlags = values['broker-node-flags'].split(',').filter((f) => f !== '');
+  const sched = values['client-sched'];
+  if (sched !== 'batch' && sched !== 'other') {
+    throw new UsageError('--client-sched must be batch or other');
+  }
+  clientSched = sched;
   // Inherited by the forked broker and clients (broker-server.ts, broker-client.ts).
   if (values.tokens) process.env.PERSIST_PUBSUB_BENCH_TOKEN = 'bench-token';
   const http2Server = values['http2-server'];
@@ -822,7 +858,7 @@ async function run(args: string[]): Promise<void> {
     const label = `${values.server}${http2Server === undefined ? '' : ` (HTTP/2 ${http2Server})`}${values.tokens ? ', scoped tokens' : ''}, ${values.socket === 'unix' ? 'Unix socket' : 'loopback TCP'}`;
     console.log(
       `server: ${label}. Reference load: 512 B diffs, ${pattern}, ${ms} ms measured (and as long idle). ` +
-        `CPU % is of one core. Load average ${loadAverage()}.`,
+        `CPU % is of one core; clients at ${clientSched === 'batch' ? 'SCHED_BATCH' : 'SCHED_OTHER'}. Load average ${loadAverage()}.`,
     );
     await runReference(
       {
@@ -843,14 +879,17 @@ async function run(args: string[]): Promise<void> {
       (brokerCount === 1
         ? 'broker in its own process (CPU = its own user+system time), '
         : `${brokerCount} sharded broker processes (shards by rendezvous hashing, CPU = theirs summed), `) +
-      `${subWorkers} subscriber process(es), ${brokerCount} publisher process(es).\n`,
+      `${subWorkers} subscriber process(es), ${brokerCount} publisher process(es) at ${clientSched === 'batch' ? 'SCHED_BATCH' : 'SCHED_OTHER'}. Load average ${loadAverage()}.\n`,
   );
   console.log(
-    '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | broker flushes ≤ 1 ms | broker loop stall max ms | broker scavenges / mark-compacts | broker longest GC pause ms | longest tick gap: wall / on CPU / run queue / GC ms | broker longest run on CPU / GC in it ms | subscriber longest run on CPU / longest tick gap ms | drops | publisher CPU | subscribers CPU |',
+    '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | broker flushes ≤ 1 ms | broker loop stall max ms | broker scavenges / mark-compacts | broker longest GC pause ms | longest tick gap: wall / on CPU / run queue / GC ms | broker longest run on CPU / GC in it ms | broker run queue ms/s | subscriber longest run on CPU / longest tick gap ms | drops | publisher CPU | subscribers CPU |',
   );
-  console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+  console.log(
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+  );
   for (const f of fanouts) {
     await runFanout(f, rates, stepMs, shardCount, subWorkers, values['cpu-prof'], brokerCount);
   }
+  console.log(`\nload average after: ${loadAverage()}`);
   if (!values['skip-rss'] && !values.quick) await rssAtScale(values['cpu-prof']);
 }

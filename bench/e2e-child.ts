@@ -2,7 +2,7 @@
  * Helpers shared by the end-to-end, fan-out and scale benchmarks: forked children with
  * request/response over IPC, CPU time of other processes from `/proc`, and HDR histograms.
  */
-import { type ChildProcess, fork } from 'node:child_process';
+import { type ChildProcess, execFileSync, fork } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import * as hdr from 'hdr-histogram-js';
@@ -144,6 +144,41 @@ export function procContextSwitches(pid: number): { voluntary: number; involunta
   }
   return { voluntary, involuntary };
 }
+
+/**
+ * How `bench broker` and `bench fanout` schedule their load generators (the publisher and
+ * subscriber processes, ours and nats-server's alike; never the server under test): `batch` is
+ * Linux's SCHED_BATCH, the same share of the CPU as before (nice 0) but a woken client never
+ * preempts a running task, so it does not take the CPU from the server that woke it (at a
+ * scheduler tick, when the server's slice is used up, it still may). At `other` (the default
+ * policy, as every run before session 7) the subscriber, woken by the broker's socket write onto
+ * the broker's own CPU (a synchronous wake-up), preempted the broker ~800-1,500 times a second at
+ * fan-out 10, 200k deliveries/s; at `batch` ~330-550 (`perf sched`; bench/results/notes.md, "What
+ * keeps the broker off the CPU"). A lower priority (nice 10) cut that further, but gave the
+ * server the clients' share whenever the machine was short of CPU: the subscriber fell behind and
+ * fan-out 100 dropped diffs at 1M/s where nice 0 delivered them all.
+ */
+export type ClientSched = 'batch' | 'other';
+export const DEFAULT_CLIENT_SCHED: ClientSched = 'batch';
+
+/**
+ * Sets the scheduling policy of every thread of a process (`chrt --all-tasks`: Linux applies a
+ * policy to one thread at a time; threads the process starts later inherit it from the thread
+ * that starts them). Call it once the process is up (its `ready`). Without `chrt` (not Linux,
+ * no util-linux) it warns once and leaves the process as it is.
+ */
+export function setProcessSched(pid: number, sched: ClientSched): void {
+  if (sched === 'other') return;
+  try {
+    execFileSync('chrt', ['--all-tasks', '--batch', '--pid', '0', String(pid)], {
+      stdio: 'ignore',
+    });
+  } catch (err) {
+    if (!warnedNoChrt) console.warn(`cannot set SCHED_BATCH on the bench clients: ${String(err)}`);
+    warnedNoChrt = true;
+  }
+}
+let warnedNoChrt = false;
 
 /** Pids of every process of a user (by uid, from `/proc`). */
 export function pidsOfUser(uid: number): number[] {

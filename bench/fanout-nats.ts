@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- fanout [--quick] [--fanouts 1,10,100] [--shards 100] [--step-ms 2000]
  *   [--start-rate 20000] [--max-rate 3000000] [--p99-bound-ms 10] [--systems ours,nats]
- *   [--cpu-prof]`
+ *   [--cpu-prof] [--client-sched batch|other]`
  *
  * Fan-out against nats-server, in one run on this machine: the same workload (256 B messages
  * round-robin over 100 shards/subjects, each shard followed by exactly F subscribers, every
@@ -16,12 +16,26 @@
  * also reports the bench's own publisher and subscriber CPU (% of one core, from `/proc`), so a
  * limit of the clients is not taken for one of the server, and for ours the broker's and the
  * subscriber's longest runs on a CPU (`tick-stalls.ts`), so a tail is told apart as either's.
+ * Both systems' publisher and subscriber processes run at SCHED_BATCH (`--client-sched`,
+ * `DEFAULT_CLIENT_SCHED` in `e2e-child.ts`; `other` is how every run before session 7 was
+ * measured): the same CPU share as the server, but a woken client never preempts it, so the load
+ * generators do not take the CPU from the server under test. nats-server and our broker run at
+ * the default policy alike.
  * Results: `bench/results/fanout.json` (`quick/` with `--quick`), and the report.
  */
 import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import * as hdr from 'hdr-histogram-js';
-import { forkChild, loadAverage, newHistogram, procCpuSeconds, sleep } from './e2e-child.js';
+import {
+  type ClientSched,
+  DEFAULT_CLIENT_SCHED,
+  forkChild,
+  loadAverage,
+  newHistogram,
+  procCpuSeconds,
+  setProcessSched,
+  sleep,
+} from './e2e-child.js';
 import { startNatsServer } from './nats-server.js';
 import { type BenchRun, writeResult } from './report.js';
 import type { TickStalls } from './tick-stalls.js';
@@ -91,6 +105,8 @@ export interface FanoutResult extends BenchRun {
     p99BoundMs: number;
     minDeliveredRatio: number;
     natsServer: string;
+    /** Both systems' publisher and subscriber scheduling (`--client-sched`); absent in older results (`other`). */
+    clientSched?: ClientSched;
   };
   steps: FanoutStep[];
   best: FanoutBest[];
@@ -165,7 +181,14 @@ interface Report {
 async function runSystem(
   system: FanoutSystem,
   fanout: number,
-  o: { shards: number; stepMs: number; startRate: number; maxRate: number; p99BoundMs: number },
+  o: {
+    shards: number;
+    stepMs: number;
+    startRate: number;
+    maxRate: number;
+    p99BoundMs: number;
+    clientSched: ClientSched;
+  },
   cpuProf: string | undefined,
 ): Promise<FanoutStep[]> {
   const server = system === 'ours' ? await startOurs(cpuProf) : await startNats();
@@ -175,6 +198,8 @@ async function runSystem(
   const steps: FanoutStep[] = [];
   try {
     await Promise.all([sub.next('ready'), pub.next('ready')]);
+    // Both systems' load generators do not preempt the server (`DEFAULT_CLIENT_SCHED`).
+    for (const c of [sub, pub]) setProcessSched(c.proc.pid ?? 0, o.clientSched);
     const shards = Array.from({ length: o.shards }, () => `s${randomUUID()}`);
     const connections = Math.max(fanout, 10);
     await sub.request(
@@ -302,9 +327,14 @@ async function run(args: string[]): Promise<void> {
       'p99-bound-ms': { type: 'string', default: '10' },
       systems: { type: 'string', default: 'ours,nats' },
       'cpu-prof': { type: 'boolean', default: false },
+      'client-sched': { type: 'string', default: DEFAULT_CLIENT_SCHED },
     },
   });
   const quick = values.quick;
+  const clientSched = values['client-sched'];
+  if (clientSched !== 'batch' && clientSched !== 'other') {
+    throw new Error('--client-sched must be batch or other');
+  }
   const o = {
     shards: Number(values.shards),
     stepMs: Number(values['step-ms'] ?? (quick ? 1000 : 2000)),
@@ -336,7 +366,7 @@ async function run(args: string[]): Promise<void> {
   console.log(
     `${MESSAGE_BYTES} B messages over ${o.shards} shards/subjects, every subscriber its own TCP connection, 1 publisher + 1 subscriber process; ` +
       `steps of ${o.stepMs} ms, ×√2 from ${o.startRate}/s; bound: ≥ ${MIN_DELIVERED * 100}% delivered and p99 < ${o.p99BoundMs} ms. ` +
-      `nats-server ${natsVersion}. Load average ${loadBefore}.\n`,
+      `nats-server ${natsVersion}; both systems' publisher and subscriber processes at scheduling policy ${clientSched === 'batch' ? 'SCHED_BATCH' : 'SCHED_OTHER'}, the server at SCHED_OTHER. Load average ${loadBefore}.\n`,
   );
   console.log(
     '| system | fan-out | offered msgs/s | delivered msgs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | server CPU-s per 1M | server CPU | broker loop stall max ms | broker longest run on CPU ms | subscriber longest run on CPU ms | publisher CPU | subscriber CPU | bound |',
@@ -346,7 +376,7 @@ async function run(args: string[]): Promise<void> {
   const best: FanoutBest[] = [];
   for (const f of fanouts) {
     for (const s of systems) {
-      const st = await runSystem(s, f, o, cpuProf);
+      const st = await runSystem(s, f, { ...o, clientSched }, cpuProf);
       steps.push(...st);
       const passed = st.filter((x) => x.pass);
       const top = passed.reduce<FanoutStep | undefined>(
@@ -397,6 +427,7 @@ async function run(args: string[]): Promise<void> {
       p99BoundMs: o.p99BoundMs,
       minDeliveredRatio: MIN_DELIVERED,
       natsServer: natsVersion,
+      clientSched,
     },
     steps,
     best,

@@ -6,6 +6,7 @@
  * - the longest gap between two ticks, and inside it the main thread's time on a CPU (its own
  *   work or a GC pause), in the run queue (runnable, descheduled by the machine's other load),
  *   and the GC pauses that fell inside it;
+ * - the main thread's whole run-queue wait over the window (every gap's, summed);
  * - the most time on a CPU between two ticks: the process's own longest run (a synchronous turn
  *   or a GC pause no tick could interrupt), whatever the machine did to the gaps, with the GC
  *   pauses inside that interval (so a long run is told apart as a collection or our code).
@@ -35,6 +36,12 @@ export interface TickStalls {
   gcMs: number;
   busyMs: number;
   busyGcMs: number;
+  /**
+   * The main thread's whole run-queue wait over the window, ms, and the window's length, ms: how
+   * much of the time it was runnable and not running, in all the gaps together.
+   */
+  runQueueSumMs: number;
+  windowMs: number;
 }
 
 export interface RunningTickStalls {
@@ -53,6 +60,8 @@ export const noStall = (): TickStalls => ({
   gcMs: 0,
   busyMs: 0,
   busyGcMs: 0,
+  runQueueSumMs: 0,
+  windowMs: 0,
 });
 
 export function startTickStalls(intervalMs = 1): RunningTickStalls {
@@ -65,7 +74,9 @@ export function startTickStalls(intervalMs = 1): RunningTickStalls {
   observer.observe({ entryTypes: ['gc'] });
   let gap = { wallMs: 0, onCpuMs: 0, runQueueMs: 0, at: 0 };
   let busy = { ms: 0, at: 0, until: 0 };
+  let runQueueSumMs = 0;
   let last = performance.now();
+  let windowStart = last;
   let lastWait = sched.read()?.[1] ?? 0;
   let lastCpu = process.cpuUsage();
   const timer = setInterval(() => {
@@ -76,6 +87,7 @@ export function startTickStalls(intervalMs = 1): RunningTickStalls {
     const runQueueMs = (wait - lastWait) / 1e6;
     const processCpuMs = (cpu.user - lastCpu.user + cpu.system - lastCpu.system) / 1000;
     const onCpuMs = Math.max(0, Math.min(wallMs - runQueueMs, processCpuMs));
+    runQueueSumMs += runQueueMs;
     if (onCpuMs > busy.ms) busy = { ms: onCpuMs, at: last, until: t };
     if (wallMs > gap.wallMs) gap = { wallMs, onCpuMs, runQueueMs, at: last };
     last = t;
@@ -95,11 +107,15 @@ export function startTickStalls(intervalMs = 1): RunningTickStalls {
       gcMs: gcIn(gap.at, gap.at + gap.wallMs),
       busyMs: busy.ms,
       busyGcMs: gcIn(busy.at, busy.until),
+      runQueueSumMs,
+      windowMs: last - windowStart,
     }),
     reset: () => {
       pauses = [];
       gap = { wallMs: 0, onCpuMs: 0, runQueueMs: 0, at: 0 };
       busy = { ms: 0, at: 0, until: 0 };
+      runQueueSumMs = 0;
+      windowStart = last;
     },
     stop: () => {
       if (stopped) return;
