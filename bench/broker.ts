@@ -15,7 +15,7 @@
  * bench subscriber's own worst stall (its longest run on a CPU, its longest tick gap), so that a
  * tail is told apart as the broker's or the subscriber's; and the broker main thread's whole
  * run-queue wait over the step, ms per second (runnable, not running: the machine's share of
- * its stalls).
+ * its stalls), with how often per second it was preempted (its involuntary context switches).
  *
  * The publisher and subscriber processes (here and in every mode below, nats-server's clients of
  * `--server nats` too) run at SCHED_BATCH (`--client-sched`, `DEFAULT_CLIENT_SCHED` in
@@ -92,6 +92,7 @@ import {
   procContextSwitches,
   procCpu,
   setProcessSched,
+  threadContextSwitches,
 } from './e2e-child.js';
 import { startNatsServer } from './nats-server.js';
 import { noStall, type TickStalls } from './tick-stalls.js';
@@ -234,6 +235,11 @@ interface StepResult {
   /** The worst broker main thread's run-queue wait over the step, ms per second. */
   brokerRunQueueMsPerS: number;
   /**
+   * The most preemptions per second of a broker's main thread over the step (its involuntary
+   * context switches: another task took its CPU while it was runnable).
+   */
+  brokerPreemptionsPerS: number;
+  /**
    * The worst bench subscriber's own stall: its longest run on a CPU between two ticks and its
    * longest tick gap, ms (is a latency tail the broker's or the subscriber's?).
    */
@@ -319,6 +325,10 @@ async function runFanout(
       const pushesPerSecond = rate / fanout;
       await Promise.all(subs.map((w) => w.request({ type: 'reset' }, 'reset')));
       const before = await allStats(brokers);
+      const preempted = () =>
+        brokers.map((b) => threadContextSwitches(b.proc.pid ?? 0).involuntary);
+      const preempted0 = preempted();
+      const preemptedSince = performance.now();
       const clientsBefore = await clientCpu([...pubs, ...subs]);
       if (heapProf) {
         await Promise.all(
@@ -359,6 +369,8 @@ async function runFanout(
         );
       }
       const after = await allStats(brokers);
+      const preempted1 = preempted();
+      const preemptedSeconds = (performance.now() - preemptedSince) / 1000;
       const clientsAfter = await clientCpu([...pubs, ...subs]);
       const clientPct = (i: number) =>
         ((clientsAfter[i]! - clientsBefore[i]!) / 1000 / stepMs) * 100;
@@ -403,6 +415,9 @@ async function runFanout(
           );
           return { brokerBusyMs: busiest.busyMs, brokerBusyGcMs: busiest.busyGcMs };
         })(),
+        brokerPreemptionsPerS: Math.max(
+          ...preempted1.map((n, b) => (n - (preempted0[b] ?? 0)) / preemptedSeconds),
+        ),
         brokerRunQueueMsPerS: Math.max(
           ...after.map((x) =>
             x.stall === undefined || x.stall.windowMs === 0
@@ -430,7 +445,7 @@ async function runFanout(
 function printStep(r: StepResult): void {
   const ms = (us: number) => (us / 1000).toFixed(2);
   console.log(
-    `| ${r.fanout} | ${r.targetPerSecond} | ${r.deliveredPerSecond} | ${(r.deliveredRatio * 100).toFixed(1)}% | ${ms(r.p50Us)} | ${ms(r.p99Us)} | ${ms(r.p999Us)} | ${ms(r.maxUs)} | ${r.cpuSecondsPerMillion.toFixed(2)} | ${r.brokerCpuPercent.toFixed(0)}% | ${(r.brokerWithin1ms * 100).toFixed(1)}% | ${r.brokerLoopMaxMs.toFixed(1)} | ${r.scavenges} / ${r.markCompacts} | ${r.gcMaxPauseMs.toFixed(1)} | ${r.stall.wallMs.toFixed(0)} / ${r.stall.onCpuMs.toFixed(0)} / ${r.stall.runQueueMs.toFixed(0)} / ${r.stall.gcMs.toFixed(0)} | ${r.brokerBusyMs.toFixed(1)} / ${r.brokerBusyGcMs.toFixed(1)} | ${r.brokerRunQueueMsPerS.toFixed(1)} | ${r.subscriberBusyMs.toFixed(1)} / ${r.subscriberGapMs.toFixed(0)} | ${r.dropped} | ${r.publisherCpuPercent.toFixed(0)}% | ${r.subscribersCpuPercent.toFixed(0)}% |`,
+    `| ${r.fanout} | ${r.targetPerSecond} | ${r.deliveredPerSecond} | ${(r.deliveredRatio * 100).toFixed(1)}% | ${ms(r.p50Us)} | ${ms(r.p99Us)} | ${ms(r.p999Us)} | ${ms(r.maxUs)} | ${r.cpuSecondsPerMillion.toFixed(2)} | ${r.brokerCpuPercent.toFixed(0)}% | ${(r.brokerWithin1ms * 100).toFixed(1)}% | ${r.brokerLoopMaxMs.toFixed(1)} | ${r.scavenges} / ${r.markCompacts} | ${r.gcMaxPauseMs.toFixed(1)} | ${r.stall.wallMs.toFixed(0)} / ${r.stall.onCpuMs.toFixed(0)} / ${r.stall.runQueueMs.toFixed(0)} / ${r.stall.gcMs.toFixed(0)} | ${r.brokerBusyMs.toFixed(1)} / ${r.brokerBusyGcMs.toFixed(1)} | ${r.brokerRunQueueMsPerS.toFixed(1)} / ${r.brokerPreemptionsPerS.toFixed(0)} | ${r.subscriberBusyMs.toFixed(1)} / ${r.subscriberGapMs.toFixed(0)} | ${r.dropped} | ${r.publisherCpuPercent.toFixed(0)}% | ${r.subscribersCpuPercent.toFixed(0)}% |`,
   );
 }
 
@@ -882,7 +897,7 @@ async function run(args: string[]): Promise<void> {
       `${subWorkers} subscriber process(es), ${brokerCount} publisher process(es) at ${clientSched === 'batch' ? 'SCHED_BATCH' : 'SCHED_OTHER'}. Load average ${loadAverage()}.\n`,
   );
   console.log(
-    '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | broker flushes ≤ 1 ms | broker loop stall max ms | broker scavenges / mark-compacts | broker longest GC pause ms | longest tick gap: wall / on CPU / run queue / GC ms | broker longest run on CPU / GC in it ms | broker run queue ms/s | subscriber longest run on CPU / longest tick gap ms | drops | publisher CPU | subscribers CPU |',
+    '| fan-out | target diffs/s | delivered diffs/s | delivered | p50 ms | p99 ms | p99.9 ms | max ms | broker CPU-s per 1M | broker CPU | broker flushes ≤ 1 ms | broker loop stall max ms | broker scavenges / mark-compacts | broker longest GC pause ms | longest tick gap: wall / on CPU / run queue / GC ms | broker longest run on CPU / GC in it ms | broker main thread run queue ms/s / preempted /s | subscriber longest run on CPU / longest tick gap ms | drops | publisher CPU | subscribers CPU |',
   );
   console.log(
     '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',

@@ -121,9 +121,26 @@ export function procCpuSeconds(pid: number): number | undefined {
 }
 
 /**
- * Context switches of a process, summed over its live threads (`/proc/<pid>/task/<tid>/status`):
- * voluntary ones are a thread blocking (in `epoll_wait`, a futex), so about one per wake-up.
+ * Context switches of one thread (`/proc/<pid>/task/<tid>/status`; the main thread's tid is the
+ * pid), zeros if it is gone: voluntary ones are the thread blocking (in `epoll_wait`, a futex),
+ * so about one per wake-up; involuntary ones are it being preempted while runnable.
  */
+export function threadContextSwitches(
+  pid: number,
+  tid: number | string = pid,
+): { voluntary: number; involuntary: number } {
+  try {
+    const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+    return {
+      voluntary: Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0),
+      involuntary: Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0),
+    };
+  } catch {
+    return { voluntary: 0, involuntary: 0 }; // The thread exited meanwhile.
+  }
+}
+
+/** Context switches of a process, summed over its live threads (`threadContextSwitches`). */
 export function procContextSwitches(pid: number): { voluntary: number; involuntary: number } {
   let voluntary = 0;
   let involuntary = 0;
@@ -134,13 +151,9 @@ export function procContextSwitches(pid: number): { voluntary: number; involunta
     // Gone.
   }
   for (const tid of tids) {
-    try {
-      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-      voluntary += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
-      involuntary += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
-    } catch {
-      // The thread exited meanwhile.
-    }
+    const c = threadContextSwitches(pid, tid);
+    voluntary += c.voluntary;
+    involuntary += c.involuntary;
   }
   return { voluntary, involuntary };
 }
