@@ -17,11 +17,14 @@
  * run-queue wait over the step, ms per second (runnable, not running: the machine's share of
  * its stalls), with how often per second it was preempted (its involuntary context switches).
  *
- * The publisher and subscriber processes (here and in every mode below, nats-server's clients of
- * `--server nats` too) run at SCHED_BATCH (`--client-sched`, `DEFAULT_CLIENT_SCHED` in
- * `e2e-child.ts`): the same CPU share as the broker, but a woken client never preempts it. At
- * `other` (every run before session 7) the subscriber, woken by the broker's own socket writes
- * onto the broker's CPU, preempted the broker ~800-1,500 times a second at fan-out 10, 200k/s.
+ * The publisher and subscriber processes of the ladder (and of `--brokers`, `--idle`, the RSS step)
+ * run at SCHED_BATCH (`--client-sched`, `DEFAULT_CLIENT_SCHED` in `e2e-child.ts`): the same CPU
+ * share as the broker, but a woken client never preempts it. At `other` (every run before
+ * session 7) the subscriber, woken by the broker's own socket writes onto the broker's CPU,
+ * preempted the broker ~800-1,500 times a second at fan-out 10, 200k/s. `--reference` keeps
+ * `other` by default: its clients stand for the e2e readers and writers, at a load that does not
+ * contend, and there a batch subscriber's own wake-up delay went into the latency (p99 1.9, 1.5 ms
+ * at `other`, 3.6, 3.4 at `batch`; broker CPU per delivery 41.6, 35.5 / 36.2, 35.9 µs).
  *
  * Then the memory figure: a fresh broker, 1k HTTP/2 connections holding 100k subscriptions over
  * 10k shards (10 subscribers each), and one push per shard (filling the resume rings): RSS
@@ -754,7 +757,7 @@ async function run(args: string[]): Promise<void> {
       'trace-gc': { type: 'boolean', default: false },
       'heap-prof': { type: 'boolean', default: false },
       'broker-node-flags': { type: 'string', default: '' },
-      'client-sched': { type: 'string', default: DEFAULT_CLIENT_SCHED },
+      'client-sched': { type: 'string' },
       'write-window-us': { type: 'string', default: '0' },
       idle: { type: 'boolean', default: false },
       'idle-streams': { type: 'string', default: '2000' },
@@ -783,7 +786,7 @@ async function run(args: string[]): Promise<void> {
   traceGc = values['trace-gc'];
   heapProf = values['heap-prof'];
   brokerNodeFlags = values['broker-node-flags'].split(',').filter((f) => f !== '');
-  const sched = values['client-sched'];
+  const sched = values['client-sched'] ?? (values.reference ? 'other' : DEFAULT_CLIENT_SCHED);
   if (sched !== 'batch' && sched !== 'other') {
     throw new UsageError('--client-sched must be batch or other');
   }

@@ -169,7 +169,8 @@ export function procContextSwitches(pid: number): { voluntary: number; involunta
  * fan-out 10, 200k deliveries/s; at `batch` ~330-550 (`perf sched`; bench/results/notes.md, "What
  * keeps the broker off the CPU"). A lower priority (nice 10) cut that further, but gave the
  * server the clients' share whenever the machine was short of CPU: the subscriber fell behind and
- * fan-out 100 dropped diffs at 1M/s where nice 0 delivered them all.
+ * fan-out 100 dropped diffs at 1M/s where nice 0 delivered them all. `bench broker --reference`
+ * keeps `other` (its clients stand for e2e's readers and writers, at a load that does not contend).
  */
 export type ClientSched = 'batch' | 'other';
 export const DEFAULT_CLIENT_SCHED: ClientSched = 'batch';

@@ -19,8 +19,8 @@
  * Both systems' publisher and subscriber processes run at SCHED_BATCH (`--client-sched`,
  * `DEFAULT_CLIENT_SCHED` in `e2e-child.ts`; `other` is how every run before session 7 was
  * measured): the same CPU share as the server, but a woken client never preempts it, so the load
- * generators do not take the CPU from the server under test. nats-server and our broker run at
- * the default policy alike.
+ * generators do not take the CPU from the server that woke them (a scheduler tick still may).
+ * nats-server and our broker run at the default policy alike.
  * Results: `bench/results/fanout.json` (`quick/` with `--quick`), and the report.
  */
 import { randomUUID } from 'node:crypto';
