@@ -6,8 +6,9 @@
  *   shards, and counts received diffs; each diff carries its send time (float64 ms since the
  *   epoch at offset 0), so fan-out latency (publisher write → subscriber read) goes into an HDR
  *   histogram in µs, sampled on one message in 8 (every message is counted). A subscriber also
- *   keeps its own worst stall since `reset` (`tick-stalls.ts`, 1 ms ticks), in each `report`: a
- *   latency tail is then told apart as the broker's or the bench subscriber's own.
+ *   keeps its own worst stall since `reset` (`tick-stalls.ts`, 1 ms ticks; unless the request
+ *   says `trackStalls: false`), in each `report`: a latency tail is then told apart as the
+ *   broker's or the bench subscriber's own.
  * - `publish`: pushes 256 B diffs round-robin over shards at a paced rate for a duration
  *   (`pace.ts`: per 1 ms tick, evenly spread one per write, or in bursts), on the publisher's
  *   one session and stream, opened by its first `publish` and kept for the next.
@@ -36,7 +37,14 @@ import { pace } from './pace.js';
 import { type RunningTickStalls, startTickStalls } from './tick-stalls.js';
 
 export type ClientRequest =
-  | { type: 'subscribe'; port: number; connections: string[][]; connectionsPerSession: number }
+  | {
+      type: 'subscribe';
+      port: number;
+      connections: string[][];
+      connectionsPerSession: number;
+      /** Keep the subscriber's own worst stall (a 1 ms timer); default true. */
+      trackStalls?: boolean;
+    }
   | { type: 'reset' }
   | { type: 'report' }
   | {
@@ -262,7 +270,7 @@ async function publish(r: Extract<ClientRequest, { type: 'publish' }>): Promise<
 
 serveClientRequests({
   async subscribe(m) {
-    stalls ??= startTickStalls(1);
+    if (m.trackStalls !== false) stalls ??= startTickStalls(1);
     await subscribe(m.port, m.connections, m.connectionsPerSession);
   },
   reset() {

@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- fanout [--quick] [--fanouts 1,10,100] [--shards 100] [--step-ms 2000]
  *   [--start-rate 20000] [--max-rate 3000000] [--p99-bound-ms 10] [--systems ours,nats]
- *   [--cpu-prof] [--client-sched batch|other]`
+ *   [--cpu-prof] [--client-sched batch|other] [--stall-monitor]`
  *
  * Fan-out against nats-server, in one run on this machine: the same workload (256 B messages
  * round-robin over 100 shards/subjects, each shard followed by exactly F subscribers, every
@@ -14,8 +14,12 @@
  * failing step of a ladder is tried once more before the ladder ends). The
  * figure is the delivered msgs/s of the highest passing step, and the ratio ours / NATS. Each step
  * also reports the bench's own publisher and subscriber CPU (% of one core, from `/proc`), so a
- * limit of the clients is not taken for one of the server, and for ours the broker's and the
- * subscriber's longest runs on a CPU (`tick-stalls.ts`), so a tail is told apart as either's.
+ * limit of the clients is not taken for one of the server. Both servers run bare: our broker
+ * without the event-loop monitors it runs in `bench broker` (the 1 ms loop-delay histogram and
+ * `tick-stalls.ts`, ~40 ms of CPU a second, measured: 0.2–0.3 CPU-s per million deliveries at
+ * 160k/s, 2 at 20k/s, which nats-server does not pay). `--stall-monitor` turns them on in our
+ * broker and our bench subscriber (the broker's loop stall and longest run on a CPU and the
+ * subscriber's, to tell a tail apart as either's; its CPU then includes the monitor's).
  * Both systems' publisher and subscriber processes run at SCHED_BATCH (`--client-sched`,
  * `DEFAULT_CLIENT_SCHED` in `e2e-child.ts`; `other` is how every run before session 7 was
  * measured): the same CPU share as the server, but a woken client never preempts it, so the load
@@ -107,6 +111,8 @@ export interface FanoutResult extends BenchRun {
     natsServer: string;
     /** Both systems' publisher and subscriber scheduling (`--client-sched`); absent in older results (`other`). */
     clientSched?: ClientSched;
+    /** `--stall-monitor`: our broker's CPU includes its loop monitors. Absent before session 7: on. */
+    stallMonitor?: boolean;
   };
   steps: FanoutStep[];
   best: FanoutBest[];
@@ -136,8 +142,12 @@ interface Server {
   stop(): Promise<void>;
 }
 
-async function startOurs(cpuProf: string | undefined): Promise<Server> {
-  const broker = forkChild('./broker-server.js', ['--loop-resolution-ms', '1'], { cpuProf });
+async function startOurs(cpuProf: string | undefined, stallMonitor: boolean): Promise<Server> {
+  const broker = forkChild(
+    './broker-server.js',
+    stallMonitor ? ['--loop-resolution-ms', '1'] : [],
+    { cpuProf },
+  );
   const { port } = await broker.next<{ port: number }>('ready');
   let stall: number | undefined;
   let busy: number | undefined;
@@ -188,10 +198,11 @@ async function runSystem(
     maxRate: number;
     p99BoundMs: number;
     clientSched: ClientSched;
+    stallMonitor: boolean;
   },
   cpuProf: string | undefined,
 ): Promise<FanoutStep[]> {
-  const server = system === 'ours' ? await startOurs(cpuProf) : await startNats();
+  const server = system === 'ours' ? await startOurs(cpuProf, o.stallMonitor) : await startNats();
   const clientModule = system === 'ours' ? './broker-client.js' : './fanout-nats-client.js';
   const sub = forkChild(clientModule);
   const pub = forkChild(clientModule);
@@ -208,6 +219,7 @@ async function runSystem(
         port: server.port,
         connections: layout(shards, fanout, connections),
         connectionsPerSession: 1,
+        trackStalls: o.stallMonitor,
       },
       'subscribed',
       120_000,
@@ -328,6 +340,7 @@ async function run(args: string[]): Promise<void> {
       systems: { type: 'string', default: 'ours,nats' },
       'cpu-prof': { type: 'boolean', default: false },
       'client-sched': { type: 'string', default: DEFAULT_CLIENT_SCHED },
+      'stall-monitor': { type: 'boolean', default: false },
     },
   });
   const quick = values.quick;
@@ -376,7 +389,12 @@ async function run(args: string[]): Promise<void> {
   const best: FanoutBest[] = [];
   for (const f of fanouts) {
     for (const s of systems) {
-      const st = await runSystem(s, f, { ...o, clientSched }, cpuProf);
+      const st = await runSystem(
+        s,
+        f,
+        { ...o, clientSched, stallMonitor: values['stall-monitor'] },
+        cpuProf,
+      );
       steps.push(...st);
       const passed = st.filter((x) => x.pass);
       const top = passed.reduce<FanoutStep | undefined>(
@@ -428,6 +446,7 @@ async function run(args: string[]): Promise<void> {
       minDeliveredRatio: MIN_DELIVERED,
       natsServer: natsVersion,
       clientSched,
+      stallMonitor: values['stall-monitor'],
     },
     steps,
     best,

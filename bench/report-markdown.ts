@@ -265,7 +265,8 @@ function fanoutSection(f: FanoutResult): string[] {
     runLine(f),
     '',
     `${c.messageBytes} B messages round-robin over ${c.shards} shards (subjects), each followed by exactly F subscribers, every subscriber its own TCP connection; one publisher process, one subscriber process, the server in its own process; lean protocol clients on both sides (raw HTTP/2 + gRPC framing; raw NATS text protocol). ` +
-      `The offered rate steps up ×√2 (${c.stepMs / 1000} s steps) until a step fails: ≥ ${c.minDeliveredRatio * 100} % delivered and p99 (publisher write → subscriber read) < ${c.p99BoundMs} ms. nats-server ${c.natsServer}.`,
+      `The offered rate steps up ×√2 (${c.stepMs / 1000} s steps) until a step fails: ≥ ${c.minDeliveredRatio * 100} % delivered and p99 (publisher write → subscriber read) < ${c.p99BoundMs} ms. nats-server ${c.natsServer}. ` +
+      `Clients at ${c.clientSched === 'batch' ? 'SCHED_BATCH (a woken client does not preempt the server)' : 'the default scheduling policy'}; ${c.stallMonitor === false ? 'both servers bare (our broker without its event-loop monitors, so no loop-stall figure)' : "our broker with its 1 ms event-loop monitors (their CPU, ~40 ms a second, is in our broker's figure)"}.`,
     '',
     '| fan-out | ours: msgs/s at the bound | nats-server: msgs/s at the bound | ours / NATS |',
     '|---|---|---|---|',
