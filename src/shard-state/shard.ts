@@ -38,7 +38,7 @@ import type {
   VersionCallback,
 } from './types.js';
 import { type Wait, WaitList, type Wakeable, type WakeQueue } from './waiters.js';
-import { WriterLoop } from './writer-loop.js';
+import { type WriterHost, WriterLoop } from './writer-loop.js';
 
 /**
  * What a shard needs of its cache: one object for every shard of the cache (not a copy per
@@ -71,6 +71,47 @@ interface Held<D> {
 const RESOLVED: Promise<void> = Promise.resolve();
 const noop = (): void => {};
 const EMPTY = new Uint8Array(0);
+
+/**
+ * The writer loop's view of its shard. A class, not an object literal with getters: V8 keeps
+ * such a literal in dictionary mode (`%HasFastProperties` false), so each of a commit's loads
+ * of `seqno`, `state`, `closed` and the hooks was a dictionary lookup.
+ */
+class ShardWriterHost<S> implements WriterHost<S> {
+  readonly shardId: string;
+  readonly #shard: { readonly seqno: bigint; readonly state: S; readonly closed: boolean };
+  readonly applyCommitted: WriterHost<S>['applyCommitted'];
+  readonly readAfterMismatch: WriterHost<S>['readAfterMismatch'];
+  readonly publish: WriterHost<S>['publish'];
+
+  constructor(
+    shard: {
+      readonly shardId: string;
+      readonly seqno: bigint;
+      readonly state: S;
+      readonly closed: boolean;
+    },
+    hooks: Pick<WriterHost<S>, 'applyCommitted' | 'readAfterMismatch' | 'publish'>,
+  ) {
+    this.shardId = shard.shardId;
+    this.#shard = shard;
+    this.applyCommitted = hooks.applyCommitted;
+    this.readAfterMismatch = hooks.readAfterMismatch;
+    this.publish = hooks.publish;
+  }
+
+  get seqno(): bigint {
+    return this.#shard.seqno;
+  }
+
+  get state(): S {
+    return this.#shard.state;
+  }
+
+  get closed(): boolean {
+    return this.#shard.closed;
+  }
+}
 
 /** A pending `waitFor`; its abort goes to the shard's handler (no closure per wait). */
 class Waiter<S> implements Wait<ShardVersion<S>> {
@@ -203,19 +244,8 @@ export class Shard<S, D> implements Wakeable {
     this.#outOfOrder = cells.outOfOrder;
     this.#woken = deps.metrics.wokenByWatch;
     this.#poll = new PollSchedule(deps.poll, () => this.#request('poll'));
-    const shard = this;
     this.#writer = new WriterLoop<S, D>(
-      {
-        shardId,
-        get seqno() {
-          return shard.#seqno;
-        },
-        get state() {
-          return shard.#state;
-        },
-        get closed() {
-          return shard.#closed;
-        },
+      new ShardWriterHost<S>(this, {
         applyCommitted: (seqno, state, nowMs) => {
           if (this.#seqno !== seqno - 1n) return;
           this.#advance(seqno, state, 'local', 'local', nowMs, nowMs);
@@ -226,8 +256,20 @@ export class Shard<S, D> implements Wakeable {
           return this.#lastReadError;
         },
         publish: (event) => this.#callHook('publish', () => this.#d.hooks.publish?.(event)),
+      }),
+      // Spelled out, not `{ ...deps, model, logger }`: those spread copies got maps of their own
+      // (8 of 20 shards' shared the first's), so the writer loop's loads from them were
+      // megamorphic and missed V8's stub cache at every commit (`Runtime_LoadIC_Miss`).
+      {
+        consensus: deps.consensus,
+        model,
+        clock: deps.clock,
+        random: deps.random,
+        logger: this.#log,
+        metrics: deps.metrics,
+        config: deps.config,
+        background: deps.background,
       },
-      { ...deps, model, logger: this.#log },
     );
   }
 
