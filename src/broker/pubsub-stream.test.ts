@@ -207,6 +207,17 @@ describe.each(['own', 'node'] as const)('PubSub stream (%s HTTP/2 server)', (k) 
     expect((await b.status).code).toBe(String(GrpcStatus.INVALID_ARGUMENT));
   });
 
+  it("ends the call on a push whose id the codec knows valid but is over the broker's limit", async () => {
+    const { call, metrics } = await setup();
+    // 21 characters, valid at the default limit (the codec's id cache says so), over 16.
+    const id = 'sABCDEFGHIJKLMNOPQRST';
+    expect(decodeMessage(push(id, 1n).subarray(5))).toMatchObject({ shardIdValid: true });
+    const a = call();
+    a.stream.write(push(id, 1n));
+    expect((await a.status).code).toBe(String(GrpcStatus.INVALID_ARGUMENT));
+    expect(metrics.stats.calls.push).toBe(0);
+  });
+
   it('refuses with a trailers-only status: wrong token, not serving', async () => {
     expect((await (await setup({ token: 't' })).call().status).code).toBe(
       String(GrpcStatus.UNAUTHENTICATED),

@@ -21,6 +21,7 @@ import {
   decodeMessage,
   EXTENSIONS_HEADER,
   parseShardId,
+  type ShardId,
   sanitizeCallerId,
 } from '../protocol/index.js';
 import type { Clock } from '../util/index.js';
@@ -154,42 +155,51 @@ export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
       }
       // Notices a client sent are meaningless to the broker: ignored.
       if (env.kind === 'empty' || env.kind === 'gap' || env.kind === 'refused') return;
-      const id = parseShardId(env.shardId, limits.maxShardIdBytes);
-      if (!id.ok) {
-        // A client that speaks extensions loses only this shard: a refusal notice for a
-        // subscribe or push, nothing for an unsubscribe. A reference client cannot be told,
-        // so its stream ends, as before (its ids are `s` + UUID: it never gets here).
-        if (c.extensions) {
-          metrics.rejected(id.reason);
-          c.log.debug({ reason: id.reason, detail: id.detail }, 'refused a shard id');
-          // Echo the id as the client wrote it (the codec hands it over as latin1).
-          const asSent = Buffer.from(env.shardId, 'latin1').toString('utf8');
-          if (env.kind !== 'unsubscribe') {
-            fan.refuse(c, asSent, 'invalid_shard_id', id.detail, env.kind);
+      let shardId: ShardId;
+      if (env.kind === 'push' && env.shardIdValid && env.shardId.length <= limits.maxShardIdBytes) {
+        // The codec's id cache checked the charset when it took the id in; the length is the
+        // only part of the rule that depends on the limit: no `parseShardId` (a Set lookup and
+        // a result object) per push.
+        shardId = env.shardId as ShardId;
+      } else {
+        const id = parseShardId(env.shardId, limits.maxShardIdBytes);
+        if (!id.ok) {
+          // A client that speaks extensions loses only this shard: a refusal notice for a
+          // subscribe or push, nothing for an unsubscribe. A reference client cannot be told,
+          // so its stream ends, as before (its ids are `s` + UUID: it never gets here).
+          if (c.extensions) {
+            metrics.rejected(id.reason);
+            c.log.debug({ reason: id.reason, detail: id.detail }, 'refused a shard id');
+            // Echo the id as the client wrote it (the codec hands it over as latin1).
+            const asSent = Buffer.from(env.shardId, 'latin1').toString('utf8');
+            if (env.kind !== 'unsubscribe') {
+              fan.refuse(c, asSent, 'invalid_shard_id', id.detail, env.kind);
+            }
+            return;
           }
+          fail(id.reason, { code: GrpcStatus.INVALID_ARGUMENT, message: id.detail });
           return;
         }
-        fail(id.reason, { code: GrpcStatus.INVALID_ARGUMENT, message: id.detail });
-        return;
+        shardId = id.shardId;
       }
       if (env.kind === 'push') {
-        if (scope !== undefined && !scope.mayPush(id.shardId)) scope.refuse('push', id.shardId);
-        else fan.push(c, id.shardId, env.seqno, env.pushDiff);
+        if (scope !== undefined && !scope.mayPush(shardId)) scope.refuse('push', shardId);
+        else fan.push(c, shardId, env.seqno, env.pushDiff);
       } else if (env.kind === 'subscribe') {
-        if (scope !== undefined && !scope.maySubscribe(id.shardId)) {
+        if (scope !== undefined && !scope.maySubscribe(shardId)) {
           // As the core would have: a resume shows that the client speaks extensions.
           if (env.resumeAfterSeqno !== undefined) c.extensions = true;
-          scope.refuse('subscribe', id.shardId);
+          scope.refuse('subscribe', shardId);
           return;
         }
-        const refusedSub = fan.subscribe(c, id.shardId, env.resumeAfterSeqno);
+        const refusedSub = fan.subscribe(c, shardId, env.resumeAfterSeqno);
         // Counted by the core already.
         if (refusedSub === undefined) return;
         if (c.extensions) {
-          fan.refuse(c, id.shardId, 'subscription_limit', refusedSub.message, 'subscribe');
+          fan.refuse(c, shardId, 'subscription_limit', refusedSub.message, 'subscribe');
         } else fail(undefined, refusedSub);
       } else {
-        fan.unsubscribe(c, id.shardId);
+        fan.unsubscribe(c, shardId);
       }
     };
     const encoding = headers['grpc-encoding'];

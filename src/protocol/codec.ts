@@ -96,9 +96,18 @@ export class PushMessage {
     return new Uint8Array(b.buffer, b.byteOffset + this.diffStart, this.diffEnd - this.diffStart);
   }
 
-  /** The raw `ProtoPushDiff` submessage (a view), for verbatim forwarding. */
+  /**
+   * The raw `ProtoPushDiff` submessage, for verbatim forwarding: a plain `Uint8Array` view, as
+   * `diff` (the broker takes one per push; a `Buffer`'s `subarray` was ~5 % of its CPU at
+   * fan-out 1 with Node's `FastBuffer` construction).
+   */
   get pushDiff(): Uint8Array {
-    return this.bytes.subarray(this.pushDiffStart, this.pushDiffEnd);
+    const b = this.bytes;
+    return new Uint8Array(
+      b.buffer,
+      b.byteOffset + this.pushDiffStart,
+      this.pushDiffEnd - this.pushDiffStart,
+    );
   }
 
   /** Length of the raw `ProtoPushDiff` submessage, in bytes. */
