@@ -142,9 +142,9 @@ export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
       fan.end(c, status, 'end');
     };
     const decoder = createFrameDecoder(limits.maxMessageBytes);
-    const onMessage = (message: Buffer): void => {
+    const onMessage = (buf: Buffer, start: number, end: number): void => {
       if (c.state !== 'open') return;
-      const env = decodeMessage(message);
+      const env = decodeMessage(buf, start, end);
       if (env.kind === 'error') {
         metrics.parseError(env.code);
         fail('malformed', {
@@ -205,7 +205,7 @@ export function createPubSubStreams(deps: PubSubStreamDeps): PubSubStreams {
     const encoding = headers['grpc-encoding'];
     const onData = (chunk: Buffer): void => {
       if (c.state !== 'open') return;
-      const err = decoder.push(chunk, onMessage);
+      const err = decoder.pushInPlace(chunk, onMessage);
       if (err === undefined) return;
       if (err.code === 'too_large') {
         fail('message_size', {

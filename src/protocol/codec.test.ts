@@ -286,6 +286,25 @@ describe('decodeMessage', () => {
     expect(Buffer.from(r.pushDiff).equals(extended)).toBe(true);
   });
 
+  it('decodes a message in place, bytes [start, end) of a larger buffer, as its own view', () => {
+    const msg = encodePush('s1', 7n, Uint8Array.of(1, 2), 5, 10, false);
+    const around = Buffer.concat([Buffer.from([0x0a, 0xff]), msg, Buffer.from([0xff, 0x07])]);
+    const r = decodeMessage(around, 2, 2 + msg.length);
+    const own = decodeMessage(msg);
+    if (r.kind !== 'push' || own.kind !== 'push') throw new Error(r.kind);
+    expect([r.shardId, r.seqno, [...r.diff], r.originTimestampMs, r.timestampMs]).toEqual([
+      own.shardId,
+      own.seqno,
+      [...own.diff],
+      own.originTimestampMs,
+      own.timestampMs,
+    ]);
+    expect(Buffer.from(r.pushDiff).equals(Buffer.from(own.pushDiff))).toBe(true);
+    expect(r.pushDiff.buffer).toBe(around.buffer);
+    // The bytes around it are not read: the whole buffer is no message.
+    expect(decodeMessage(around).kind).toBe('error');
+  });
+
   it('shard id cache: ids that share their hashed tail, and a reused input buffer, decode right', () => {
     const tail = '-0000-0000-0000-000000000001';
     const ids = ['a', 'b', 'c'].map((p) => `${p}${tail}`);

@@ -65,7 +65,7 @@ const REFUSED_CALLS: readonly RefusedCall[] = ['unknown', 'subscribe', 'push'];
 export class PushMessage {
   readonly kind = 'push';
   constructor(
-    /** The decoded bytes (the views below alias them). */
+    /** The decoded bytes, or a chunk they are in (the views below alias them). */
     readonly bytes: Uint8Array,
     /** The sender's `timestamp`, ms since the Unix epoch, if set. */
     readonly timestampMs: number | undefined,
@@ -455,13 +455,14 @@ function decodeError(): DecodeError {
 }
 
 /**
- * Decodes one `ProtoPubSubMessage` (the body of one gRPC frame, or one NATS message). Never
- * throws. For a oneof variant seen twice, the last one wins.
+ * Decodes one `ProtoPubSubMessage` (the body of one gRPC frame, or one NATS message): all of
+ * `buf`, or its bytes [`start`, `end`) (a message in place in a chunk: no view made for it; a
+ * push's `bytes` are then all of `buf`). Never throws. For a oneof variant seen twice, the last
+ * one wins.
  */
-export function decodeMessage(buf: Uint8Array): DecodeResult {
+export function decodeMessage(buf: Uint8Array, start = 0, end = buf.length): DecodeResult {
   errCode = undefined;
-  pos = 0;
-  const end = buf.length;
+  pos = start;
   let tsStart = -1;
   let tsEnd = -1;
   let variant = 0;

@@ -3,24 +3,27 @@ import { describe, expect, it } from 'vitest';
 import { createFrameDecoder } from './frame-decoder.js';
 import { frameMessage } from './grpc.js';
 
-function collect(chunks: Buffer[], max = 1000) {
+function collect(chunks: Buffer[], max = 1000, inPlace = false) {
   const d = createFrameDecoder(max);
   const out: string[] = [];
   let err: unknown;
   for (const c of chunks) {
-    err = d.push(c, (m) => out.push(m.toString('hex')));
+    err = inPlace
+      ? d.pushInPlace(c, (b, start, end) => out.push(b.toString('hex', start, end)))
+      : d.push(c, (m) => out.push(m.toString('hex')));
     if (err) break;
   }
   return { out, err, buffered: d.bufferedBytes };
 }
 
 describe('frame decoder', () => {
-  it('splits messages across any chunking', () => {
+  it('splits messages across any chunking, as views or in place', () => {
     fc.assert(
       fc.property(
         fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 10 }),
         fc.array(fc.integer({ min: 1, max: 17 }), { minLength: 1, maxLength: 10 }),
-        (messages, cuts) => {
+        fc.boolean(),
+        (messages, cuts, inPlace) => {
           const all = Buffer.concat(messages.map((m) => frameMessage(m)));
           const chunks: Buffer[] = [];
           let pos = 0;
@@ -30,7 +33,7 @@ describe('frame decoder', () => {
             chunks.push(all.subarray(pos, pos + n));
             pos += n;
           }
-          const r = collect(chunks);
+          const r = collect(chunks, 1000, inPlace);
           expect(r.err).toBeUndefined();
           expect(r.out).toEqual(messages.map((m) => Buffer.from(m).toString('hex')));
           expect(r.buffered).toBe(0);
@@ -68,6 +71,27 @@ describe('frame decoder', () => {
     expect(d.bufferedBytes).toBe(0);
   });
 
+  it('in place: a whole message is its range of the chunk itself, a split one of its join', () => {
+    const a = frameMessage(Buffer.alloc(30, 1));
+    const b = frameMessage(Buffer.alloc(20, 2));
+    const second = Buffer.concat([a.subarray(12), b]);
+    const d = createFrameDecoder(1000);
+    const seen: [Buffer, number, number][] = [];
+    const on = (buf: Buffer, start: number, end: number) => seen.push([buf, start, end]);
+    expect(d.pushInPlace(a.subarray(0, 12), on)).toBeUndefined();
+    expect(d.pushInPlace(second, on)).toBeUndefined();
+    expect(seen).toHaveLength(2);
+    const [joined, js, je] = seen[0]!;
+    expect(joined).not.toBe(second);
+    expect(joined.subarray(js, je).equals(Buffer.alloc(30, 1))).toBe(true);
+    // The second message: no view of its own, the chunk (from where the first one ended) itself.
+    const [buf, start, end] = seen[1]!;
+    expect(buf.buffer).toBe(second.buffer);
+    expect(buf.byteOffset + start).toBe(second.byteOffset + 23 + 5);
+    expect(buf.subarray(start, end).equals(Buffer.alloc(20, 2))).toBe(true);
+    expect(d.bufferedBytes).toBe(0);
+  });
+
   it('refuses an oversized message from its prefix, before buffering it', () => {
     const d = createFrameDecoder(10);
     const head = Buffer.from([0, 0, 0, 0, 11]);
@@ -86,10 +110,8 @@ describe('frame decoder', () => {
   it('fuzz: random chunks never throw', () => {
     fc.assert(
       fc.property(fc.array(fc.uint8Array({ maxLength: 30 }), { maxLength: 8 }), (chunks) => {
-        collect(
-          chunks.map((c) => Buffer.from(c)),
-          64,
-        );
+        const bufs = chunks.map((c) => Buffer.from(c));
+        expect(collect(bufs, 64, true)).toEqual(collect(bufs, 64));
       }),
       { numRuns: 2000 },
     );

@@ -1,7 +1,8 @@
 /**
  * Splits an HTTP/2 DATA byte stream into gRPC length-prefixed messages (5-byte prefix:
  * compressed flag, big-endian uint32 length). Chunks may hold many messages or a fraction of
- * one; a whole message inside one chunk is returned as a view without copying.
+ * one; a whole message inside one chunk is returned as a view without copying (`push`), or as
+ * its place in the chunk, with no view made (`pushInPlace`, the broker's PubSub streams).
  *
  * The size limit is checked on the prefix, before any byte of an oversized message is
  * buffered, so a peer cannot make the broker hold more than `maxMessageBytes` + one chunk.
@@ -20,9 +21,18 @@ export interface FrameDecoder {
    * only if the caller keeps the chunk alive: they alias the chunk.
    */
   push(chunk: Buffer, onMessage: (message: Buffer) => void): FrameDecodeError | undefined;
+  /**
+   * `push`, with each message as its place in a buffer, bytes [`start`, `end`) of `buf` (the
+   * chunk, or a join of a message that straddled chunks), not a view: no `Buffer` made per
+   * message (Node's `subarray` was ~6 % of the broker's CPU at fan-out 1). Valid as views are.
+   */
+  pushInPlace(chunk: Buffer, onMessage: InPlaceHandler): FrameDecodeError | undefined;
   /** Bytes held for an incomplete message. */
   readonly bufferedBytes: number;
 }
+
+/** A message as bytes [`start`, `end`) of `buf`. */
+export type InPlaceHandler = (buf: Buffer, start: number, end: number) => void;
 
 export function createFrameDecoder(maxMessageBytes: number): FrameDecoder {
   // An incomplete prefix or message carried across chunks.
@@ -33,7 +43,7 @@ export function createFrameDecoder(maxMessageBytes: number): FrameDecoder {
   let needed = 0;
   let failed: FrameDecodeError | undefined;
 
-  function take(buf: Buffer, onMessage: (m: Buffer) => void): FrameDecodeError | undefined {
+  function take(buf: Buffer, onMessage: InPlaceHandler): FrameDecodeError | undefined {
     let pos = 0;
     const len = buf.length;
     while (len - pos >= GRPC_FRAME_HEADER_BYTES) {
@@ -45,7 +55,7 @@ export function createFrameDecoder(maxMessageBytes: number): FrameDecoder {
       if (msgLen > maxMessageBytes) return { code: 'too_large', length: msgLen };
       const end = pos + GRPC_FRAME_HEADER_BYTES + msgLen;
       if (end > len) break;
-      onMessage(buf.subarray(pos + GRPC_FRAME_HEADER_BYTES, end));
+      onMessage(buf, pos + GRPC_FRAME_HEADER_BYTES, end);
       pos = end;
     }
     if (pos < len) {
@@ -62,8 +72,11 @@ export function createFrameDecoder(maxMessageBytes: number): FrameDecoder {
     return undefined;
   }
 
-  return {
+  const decoder: FrameDecoder = {
     push(chunk, onMessage) {
+      return decoder.pushInPlace(chunk, (buf, start, end) => onMessage(buf.subarray(start, end)));
+    },
+    pushInPlace(chunk, onMessage) {
       if (failed !== undefined) return failed;
       if (pending === undefined) {
         failed = take(chunk, onMessage);
@@ -98,7 +111,7 @@ export function createFrameDecoder(maxMessageBytes: number): FrameDecoder {
       parts = [];
       partsBytes = 0;
       needed = 0;
-      onMessage(joined.subarray(GRPC_FRAME_HEADER_BYTES));
+      onMessage(joined, GRPC_FRAME_HEADER_BYTES, joined.length);
       failed = take(chunk.subarray(fromChunk), onMessage);
       return failed;
     },
@@ -106,4 +119,5 @@ export function createFrameDecoder(maxMessageBytes: number): FrameDecoder {
       return pending === undefined ? 0 : partsBytes;
     },
   };
+  return decoder;
 }
