@@ -18,8 +18,9 @@
  * its stalls), with how often per second it was preempted (its involuntary context switches).
  *
  * The publisher and subscriber processes of the ladder (and of `--brokers`, `--idle`, the RSS step)
- * run at SCHED_BATCH (`--client-sched`, `DEFAULT_CLIENT_SCHED` in `e2e-child.ts`): the same CPU
- * share as the broker, but a woken client never preempts it. At `other` (every run before
+ * run at the default policy (`--client-sched`, `DEFAULT_CLIENT_SCHED` in `e2e-child.ts`);
+ * `--client-sched batch` runs them at SCHED_BATCH: the same CPU share as the broker, but a
+ * woken client never preempts it (its own wake-up waits instead). At `other` (every run before
  * session 7) the subscriber, woken by the broker's own socket writes onto the broker's CPU,
  * preempted the broker ~800-1,500 times a second at fan-out 10, 200k/s. `--reference` keeps
  * `other` by default: its clients stand for the e2e readers and writers, at a load that does not
@@ -786,7 +787,7 @@ async function run(args: string[]): Promise<void> {
   traceGc = values['trace-gc'];
   heapProf = values['heap-prof'];
   brokerNodeFlags = values['broker-node-flags'].split(',').filter((f) => f !== '');
-  const sched = values['client-sched'] ?? (values.reference ? 'other' : DEFAULT_CLIENT_SCHED);
+  const sched = values['client-sched'] ?? DEFAULT_CLIENT_SCHED;
   if (sched !== 'batch' && sched !== 'other') {
     throw new UsageError('--client-sched must be batch or other');
   }

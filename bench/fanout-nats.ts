@@ -20,11 +20,9 @@
  * 160k/s, 2 at 20k/s, which nats-server does not pay). `--stall-monitor` turns them on in our
  * broker and our bench subscriber (the broker's loop stall and longest run on a CPU and the
  * subscriber's, to tell a tail apart as either's; its CPU then includes the monitor's).
- * Both systems' publisher and subscriber processes run at SCHED_BATCH (`--client-sched`,
- * `DEFAULT_CLIENT_SCHED` in `e2e-child.ts`; `other` is how every run before session 7 was
- * measured): the same CPU share as the server, but a woken client never preempts it, so the load
- * generators do not take the CPU from the server that woke them (a scheduler tick still may).
- * nats-server and our broker run at the default policy alike.
+ * Both systems' publisher and subscriber processes run at the default scheduling policy
+ * (`--client-sched batch`: SCHED_BATCH, a woken client never preempts the server, but its own
+ * wake-up then waits and counts in the latency: `DEFAULT_CLIENT_SCHED` in `e2e-child.ts`).
  * Results: `bench/results/fanout.json` (`quick/` with `--quick`), and the report.
  */
 import { randomUUID } from 'node:crypto';
@@ -209,7 +207,7 @@ async function runSystem(
   const steps: FanoutStep[] = [];
   try {
     await Promise.all([sub.next('ready'), pub.next('ready')]);
-    // Both systems' load generators do not preempt the server (`DEFAULT_CLIENT_SCHED`).
+    // Both systems' load generators at one policy (`DEFAULT_CLIENT_SCHED`).
     for (const c of [sub, pub]) setProcessSched(c.proc.pid ?? 0, o.clientSched);
     const shards = Array.from({ length: o.shards }, () => `s${randomUUID()}`);
     const connections = Math.max(fanout, 10);
