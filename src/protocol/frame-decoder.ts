@@ -43,8 +43,13 @@ export function createFrameDecoder(maxMessageBytes: number): FrameDecoder {
   let needed = 0;
   let failed: FrameDecodeError | undefined;
 
-  function take(buf: Buffer, onMessage: InPlaceHandler): FrameDecodeError | undefined {
-    let pos = 0;
+  /** Decodes the whole messages of `buf` from `from` on; keeps a copy of the rest. */
+  function take(
+    buf: Buffer,
+    from: number,
+    onMessage: InPlaceHandler,
+  ): FrameDecodeError | undefined {
+    let pos = from;
     const len = buf.length;
     while (len - pos >= GRPC_FRAME_HEADER_BYTES) {
       const flag = buf[pos]!;
@@ -72,14 +77,22 @@ export function createFrameDecoder(maxMessageBytes: number): FrameDecoder {
     return undefined;
   }
 
+  // `push`'s handler as an in-place one, made once per handler (a caller passes the same one
+  // for every chunk of its stream), not a closure per chunk.
+  let viewHandler: ((message: Buffer) => void) | undefined;
+  let asViews: InPlaceHandler = () => {};
   const decoder: FrameDecoder = {
     push(chunk, onMessage) {
-      return decoder.pushInPlace(chunk, (buf, start, end) => onMessage(buf.subarray(start, end)));
+      if (onMessage !== viewHandler) {
+        viewHandler = onMessage;
+        asViews = (buf, start, end) => onMessage(buf.subarray(start, end));
+      }
+      return decoder.pushInPlace(chunk, asViews);
     },
     pushInPlace(chunk, onMessage) {
       if (failed !== undefined) return failed;
       if (pending === undefined) {
-        failed = take(chunk, onMessage);
+        failed = take(chunk, 0, onMessage);
         return failed;
       }
       // Accumulate without re-copying until the pending message is complete, so a large
@@ -112,7 +125,7 @@ export function createFrameDecoder(maxMessageBytes: number): FrameDecoder {
       partsBytes = 0;
       needed = 0;
       onMessage(joined, GRPC_FRAME_HEADER_BYTES, joined.length);
-      failed = take(chunk.subarray(fromChunk), onMessage);
+      failed = take(chunk, fromChunk, onMessage);
       return failed;
     },
     get bufferedBytes() {
