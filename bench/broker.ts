@@ -22,10 +22,9 @@
  * `--client-sched batch` runs them at SCHED_BATCH: the same CPU share as the broker, but a
  * woken client never preempts it (its own wake-up waits instead). At `other` (every run before
  * session 7) the subscriber, woken by the broker's own socket writes onto the broker's CPU,
- * preempted the broker ~800-1,500 times a second at fan-out 10, 200k/s. `--reference` keeps
- * `other` by default: its clients stand for the e2e readers and writers, at a load that does not
- * contend, and there a batch subscriber's own wake-up delay went into the latency (p99 1.9, 1.5 ms
- * at `other`, 3.6, 3.4 at `batch`; broker CPU per delivery 41.6, 35.5 / 36.2, 35.9 µs).
+ * preempted the broker ~800-1,500 times a second at fan-out 10, 200k/s (at `batch` 21-23). A
+ * batch subscriber's own wake-up delay goes into the latency: at `--reference` p99 1.9, 1.5 ms at
+ * `other`, 3.6, 3.4 at `batch` (broker CPU per delivery 41.6, 35.5 / 36.2, 35.9 µs).
  *
  * Then the memory figure: a fresh broker, 1k HTTP/2 connections holding 100k subscriptions over
  * 10k shards (10 subscribers each), and one push per shard (filling the resume rings): RSS

@@ -169,8 +169,7 @@ export function procContextSwitches(pid: number): { voluntary: number; involunta
  * fan-out 10, 200k deliveries/s; at `batch` ~330-550 (`perf sched`; bench/results/notes.md, "What
  * keeps the broker off the CPU"). A lower priority (nice 10) cut that further, but gave the
  * server the clients' share whenever the machine was short of CPU: the subscriber fell behind and
- * fan-out 100 dropped diffs at 1M/s where nice 0 delivered them all. `bench broker --reference`
- * keeps `other` (its clients stand for e2e's readers and writers, at a load that does not contend).
+ * fan-out 100 dropped diffs at 1M/s where nice 0 delivered them all.
  * The default is `other`: in the lead's full `bench fanout` (session 7, 00:04 UTC, load 1.2) with
  * batch clients both systems failed the p99 bound at fan-out 10 and 100 from 20–56k/s (ours and
  * nats-server alike, where `other` had passed 0.9–1.8M/s), because a batch subscriber's wake-up
